@@ -1,0 +1,1 @@
+"""The built-in op catalogue: definitions and their solutions (package data)."""

@@ -1,0 +1,123 @@
+"""The built-in op catalogue: definitions/<op_type>/*.json and solutions/*.py, as package data.
+
+Each solution file declares a module-level literal `FIB_SOLUTIONS` (read with the ast module,
+so no import is needed) listing the definitions it serves; `install` writes them into a
+database as FlashInfer Trace Solutions whose single source is the file itself.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import importlib.resources
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fib_runtime.errors import SchemaError
+from fib_runtime.schema import BuildSpec, Definition, Solution, SourceFile
+from fib_runtime.store import TraceDB
+
+AUTHOR = "fib-runtime"
+_ENTRY_KEYS = frozenset({
+    "variant", "definitions", "entry_point", "language", "destination_passing_style",
+    "target_hardware", "dependencies", "description",
+})
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    definitions: dict[str, Definition]
+    solutions: list[Solution]
+
+
+def catalogue_root() -> Path:
+    """The folder holding the built-in catalogue (works installed and from a checkout)."""
+    return Path(str(importlib.resources.files("fib_runtime.definitions")))
+
+
+def load_catalogue(root: Path | None = None) -> Catalogue:
+    """Read every built-in definition and expand every solution file's entries."""
+    root = root or catalogue_root()
+    definitions: dict[str, Definition] = {}
+    for path in sorted(root.glob("*/*.json")):
+        try:
+            definition = Definition.from_dict(orjson.loads(path.read_bytes()))
+        except SchemaError as exc:
+            raise exc.located(str(path)) from None
+        definitions[definition.name] = definition
+    solutions = []
+    for path in sorted(root.glob("*/solutions/*.py")):
+        solutions.extend(solutions_of_file(path, definitions))
+    return Catalogue(definitions, solutions)
+
+
+def solutions_of_file(path: Path, definitions: dict[str, Definition]) -> list[Solution]:
+    """The Solutions declared by one file's FIB_SOLUTIONS literal."""
+    text = path.read_text()
+    entries = _declared_entries(path, text)
+    solutions = []
+    for i, entry in enumerate(entries):
+        field = f"FIB_SOLUTIONS[{i}]"
+        unknown = set(entry) - _ENTRY_KEYS
+        if unknown:
+            raise SchemaError(f"unknown keys {sorted(unknown)}", file=str(path), field=field)
+        for name in _expand(entry["definitions"], definitions, path, field):
+            spec = BuildSpec(
+                language=entry["language"],
+                target_hardware=tuple(entry.get("target_hardware", ())),
+                entry_point=f"{path.name}::{entry['entry_point']}",
+                destination_passing_style=entry.get("destination_passing_style", False),
+                dependencies=tuple(entry.get("dependencies", ())) or None,
+            )
+            solutions.append(Solution(
+                name=f"{name}__{entry['variant']}", definition=name, author=AUTHOR, spec=spec,
+                sources=(SourceFile(path.name, text),), description=entry.get("description"),
+            ))
+    return solutions
+
+
+def _expand(patterns: list[str], definitions: dict[str, Definition], path: Path,
+            field: str) -> list[str]:
+    """Definition names matched by exact names or shell patterns (`rmsnorm_h*`)."""
+    names = []
+    for pattern in patterns:
+        matched = sorted(fnmatch.filter(definitions, pattern))
+        if not matched:
+            raise SchemaError(f"no definition matches '{pattern}'", file=str(path),
+                              field=f"{field}.definitions")
+        names.extend(n for n in matched if n not in names)
+    return names
+
+
+def _declared_entries(path: Path, text: str) -> list[dict[str, Any]]:
+    for node in ast.parse(text, filename=str(path)).body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "FIB_SOLUTIONS" for t in node.targets):
+            try:
+                return ast.literal_eval(node.value)
+            except ValueError as exc:
+                raise SchemaError(f"not a literal: {exc}", file=str(path),
+                                  field="FIB_SOLUTIONS") from None
+    raise SchemaError("no module-level FIB_SOLUTIONS list", file=str(path),
+                      field="FIB_SOLUTIONS")
+
+
+def install(db: TraceDB, catalogue: Catalogue | None = None) -> tuple[int, int]:
+    """Write the catalogue into a database; idempotent. Returns (definitions, solutions) written.
+
+    Records already present with identical content are left alone; changed ones are replaced.
+    """
+    catalogue = catalogue or load_catalogue()
+    written_defs = written_sols = 0
+    for definition in catalogue.definitions.values():
+        if db.definitions.get(definition.name) != definition:
+            db.add_definition(definition, replace=True)
+            written_defs += 1
+    for solution in catalogue.solutions:
+        if db.solutions.get(solution.name) != solution:
+            db.add_solution(solution, replace=True)
+            written_sols += 1
+    return written_defs, written_sols

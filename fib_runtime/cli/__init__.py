@@ -1,0 +1,1 @@
+"""The `fib` command line."""

@@ -1,0 +1,73 @@
+"""`fib ls` and `fib validate`: what a database holds, and every problem in it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from fib_runtime.paths import default_db_path
+from fib_runtime.store import TraceDB
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ls = sub.add_parser("ls", help="per definition: solutions, workloads, traces per hardware")
+    ls.add_argument("db", nargs="?", type=Path, help="database folder (default: %(default)s)",
+                    default=default_db_path())
+    ls.add_argument("--all", action="store_true",
+                    help="also list definitions with no solutions, workloads or traces")
+    ls.set_defaults(handler=run_ls)
+    validate = sub.add_parser("validate", help="check every record; exit 1 on any problem")
+    validate.add_argument("db", type=Path, help="database folder")
+    validate.set_defaults(handler=run_validate)
+
+
+def summary_rows(db: TraceDB, *, everything: bool) -> list[list[str]]:
+    rows = []
+    for name in sorted(db.definitions):
+        solutions = len(db.solutions_for(name))
+        raw = len(db.workloads_for(name))
+        distinct = len(db.distinct_workloads(name)) if raw else 0
+        per_hw = db.hardware_keys(name)
+        if not (everything or solutions or raw or per_hw):
+            continue
+        traces = ", ".join(f"{k}:{n}" for k, n in sorted(per_hw.items())) or "-"
+        rows.append([name, str(solutions), f"{raw}/{distinct}", traces])
+    return rows
+
+
+def print_summary(db: TraceDB, *, everything: bool = False) -> None:
+    rows = summary_rows(db, everything=everything)
+    headers = ["definition", "solutions", "workloads raw/distinct", "traces by hardware"]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    print(f"database {db.root}: {len(db.definitions)} definitions, {len(db.solutions)} "
+          f"solutions, {len(db.load_errors)} load problems")
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    print_summary(TraceDB.open(args.db), everything=args.all)
+    return 0
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    # Every problem is printed below; the loader's own warnings would repeat them.
+    logging.getLogger("fib_runtime.store").setLevel(logging.ERROR)
+    db = TraceDB.open(args.db)
+    workloads = sum(len(db.workloads_for(d)) for d in db.definitions)
+    traces = sum(len(db.traces_for(d)) for d in db.definitions)
+    unknown = sorted({s.definition for s in db.solutions.values()} - set(db.definitions))
+    problems = [str(p) for p in db.load_errors]
+    problems += [f"solutions refer to unknown definition '{name}'" for name in unknown]
+    print(f"{db.root}: {len(db.definitions)} definitions, {len(db.solutions)} solutions, "
+          f"{workloads} workloads, {traces} traces")
+    if db.missing_blobs:
+        print(f"warning: {len(db.missing_blobs)} blob files referenced by workloads are missing "
+              f"(e.g. {min(db.missing_blobs)})")
+    for problem in problems:
+        print(f"error: {problem}")
+    print(f"{len(problems)} problems" if problems else "ok")
+    return 1 if problems else 0

@@ -1,0 +1,45 @@
+"""Errors that users can cause; each names the file, line and field where it can."""
+
+from __future__ import annotations
+
+
+class FibError(Exception):
+    """Base class of every error fib-runtime raises on purpose."""
+
+
+class SchemaError(FibError):
+    """A record does not follow the FlashInfer Trace schema."""
+
+    def __init__(
+        self, message: str, *, file: str | None = None, line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.reason = message
+        self.file = file
+        self.line = line
+        self.field = field
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = self.file or "<data>"
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.field:
+            where += f": field '{self.field}'"
+        return f"{where}: {self.reason}"
+
+    def located(self, file: str | None, line: int | None = None) -> SchemaError:
+        """The same error, placed in a file (and line)."""
+        return SchemaError(self.reason, file=file, line=line, field=self.field)
+
+
+class StoreError(FibError):
+    """The trace database cannot be read or written as asked."""
+
+
+class ShapeError(FibError):
+    """Tensors do not agree with a definition's axes."""
+
+
+class BuildError(FibError):
+    """A solution cannot be turned into a callable on this machine."""

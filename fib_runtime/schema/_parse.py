@@ -1,0 +1,93 @@
+"""Small typed readers over plain dicts that raise SchemaError naming the field path."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from fib_runtime.errors import SchemaError
+
+MISSING: Any = object()
+NO_EXTRAS: Mapping[str, Any] = MappingProxyType({})
+
+
+def fail(field: str, message: str) -> SchemaError:
+    return SchemaError(message, field=field)
+
+
+def as_dict(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise fail(field, f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def req(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: str) -> Any:
+    """A required field of the given JSON kind."""
+    value = data.get(key, MISSING)
+    if type(value) is kind:
+        return value
+    if value is MISSING:
+        raise fail(join(path, key), "required field is missing")
+    return check(value, kind, join(path, key))
+
+
+def number(data: Mapping[str, Any], key: str, path: str) -> float | int:
+    """A required JSON number (int or float, not bool)."""
+    value = data.get(key, MISSING)
+    kind = type(value)
+    if kind is float or kind is int:
+        return value
+    return req(data, key, (int, float), path)
+
+
+def opt(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: str) -> Any:
+    """An optional field: None when absent or null."""
+    value = data.get(key)
+    if value is None or type(value) is kind:
+        return value
+    return check(value, kind, join(path, key))
+
+
+def check(value: Any, kind: type | tuple[type, ...], field: str) -> Any:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int subclass in Python but not a JSON number.
+    if isinstance(value, bool) and bool not in kinds:
+        raise fail(field, f"expected {_kind_name(kinds)}, got bool")
+    if not isinstance(value, kinds):
+        raise fail(field, f"expected {_kind_name(kinds)}, got {type(value).__name__}")
+    return value
+
+
+def join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def str_list(data: Mapping[str, Any], key: str, path: str) -> tuple[str, ...] | None:
+    """An optional list of strings."""
+    values = opt(data, key, list, path)
+    if values is None:
+        return None
+    if all(type(v) is str for v in values):
+        return tuple(values)
+    field = join(path, key)
+    return tuple(check(v, str, f"{field}[{i}]") for i, v in enumerate(values))
+
+
+def extras(data: Mapping[str, Any], known: frozenset[str]) -> Mapping[str, Any]:
+    """Fields this version does not know, kept to be written back unchanged."""
+    if data.keys() <= known:
+        return NO_EXTRAS
+    return {k: v for k, v in data.items() if k not in known}
+
+
+def put(out: dict[str, Any], key: str, value: Any) -> None:
+    """Write an optional field only when it is set."""
+    if value is not None:
+        out[key] = value
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {dict: "object", list: "array", str: "string", int: "integer",
+             float: "number", bool: "boolean"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)

@@ -1,0 +1,135 @@
+"""Solution: one implementation of a definition, with its build spec and source files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from fib_runtime.schema._parse import as_dict, extras, fail, opt, put, req, str_list
+
+_SPEC_KEYS = frozenset({
+    "language", "target_hardware", "entry_point", "destination_passing_style", "binding",
+    "dependencies",
+})
+_SOURCE_KEYS = frozenset({"path", "content"})
+_SOLUTION_KEYS = frozenset({"name", "definition", "author", "description", "spec", "sources"})
+
+
+@dataclass(frozen=True, slots=True)
+class BuildSpec:
+    """How to build and call a solution."""
+
+    language: str
+    target_hardware: tuple[str, ...]
+    entry_point: str
+    destination_passing_style: bool | None = None
+    binding: str | None = None
+    dependencies: tuple[str, ...] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def dps(self) -> bool:
+        """Destination-passing style (the schema's default is true)."""
+        return True if self.destination_passing_style is None else self.destination_passing_style
+
+    @property
+    def entry_file(self) -> str:
+        return self.entry_point.split("::", 1)[0]
+
+    @property
+    def entry_function(self) -> str:
+        return self.entry_point.split("::", 1)[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "language": self.language, "target_hardware": list(self.target_hardware),
+            "entry_point": self.entry_point,
+        }
+        put(out, "destination_passing_style", self.destination_passing_style)
+        put(out, "binding", self.binding)
+        put(out, "dependencies", None if self.dependencies is None else list(self.dependencies))
+        return {**out, **self.extra}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """One source file of a solution; `path` is relative to the solution's folder."""
+
+    path: str
+    content: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "content": self.content, **self.extra}
+
+
+@dataclass(frozen=True, slots=True)
+class Solution:
+    """A FlashInfer Trace Solution."""
+
+    name: str
+    definition: str
+    author: str
+    spec: BuildSpec
+    sources: tuple[SourceFile, ...]
+    description: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Solution:
+        data = as_dict(data, "")
+        spec = _parse_spec(req(data, "spec", dict, ""))
+        raw_sources = req(data, "sources", list, "")
+        sources = tuple(_parse_source(s, f"sources[{i}]") for i, s in enumerate(raw_sources))
+        paths = [s.path for s in sources]
+        if len(set(paths)) != len(paths):
+            raise fail("sources", "duplicate source paths")
+        if spec.entry_file not in paths:
+            raise fail("spec.entry_point", f"file '{spec.entry_file}' is not among the sources")
+        return cls(
+            name=req(data, "name", str, ""), definition=req(data, "definition", str, ""),
+            author=req(data, "author", str, ""), spec=spec, sources=sources,
+            description=opt(data, "description", str, ""), extra=extras(data, _SOLUTION_KEYS),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name, "definition": self.definition, "author": self.author,
+        }
+        put(out, "description", self.description)
+        out["spec"] = self.spec.to_dict()
+        out["sources"] = [s.to_dict() for s in self.sources]
+        return {**out, **self.extra}
+
+
+def _parse_spec(data: dict[str, Any]) -> BuildSpec:
+    path = "spec"
+    entry = req(data, "entry_point", str, path)
+    file, sep, function = entry.partition("::")
+    if not sep or not file or not function.isidentifier():
+        raise fail(f"{path}.entry_point", f"must be 'file::function', got {entry!r}")
+    target = str_list(data, "target_hardware", path)
+    if target is None:
+        raise fail(f"{path}.target_hardware", "required field is missing")
+    return BuildSpec(
+        language=req(data, "language", str, path), target_hardware=target, entry_point=entry,
+        destination_passing_style=opt(data, "destination_passing_style", bool, path),
+        binding=opt(data, "binding", str, path),
+        dependencies=str_list(data, "dependencies", path), extra=extras(data, _SPEC_KEYS),
+    )
+
+
+def _parse_source(value: Any, path: str) -> SourceFile:
+    data = as_dict(value, path)
+    rel = req(data, "path", str, path)
+    check_relative_path(rel, f"{path}.path")
+    return SourceFile(rel, req(data, "content", str, path), extras(data, _SOURCE_KEYS))
+
+
+def check_relative_path(rel: str, field_path: str) -> None:
+    """Refuse a path that is empty, absolute or escapes its folder."""
+    pure = PurePosixPath(rel.replace("\\", "/"))
+    if not rel or pure.is_absolute() or ".." in pure.parts or rel.startswith("~"):
+        raise fail(field_path, f"path {rel!r} must stay inside the solution's folder")

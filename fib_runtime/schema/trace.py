@@ -1,0 +1,251 @@
+"""Workload, Evaluation and Trace records (one JSON line each in the database)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from fib_runtime.schema._parse import as_dict, check, extras, fail, number, opt, put, req
+
+
+class Status(str, Enum):
+    """Outcome of evaluating one solution on one workload."""
+
+    PASSED = "PASSED"
+    INCORRECT_SHAPE = "INCORRECT_SHAPE"
+    INCORRECT_NUMERICAL = "INCORRECT_NUMERICAL"
+    INCORRECT_DTYPE = "INCORRECT_DTYPE"
+    RUNTIME_ERROR = "RUNTIME_ERROR"
+    COMPILE_ERROR = "COMPILE_ERROR"
+    TIMEOUT = "TIMEOUT"
+
+
+@dataclass(frozen=True, slots=True)
+class RandomInput:
+    """Filled with random values of the input's dtype when materialised."""
+
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "random", **self.extra}
+
+
+@dataclass(frozen=True, slots=True)
+class ScalarInput:
+    value: int | float | bool
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "scalar", "value": self.value, **self.extra}
+
+
+@dataclass(frozen=True, slots=True)
+class SafetensorsInput:
+    """A tensor stored in a safetensors blob; `path` is relative to the database root."""
+
+    path: str
+    tensor_key: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "safetensors", "path": self.path, "tensor_key": self.tensor_key,
+                **self.extra}
+
+
+InputDescriptor = RandomInput | ScalarInput | SafetensorsInput
+RANDOM = RandomInput()
+_TYPE_ONLY = frozenset({"type"})
+_SCALAR_KEYS = frozenset({"type", "value"})
+_SAFETENSORS_KEYS = frozenset({"type", "path", "tensor_key"})
+
+_WORKLOAD_KEYS = frozenset({"uuid", "axes", "inputs"})
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """Concrete variable-axis values and how to obtain each input."""
+
+    uuid: str
+    axes: Mapping[str, int]
+    inputs: Mapping[str, InputDescriptor]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "workload") -> Workload:
+        data = as_dict(data, path)
+        axes = req(data, "axes", dict, path)
+        for name, value in axes.items():
+            if type(value) is not int:
+                check(value, int, f"{path}.axes.{name}")
+        inputs = {name: _parse_input(raw, f"{path}.inputs.{name}")
+                  for name, raw in req(data, "inputs", dict, path).items()}
+        return cls(req(data, "uuid", str, path), axes, inputs, extras(data, _WORKLOAD_KEYS))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"uuid": self.uuid, "axes": dict(self.axes),
+                "inputs": {k: v.to_dict() for k, v in self.inputs.items()}, **self.extra}
+
+
+def _parse_input(value: Any, path: str) -> InputDescriptor:
+    data = as_dict(value, path)
+    kind = req(data, "type", str, path)
+    if kind == "random":
+        return RANDOM if len(data) == 1 else RandomInput(extras(data, _TYPE_ONLY))
+    if kind == "scalar":
+        if "value" not in data:
+            raise fail(f"{path}.value", "required field is missing")
+        scalar = check(data["value"], (int, float, bool), f"{path}.value")
+        return ScalarInput(scalar, extras(data, _SCALAR_KEYS))
+    if kind == "safetensors":
+        return SafetensorsInput(req(data, "path", str, path), req(data, "tensor_key", str, path),
+                                extras(data, _SAFETENSORS_KEYS))
+    raise fail(f"{path}.type", f"must be random, scalar or safetensors, got {kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Correctness:
+    max_relative_error: float
+    max_absolute_error: float
+    extra_info: Mapping[str, Any] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"max_relative_error": self.max_relative_error,
+                               "max_absolute_error": self.max_absolute_error}
+        put(out, "extra", None if self.extra_info is None else dict(self.extra_info))
+        return {**out, **self.extra}
+
+
+@dataclass(frozen=True, slots=True)
+class Performance:
+    latency_ms: float
+    reference_latency_ms: float
+    speedup_factor: float
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"latency_ms": self.latency_ms, "reference_latency_ms": self.reference_latency_ms,
+                "speedup_factor": self.speedup_factor, **self.extra}
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    hardware: str
+    libs: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hardware": self.hardware, "libs": dict(self.libs), **self.extra}
+
+
+_EVAL_KEYS = frozenset({
+    "status", "log", "correctness", "performance", "environment", "timestamp",
+})
+_CORRECTNESS_KEYS = frozenset({"max_relative_error", "max_absolute_error", "extra"})
+_PERFORMANCE_KEYS = frozenset({"latency_ms", "reference_latency_ms", "speedup_factor"})
+_ENV_KEYS = frozenset({"hardware", "libs"})
+_STATUS_BY_NAME = {s.value: s for s in Status}
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    status: Status
+    environment: Environment
+    timestamp: str
+    log: str | None = None
+    correctness: Correctness | None = None
+    performance: Performance | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        needs_correctness = self.status in (Status.PASSED, Status.INCORRECT_NUMERICAL)
+        if needs_correctness != (self.correctness is not None):
+            raise fail("evaluation.correctness",
+                       f"{'required' if needs_correctness else 'must be null'} "
+                       f"for status {self.status.value}")
+        needs_performance = self.status is Status.PASSED
+        if needs_performance != (self.performance is not None):
+            raise fail("evaluation.performance",
+                       f"{'required' if needs_performance else 'must be null'} "
+                       f"for status {self.status.value}")
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "evaluation") -> Evaluation:
+        data = as_dict(data, path)
+        raw_status = req(data, "status", str, path)
+        status = _STATUS_BY_NAME.get(raw_status)
+        if status is None:
+            raise fail(f"{path}.status", f"unknown status {raw_status!r}")
+        env = req(data, "environment", dict, path)
+        libs = opt(env, "libs", dict, f"{path}.environment") or {}
+        environment = Environment(req(env, "hardware", str, f"{path}.environment"), libs,
+                                  extras(env, _ENV_KEYS))
+        correctness = None
+        raw = opt(data, "correctness", dict, path)
+        if raw is not None:
+            where = f"{path}.correctness"
+            correctness = Correctness(
+                number(raw, "max_relative_error", where),
+                number(raw, "max_absolute_error", where), opt(raw, "extra", dict, where),
+                extras(raw, _CORRECTNESS_KEYS))
+        performance = None
+        raw = opt(data, "performance", dict, path)
+        if raw is not None:
+            where = f"{path}.performance"
+            performance = Performance(
+                number(raw, "latency_ms", where),
+                number(raw, "reference_latency_ms", where),
+                number(raw, "speedup_factor", where),
+                extras(raw, _PERFORMANCE_KEYS))
+        return cls(status, environment, req(data, "timestamp", str, path),
+                   opt(data, "log", str, path), correctness, performance,
+                   extras(data, _EVAL_KEYS))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status.value}
+        put(out, "log", self.log)
+        out["correctness"] = None if self.correctness is None else self.correctness.to_dict()
+        out["performance"] = None if self.performance is None else self.performance.to_dict()
+        out["environment"] = self.environment.to_dict()
+        out["timestamp"] = self.timestamp
+        return {**out, **self.extra}
+
+
+_TRACE_KEYS = frozenset({"definition", "workload", "solution", "evaluation"})
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """A workload record (solution and evaluation null) or a benchmark result."""
+
+    definition: str
+    workload: Workload
+    solution: str | None = None
+    evaluation: Evaluation | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_workload(self) -> bool:
+        return self.solution is None and self.evaluation is None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Trace:
+        data = as_dict(data, "")
+        raw_eval = opt(data, "evaluation", dict, "")
+        return cls(
+            definition=req(data, "definition", str, ""),
+            workload=Workload.from_dict(req(data, "workload", dict, "")),
+            solution=opt(data, "solution", str, ""),
+            evaluation=None if raw_eval is None else Evaluation.from_dict(raw_eval),
+            extra=extras(data, _TRACE_KEYS),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "definition": self.definition, "solution": self.solution,
+            "workload": self.workload.to_dict(),
+            "evaluation": None if self.evaluation is None else self.evaluation.to_dict(),
+            **self.extra,
+        }

@@ -1,0 +1,311 @@
+"""TraceDB: load, index and append to a FlashInfer Trace database on disk."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from fib_runtime.errors import FibError, SchemaError, StoreError
+from fib_runtime.hardware import hardware_key
+from fib_runtime.schema import Definition, SafetensorsInput, Solution, Trace
+from fib_runtime.store import files, layout
+
+log = logging.getLogger("fib_runtime.store")
+_LOGGED_PROBLEMS = 20
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadProblem:
+    """One record that could not be loaded, and why."""
+
+    file: str
+    line: int | None
+    field: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: " + (f"field '{self.field}': " if self.field else "") + self.reason
+
+
+class TraceDB:
+    """A FlashInfer Trace database rooted at a folder, loaded into memory and indexed.
+
+    Loading is tolerant: a malformed file or line is skipped, logged once and kept in
+    `load_errors`. Writes go straight to disk (process-safe) and into the in-memory indexes.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.definitions: dict[str, Definition] = {}
+        self.solutions: dict[str, Solution] = {}
+        self.load_errors: list[LoadProblem] = []
+        self.missing_blobs: set[str] = set()
+        self._solutions_by_def: dict[str, list[Solution]] = defaultdict(list)
+        self._workloads: dict[str, list[Trace]] = defaultdict(list)
+        self._traces: dict[str, list[Trace]] = defaultdict(list)
+        self._traces_by_hw: dict[tuple[str, str], list[Trace]] = defaultdict(list)
+        self._blob_exists: dict[str, bool] = {}
+
+    # -- loading ------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path, *, create: bool = False, strict: bool = False) -> TraceDB:
+        """Load the database at `path` (creating an empty one when `create`).
+
+        With `strict`, any load problem raises a StoreError listing all of them.
+        """
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            if not create:
+                raise StoreError(f"{root}: no such database folder")
+            root.mkdir(parents=True, exist_ok=True)
+        db = cls(root)
+        db._load()
+        if strict and db.load_errors:
+            raise StoreError(f"{root}: {len(db.load_errors)} problems:\n"
+                             + "\n".join(str(p) for p in db.load_errors))
+        return db
+
+    def _load(self) -> None:
+        # Loading creates millions of small objects and no cycles: the cyclic collector
+        # would only rescan them over and over.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._load_all()
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _load_all(self) -> None:
+        for path in self._files(layout.DEFINITIONS, ".json"):
+            self._load_json(path, Definition.from_dict, self._index_definition)
+        for path in self._files(layout.SOLUTIONS, ".json"):
+            self._load_json(path, Solution.from_dict, self._index_solution)
+        for path in self._files(layout.WORKLOADS, ".jsonl"):
+            self._load_jsonl(path, workloads=True)
+        for path in self._files(layout.TRACES, ".jsonl"):
+            self._load_jsonl(path, workloads=False)
+        self._report_missing_blobs()
+        for problem in self.load_errors[:_LOGGED_PROBLEMS]:
+            log.warning("skipped %s", problem)
+        if len(self.load_errors) > _LOGGED_PROBLEMS:
+            log.warning("skipped %d more records; run `fib validate %s` for all",
+                        len(self.load_errors) - _LOGGED_PROBLEMS, self.root)
+
+    def _files(self, folder: str, suffix: str) -> list[Path]:
+        base = self.root / folder
+        return sorted(p for p in base.rglob(f"*{suffix}") if p.is_file()) if base.is_dir() else []
+
+    def _rel(self, path: Path) -> str:
+        return str(path.relative_to(self.root))
+
+    def _problem(self, path: Path, line: int | None, exc: Exception) -> None:
+        field = exc.field if isinstance(exc, SchemaError) else None
+        reason = exc.reason if isinstance(exc, SchemaError) else str(exc)
+        self.load_errors.append(LoadProblem(self._rel(path), line, field, reason))
+
+    def _load_json(self, path: Path, parse: Callable[[Any], R], index: Callable[[R], None]
+                   ) -> None:
+        try:
+            record = parse(orjson.loads(path.read_bytes()))
+            index(record)
+        except (orjson.JSONDecodeError, FibError, OSError) as exc:
+            self._problem(path, None, exc)
+
+    def _load_jsonl(self, path: Path, *, workloads: bool) -> None:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            self._problem(path, None, exc)
+            return
+        for number, line in enumerate(data.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                trace = Trace.from_dict(orjson.loads(line))
+            except (orjson.JSONDecodeError, FibError) as exc:
+                self._problem(path, number, exc)
+                continue
+            if workloads and not trace.is_workload:
+                self._problem(path, number, SchemaError(
+                    "a workload line must have null solution and evaluation", field="solution"))
+                continue
+            self._index_trace(trace)
+
+    def _index_definition(self, definition: Definition) -> None:
+        if definition.name in self.definitions:
+            raise StoreError(f"duplicate definition name '{definition.name}'")
+        self.definitions[definition.name] = definition
+
+    def _index_solution(self, solution: Solution) -> None:
+        if solution.name in self.solutions:
+            raise StoreError(f"duplicate solution name '{solution.name}'")
+        self.solutions[solution.name] = solution
+        self._solutions_by_def[solution.definition].append(solution)
+
+    def _index_trace(self, trace: Trace) -> None:
+        if trace.evaluation is None:
+            self._workloads[trace.definition].append(trace)
+            for desc in trace.workload.inputs.values():
+                if type(desc) is SafetensorsInput:
+                    self._note_blob(desc.path)
+            return
+        self._traces[trace.definition].append(trace)
+        key = hardware_key(trace.evaluation.environment.hardware)
+        self._traces_by_hw[(trace.definition, key)].append(trace)
+
+    def _note_blob(self, rel: str) -> None:
+        exists = self._blob_exists.get(rel)
+        if exists is None:
+            try:
+                exists = files.inside(self.root, rel).is_file()
+            except StoreError:
+                exists = False
+            self._blob_exists[rel] = exists
+        if not exists:
+            self.missing_blobs.add(rel)
+
+    def _report_missing_blobs(self) -> None:
+        if self.missing_blobs:
+            example = min(self.missing_blobs)
+            log.warning("%s: %d blob files referenced by workloads are missing (e.g. %s); "
+                        "those workloads cannot be materialised", self.root,
+                        len(self.missing_blobs), example)
+
+    # -- queries ------------------------------------------------------------------------
+
+    def solutions_for(self, definition: str) -> list[Solution]:
+        return list(self._solutions_by_def.get(definition, ()))
+
+    def workloads_for(self, definition: str) -> list[Trace]:
+        """Every workload line of a definition, as stored (duplicates included)."""
+        return list(self._workloads.get(definition, ()))
+
+    def distinct_workloads(self, definition: str) -> list[Trace]:
+        """Workloads of a definition with duplicates removed (same axes and inputs).
+
+        Many capturing processes may record the same workload; the first one seen is kept.
+        """
+        seen: set[bytes] = set()
+        distinct = []
+        for trace in self._workloads.get(definition, ()):
+            wl = trace.workload
+            key = orjson.dumps({"axes": wl.axes,
+                                "inputs": {k: v.to_dict() for k, v in wl.inputs.items()}},
+                               option=orjson.OPT_SORT_KEYS)
+            if key not in seen:
+                seen.add(key)
+                distinct.append(trace)
+        return distinct
+
+    def traces_for(self, definition: str, hardware: str | None = None) -> list[Trace]:
+        """Benchmark traces of a definition, optionally only those of one hardware key."""
+        if hardware is None:
+            return list(self._traces.get(definition, ()))
+        return list(self._traces_by_hw.get((definition, hardware), ()))
+
+    def hardware_keys(self, definition: str) -> dict[str, int]:
+        """Trace counts per hardware key for a definition."""
+        return {key: len(traces) for (name, key), traces in self._traces_by_hw.items()
+                if name == definition}
+
+    def fingerprint(self) -> str:
+        """Digest of what dispatch decisions depend on (definitions, solutions, traces)."""
+        return files.fingerprint(self.root, layout.DECISION_FOLDERS)
+
+    # -- writing ------------------------------------------------------------------------
+
+    def add_definition(self, definition: Definition, *, replace: bool = False) -> Path:
+        """Write a definition file atomically and index it."""
+        if definition.name in self.definitions and not replace:
+            raise StoreError(f"definition '{definition.name}' already exists in {self.root}")
+        target = layout.definition_file(self.root, definition.op_type, definition.name)
+        files.write_atomic(target, orjson.dumps(definition.to_dict(), option=orjson.OPT_INDENT_2))
+        self.definitions[definition.name] = definition
+        return target
+
+    def add_solution(self, solution: Solution, *, replace: bool = False) -> Path:
+        """Write a solution file atomically and index it."""
+        definition = self._definition(solution.definition)
+        if solution.name in self.solutions:
+            if not replace:
+                raise StoreError(f"solution '{solution.name}' already exists in {self.root}")
+            old = self.solutions[solution.name]
+            self._solutions_by_def[old.definition].remove(old)
+        target = layout.solution_file(self.root, solution.author, definition.op_type,
+                                      solution.definition, solution.name)
+        files.write_atomic(target, orjson.dumps(solution.to_dict(), option=orjson.OPT_INDENT_2))
+        self.solutions[solution.name] = solution
+        self._solutions_by_def[solution.definition].append(solution)
+        return target
+
+    def append_workloads(self, workloads: Iterable[Trace]) -> int:
+        """Append workload records (solution and evaluation null); process-safe."""
+        return self._append(workloads, layout.workload_file, want_workloads=True)
+
+    def append_traces(self, traces: Iterable[Trace]) -> int:
+        """Append benchmark traces; process-safe."""
+        return self._append(traces, layout.trace_file, want_workloads=False)
+
+    def _append(self, records: Iterable[Trace], where: Callable[[Path, str, str], Path], *,
+                want_workloads: bool) -> int:
+        by_file: dict[Path, list[Trace]] = defaultdict(list)
+        for trace in records:
+            if trace.is_workload != want_workloads:
+                kind = "workload" if want_workloads else "benchmark trace"
+                raise StoreError(f"not a {kind}: definition '{trace.definition}', "
+                                 f"workload {trace.workload.uuid}")
+            op_type = self._definition(trace.definition).op_type
+            by_file[where(self.root, op_type, trace.definition)].append(trace)
+        written = 0
+        for target, batch in by_file.items():
+            written += files.append_records(self.root, target, (t.to_dict() for t in batch))
+            for trace in batch:
+                self._index_trace(trace)
+        return written
+
+    def _definition(self, name: str) -> Definition:
+        try:
+            return self.definitions[name]
+        except KeyError:
+            raise StoreError(f"unknown definition '{name}' in {self.root}") from None
+
+    # -- blobs --------------------------------------------------------------------------
+
+    def blob_path(self, rel: str) -> Path:
+        """Absolute path of a blob referenced from data (must stay inside the root)."""
+        return files.inside(self.root, rel)
+
+    def save_tensors(self, rel: str, tensors: dict[str, Any]) -> int:
+        """Save tensors to a safetensors blob (atomically); returns its size in bytes."""
+        from safetensors.torch import save
+
+        data = save({k: v.contiguous() for k, v in tensors.items()})
+        files.write_atomic(self.blob_path(rel), data)
+        self._blob_exists[rel] = True
+        self.missing_blobs.discard(rel)
+        return len(data)
+
+    def load_tensor(self, desc: SafetensorsInput, *, device: str = "cpu") -> Any:
+        """Read one tensor of a blob; a clear StoreError names the file when it is missing."""
+        from safetensors import safe_open
+
+        path = self.blob_path(desc.path)
+        if not path.is_file():
+            raise StoreError(f"blob file {desc.path} is missing from {self.root} "
+                             "(datasets are often cloned without their blobs)")
+        with safe_open(str(path), framework="pt", device=device) as handle:
+            if desc.tensor_key not in handle.keys():  # noqa: SIM118 - safe_open has no __contains__
+                raise StoreError(f"{desc.path}: no tensor '{desc.tensor_key}'")
+            return handle.get_tensor(desc.tensor_key)

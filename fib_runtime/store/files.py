@@ -1,0 +1,88 @@
+"""Low-level file operations: locked whole-line appends, atomic writes, safe paths."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from filelock import FileLock
+
+from fib_runtime.errors import StoreError
+
+LOCK_DIR = ".fib/locks"
+
+
+def lock_for(root: Path, target: Path) -> FileLock:
+    """The inter-process lock that guards one file of the database."""
+    rel = target.resolve().relative_to(root.resolve())
+    lock_path = root / LOCK_DIR / (str(rel).replace(os.sep, "__") + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(lock_path))
+
+
+def append_records(root: Path, target: Path, records: Iterable[dict[str, Any]]) -> int:
+    """Append records as JSON lines with one write under the file's lock. Returns bytes written.
+
+    If an earlier writer died mid-line, a newline is written first so the new records stay
+    whole lines (the partial line is later reported and skipped by the loader).
+    """
+    payload = b"".join(orjson.dumps(r) + b"\n" for r in records)
+    if not payload:
+        return 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with lock_for(root, target):
+        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                payload = b"\n" + payload
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    return len(payload)
+
+
+def write_atomic(target: Path, data: bytes) -> None:
+    """Replace a file's content in one step (temp file in the same folder, then rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def inside(root: Path, rel: str) -> Path:
+    """Resolve a path read from data; refuse one that leaves the database root."""
+    resolved_root = root.resolve()
+    path = (resolved_root / rel).resolve()
+    if path != resolved_root and resolved_root not in path.parents:
+        raise StoreError(f"path {rel!r} resolves outside the database root {root}")
+    return path
+
+
+def fingerprint(root: Path, folders: Iterable[str]) -> str:
+    """A cheap digest of the named folders: file names, sizes and modification times."""
+    digest = hashlib.blake2b(digest_size=12)
+    for folder in folders:
+        base = root / folder
+        if not base.is_dir():
+            continue
+        for path in sorted(base.rglob("*")):
+            if path.suffix in (".json", ".jsonl"):
+                st = path.stat()
+                digest.update(f"{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n"
+                              .encode())
+    return digest.hexdigest()

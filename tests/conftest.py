@@ -1,0 +1,29 @@
+"""Shared fixtures: the official FlashInfer Trace data (skipped when absent) and GPU marking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+OFFICIAL = REPO.parent / "shared" / "flashinfer-trace"
+
+
+@pytest.fixture
+def official() -> Path:
+    """The official FlashInfer Trace data beside the checkout (developers' and CI machines)."""
+    if not OFFICIAL.is_dir():
+        pytest.skip("../shared/flashinfer-trace is not present")
+    return OFFICIAL
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
