@@ -1,0 +1,1 @@
+"""Dispatch: @fib.apply, the per-GPU decision table, key extraction, miss policy."""
