@@ -114,5 +114,7 @@ def assert_matches(got: tuple, want: tuple, label: str) -> None:
     (out, lse), (ref_out, ref_lse) = got, want
     assert out.shape == ref_out.shape and out.dtype == torch.bfloat16, label
     assert lse.shape == ref_lse.shape and lse.dtype == torch.float32, label
-    torch.testing.assert_close(out.float(), ref_out.float(), atol=1e-2, rtol=2e-2, msg=label)
-    torch.testing.assert_close(lse, ref_lse, atol=2e-3, rtol=1e-3, msg=label)
+    torch.testing.assert_close(out.float(), ref_out.float(), atol=1e-2, rtol=2e-2,
+                               msg=lambda m: f"{label} output: {m}")
+    torch.testing.assert_close(lse, ref_lse, atol=2e-3, rtol=1e-3,
+                               msg=lambda m: f"{label} lse: {m}")

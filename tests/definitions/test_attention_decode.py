@@ -127,6 +127,7 @@ def test_split_count_fills_the_gpu_and_stays_one_for_big_batches() -> None:
     assert choose(1, 8, 64, cpu) == 1  # too short to be worth a merge pass
     assert choose(256, 8, 256 * 4096, cpu) == 1  # batch x heads already fills the GPU
     assert choose(4, 4, 4 * 512, cpu) == 4  # capped by chunks of >= 128 tokens
+    assert choose(1, 8, 2**20, cpu) == 64  # capped to keep the merge tile in registers
 
 
 def test_flashinfer_solution_imports_without_flashinfer(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -165,18 +165,28 @@ def _merge_splits_kernel(
     tl.store(lse_ptr + row, tl.where(has_kv, shift + tl.log2(safe_l), float("-inf")))
 
 
+_SM_COUNTS: dict[torch.device, int] = {}
+
+
 def _num_sms(device: torch.device) -> int:
     """Streaming multiprocessors of the device (an H100's count off CUDA, e.g. the interpreter)."""
     if device.type != "cuda":
         return 132
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    count = _SM_COUNTS.get(device)
+    if count is None:  # the property query costs tens of microseconds: once per device
+        count = _SM_COUNTS[device] = torch.cuda.get_device_properties(device).multi_processor_count
+    return count
 
 
 def choose_num_splits(batch: int, num_kv_heads: int, num_kv_indices: int, device: torch.device,
-                      min_chunk: int = 128) -> int:
-    """Splits per sequence: enough programs for ~4 waves of SMs, chunks of >= min_chunk tokens."""
+                      min_chunk: int = 128, max_splits: int = 64) -> int:
+    """Splits per sequence: ~8 waves of programs over the SMs, chunks of >= min_chunk tokens.
+
+    Uses the mean length (num_kv_indices / batch), known on the host without a sync.
+    max_splits bounds the merge pass's tile (splits x head_dim float32 in registers).
+    """
     programs = batch * num_kv_heads
-    wanted = triton.cdiv(4 * _num_sms(device), max(programs, 1))
+    wanted = min(triton.cdiv(8 * _num_sms(device), max(programs, 1)), max_splits)
     mean_len = num_kv_indices / max(batch, 1)
     return max(1, min(wanted, math.ceil(mean_len / min_chunk)))
 
@@ -189,11 +199,15 @@ def decode(
     kv_indices: torch.Tensor,
     sm_scale: float,
     num_splits: int,
-    block_n: int = 64,
+    block_n: int | None = None,
     num_warps: int = 4,
     num_stages: int = 2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode attention with num_splits KV chunks per sequence; 0 means one pass, no merge."""
+    """Decode attention with num_splits KV chunks per sequence; 0 means one pass, no merge.
+
+    block_n (tokens per tile) defaults to 128, or 64 when the mean chunk is shorter than 128.
+    Two stages of 128-token K/V tiles take 128 KiB of shared memory.
+    """
     batch, num_qo_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[2]
     group = num_qo_heads // num_kv_heads
@@ -205,6 +219,8 @@ def decode(
         return output, lse
     single = num_splits == 0
     splits = max(num_splits, 1)
+    if block_n is None:
+        block_n = 128 if kv_indices.shape[0] >= 128 * batch * splits else 64
     if single:
         o_buf, m_buf, l_buf = output, lse, lse
     else:
