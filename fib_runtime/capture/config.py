@@ -1,0 +1,205 @@
+"""Capture policies (per definition, with a default) and their JSON config file."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fib_runtime.errors import FibError
+
+DUMP_MODES = ("none", "int", "named", "all")
+KEY_MODES = ("axes", "kv_bucket")
+CONFIG_ENV = "FIB_CAPTURE_CONFIG"
+
+
+class CaptureConfigError(FibError):
+    """A capture config (file or dict) is malformed; the message names the file and field."""
+
+
+@dataclass(frozen=True)
+class CapturePolicy:
+    """What to record for one definition.
+
+    per_key        records kept per hot-path key (1 = dedup, k = first k, None = no limit);
+                   the hot-path key is the var-axis key, or its `shape_axes` part with
+                   key="kv_bucket"
+    sample         probability that a call still eligible for recording is recorded
+    max_workloads  workloads recorded per definition (None = no cap)
+    max_blob_bytes tensor bytes dumped per definition (None = no cap)
+    dump           which input tensors are saved: none (recorded as random), int (integer
+                   and bool tensors, e.g. kv_indptr), named (`dump_inputs`), all
+    key            "axes" (dedup on the var-axis key) or "kv_bucket" (dedup on `shape_axes`
+                   plus the power-of-two bucket of the average KV length, read from a copy of
+                   the `kv_indptr` input on the writer thread)
+    shape_axes     var axes forming the shape part of a kv_bucket key (None = the var axes of
+                   the non-integer inputs)
+    """
+
+    per_key: int | None = 1
+    sample: float = 1.0
+    max_workloads: int | None = 10_000
+    max_blob_bytes: int | None = 256 << 20
+    dump: str = "none"
+    dump_inputs: tuple[str, ...] = ()
+    key: str = "axes"
+    shape_axes: tuple[str, ...] | None = None
+    kv_indptr: str = "kv_indptr"
+
+    def __post_init__(self) -> None:
+        _positive_or_none(self.per_key, "per_key")
+        _positive_or_none(self.max_workloads, "max_workloads", zero_ok=True)
+        _positive_or_none(self.max_blob_bytes, "max_blob_bytes", zero_ok=True)
+        if not isinstance(self.sample, (int, float)) or not 0.0 <= self.sample <= 1.0:
+            raise CaptureConfigError(f"field 'sample': must be a number in [0, 1], "
+                                     f"got {self.sample!r}")
+        if self.dump not in DUMP_MODES:
+            raise CaptureConfigError(f"field 'dump': must be one of {', '.join(DUMP_MODES)}, "
+                                     f"got {self.dump!r}")
+        if self.key not in KEY_MODES:
+            raise CaptureConfigError(f"field 'key': must be one of {', '.join(KEY_MODES)}, "
+                                     f"got {self.key!r}")
+        if self.dump == "named" and not self.dump_inputs:
+            raise CaptureConfigError("field 'dump_inputs': required when dump is 'named'")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["dump_inputs"] = list(self.dump_inputs)
+        if self.shape_axes is not None:
+            out["shape_axes"] = list(self.shape_axes)
+        return out
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """Session settings and the policy of each definition.
+
+    `definitions` maps a definition name or an fnmatch pattern (e.g. "gqa_paged_*") to its
+    policy; an exact name wins over patterns, patterns are tried in order, else `default`.
+    In JSON, each entry lists only the fields that differ from `default`.
+    """
+
+    default: CapturePolicy = field(default_factory=CapturePolicy)
+    definitions: Mapping[str, CapturePolicy] = field(default_factory=dict)
+    queue_size: int = 4096
+    flush_interval_s: float = 2.0
+    max_total_blob_bytes: int | None = 1 << 30
+    seed: int | None = None
+    handle_signals: bool = True
+
+    def __post_init__(self) -> None:
+        if type(self.queue_size) is not int or self.queue_size < 1:
+            raise CaptureConfigError(f"field 'queue_size': must be an integer >= 1, "
+                                     f"got {self.queue_size!r}")
+        _positive_or_none(self.max_total_blob_bytes, "max_total_blob_bytes", zero_ok=True)
+        if not isinstance(self.flush_interval_s, (int, float)) or self.flush_interval_s <= 0:
+            raise CaptureConfigError("field 'flush_interval_s': must be a positive number")
+
+    def policy_for(self, definition: str) -> CapturePolicy:
+        exact = self.definitions.get(definition)
+        if exact is not None:
+            return exact
+        for pattern, policy in self.definitions.items():
+            if fnmatch.fnmatchcase(definition, pattern):
+                return policy
+        return self.default
+
+    # -- JSON ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Any, *, file: str | None = None) -> CaptureConfig:
+        where = f"{file}: " if file else ""
+        try:
+            return cls._from_dict(data)
+        except CaptureConfigError as exc:
+            raise CaptureConfigError(f"{where}{exc}") from None
+
+    @classmethod
+    def _from_dict(cls, data: Any) -> CaptureConfig:
+        if not isinstance(data, dict):
+            raise CaptureConfigError("the config must be a JSON object")
+        settings = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - settings)
+        if unknown:
+            raise CaptureConfigError(f"unknown field(s) {', '.join(unknown)}; "
+                                     f"known: {', '.join(sorted(settings))}")
+        default = _policy(data.get("default", {}), CapturePolicy(), "default")
+        raw_defs = data.get("definitions", {})
+        if not isinstance(raw_defs, dict):
+            raise CaptureConfigError("field 'definitions': must be an object")
+        per_def = {name: _policy(raw, default, f"definitions.{name}")
+                   for name, raw in raw_defs.items()}
+        rest = {k: v for k, v in data.items() if k not in ("default", "definitions")}
+        try:
+            return cls(default=default, definitions=per_def, **rest)
+        except CaptureConfigError:
+            raise
+        except TypeError as exc:
+            raise CaptureConfigError(str(exc)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        base = self.default.to_dict()
+        return {
+            "default": base,
+            "definitions": {name: {k: v for k, v in p.to_dict().items() if base[k] != v}
+                            for name, p in self.definitions.items()},
+            "queue_size": self.queue_size, "flush_interval_s": self.flush_interval_s,
+            "max_total_blob_bytes": self.max_total_blob_bytes, "seed": self.seed,
+            "handle_signals": self.handle_signals,
+        }
+
+    @classmethod
+    def load(cls, path: str | Path) -> CaptureConfig:
+        """Read a JSON config file (CaptureConfigError names the file and field)."""
+        path = Path(path).expanduser()
+        try:
+            data = orjson.loads(path.read_bytes())
+        except OSError as exc:
+            raise CaptureConfigError(f"{path}: cannot read the capture config: {exc}") from None
+        except orjson.JSONDecodeError as exc:
+            raise CaptureConfigError(f"{path}: not valid JSON: {exc}") from None
+        return cls.from_dict(data, file=str(path))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2))
+
+    @classmethod
+    def from_env(cls) -> CaptureConfig:
+        """The config named by $FIB_CAPTURE_CONFIG, else the defaults."""
+        path = os.environ.get(CONFIG_ENV)
+        return cls.load(path) if path else cls()
+
+
+def _policy(raw: Any, base: CapturePolicy, where: str) -> CapturePolicy:
+    if not isinstance(raw, dict):
+        raise CaptureConfigError(f"field '{where}': must be an object")
+    known = {f.name for f in fields(CapturePolicy)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise CaptureConfigError(f"field '{where}': unknown field(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(sorted(known))}")
+    values = dict(raw)
+    for name in ("dump_inputs", "shape_axes"):
+        if values.get(name) is not None:
+            if not isinstance(values[name], list) or not all(
+                    isinstance(v, str) for v in values[name]):
+                raise CaptureConfigError(f"field '{where}.{name}': must be a list of names")
+            values[name] = tuple(values[name])
+    try:
+        return replace(base, **values)
+    except CaptureConfigError as exc:
+        raise CaptureConfigError(f"in '{where}': {exc}") from None
+
+
+def _positive_or_none(value: Any, name: str, *, zero_ok: bool = False) -> None:
+    if value is None:
+        return
+    low = 0 if zero_ok else 1
+    if type(value) is not int or value < low:
+        raise CaptureConfigError(f"field '{name}': must be an integer >= {low} or null, "
+                                 f"got {value!r}")

@@ -1,0 +1,203 @@
+"""A capture session (database, config, recorders, writer) and the process-wide switch."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from fib_runtime.capture.config import CaptureConfig
+from fib_runtime.capture.recorder import DefinitionRecorder, Shared
+from fib_runtime.capture.signals import SignalFlush
+from fib_runtime.capture.stats import total
+from fib_runtime.capture.writer import Writer
+from fib_runtime.paths import default_db_path
+from fib_runtime.schema import Definition
+from fib_runtime.store import TraceDB
+
+log = logging.getLogger("fib_runtime.capture")
+Recorder = Callable[[tuple[int, ...], tuple[Any, ...]], None]
+
+
+class CaptureSession:
+    """Records the workloads of the definitions called through `fib.apply` into one database.
+
+    `recorder_for(name)` is the factory given to dispatch. Use `enable_capture()` to create
+    and activate one; as a context manager, leaving it closes it (and re-activates the
+    session that was active before).
+    """
+
+    def __init__(self, db: TraceDB, config: CaptureConfig) -> None:
+        self.db = db
+        self.config = config
+        self.closed = False
+        self._shared = Shared(config.queue_size, config.max_total_blob_bytes)
+        self._writer = Writer(db, self._shared, config.flush_interval_s)
+        self._signals = SignalFlush(self.flush) if config.handle_signals else None
+        self._recorders: dict[str, DefinitionRecorder | None] = {}
+        self._lock = threading.Lock()
+        self._catalogue: dict[str, Definition] | None = None
+
+    # -- the factory ---------------------------------------------------------------------
+
+    def recorder_for(self, name: str) -> Recorder | None:
+        """The hot-path recorder of a definition, or None when it is not captured."""
+        with self._lock:
+            if name not in self._recorders:
+                self._recorders[name] = self._build(name)
+            built = self._recorders[name]
+        return None if built is None else built.record
+
+    def _build(self, name: str) -> DefinitionRecorder | None:
+        try:
+            definition = self.db.definitions.get(name) or self._from_catalogue(name)
+            if definition is None:
+                log.warning("capture: definition '%s' is neither in %s nor in the built-in "
+                            "catalogue; its calls are not captured", name, self.db.root)
+                return None
+            return DefinitionRecorder(definition, self.config.policy_for(name), self._shared,
+                                      self.config.seed)
+        except Exception as exc:
+            log.error("capture: %s is not captured: %s", name, exc)
+            return None
+
+    def _from_catalogue(self, name: str) -> Definition | None:
+        """A built-in definition, written into the database so its workloads load."""
+        if self._catalogue is None:
+            from fib_runtime.catalogue import load_catalogue
+
+            self._catalogue = load_catalogue().definitions
+        definition = self._catalogue.get(name)
+        if definition is not None:
+            self.db.add_definition(definition)
+        return definition
+
+    def check_config(self) -> None:
+        """Build the recorders of the definitions the config names exactly (raises on error)."""
+        for name in self.config.definitions:
+            definition = self.db.definitions.get(name)
+            if definition is not None:
+                DefinitionRecorder(definition, self.config.policy_for(name), self._shared)
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write every queued record now; returns the number of workloads written."""
+        return self._writer.flush()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            recorders = {n: r for n, r in self._recorders.items() if r is not None}
+        per_definition = {name: r.snapshot() for name, r in sorted(recorders.items())}
+        return {"active": _active() is self, "db": str(self.db.root),
+                "queue": {"pending": len(self._shared.queue),
+                          "capacity": self._shared.capacity},
+                "total": total(per_definition), "definitions": per_definition}
+
+    def _start(self) -> None:
+        self._writer.start()
+        atexit.register(self.close)
+        if self._signals is not None:
+            self._signals.install()
+
+    def close(self) -> None:
+        """Flush, stop the writer, restore signal handlers and deactivate. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        _deactivate(self)
+        if self._signals is not None:
+            self._signals.restore()
+        atexit.unregister(self.close)
+        self._writer.close()
+
+    def __enter__(self) -> CaptureSession:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+# -- the process-wide switch ---------------------------------------------------------------
+
+_stack: list[CaptureSession] = []
+_last: CaptureSession | None = None
+_switch = threading.RLock()
+
+
+def enable_capture(db: TraceDB | str | Path | None = None,
+                   config: CaptureConfig | Mapping[str, Any] | str | Path | None = None
+                   ) -> CaptureSession:
+    """Start capturing into `db` (a TraceDB or folder; default $FIB_DATASET_PATH or
+    ~/.cache/fib_runtime/db) with `config` (a CaptureConfig, dict or JSON file; default
+    $FIB_CAPTURE_CONFIG or the defaults). The new session becomes the active one."""
+    global _last
+    database = db if isinstance(db, TraceDB) else TraceDB.open(db or default_db_path(),
+                                                               create=True)
+    session = CaptureSession(database, _as_config(config))
+    session.check_config()
+    with _switch:
+        _stack.append(session)
+        _last = session
+        session._start()
+        _set_factory(session.recorder_for)
+    return session
+
+
+def disable_capture() -> None:
+    """Close every open session (each flushes what it holds); capture is off afterwards."""
+    while True:
+        with _switch:
+            if not _stack:
+                return
+            session = _stack[-1]
+        session.close()
+
+
+def capture_stats() -> dict[str, Any]:
+    """Seen / recorded / dropped (by reason) / bytes, per definition and in total, of the
+    active session (or of the last one when capture is off)."""
+    session = _active() or _last
+    if session is None:
+        return {"active": False, "db": None, "queue": {"pending": 0, "capacity": 0},
+                "total": total({}), "definitions": {}}
+    return session.stats()
+
+
+def _active() -> CaptureSession | None:
+    return _stack[-1] if _stack else None
+
+
+def _deactivate(session: CaptureSession) -> None:
+    with _switch:
+        if session not in _stack:
+            return
+        was_top = _stack[-1] is session
+        _stack.remove(session)
+        if was_top:
+            _set_factory(_stack[-1].recorder_for if _stack else None)
+
+
+def _as_config(config: CaptureConfig | Mapping[str, Any] | str | Path | None) -> CaptureConfig:
+    if config is None:
+        return CaptureConfig.from_env()
+    if isinstance(config, CaptureConfig):
+        return config
+    if isinstance(config, Mapping):
+        return CaptureConfig.from_dict(dict(config))
+    return CaptureConfig.load(config)
+
+
+def _set_factory(factory: Callable[[str], Recorder | None] | None) -> None:
+    """Hand the recorder factory to dispatch (absent dispatch: recorders are used directly)."""
+    try:
+        from fib_runtime.dispatch.slots import set_recorder_factory
+    except ImportError:
+        log.debug("fib_runtime.dispatch.slots is not available: capture is not hooked")
+        return
+    set_recorder_factory(factory)

@@ -1,0 +1,134 @@
+"""The background writer: queued records become workload lines (and safetensors blobs)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from fib_runtime.capture.recorder import DefinitionRecorder, Key, Record, Shared
+from fib_runtime.capture.snapshot import wait
+from fib_runtime.dispatch.keys import key_to_axes
+from fib_runtime.schema import (
+    InputDescriptor,
+    RandomInput,
+    SafetensorsInput,
+    ScalarInput,
+    Trace,
+    Workload,
+)
+from fib_runtime.store import TraceDB
+from fib_runtime.store.layout import workload_blob
+
+log = logging.getLogger("fib_runtime.capture")
+_RANDOM = RandomInput()
+
+
+def kv_bucket(indptr: Any) -> int:
+    """Power-of-two bucket (next power of two >= the mean) of the KV length per sequence."""
+    batch = indptr.numel() - 1
+    if batch <= 0:
+        return 0
+    total = int(indptr[-1]) - int(indptr[0])
+    mean = -(-total // batch)
+    return 0 if mean <= 0 else 1 << (mean - 1).bit_length()
+
+
+class Writer:
+    """Drains the queue every `interval` seconds on a daemon thread, and on `flush()`.
+
+    Each flush waits for the records' device copies, applies the kv-bucket dedup, saves
+    blobs, then appends each definition's workloads with one locked write per file
+    (`TraceDB.append_workloads`). Only this object touches the database after startup.
+    """
+
+    def __init__(self, db: TraceDB, shared: Shared, interval: float) -> None:
+        self.db = db
+        self._shared = shared
+        self._interval = interval
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._warned: set[tuple[str, str]] = set()
+        self._fine_keys: dict[str, set[tuple[Key, int | None]]] = defaultdict(set)
+        self._thread = threading.Thread(target=self._run, name="fib-capture-writer",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the thread and write what is left."""
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join()
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.flush()
+            except Exception:  # never let the thread die; flush() counts what it lost
+                log.exception("capture writer: flush failed")
+
+    def flush(self) -> int:
+        """Write every queued record now; returns the number of workloads written."""
+        with self._lock:
+            queue = self._shared.queue
+            by_owner: dict[DefinitionRecorder, list[Trace]] = defaultdict(list)
+            while queue:
+                record = queue.popleft()
+                trace = self._materialise(record)
+                if trace is not None:
+                    by_owner[record.owner].append(trace)
+            written = 0
+            for owner, traces in by_owner.items():
+                try:
+                    owner.stats.jsonl_bytes += self.db.append_workloads(traces)
+                except Exception as exc:
+                    self._lost(owner, "write_error", exc, len(traces))
+                    continue
+                owner.stats.recorded += len(traces)
+                written += len(traces)
+            return written
+
+    def _materialise(self, record: Record) -> Trace | None:
+        owner = record.owner
+        definition = owner.definition
+        try:
+            wait(record.events)
+            if owner.kv_indptr is not None:
+                indptr = record.tensors.get(owner.kv_indptr)
+                fine = (record.hot_key, None if indptr is None else kv_bucket(indptr))
+                seen = self._fine_keys[definition.name]
+                if fine in seen:
+                    owner.stats.write_dropped["duplicate_kv_bucket"] += 1
+                    return None
+                seen.add(fine)
+            workload_id = str(uuid.uuid4())
+            blob = None
+            if record.tensors:
+                blob = workload_blob(definition.op_type, definition.name, workload_id)
+                owner.stats.blob_bytes += self.db.save_tensors(blob, record.tensors)
+            inputs: dict[str, InputDescriptor] = {}
+            for name in definition.inputs:
+                if name in record.scalars:
+                    inputs[name] = ScalarInput(record.scalars[name])
+                elif blob is not None and name in record.tensors:
+                    inputs[name] = SafetensorsInput(blob, name)
+                else:
+                    inputs[name] = _RANDOM
+            workload = Workload(workload_id, key_to_axes(definition, record.key), inputs)
+            return Trace(definition=definition.name, workload=workload)
+        except Exception as exc:
+            self._lost(owner, "write_error", exc, 1)
+            return None
+
+    def _lost(self, owner: DefinitionRecorder, reason: str, exc: Exception, count: int) -> None:
+        owner.stats.write_dropped[reason] += count
+        name = owner.definition.name
+        if (name, reason) not in self._warned:
+            self._warned.add((name, reason))
+            log.warning("capture of %s: %d workload(s) could not be written (%r); counting "
+                        "further losses in capture_stats()", name, count, exc)
