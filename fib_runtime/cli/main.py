@@ -14,6 +14,8 @@ _COMMAND_MODULES = (
     "fib_runtime.cli.hw",
     "fib_runtime.cli.db",
     "fib_runtime.cli.catalogue",
+    "fib_runtime.cli.retune",
+    "fib_runtime.cli.explain",
     "fib_runtime.cli.demo",
 )
 

@@ -1,1 +1,21 @@
 """Dispatch: @fib.apply, the per-GPU decision table, key extraction, miss policy."""
+
+from fib_runtime.dispatch.api import (
+    ApplySession,
+    apply,
+    disable_apply,
+    enable_apply,
+    find_definition,
+    reload,
+    stats,
+    warmup,
+)
+from fib_runtime.dispatch.config import DefinitionConfig, DispatchConfig
+from fib_runtime.dispatch.explain import Explanation, explain
+from fib_runtime.dispatch.sites import Recorder, set_recorder_factory
+
+__all__ = [
+    "ApplySession", "DefinitionConfig", "DispatchConfig", "Explanation", "Recorder", "apply",
+    "disable_apply", "enable_apply", "explain", "find_definition", "reload",
+    "set_recorder_factory", "stats", "warmup",
+]

@@ -1,0 +1,185 @@
+"""The public dispatch API: fib.apply, enable_apply / disable_apply, reload, warmup, stats."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+from fib_runtime.dispatch import sites
+from fib_runtime.dispatch.compile import make_traceable
+from fib_runtime.dispatch.config import DispatchConfig
+from fib_runtime.dispatch.keys import axes_to_key
+from fib_runtime.dispatch.runtime import Runtime
+from fib_runtime.errors import FibError
+from fib_runtime.schema import Definition
+from fib_runtime.store import TraceDB
+
+F = TypeVar("F", bound=Callable[..., Any])
+Resolver = Callable[..., str | None]
+
+_stack: list[Runtime | None] = []
+_stack_lock = threading.Lock()
+_function_sites: dict[tuple[str, Callable[..., Any] | None], sites.Site] = {}
+_FUNCTION_SITES_MAX = 4096
+
+
+@overload
+def apply(name: str) -> Callable[[F], F]: ...
+@overload
+def apply(name: Resolver) -> Callable[[F], F]: ...
+@overload
+def apply(name: str, *, args: Iterable[Any] = ..., kwargs: Mapping[str, Any] | None = ...,
+          fallback: Callable[..., Any] | None = ...) -> Any: ...
+
+
+def apply(name: str | Resolver, *, args: Iterable[Any] | None = None,
+          kwargs: Mapping[str, Any] | None = None,
+          fallback: Callable[..., Any] | None = None) -> Any:
+    """Dispatch an op to the fastest measured solution for its definition on this GPU.
+
+    `@apply("rmsnorm_h4096")` or `@apply(resolver)` (resolver(*args, **kwargs) -> name) wrap a
+    function, which stays the fallback; `apply(name, args=..., kwargs=..., fallback=...)`
+    makes one call. Arguments follow the definition's input order; passing the outputs too
+    (destination-passing style) is detected from the argument count.
+    """
+    if args is not None or kwargs is not None:
+        if not isinstance(name, str):
+            raise FibError("fib.apply(name, args=...): name must be a definition name")
+        return _function_site(name, fallback).call(*(args or ()), **(kwargs or {}))
+    if isinstance(name, str):
+        return functools.partial(_decorate_named, name)
+    if callable(name):
+        return functools.partial(_decorate_resolved, name)
+    raise FibError(f"fib.apply: expected a definition name or a resolver, got {name!r}")
+
+
+def _decorate_named(name: str, fn: F) -> F:
+    site = sites.Site(name, fn, traceable=True)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return site.call(*args, **kwargs)
+
+    wrapper.__fib_site__ = site  # type: ignore[attr-defined]
+    make_traceable(wrapper, name)
+    return wrapper  # type: ignore[return-value]
+
+
+def _decorate_resolved(resolver: Resolver, fn: F) -> F:
+    by_name: dict[str, sites.Site] = {}
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        name = resolver(*args, **kwargs)
+        if name is None:
+            return fn(*args, **kwargs)
+        site = by_name.get(name)
+        if site is None:
+            site = by_name.setdefault(name, sites.Site(name, fn))
+        return site.call(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _function_site(name: str, fallback: Callable[..., Any] | None) -> sites.Site:
+    key = (name, fallback)
+    site = _function_sites.get(key)
+    if site is None:
+        if len(_function_sites) >= _FUNCTION_SITES_MAX:  # fallbacks made per call
+            _function_sites.clear()
+        site = _function_sites.setdefault(key, sites.Site(name, fallback))
+    return site
+
+
+class ApplySession:
+    """An enabled dispatch runtime; a context manager that restores the previous one."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def __enter__(self) -> ApplySession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        disable_apply(self)
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        return self.runtime.stats()
+
+    def reload(self) -> None:
+        self.runtime.reload()
+
+
+def enable_apply(db: TraceDB | str | Path | None = None,
+                 config: DispatchConfig | Mapping[str, Any] | None = None) -> ApplySession:
+    """Start dispatching from `db` (default: $FIB_DATASET_PATH or ~/.cache/fib_runtime/db)."""
+    if isinstance(config, Mapping):
+        config = DispatchConfig.from_dict(dict(config))
+    runtime = Runtime(db, config)
+    with _stack_lock:
+        _stack.append(sites.current_runtime())
+        sites.set_runtime(runtime)
+    return ApplySession(runtime)
+
+
+def disable_apply(session: ApplySession | None = None) -> None:
+    """Stop the current (or the given) runtime and restore the one active before it."""
+    with _stack_lock:
+        current = sites.current_runtime()
+        if current is None or (session is not None and session.runtime is not current):
+            if session is not None:
+                session.runtime.close()
+            return
+        current.close()
+        sites.set_runtime(_stack.pop() if _stack else None)
+
+
+def reload() -> None:
+    """Re-read the database now (a background check also does it every few seconds)."""
+    runtime = sites.current_runtime()
+    if runtime is not None:
+        runtime.reload()
+
+
+def stats() -> dict[str, dict[str, Any]]:
+    """Per definition: hits, nearest-resolved keys, fallbacks by reason, errors, quarantined."""
+    runtime = sites.current_runtime()
+    return runtime.stats() if runtime is not None else {}
+
+
+def warmup(definitions: Iterable[str] | None = None,
+           axes: Mapping[str, Iterable[Mapping[str, int]]] | None = None, *,
+           top: int = 1) -> dict[str, list[str]]:
+    """Build ahead of time the `top` solutions of every measured key, and resolve the given
+    keys (`{definition: [{axis: value}, ...]}`) on every call site, e.g. before capturing
+    CUDA graphs. Returns the solutions built per definition."""
+    runtime = sites.current_runtime()
+    if runtime is None:
+        raise FibError("fib.warmup: dispatch is not enabled")
+    names = list(definitions or runtime.db.definitions)
+    built: dict[str, list[str]] = {}
+    for name in names:
+        op = runtime.op(name)
+        if op is None:
+            continue
+        wanted = {n for r in op.table.rankings.values() for n in r.names[:top]}
+        built[name] = sorted(n for n in wanted if not isinstance(runtime.build(n), Exception))
+        for values in (axes or {}).get(name, ()):
+            key = axes_to_key(op.definition, dict(values))
+            for site in list(sites._sites):
+                if site.name == name and site.resolve is not None:
+                    site.resolve(key, (None,) * op.n_inputs)
+    return built
+
+
+def find_definition(name: str) -> Definition | None:
+    """A definition from the active runtime's database, else the built-in catalogue."""
+    runtime = sites.current_runtime()
+    if runtime is not None and name in runtime.db.definitions:
+        return runtime.db.definitions[name]
+    from fib_runtime.catalogue import load_catalogue
+
+    return load_catalogue().definitions.get(name)
