@@ -52,6 +52,7 @@ class Shared:
         self.capacity = queue_size
         self.max_total_bytes = max_total_bytes
         self.reserved_bytes = 0
+        self.open = True
         self._warned: set[tuple[str, str]] = set()
 
     def warn_once(self, tag: tuple[str, str], message: str, *args: Any) -> None:
@@ -178,6 +179,8 @@ class DefinitionRecorder:
         stats.slow_calls += 1
         if key in self.done:
             return None
+        if not shared.open:
+            return "session_closed"
         if policy.sample < 1.0 and self._rng.random() >= policy.sample:
             return "sampled_out"
         hot = self._hot_key(key)

@@ -109,6 +109,7 @@ class CaptureSession:
         if self.closed:
             return
         self.closed = True
+        self._shared.open = False
         _deactivate(self)
         if self._signals is not None:
             self._signals.restore()

@@ -77,7 +77,7 @@ class Writer:
         with self._lock:
             queue = self._shared.queue
             by_owner: dict[DefinitionRecorder, list[Trace]] = defaultdict(list)
-            while queue:
+            for _ in range(len(queue)):  # what is queued now: callers keep adding
                 record = queue.popleft()
                 trace = self._materialise(record)
                 if trace is not None:
@@ -106,6 +106,7 @@ class Writer:
                     owner.stats.write_dropped["duplicate_kv_bucket"] += 1
                     return None
                 seen.add(fine)
+            axes = key_to_axes(definition, record.key)
             workload_id = str(uuid.uuid4())
             blob = None
             if record.tensors:
@@ -119,7 +120,7 @@ class Writer:
                     inputs[name] = SafetensorsInput(blob, name)
                 else:
                     inputs[name] = _RANDOM
-            workload = Workload(workload_id, key_to_axes(definition, record.key), inputs)
+            workload = Workload(workload_id, axes, inputs)
             return Trace(definition=definition.name, workload=workload)
         except Exception as exc:
             self._lost(owner, "write_error", exc, 1)
