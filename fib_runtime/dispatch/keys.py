@@ -12,22 +12,26 @@ Key = tuple[int, ...]
 KeyExtractor = Callable[[Sequence[Any]], Key]
 
 
+def key_expression(definition: Definition, args: str = "a") -> str:
+    """Python source of the key tuple, e.g. `(a[0].shape[0], a[3].shape[0], )`."""
+    bindings = definition.axis_bindings()
+    unbound = [axis for axis in definition.var_axes if axis not in bindings]
+    if unbound:
+        raise ShapeError(f"{definition.name}: variable axes {', '.join(unbound)} appear in no "
+                         "input shape, so a call's workload key cannot be read")
+    parts = [f"{args}[{bindings[axis].arg}].shape[{bindings[axis].dim}], "
+             for axis in definition.var_axes]
+    return "(" + "".join(parts) + ")"
+
+
 def make_key_extractor(definition: Definition) -> KeyExtractor:
     """A function `args -> key` generated once per definition.
 
     The key is the tuple of variable-axis values in `definition.var_axes` order, each read as
     `args[i].shape[j]` from the first input that carries it: no loops, no lookups by name.
     """
-    bindings = definition.axis_bindings()
-    unbound = [axis for axis in definition.var_axes if axis not in bindings]
-    if unbound:
-        raise ShapeError(f"{definition.name}: variable axes {', '.join(unbound)} appear in no "
-                         "input shape, so a call's workload key cannot be read")
-    parts = [f"a[{bindings[axis].arg}].shape[{bindings[axis].dim}]"
-             for axis in definition.var_axes]
-    body = "(" + "".join(p + ", " for p in parts) + ")"
     namespace: dict[str, Any] = {}
-    exec(f"def extract(a):\n    return {body}\n", namespace)  # generated once
+    exec(f"def extract(a):\n    return {key_expression(definition)}\n", namespace)
     extract: KeyExtractor = namespace["extract"]
     extract.__qualname__ = f"extract_key[{definition.name}]"
     return extract

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from fib_runtime.dispatch.compile import register
-from fib_runtime.dispatch.keys import Key, make_key_extractor
+from fib_runtime.dispatch.keys import Key, key_expression, make_key_extractor
 from fib_runtime.dispatch.runtime import Decision, Op, Runtime
 from fib_runtime.errors import FibError
 from fib_runtime.schema import Definition
@@ -180,11 +180,31 @@ def _recording(site: Site, recorder: Recorder) -> Callable[..., Any]:
     return call
 
 
+# The whole hit path in one generated frame: the key read inline, one dict lookup, the call.
+_DISPATCH_TEMPLATE = """
+def call(*args, **kwargs):
+    if kwargs:
+        return positional(call, args, kwargs)
+    try:
+        key = {key}
+    except Exception:
+        return fallback(*args)
+    {record}
+    fn = (by_value_get if len(args) == n_in else by_destination_get)(key)
+    if fn is None:
+        fn = resolve(key, args)
+    next(hits)
+    try:
+        return fn(*args)
+    except Exception as exc:
+        return failed(fn, key, args, exc)
+"""
+
+
 def _dispatching(site: Site, runtime: Runtime, op: Op,
                  recorder: Recorder | None) -> Callable[..., Any]:
     """Dispatch (and capture): key, one dict lookup, call; everything else once per key."""
     fallback = site.fallback
-    extract = op.extract
     n_in = op.n_inputs
     by_value: dict[Key, Callable[..., Any]] = {}
     by_destination: dict[Key, Callable[..., Any]] = {}
@@ -197,40 +217,16 @@ def _dispatching(site: Site, runtime: Runtime, op: Op,
     resolve, failed, positional = slow.resolve, slow.failed, slow.positional
     site.resolve = resolve
 
-    if recorder is None:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if kwargs:
-                return positional(call, args, kwargs)
-            try:
-                key = extract(args)
-            except Exception:
-                return fallback(*args)
-            fn = (by_value_get if len(args) == n_in else by_destination_get)(key)
-            if fn is None:
-                fn = resolve(key, args)
-            next(hits)
-            try:
-                return fn(*args)
-            except Exception as exc:
-                return failed(fn, key, args, exc)
-    else:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if kwargs:
-                return positional(call, args, kwargs)
-            try:
-                key = extract(args)
-            except Exception:
-                return fallback(*args)
-            recorder(key, args)
-            fn = (by_value_get if len(args) == n_in else by_destination_get)(key)
-            if fn is None:
-                fn = resolve(key, args)
-            next(hits)
-            try:
-                return fn(*args)
-            except Exception as exc:
-                return failed(fn, key, args, exc)
-
+    namespace = {
+        "positional": positional, "fallback": fallback, "recorder": recorder,
+        "by_value_get": by_value_get, "by_destination_get": by_destination_get,
+        "n_in": n_in, "resolve": resolve, "hits": hits, "failed": failed,
+    }
+    source = _DISPATCH_TEMPLATE.format(
+        key=key_expression(op.definition, "args"),
+        record="recorder(key, args)" if recorder is not None else "pass")
+    exec(compile(source, f"<fib dispatch {op.definition.name}>", "exec"), namespace)
+    call: Callable[..., Any] = namespace["call"]
     return call
 
 
