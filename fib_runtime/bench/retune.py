@@ -1,0 +1,361 @@
+"""retune: benchmark every candidate solution on every captured workload, on this machine's
+devices, and append the results to the database as traces.
+
+For each definition and each distinct workload, the worker of a device materialises the
+inputs and runs the reference once; then each solution whose `target_hardware` admits the
+device is built, checked and timed in that worker. Every result becomes a trace, appended
+as soon as it exists, so an interrupted retune resumes where it stopped: a (solution,
+workload, hardware key) that already has a trace is skipped unless `force`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fib_runtime.bench.compare import Tolerance
+from fib_runtime.bench.pool import DeviceInfo, WorkerHandle, WorkerLost
+from fib_runtime.bench.report import Outcome, RetuneReport, Unusable, summarise
+from fib_runtime.errors import FibError, StoreError
+from fib_runtime.hardware import target_matches
+from fib_runtime.schema import (
+    Correctness,
+    Definition,
+    Environment,
+    Evaluation,
+    Performance,
+    SafetensorsInput,
+    Solution,
+    Status,
+    Trace,
+)
+from fib_runtime.store import TraceDB
+
+log = logging.getLogger("fib_runtime.bench")
+
+
+class RetuneError(FibError):
+    """A retune cannot start as asked (unknown definition, solution or device)."""
+
+
+@dataclass(frozen=True)
+class RetuneConfig:
+    """Settings beyond the command line's.
+
+    `tolerances` overrides the per-dtype defaults (see fib_runtime.bench.compare) for the
+    named definitions, as (atol, rtol). `reference_timeout` bounds preparing a workload
+    (inputs, reference run and timing); `startup_timeout` bounds starting a worker.
+    """
+
+    tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    reference_timeout: float = 600.0
+    startup_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class _Item:
+    definition: Definition
+    workload: Trace
+    solutions: tuple[Solution, ...]
+
+
+def resolve_devices(devices: str | Sequence[int | str] | None) -> list[str]:
+    """Device names for `None` (GPU 0, else the CPU), "all", "cpu", "0,1" or [0, 1]."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if devices is None:
+        return ["cuda:0"] if count else ["cpu"]
+    if isinstance(devices, str):
+        if devices.strip().lower() == "all":
+            return [f"cuda:{i}" for i in range(count)] or ["cpu"]
+        if devices.strip().lower() == "cpu":
+            return ["cpu"]
+        devices = [d for d in devices.split(",") if d.strip()]
+    chosen = []
+    for device in devices:
+        text = str(device).strip()
+        if not text.isdigit() or int(text) >= count:
+            raise RetuneError(f"no CUDA device {text!r} (this machine has {count})")
+        chosen.append(f"cuda:{int(text)}")
+    if not chosen:
+        raise RetuneError("no device given")
+    return list(dict.fromkeys(chosen))
+
+
+def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
+           solutions: Iterable[str] | None = None,
+           devices: str | Sequence[int | str] | None = None, *, warmup: int = 10,
+           iters: int = 50, timeout: float = 120.0, force: bool = False,
+           progress: bool = True, config: RetuneConfig | None = None) -> RetuneReport:
+    """Benchmark the selected solutions on the captured workloads and append traces.
+
+    `timeout` bounds one solution on one workload (build, check and timing) in seconds.
+    """
+    if not isinstance(db, TraceDB):
+        db = TraceDB.open(db)
+    items = _plan(db, definitions, solutions)
+    handles = [WorkerHandle(d, db.root, startup_timeout=(config or RetuneConfig()).startup_timeout)
+               for d in resolve_devices(devices)]
+    run = _Run(db, warmup=warmup, iters=iters, timeout=timeout, force=force,
+               config=config or RetuneConfig())
+    if not items:
+        return run.report
+    try:
+        infos = _start_all(handles)
+        run.report.hardware = sorted({f"{i.name} ({i.key})" for i in infos})
+        total = sum(len(run.todo(item, infos[0])) for item in items)
+        run.open_progress(total, progress)
+        work: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        for item in items:
+            work.put(item)
+        _run_all(run, handles, work)
+    finally:
+        run.close_progress()
+        for handle in handles:
+            handle.stop()
+    run.summarise(items, infos)
+    return run.report
+
+
+def _plan(db: TraceDB, definitions: Iterable[str] | None,
+          solutions: Iterable[str] | None) -> list[_Item]:
+    names = sorted(db.definitions) if definitions is None else list(dict.fromkeys(definitions))
+    unknown = [n for n in names if n not in db.definitions]
+    if unknown:
+        raise RetuneError(f"{db.root}: unknown definitions: {', '.join(unknown)}")
+    wanted = None if solutions is None else set(solutions)
+    if wanted is not None:
+        missing = sorted(wanted - set(db.solutions))
+        if missing:
+            raise RetuneError(f"{db.root}: unknown solutions: {', '.join(missing)}")
+    items = []
+    for name in names:
+        candidates = tuple(s for s in db.solutions_for(name)
+                           if wanted is None or s.name in wanted)
+        if candidates:
+            items.extend(_Item(db.definitions[name], w, candidates)
+                         for w in db.distinct_workloads(name))
+    return items
+
+
+def _start_all(handles: list[WorkerHandle]) -> list[DeviceInfo]:
+    if len(handles) == 1:
+        return [handles[0].start()]
+    infos: list[DeviceInfo | BaseException] = [RuntimeError("not started")] * len(handles)
+
+    def start(i: int) -> None:
+        try:
+            infos[i] = handles[i].start()
+        except BaseException as exc:
+            infos[i] = exc
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(len(handles))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for info in infos:
+        if isinstance(info, BaseException):
+            raise info
+    return infos  # type: ignore[return-value]
+
+
+def _run_all(run: _Run, handles: list[WorkerHandle], work: queue.SimpleQueue[_Item]) -> None:
+    """One driver per device, each taking the next workload from the shared queue."""
+    if len(handles) == 1:
+        run.drive(handles[0], work)
+        return
+    errors: list[BaseException] = []
+
+    def drive(handle: WorkerHandle) -> None:
+        try:
+            run.drive(handle, work)
+        except BaseException as exc:
+            errors.append(exc)
+            run.stop.set()
+
+    threads = [threading.Thread(target=drive, args=(h,), daemon=True) for h in handles]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+class _Run:
+    """State shared by the device drivers: the database, progress and report."""
+
+    def __init__(self, db: TraceDB, *, warmup: int, iters: int, timeout: float, force: bool,
+                 config: RetuneConfig) -> None:
+        self.db = db
+        self.warmup, self.iters, self.timeout, self.force = warmup, iters, timeout, force
+        self.config = config
+        self.report = RetuneReport()
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._measured: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        self._bar: Any = None
+
+    # -- progress -------------------------------------------------------------------------
+
+    def open_progress(self, total: int, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, file=sys.stderr, disable=not enabled, unit="eval",
+                         dynamic_ncols=True, desc="retune")
+
+    def close_progress(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def _advance(self, count: int, label: str) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(label, refresh=False)
+            self._bar.update(count)
+
+    # -- planning -------------------------------------------------------------------------
+
+    def todo(self, item: _Item, info: DeviceInfo) -> list[Solution]:
+        """The item's solutions that run on this device and still need measuring."""
+        name = item.definition.name
+        with self._lock:
+            measured = self._measured.get((name, info.key))
+            if measured is None:
+                measured = {(t.solution or "", t.workload.uuid)
+                            for t in self.db.traces_for(name, info.key)}
+                self._measured[(name, info.key)] = measured
+            todo = []
+            for solution in item.solutions:
+                if not target_matches(solution.spec.target_hardware, info.key):
+                    continue
+                if not self.force and (solution.name, item.workload.workload.uuid) in measured:
+                    continue
+                todo.append(solution)
+        return todo
+
+    # -- one device -----------------------------------------------------------------------
+
+    def drive(self, handle: WorkerHandle, work: queue.SimpleQueue[_Item]) -> None:
+        info = handle.start()
+        while not self.stop.is_set():
+            try:
+                item = work.get_nowait()
+            except queue.Empty:
+                return
+            self._run_item(handle, info, item)
+
+    def _run_item(self, handle: WorkerHandle, info: DeviceInfo, item: _Item) -> None:
+        name, wl = item.definition.name, item.workload.workload
+        todo = self.todo(item, info)
+        skipped = sum(1 for s in item.solutions if target_matches(s.spec.target_hardware,
+                                                                  info.key)) - len(todo)
+        with self._lock:
+            self.report.skipped += skipped
+        if not todo:
+            return
+        reference_ms = self._prepare(handle, item)
+        if reference_ms is None:
+            self._advance(len(todo), name)
+            return
+        for index, solution in enumerate(todo):
+            if self.stop.is_set():
+                return
+            request = {"solution": solution.to_dict(), "warmup": self.warmup,
+                       "iters": self.iters, "tolerance": self.config.tolerances.get(name)}
+            try:
+                result = handle.request("evaluate", request, self.timeout)
+            except WorkerLost as lost:
+                result = {"status": lost.status, "log": lost.log, "fatal": True}
+            self._record(item, solution, result, reference_ms, info, handle.device)
+            if result.get("fatal"):
+                handle.kill()  # the next request gets a fresh worker
+                if index + 1 == len(todo):
+                    break
+                reference_ms = self._prepare(handle, item)
+                if reference_ms is None:
+                    self._advance(len(todo) - index - 1, name)
+                    return
+        log.debug("%s: workload %s done on %s", name, wl.uuid, handle.device)
+
+    def _prepare(self, handle: WorkerHandle, item: _Item) -> float | None:
+        """Materialise the workload and run its reference in the worker (None: unusable)."""
+        wl = item.workload.workload
+        reason = _missing_blob(self.db, item.workload)
+        if reason is None:
+            request = {"definition": item.definition.to_dict(), "workload": wl.to_dict(),
+                       "warmup": self.warmup, "iters": self.iters}
+            try:
+                answer = handle.request("prepare", request, self.config.reference_timeout)
+            except WorkerLost as lost:
+                answer = {"ok": False, "reason": f"preparing the workload failed: {lost.log}"}
+            if answer["ok"]:
+                return float(answer["reference_latency_ms"])
+            reason = answer["reason"]
+        log.warning("%s: workload %s skipped: %s", item.definition.name, wl.uuid,
+                    reason.splitlines()[0])
+        with self._lock:
+            self.report.unusable.append(Unusable(item.definition.name, wl.uuid, reason))
+        return None
+
+    def _record(self, item: _Item, solution: Solution, result: dict[str, Any],
+                reference_ms: float, info: DeviceInfo, device: str) -> None:
+        trace = make_trace(item.definition.name, item.workload, solution.name, result,
+                           reference_ms, info)
+        with self._lock:
+            self.db.append_traces([trace])
+            self._measured.setdefault((item.definition.name, info.key), set()).add(
+                (solution.name, item.workload.workload.uuid))
+            self.report.outcomes.append(Outcome(
+                item.definition.name, item.workload.workload.uuid, solution.name,
+                result["status"], result.get("latency_ms"), device))
+        self._advance(1, item.definition.name)
+
+    def summarise(self, items: list[_Item], infos: list[DeviceInfo]) -> None:
+        for name in dict.fromkeys(i.definition.name for i in items):
+            mine = [i for i in items if i.definition.name == name]
+            workloads = {i.workload.workload.uuid for i in mine}
+            solutions = {s.name for i in mine for s in i.solutions}
+            traces = [t for key in dict.fromkeys(i.key for i in infos)
+                      for t in self.db.traces_for(name, key)]
+            self.report.buckets[name] = summarise(mine[0].definition, traces, workloads,
+                                                  solutions)
+
+
+def _missing_blob(db: TraceDB, workload: Trace) -> str | None:
+    for name, desc in workload.workload.inputs.items():
+        if isinstance(desc, SafetensorsInput):
+            try:
+                present = db.blob_path(desc.path).is_file()
+            except StoreError as exc:
+                return f"input '{name}': {exc}"
+            if not present:
+                return f"input '{name}': blob file {desc.path} is missing"
+    return None
+
+
+def make_trace(definition: str, workload: Trace, solution: str, result: dict[str, Any],
+               reference_ms: float, info: DeviceInfo) -> Trace:
+    """The trace of one evaluation (a worker's answer) on the device `info` describes."""
+    status = Status(result["status"])
+    correctness = performance = None
+    raw = result.get("correctness")
+    if raw is not None:
+        correctness = Correctness(raw["max_relative_error"], raw["max_absolute_error"],
+                                  raw.get("extra"))
+    if status is Status.PASSED:
+        latency = float(result["latency_ms"])
+        performance = Performance(latency, reference_ms,
+                                  reference_ms / latency if latency > 0 else 0.0)
+    environment = Environment(info.name, info.libs, {"hardware_key": info.key})
+    evaluation = Evaluation(status, environment, datetime.now(timezone.utc).isoformat(),
+                            result.get("log") or None, correctness, performance)
+    return Trace(definition, workload.workload, solution, evaluation)

@@ -1,0 +1,177 @@
+"""The benchmark worker: a child process that owns one device and evaluates solutions on it.
+
+It answers requests over a pipe, one at a time:
+- `("prepare", {definition, workload, warmup, iters})`: materialise the workload's inputs,
+  run and time the reference once; later evaluations reuse both.
+- `("evaluate", {solution, warmup, iters, tolerance})`: build (cached per solution), call once
+  on fresh data, check the outputs on the canonical inputs, then time it.
+Requests and answers are plain dicts. A crash or a hang here costs the parent one worker,
+never the whole retune.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from fib_runtime.bench.compare import as_tuple, check_outputs
+from fib_runtime.bench.inputs import InputError, Inputs, materialise
+from fib_runtime.bench.timing import median_latency_ms
+from fib_runtime.build import Built, build_reference, build_solution, value_returning
+from fib_runtime.errors import BuildError
+from fib_runtime.schema import Definition, Solution, Status, Workload
+from fib_runtime.store import TraceDB
+
+_LOG_LIMIT = 8000
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _LOG_LIMIT else "...\n" + text[-_LOG_LIMIT:]
+
+
+@dataclass
+class _Prepared:
+    definition: Definition
+    inputs: Inputs
+    expected: tuple[Any, ...]
+
+
+class _Worker:
+    def __init__(self, device: str, db_root: str) -> None:
+        self.device = device
+        self.db = TraceDB(Path(db_root))  # only for blobs: nothing is loaded
+        self.built: dict[str, Built | BuildError] = {}
+        self.prepared: _Prepared | None = None
+
+    def sync(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    def prepare(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.prepared = None
+        definition = Definition.from_dict(request["definition"])
+        workload = Workload.from_dict(request["workload"])
+        try:
+            inputs = materialise(definition, workload, device=self.device,
+                                 load_tensor=lambda d: self.db.load_tensor(d))
+            reference = build_reference(definition)
+            expected = tuple(_detach(as_tuple(reference(*inputs.args))))
+            self.sync()
+            latency = median_latency_ms(reference, inputs.args, device=self.device,
+                                        refill=inputs.refill, warmup=request["warmup"],
+                                        iters=request["iters"])
+            inputs.restore()
+        except InputError as exc:
+            return {"ok": False, "reason": str(exc)}
+        except Exception as exc:
+            return {"ok": False, "reason": f"the reference fails on this workload: "
+                    f"{type(exc).__name__}: {exc}\n{_clip(traceback.format_exc())}"}
+        self.prepared = _Prepared(definition, inputs, expected)
+        return {"ok": True, "reference_latency_ms": latency}
+
+    def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
+        prepared = self.prepared
+        if prepared is None:
+            raise RuntimeError("evaluate before a successful prepare")
+        solution = Solution.from_dict(request["solution"])
+        built = self._build(solution)
+        if isinstance(built, BuildError):
+            return {"status": Status.COMPILE_ERROR.value, "log": _clip(str(built))}
+        call = value_returning(built, prepared.definition)
+        inputs = prepared.inputs
+        try:
+            # The first call sees other data than the check, so a solution that keeps the
+            # result of its first call cannot pass.
+            inputs.refill(0)
+            call(*inputs.args)
+            inputs.restore()
+            got = call(*inputs.args)
+            self.sync()
+        except ImportError as exc:  # e.g. flashinfer missing: unbuildable here
+            return self._failed(Status.COMPILE_ERROR, exc)
+        except (Exception, SystemExit) as exc:
+            return self._failed(Status.RUNTIME_ERROR, exc)
+        check = check_outputs(prepared.definition, got, prepared.expected,
+                              request.get("tolerance"))
+        result: dict[str, Any] = {"status": check.status.value, "log": _clip(check.log)}
+        if check.max_absolute_error is not None:
+            result["correctness"] = {"max_absolute_error": check.max_absolute_error,
+                                     "max_relative_error": check.max_relative_error,
+                                     "extra": check.extra}
+        if check.status is not Status.PASSED:
+            return result
+        try:
+            result["latency_ms"] = median_latency_ms(
+                call, inputs.args, device=self.device, refill=inputs.refill,
+                warmup=request["warmup"], iters=request["iters"])
+            inputs.restore()
+        except (Exception, SystemExit) as exc:
+            return self._failed(Status.RUNTIME_ERROR, exc)
+        return result
+
+    def _build(self, solution: Solution) -> Built | BuildError:
+        built = self.built.get(solution.name)
+        if built is None:
+            try:
+                built = build_solution(solution)
+            except BuildError as exc:
+                built = exc
+            self.built[solution.name] = built
+        return built
+
+    def _failed(self, status: Status, exc: BaseException) -> dict[str, Any]:
+        log = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        result = {"status": status.value, "log": _clip(log), "fatal": not self._healthy()}
+        self.prepared = self.prepared if not result["fatal"] else None
+        return result
+
+    def _healthy(self) -> bool:
+        """After an error, whether the device still works (a CUDA fault poisons the context)."""
+        if not self.device.startswith("cuda"):
+            return True
+        import torch
+
+        try:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+        except Exception:
+            return False
+        return True
+
+
+def _detach(outputs: tuple[Any, ...]) -> list[Any]:
+    import torch
+
+    return [o.detach().clone() if isinstance(o, torch.Tensor) else o for o in outputs]
+
+
+def main(conn: Connection, device: str, db_root: str, fault_log: str) -> None:
+    """Entry point of the worker process (multiprocessing spawn target)."""
+    with open(fault_log, "w") as handle:
+        faulthandler.enable(handle)  # a segfault or abort leaves its stack in the log file
+        import torch
+
+        from fib_runtime.hardware import current_hardware
+
+        index = None
+        if device.startswith("cuda"):
+            index = torch.device(device).index or 0
+            torch.cuda.set_device(index)
+        hardware = current_hardware(index)
+        conn.send({"name": hardware.name, "key": hardware.key, "libs": hardware.libs})
+        worker = _Worker(device, db_root)
+        handlers = {"prepare": worker.prepare, "evaluate": worker.evaluate}
+        while True:
+            try:
+                kind, request = conn.recv()
+            except EOFError:
+                return
+            if kind == "stop":
+                return
+            conn.send(handlers[kind](request))
