@@ -15,12 +15,12 @@ from fib_runtime.capture.recorder import DefinitionRecorder, Shared
 from fib_runtime.capture.signals import SignalFlush
 from fib_runtime.capture.stats import total
 from fib_runtime.capture.writer import Writer
+from fib_runtime.dispatch import Recorder, set_recorder_factory
 from fib_runtime.paths import default_db_path
 from fib_runtime.schema import Definition
 from fib_runtime.store import TraceDB
 
 log = logging.getLogger("fib_runtime.capture")
-Recorder = Callable[[tuple[int, ...], tuple[Any, ...]], None]
 
 
 class CaptureSession:
@@ -50,7 +50,7 @@ class CaptureSession:
             if name not in self._recorders:
                 self._recorders[name] = self._build(name)
             built = self._recorders[name]
-        return None if built is None else built.record
+        return None if built is None else built.record  # type: ignore[return-value]
 
     def _build(self, name: str) -> DefinitionRecorder | None:
         try:
@@ -195,10 +195,5 @@ def _as_config(config: CaptureConfig | Mapping[str, Any] | str | Path | None) ->
 
 
 def _set_factory(factory: Callable[[str], Recorder | None] | None) -> None:
-    """Hand the recorder factory to dispatch (absent dispatch: recorders are used directly)."""
-    try:
-        from fib_runtime.dispatch.slots import set_recorder_factory
-    except ImportError:
-        log.debug("fib_runtime.dispatch.slots is not available: capture is not hooked")
-        return
+    """Hand the recorder factory to dispatch: every fib.apply site rebuilds its call path."""
     set_recorder_factory(factory)
