@@ -1,0 +1,26 @@
+"""SiLU-and-multiply through FlashInfer's CUDA kernel (flashinfer is imported on first call)."""
+
+import torch
+
+FIB_SOLUTIONS = [
+    {
+        "variant": "flashinfer",
+        "definitions": ["silu_and_mul_i14336"],
+        "entry_point": "silu_and_mul",
+        "language": "python",
+        "destination_passing_style": False,
+        "target_hardware": ["nvidia"],
+        "dependencies": ["flashinfer", "torch"],
+        "description": (
+            "flashinfer.activation.silu_and_mul: one vectorised CUDA kernel that allocates its "
+            "output; no copies. Strong at large token counts."
+        ),
+    },
+]
+
+
+@torch.no_grad()
+def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    import flashinfer.activation
+
+    return flashinfer.activation.silu_and_mul(gate_up)

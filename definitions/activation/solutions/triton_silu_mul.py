@@ -1,0 +1,50 @@
+"""SiLU-and-multiply in Triton: one program per (row, column block) of the output."""
+
+import torch
+import triton
+import triton.language as tl
+
+FIB_SOLUTIONS = [
+    {
+        "variant": "triton",
+        "definitions": ["silu_and_mul_i14336"],
+        "entry_point": "silu_and_mul",
+        "language": "triton",
+        "destination_passing_style": False,
+        "target_hardware": ["nvidia"],
+        "dependencies": ["triton", "torch"],
+        "description": (
+            "Triton, grid (tokens, intermediate / 2048): each program loads 2048 gate and 2048 up "
+            "values (16 per thread), computes silu(gate) * up in float32 and stores once. One "
+            "launch, no copies: on the launch floor for decode, near copy bandwidth for prefill."
+        ),
+    },
+]
+
+BLOCK = 2048
+NUM_WARPS = 4
+
+
+@triton.jit
+def _silu_mul_kernel(x_ptr, out_ptr, stride_x, INTER: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < INTER
+    gate = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+    up = tl.load(x_ptr + row * stride_x + INTER + cols, mask=mask, other=0.0).to(tl.float32)
+    y = gate * tl.sigmoid(gate) * up
+    tl.store(out_ptr + row * INTER + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    if gate_up.stride(-1) != 1:
+        gate_up = gate_up.contiguous()
+    tokens, inter = gate_up.shape[0], gate_up.shape[-1] // 2
+    out = torch.empty((tokens, inter), dtype=gate_up.dtype, device=gate_up.device)
+    if tokens == 0:
+        return out
+    grid = (tokens, triton.cdiv(inter, BLOCK))
+    _silu_mul_kernel[grid](
+        gate_up, out, gate_up.stride(0), INTER=inter, BLOCK=BLOCK, num_warps=NUM_WARPS
+    )
+    return out

@@ -1,0 +1,119 @@
+"""RMSNorm through FlashInfer's CUDA kernels (flashinfer is imported on first call)."""
+
+import torch
+
+FIB_SOLUTIONS = [
+    {
+        "variant": "flashinfer",
+        "definitions": ["rmsnorm_h4096"],
+        "entry_point": "rmsnorm_eps1e5",
+        "language": "python",
+        "destination_passing_style": False,
+        "target_hardware": ["nvidia"],
+        "dependencies": ["flashinfer", "torch"],
+        "description": (
+            "flashinfer.norm.rmsnorm / flashinfer.norm.fused_add_rmsnorm. The fused kernel works in"
+            " place (residual += hidden_states, hidden_states = norm), so this wrapper first copies"
+            " both inputs: two extra copy launches that cost at small batches and extra traffic at "
+            "large ones. The plain norm needs no copy."
+        ),
+    },
+    {
+        "variant": "flashinfer",
+        "definitions": [
+            "rmsnorm_h128",
+            "rmsnorm_h512",
+            "rmsnorm_h1536",
+            "rmsnorm_h2048",
+            "rmsnorm_h3072",
+            "rmsnorm_h5120",
+            "rmsnorm_h5376",
+            "rmsnorm_h7168",
+        ],
+        "entry_point": "rmsnorm_eps1e6",
+        "language": "python",
+        "destination_passing_style": False,
+        "target_hardware": ["nvidia"],
+        "dependencies": ["flashinfer", "torch"],
+        "description": (
+            "flashinfer.norm.rmsnorm / flashinfer.norm.fused_add_rmsnorm. The fused kernel works in"
+            " place (residual += hidden_states, hidden_states = norm), so this wrapper first copies"
+            " both inputs: two extra copy launches that cost at small batches and extra traffic at "
+            "large ones. The plain norm needs no copy."
+        ),
+    },
+    {
+        "variant": "flashinfer",
+        "definitions": ["fused_add_rmsnorm_h4096"],
+        "entry_point": "fused_add_rmsnorm_eps1e5",
+        "language": "python",
+        "destination_passing_style": False,
+        "target_hardware": ["nvidia"],
+        "dependencies": ["flashinfer", "torch"],
+        "description": (
+            "flashinfer.norm.rmsnorm / flashinfer.norm.fused_add_rmsnorm. The fused kernel works in"
+            " place (residual += hidden_states, hidden_states = norm), so this wrapper first copies"
+            " both inputs: two extra copy launches that cost at small batches and extra traffic at "
+            "large ones. The plain norm needs no copy."
+        ),
+    },
+    {
+        "variant": "flashinfer",
+        "definitions": [
+            "fused_add_rmsnorm_h2048",
+            "fused_add_rmsnorm_h3072",
+            "fused_add_rmsnorm_h5120",
+            "fused_add_rmsnorm_h5376",
+            "fused_add_rmsnorm_h7168",
+        ],
+        "entry_point": "fused_add_rmsnorm_eps1e6",
+        "language": "python",
+        "destination_passing_style": False,
+        "target_hardware": ["nvidia"],
+        "dependencies": ["flashinfer", "torch"],
+        "description": (
+            "flashinfer.norm.rmsnorm / flashinfer.norm.fused_add_rmsnorm. The fused kernel works in"
+            " place (residual += hidden_states, hidden_states = norm), so this wrapper first copies"
+            " both inputs: two extra copy launches that cost at small batches and extra traffic at "
+            "large ones. The plain norm needs no copy."
+        ),
+    },
+]
+
+
+@torch.no_grad()
+def _rmsnorm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    import flashinfer.norm
+
+    return flashinfer.norm.rmsnorm(hidden_states, weight, eps)
+
+
+@torch.no_grad()
+def _fused_add_rmsnorm(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> torch.Tensor:
+    import flashinfer.norm
+
+    out = hidden_states.clone()
+    flashinfer.norm.fused_add_rmsnorm(out, residual.clone(), weight, eps)
+    return out
+
+
+def rmsnorm_eps1e5(hidden_states: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return _rmsnorm(hidden_states, weight, 1e-5)
+
+
+def rmsnorm_eps1e6(hidden_states: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return _rmsnorm(hidden_states, weight, 1e-6)
+
+
+def fused_add_rmsnorm_eps1e5(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    return _fused_add_rmsnorm(hidden_states, residual, weight, 1e-5)
+
+
+def fused_add_rmsnorm_eps1e6(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    return _fused_add_rmsnorm(hidden_states, residual, weight, 1e-6)

@@ -1,0 +1,119 @@
+"""RMSNorm and fused add + RMSNorm in plain PyTorch (runs on CPU and GPU)."""
+
+import torch
+import torch.nn.functional as F
+
+FIB_SOLUTIONS = [
+    {
+        "variant": "torch",
+        "definitions": ["rmsnorm_h4096"],
+        "entry_point": "rmsnorm_eps1e5",
+        "language": "python",
+        "destination_passing_style": False,
+        "target_hardware": ["any"],
+        "dependencies": ["torch"],
+        "description": (
+            "Plain PyTorch via torch.nn.functional.rms_norm (one fused kernel on CUDA for the plain"
+            " norm; the residual add runs in float32 first). Runs anywhere; on CPU it is the "
+            "fastest formulation for small batches, on GPU it pays several launches for the fused "
+            "add."
+        ),
+    },
+    {
+        "variant": "torch",
+        "definitions": [
+            "rmsnorm_h128",
+            "rmsnorm_h512",
+            "rmsnorm_h1536",
+            "rmsnorm_h2048",
+            "rmsnorm_h3072",
+            "rmsnorm_h5120",
+            "rmsnorm_h5376",
+            "rmsnorm_h7168",
+        ],
+        "entry_point": "rmsnorm_eps1e6",
+        "language": "python",
+        "destination_passing_style": False,
+        "target_hardware": ["any"],
+        "dependencies": ["torch"],
+        "description": (
+            "Plain PyTorch via torch.nn.functional.rms_norm (one fused kernel on CUDA for the plain"
+            " norm; the residual add runs in float32 first). Runs anywhere; on CPU it is the "
+            "fastest formulation for small batches, on GPU it pays several launches for the fused "
+            "add."
+        ),
+    },
+    {
+        "variant": "torch",
+        "definitions": ["fused_add_rmsnorm_h4096"],
+        "entry_point": "fused_add_rmsnorm_eps1e5",
+        "language": "python",
+        "destination_passing_style": False,
+        "target_hardware": ["any"],
+        "dependencies": ["torch"],
+        "description": (
+            "Plain PyTorch via torch.nn.functional.rms_norm (one fused kernel on CUDA for the plain"
+            " norm; the residual add runs in float32 first). Runs anywhere; on CPU it is the "
+            "fastest formulation for small batches, on GPU it pays several launches for the fused "
+            "add."
+        ),
+    },
+    {
+        "variant": "torch",
+        "definitions": [
+            "fused_add_rmsnorm_h2048",
+            "fused_add_rmsnorm_h3072",
+            "fused_add_rmsnorm_h5120",
+            "fused_add_rmsnorm_h5376",
+            "fused_add_rmsnorm_h7168",
+        ],
+        "entry_point": "fused_add_rmsnorm_eps1e6",
+        "language": "python",
+        "destination_passing_style": False,
+        "target_hardware": ["any"],
+        "dependencies": ["torch"],
+        "description": (
+            "Plain PyTorch via torch.nn.functional.rms_norm (one fused kernel on CUDA for the plain"
+            " norm; the residual add runs in float32 first). Runs anywhere; on CPU it is the "
+            "fastest formulation for small batches, on GPU it pays several launches for the fused "
+            "add."
+        ),
+    },
+]
+
+
+def _rmsnorm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Bfloat16 in, bfloat16 out; rms_norm accumulates in float32 and rounds once."""
+    return F.rms_norm(hidden_states, (hidden_states.shape[-1],), weight, eps)
+
+
+def _fused_add_rmsnorm(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """The sum stays in float32, as the definition asks."""
+    x = hidden_states.float().add_(residual)
+    return F.rms_norm(x, (x.shape[-1],), weight.float(), eps).to(hidden_states.dtype)
+
+
+@torch.no_grad()
+def rmsnorm_eps1e5(hidden_states: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return _rmsnorm(hidden_states, weight, 1e-5)
+
+
+@torch.no_grad()
+def rmsnorm_eps1e6(hidden_states: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return _rmsnorm(hidden_states, weight, 1e-6)
+
+
+@torch.no_grad()
+def fused_add_rmsnorm_eps1e5(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    return _fused_add_rmsnorm(hidden_states, residual, weight, 1e-5)
+
+
+@torch.no_grad()
+def fused_add_rmsnorm_eps1e6(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    return _fused_add_rmsnorm(hidden_states, residual, weight, 1e-6)
