@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -146,7 +146,7 @@ def enable_capture(db: TraceDB | str | Path | None = None,
         _stack.append(session)
         _last = session
         session._start()
-        _set_factory(session.recorder_for)
+    _sync_factory()
     return session
 
 
@@ -178,10 +178,24 @@ def _deactivate(session: CaptureSession) -> None:
     with _switch:
         if session not in _stack:
             return
-        was_top = _stack[-1] is session
         _stack.remove(session)
-        if was_top:
-            _set_factory(_stack[-1].recorder_for if _stack else None)
+    _sync_factory()
+
+
+def _sync_factory() -> None:
+    """Give dispatch the active session's factory (None when capture is off).
+
+    Called without holding `_switch`: dispatch holds its own lock while its autostart calls
+    enable_capture, so holding ours while calling into dispatch could deadlock. A session
+    switched meanwhile by another thread is caught by the check after setting.
+    """
+    while True:
+        with _switch:
+            top = _active()
+        set_recorder_factory(top.recorder_for if top is not None else None)
+        with _switch:
+            if _active() is top:
+                return
 
 
 def _as_config(config: CaptureConfig | Mapping[str, Any] | str | Path | None) -> CaptureConfig:
@@ -192,8 +206,3 @@ def _as_config(config: CaptureConfig | Mapping[str, Any] | str | Path | None) ->
     if isinstance(config, Mapping):
         return CaptureConfig.from_dict(dict(config))
     return CaptureConfig.load(config)
-
-
-def _set_factory(factory: Callable[[str], Recorder | None] | None) -> None:
-    """Hand the recorder factory to dispatch: every fib.apply site rebuilds its call path."""
-    set_recorder_factory(factory)

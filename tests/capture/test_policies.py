@@ -159,3 +159,23 @@ def test_kv_bucket_key_dedups_on_the_writer(db: TraceDB, tmp_path: Path) -> None
     written = lines(tmp_path, "gqa_paged", paged.name)
     assert sorted(w["workload"]["axes"]["num_kv_indices"] for w in written) == [3, 6, 20, 200]
     assert all(w["workload"]["inputs"]["kv_indptr"]["type"] == "safetensors" for w in written)
+
+
+def test_threads_racing_on_new_keys_record_each_once(db: TraceDB, tmp_path: Path) -> None:
+    import threading
+
+    record = enable_capture(db, {**SLOW_FLUSH, "queue_size": 10_000}).recorder_for(NORM)
+    start = threading.Barrier(4)
+
+    def serve() -> None:
+        start.wait()
+        for batch in range(1, 1001):
+            record((batch,), ())
+
+    threads = [threading.Thread(target=serve) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    disable_capture()
+    assert sorted(batches(tmp_path)) == list(range(1, 1001))
