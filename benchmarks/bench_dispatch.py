@@ -22,12 +22,12 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median_ns_per_call, print_table, write_json  # noqa: E402
+from _common import median_ns_per_call, print_table, write_json
 
-import fib_runtime as fib  # noqa: E402
-from fib_runtime.hardware import current_hardware  # noqa: E402
-from fib_runtime.schema import Definition, Solution, Trace  # noqa: E402
-from fib_runtime.store import TraceDB  # noqa: E402
+import fib_runtime as fib
+from fib_runtime.hardware import current_hardware
+from fib_runtime.schema import Definition, Solution, Trace
+from fib_runtime.store import TraceDB
 
 NORM = {
     "name": "bench_norm_h64", "op_type": "rmsnorm",
@@ -161,14 +161,40 @@ def measure(calls: int, repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
-def flashinfer_bench_row(calls: int, repeats: int) -> dict[str, Any] | None:
+def flashinfer_bench_rows(calls: int, repeats: int) -> list[dict[str, Any]]:
+    """flashinfer-bench's apply on the same database and definitions, when installed."""
     try:
-        import flashinfer_bench  # noqa: F401
+        import flashinfer_bench as fib_bench
     except ImportError:
-        return None
-    return {"case": "flashinfer-bench apply: installed but not measured by this script",
-            "call_ns": float("nan"), "direct_ns": float("nan"), "added_ns": float("nan"),
-            "target_ns": None}
+        return []
+    x, w = torch.ones(8, 64), torch.ones(64)
+
+    @fib_bench.apply("bench_norm_h64")
+    def their_norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return x
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        db = build_db(Path(tmp))
+        solution = Solution.from_dict(db.solutions["bench_norm_h64_identity"].to_dict())
+        with fib.enable_apply(tmp, {"check_interval_s": 0}) as session:
+            direct = session.runtime.build(solution.name).fn
+            ours = median_ns_per_call(lambda: norm(x, w), calls=calls, repeats=repeats)
+        runtime = fib_bench.enable_apply(tmp)
+        try:
+            their_norm(x, w)
+            theirs = median_ns_per_call(lambda: their_norm(x, w), calls=calls // 10,
+                                        repeats=repeats)
+        finally:
+            fib_bench.disable_apply()
+        del runtime
+        direct_ns = median_ns_per_call(lambda: direct(x, w), calls=calls, repeats=repeats)
+        rows.append({"case": "same run: fib-runtime hit, 1 var axis", "call_ns": ours,
+                     "direct_ns": direct_ns, "added_ns": ours - direct_ns, "target_ns": 500.0})
+        rows.append({"case": "same run: flashinfer-bench apply hit", "call_ns": theirs,
+                     "direct_ns": direct_ns, "added_ns": theirs - direct_ns,
+                     "target_ns": None})
+    return rows
 
 
 def main() -> None:
@@ -177,19 +203,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     rows = measure(args.calls, args.repeats)
-    external = flashinfer_bench_row(args.calls, args.repeats)
-    if external:
-        rows.append(external)
+    external = flashinfer_bench_rows(args.calls, args.repeats)
+    rows += external
     print_table(["case", "call ns", "direct ns", "added ns", "target ns"],
                 [[r["case"], r["call_ns"], r["direct_ns"], r["added_ns"],
                   "-" if r["target_ns"] is None else r["target_ns"]] for r in rows])
-    if external is None:
-        print("flashinfer-bench is not installed: no comparison in this run")
+    if external:
+        ratio = external[1]["added_ns"] / external[0]["added_ns"]
+        print(f"flashinfer-bench apply adds {ratio:.0f}x the time fib-runtime adds per hit")
+    else:
+        print("flashinfer-bench is not installed (pip install flashinfer-bench): "
+              "no comparison in this run")
     hw = current_hardware()
     path = write_json("bench_dispatch", {
         "device": hw.name, "python": hw.libs.get("python"), "torch": hw.libs.get("torch"),
         "calls": args.calls, "repeats": args.repeats, "rows": rows,
-        "flashinfer_bench": external is not None})
+        "flashinfer_bench": bool(external)})
     print(f"wrote {path}")
 
 

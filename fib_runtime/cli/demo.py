@@ -1,26 +1,37 @@
-"""`fib demo` (also `fib` with no command): the main job on the default database."""
+"""`fib demo` (also `fib` with no command): capture -> retune -> dispatch on a local database."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from fib_runtime.catalogue import install
-from fib_runtime.cli.db import print_summary
 from fib_runtime.paths import default_db_path
-from fib_runtime.store import TraceDB
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("demo", help="run the main job on a local database (the default)")
+    parser = sub.add_parser("demo", help="capture, retune and dispatch a workload mix "
+                            "(the default command)")
     parser.add_argument("db", nargs="?", type=Path, default=default_db_path(),
                         help="database folder (default: %(default)s)")
+    parser.add_argument("--iters", type=int, default=20, help="timed runs per measurement")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    db = TraceDB.open(args.db, create=True)
-    defs, sols = install(db)
-    print(f"installed the built-in catalogue: {defs} definitions, {sols} solutions written")
-    print_summary(db)
+    from fib_runtime.cli.db import print_summary
+    from fib_runtime.demo import format_rows, run_demo
+    from fib_runtime.hardware import current_hardware
+    from fib_runtime.store import TraceDB
+
+    hw = current_hardware()
+    print(f"fib demo on {hw.name} (key {hw.key}), database {args.db}")
+    report, rows = run_demo(args.db, iters=args.iters)
+    print()
+    print_summary(TraceDB.open(args.db))
+    print()
+    print("retune (winner per captured workload on this machine):")
+    print(report.table())
+    print()
+    print("served with dispatch on (times: median per call, this process):")
+    print(format_rows(rows))
     return 0

@@ -1,0 +1,132 @@
+"""The main job in one run: capture a workload mix, retune on it, then serve it dispatched.
+
+A small "engine" calls its ops through @fib.apply with capture on; retune benchmarks every
+built-in solution on the captured workloads on this machine; the same mix then runs with
+dispatch on, and for each workload the demo prints which solution served it and its time
+against the engine's original code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import fib_runtime as fib
+from fib_runtime.bench import RetuneReport, retune
+from fib_runtime.bench.timing import median_latency_ms
+from fib_runtime.catalogue import install
+from fib_runtime.store import TraceDB
+
+HIDDEN, INTERMEDIATE = 4096, 14336
+
+
+# -- the engine's own code: plain PyTorch, as a model would have it -------------------------
+
+@fib.apply("rmsnorm_h4096")
+def rmsnorm(hidden_states: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    x = hidden_states.float()
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)
+    return (x * weight.float()).to(hidden_states.dtype)
+
+
+@fib.apply("silu_and_mul_i14336")
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    gate, up = x.chunk(2, dim=-1)
+    return torch.nn.functional.silu(gate) * up
+
+
+@fib.apply("gemm_n4096_k4096")
+def o_proj(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    return A @ B.T
+
+
+@dataclass(frozen=True)
+class Op:
+    definition: str
+    fn: Callable[..., Any]
+    make_inputs: Callable[[int, str], list[Any]]
+
+
+def _randn(*shape: int, device: str, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    return torch.randn(*shape, device=device, dtype=dtype)
+
+
+OPS = {
+    "rmsnorm": Op("rmsnorm_h4096", rmsnorm, lambda m, d: [_randn(m, HIDDEN, device=d),
+                                                          _randn(HIDDEN, device=d)]),
+    "silu_and_mul": Op("silu_and_mul_i14336", silu_and_mul,
+                       lambda m, d: [_randn(m, 2 * INTERMEDIATE, device=d)]),
+    "gemm": Op("gemm_n4096_k4096", o_proj,
+               lambda m, d: [_randn(m, HIDDEN, device=d, dtype=torch.float16),
+                             _randn(HIDDEN, HIDDEN, device=d, dtype=torch.float16)]),
+}
+# What each kind of machine runs: CPU sizes stay small enough for a demo of a minute or two.
+GPU_MIX = {"rmsnorm": (1, 16, 128, 1024, 8192), "silu_and_mul": (1, 16, 128, 1024, 8192),
+           "gemm": (1, 16, 128, 1024, 8192)}
+CPU_MIX = {"rmsnorm": (1, 8, 64, 512, 2048), "silu_and_mul": (1, 8, 64, 256)}
+
+
+@dataclass(frozen=True)
+class Row:
+    definition: str
+    batch: int
+    served_by: str
+    reason: str
+    fib_ms: float
+    original_ms: float
+
+
+def run_demo(db_path: Path, *, device: str | None = None,
+             mix: dict[str, Sequence[int]] | None = None, iters: int = 20,
+             progress: bool = True) -> tuple[RetuneReport, list[Row]]:
+    """Capture -> retune -> dispatch on `db_path`: the retune report and one row per workload
+    served with dispatch on."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    mix = mix or (GPU_MIX if device.startswith("cuda") else CPU_MIX)
+    db = TraceDB.open(db_path, create=True)
+    install(db)
+    ops = [(OPS[name], sizes) for name, sizes in mix.items()]
+    with torch.no_grad():
+        with fib.enable_capture(db):
+            for op, sizes in ops:
+                for m in sizes:
+                    op.fn(*op.make_inputs(m, device))
+        report = retune(db_path, definitions=[op.definition for op, _ in ops],
+                        warmup=3, iters=iters, progress=progress)
+        rows = []
+        with fib.enable_apply(db_path, {"check_interval_s": 0}):
+            for op, sizes in ops:
+                for m in sizes:
+                    rows.append(_serve(op, m, device, iters))
+    return report, rows
+
+
+def _serve(op: Op, batch: int, device: str, iters: int) -> Row:
+    inputs = op.make_inputs(batch, device)
+    op.fn(*inputs)  # resolve this key once
+    explanation = fib.explain(op.definition, {_var_axis(op): batch})
+    served = median_latency_ms(op.fn, inputs, device=device, warmup=3, iters=iters)
+    original = median_latency_ms(op.fn.__wrapped__, inputs, device=device, warmup=3,
+                                 iters=iters)
+    return Row(op.definition, batch, explanation.decision, explanation.reason, served, original)
+
+
+def _var_axis(op: Op) -> str:
+    definition = fib.dispatch.find_definition(op.definition)
+    assert definition is not None
+    return definition.var_axes[0]
+
+
+def format_rows(rows: list[Row]) -> str:
+    headers = ["definition", "batch", "served by", "why", "fib ms", "original ms", "speedup"]
+    cells = [[r.definition, str(r.batch), r.served_by.split("__")[-1], r.reason,
+              f"{r.fib_ms:.4f}", f"{r.original_ms:.4f}", f"{r.original_ms / r.fib_ms:.2f}x"]
+             for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
