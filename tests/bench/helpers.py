@@ -31,6 +31,7 @@ SOLUTIONS: dict[str, tuple[str, bool]] = {
     "no_import": (_body("    return y", head="import not_a_module_fib_test"), False),
     "aborts": (_body("    os.abort()", head="import os"), False),
     "hangs": (_body("    time.sleep(3600)", head="import time"), False),
+    "oom": (_body("    return y + torch.empty(1 << 62, dtype=torch.uint8).sum()"), False),
     "caches": (_body("    global CACHED\n    if CACHED is None:\n        CACHED = y\n"
                      "    return CACHED", head="CACHED = None"), False),
 }

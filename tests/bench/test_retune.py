@@ -34,7 +34,7 @@ EXPECTED = {
     "wrong_value": Status.INCORRECT_NUMERICAL, "nan": Status.INCORRECT_NUMERICAL,
     "raises": Status.RUNTIME_ERROR, "no_import": Status.COMPILE_ERROR,
     "aborts": Status.RUNTIME_ERROR, "hangs": Status.TIMEOUT,
-    "caches": Status.INCORRECT_NUMERICAL,
+    "oom": Status.RUNTIME_ERROR, "caches": Status.INCORRECT_NUMERICAL,
 }
 
 
@@ -71,6 +71,7 @@ def test_failures_carry_their_logs(retuned: tuple[TraceDB, RetuneReport]) -> Non
     assert "not_a_module_fib_test" in log("no_import")
     assert "SIGABRT" in log("aborts")
     assert "5 s" in log("hangs")
+    assert "memory" in log("oom").lower()
     assert "shape [4, 4], expected [4, 8]" in log("wrong_shape")
     assert "torch.float64" in log("wrong_dtype")
     nan = traces["nan"].evaluation
