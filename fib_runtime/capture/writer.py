@@ -78,7 +78,10 @@ class Writer:
             queue = self._shared.queue
             by_owner: dict[DefinitionRecorder, list[Trace]] = defaultdict(list)
             for _ in range(len(queue)):  # what is queued now: callers keep adding
-                record = queue.popleft()
+                try:
+                    record = queue.popleft()
+                except IndexError:  # a flush re-entered from a signal handler took the rest
+                    break
                 trace = self._materialise(record)
                 if trace is not None:
                     by_owner[record.owner].append(trace)

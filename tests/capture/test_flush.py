@@ -115,27 +115,27 @@ def test_sigkill_mid_run_leaves_a_loadable_database(tmp_path: Path) -> None:
     child.kill()
     child.communicate(timeout=30)
     assert child.returncode == -signal.SIGKILL
-    _check_loads_with_at_most_the_last_line_lost(tmp_path, target)
+    lost = _check_loads_and_appends(tmp_path, target, known=0)
 
     # The worst case, made certain: the process died inside a write, mid-line.
     data = target.read_bytes()
     target.write_bytes(data[:len(data) - 40])
-    _check_loads_with_at_most_the_last_line_lost(tmp_path, target, exactly_one=True)
+    assert _check_loads_and_appends(tmp_path, target, known=lost) == lost + 1
 
 
-def _check_loads_with_at_most_the_last_line_lost(root: Path, target: Path, *,
-                                                 exactly_one: bool = False) -> None:
-    raw = target.read_bytes().split(b"\n")
-    whole = [line for line in raw if line]
+def _check_loads_and_appends(root: Path, target: Path, *, known: int) -> int:
+    """The database loads with the `known` earlier problems plus at most one, the last line;
+    a later capture appends whole lines after it. Returns the number of problems."""
+    whole = [line for line in target.read_bytes().split(b"\n") if line]
     db = TraceDB.open(root)
     problems = db.load_errors
-    assert len(problems) == (1 if exactly_one else len(problems)) and len(problems) <= 1
-    if problems:
-        assert problems[0].line == len(whole)  # the last line, and only it
+    assert known <= len(problems) <= known + 1
+    if len(problems) > known:
+        assert problems[-1].line == len(whole)  # the last line, and only it
     assert len(db.workloads_for(NORM)) == len(whole) - len(problems)
-    # A later capture appends whole lines after the partial one.
     with enable_capture(db, {"flush_interval_s": 3600}) as session:
         session.recorder_for(NORM)((10**9,), ())
     db = TraceDB.open(root)
     assert len(db.load_errors) == len(problems)
     assert db.workloads_for(NORM)[-1].workload.axes == {"batch_size": 10**9}
+    return len(problems)
