@@ -1,0 +1,32 @@
+"""GEMM on CPU through float32: upcast, SGEMM, round once to float16."""
+
+import torch
+
+FIB_SOLUTIONS = [
+    {
+        "variant": "cpu_fp32",
+        "definitions": [
+            "gemm_n6144_k4096",
+            "gemm_n4096_k4096",
+            "gemm_n28672_k4096",
+            "gemm_n4096_k14336",
+        ],
+        "entry_point": "gemm",
+        "language": "python",
+        "destination_passing_style": False,
+        "target_hardware": ["cpu"],
+        "dependencies": ["torch"],
+        "description": (
+            "CPU only: converts A and B to float32, runs the well-vectorised SGEMM and rounds the "
+            "result to float16. Converting B costs a fixed ~20 ms for 4096x4096, so it loses at "
+            "decode sizes; on CPUs without native float16 GEMM it wins once M is large. Measured "
+            "crossover (2-core AMD EPYC VM, torch 2.13, benchmarks/results/catalogue_i_cpu.json, "
+            "gemm_n4096_k4096): wins from M ~64, 1.5-2x faster at M 256-512."
+        ),
+    },
+]
+
+
+@torch.no_grad()
+def gemm(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    return torch.matmul(A.float(), B.float().t()).to(A.dtype)
