@@ -23,7 +23,8 @@ FIB_SOLUTIONS = [
             "narrow programs over N so every SM streams its own slice of B with deep K tiles (~100 "
             "KB of B in flight per SM). Built for decode (M up to a few dozen), where the GEMM is "
             "bound by reading the weight once; each extra 16 rows of A re-read B from L2, so it "
-            "falls behind for prefill-sized M."
+            "falls behind for prefill-sized M. On H200 it beats cuBLAS by up to 10% at M 4-16 on "
+            "the N=4096 shapes and trails it by 5-20% at other M <= 16."
         ),
     },
     {
@@ -42,7 +43,9 @@ FIB_SOLUTIONS = [
         "description": (
             "Triton, fixed 128x256x64 tiles (8 warps, 3 stages) with grouped program order (8 row "
             "tiles share B tiles in L2): tensor-core bound prefill shapes, M in the hundreds and "
-            "up. Wastes most of each tile for small M."
+            "up. Wastes most of each tile for small M. On H200 it reaches ~70-75% of cuBLAS (no "
+            "TMA, no warp specialisation), so torch wins there; it is the portable prefill "
+            "alternative."
         ),
     },
 ]
