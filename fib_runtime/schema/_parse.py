@@ -76,7 +76,7 @@ def str_list(data: Mapping[str, Any], key: str, path: str) -> tuple[str, ...] | 
 
 def extras(data: Mapping[str, Any], known: frozenset[str]) -> Mapping[str, Any]:
     """Fields this version does not know, kept to be written back unchanged."""
-    if data.keys() <= known:
+    if known.issuperset(data):
         return NO_EXTRAS
     return {k: v for k, v in data.items() if k not in known}
 

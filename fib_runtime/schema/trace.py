@@ -178,14 +178,11 @@ class Evaluation:
         status = _STATUS_BY_NAME.get(raw_status)
         if status is None:
             raise fail(f"{path}.status", f"unknown status {raw_status!r}")
-        env = req(data, "environment", dict, path)
-        libs = opt(env, "libs", dict, f"{path}.environment") or {}
-        environment = Environment(req(env, "hardware", str, f"{path}.environment"), libs,
-                                  extras(env, _ENV_KEYS))
+        environment = _environment(req(data, "environment", dict, path), path)
         correctness = None
         raw = opt(data, "correctness", dict, path)
         if raw is not None:
-            where = f"{path}.correctness"
+            where = path + ".correctness"
             correctness = Correctness(
                 number(raw, "max_relative_error", where),
                 number(raw, "max_absolute_error", where), opt(raw, "extra", dict, where),
@@ -193,7 +190,7 @@ class Evaluation:
         performance = None
         raw = opt(data, "performance", dict, path)
         if raw is not None:
-            where = f"{path}.performance"
+            where = path + ".performance"
             performance = Performance(
                 number(raw, "latency_ms", where),
                 number(raw, "reference_latency_ms", where),
@@ -211,6 +208,28 @@ class Evaluation:
         out["environment"] = self.environment.to_dict()
         out["timestamp"] = self.timestamp
         return {**out, **self.extra}
+
+
+_ENVIRONMENTS: dict[tuple[str, tuple[tuple[str, Any], ...]], Environment] = {}
+
+
+def _environment(env: dict[str, Any], path: str) -> Environment:
+    """Parse an environment; the few distinct ones of a database are shared, not copied."""
+    where = path + ".environment"
+    hardware = req(env, "hardware", str, where)
+    libs = opt(env, "libs", dict, where) or {}
+    if not _ENV_KEYS.issuperset(env):
+        return Environment(hardware, libs, extras(env, _ENV_KEYS))
+    try:
+        key = (hardware, tuple(libs.items()))
+        known = _ENVIRONMENTS.get(key)
+    except TypeError:  # unhashable library versions: keep this one as it is
+        return Environment(hardware, libs)
+    if known is None:
+        if len(_ENVIRONMENTS) > 4096:
+            _ENVIRONMENTS.clear()
+        known = _ENVIRONMENTS[key] = Environment(hardware, dict(libs))
+    return known
 
 
 _TRACE_KEYS = frozenset({"definition", "workload", "solution", "evaluation"})
