@@ -15,6 +15,7 @@ import queue
 import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -147,48 +148,20 @@ def _plan(db: TraceDB, definitions: Iterable[str] | None,
 
 
 def _start_all(handles: list[WorkerHandle]) -> list[DeviceInfo]:
-    if len(handles) == 1:
-        return [handles[0].start()]
-    infos: list[DeviceInfo | BaseException] = [RuntimeError("not started")] * len(handles)
-
-    def start(i: int) -> None:
-        try:
-            infos[i] = handles[i].start()
-        except BaseException as exc:
-            infos[i] = exc
-
-    threads = [threading.Thread(target=start, args=(i,)) for i in range(len(handles))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for info in infos:
-        if isinstance(info, BaseException):
-            raise info
-    return infos  # type: ignore[return-value]
+    """Start every worker at once and wait until each has reported its device."""
+    with ThreadPoolExecutor(len(handles)) as pool:
+        return list(pool.map(WorkerHandle.start, handles))
 
 
 def _run_all(run: _Run, handles: list[WorkerHandle], work: queue.SimpleQueue[_Item]) -> None:
     """One driver per device, each taking the next workload from the shared queue."""
-    if len(handles) == 1:
-        run.drive(handles[0], work)
-        return
-    errors: list[BaseException] = []
-
-    def drive(handle: WorkerHandle) -> None:
+    with ThreadPoolExecutor(len(handles), thread_name_prefix="fib-retune") as pool:
+        futures = [pool.submit(run.drive, handle, work) for handle in handles]
         try:
-            run.drive(handle, work)
-        except BaseException as exc:
-            errors.append(exc)
-            run.stop.set()
-
-    threads = [threading.Thread(target=drive, args=(h,), daemon=True) for h in handles]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+            for future in futures:
+                future.result()
+        finally:
+            run.stop.set()  # on an error or an interrupt the other drivers stop too
 
 
 class _Run:

@@ -46,8 +46,8 @@ class Inputs:
     """A workload's call arguments, plus fresh random data to re-fill them between runs.
 
     `refill(k)` copies the k-th alternate data set into the re-fillable tensors (those with a
-    plain `random` descriptor); `restore()` puts the canonical values back (the values the
-    reference saw).
+    plain `random` descriptor); `restore()` puts the canonical values of every tensor back
+    (the values the reference saw).
     """
 
     args: list[Any]
@@ -95,7 +95,10 @@ def materialise(definition: Definition, workload: Workload, *, device: Any = "cp
             args.append(value.to(device) if isinstance(value, torch.Tensor) else value)
             if plain and isinstance(value, torch.Tensor):
                 refillable.append(i)
-    inputs = Inputs(args, {i: args[i].clone() for i in refillable})
+    # Every tensor is restored before a check, so a solution that writes into an input
+    # (indices included) cannot spoil the next one; only plain random ones are re-filled.
+    inputs = Inputs(args, {i: a.clone() for i, a in enumerate(args)
+                           if isinstance(a, torch.Tensor)})
     specs = list(definition.inputs.values())
     for _ in range(_ALTERNATES):
         inputs.alternates.append({i: maker.plain(specs[i], tuple(args[i].shape)).to(device)

@@ -127,9 +127,10 @@ class _Worker:
 
     def _failed(self, status: Status, exc: BaseException) -> dict[str, Any]:
         log = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-        result = {"status": status.value, "log": _clip(log), "fatal": not self._healthy()}
-        self.prepared = self.prepared if not result["fatal"] else None
-        return result
+        fatal = not self._healthy()
+        if fatal:
+            self.prepared = None
+        return {"status": status.value, "log": _clip(log), "fatal": fatal}
 
     def _healthy(self) -> bool:
         """After an error, whether the device still works (a CUDA fault poisons the context)."""

@@ -136,3 +136,13 @@ def test_impossible_workloads_raise_input_error() -> None:
            "inputs": {**{n: {"type": "random"} for n in definition.inputs}, "q": blob}}
     with pytest.raises(InputError, match="needs a blob"):
         materialise(definition, Workload.from_dict(raw))
+
+
+def test_restore_repairs_structured_inputs_a_solution_wrote_into() -> None:
+    definition = _load(GQA)
+    wl = _random_workload(definition, batch_size=2, num_pages=8, len_indptr=3, num_kv_indices=5)
+    inputs = materialise(definition, wl)
+    indices = inputs.args[4].clone()
+    inputs.args[4].zero_()
+    inputs.restore()
+    assert torch.equal(inputs.args[4], indices)
