@@ -12,6 +12,7 @@ never the whole retune.
 from __future__ import annotations
 
 import faulthandler
+import os
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -156,6 +157,8 @@ def main(conn: Connection, device: str, db_root: str, fault_log: str) -> None:
     """Entry point of the worker process (multiprocessing spawn target)."""
     with open(fault_log, "w") as handle:
         faulthandler.enable(handle)  # a segfault or abort leaves its stack in the log file
+        if device == "cpu":  # a CPU worker on a GPU machine must see (and report) no GPU
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
         import torch
 
         from fib_runtime.hardware import current_hardware
