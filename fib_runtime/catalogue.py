@@ -34,8 +34,12 @@ class Catalogue:
 
 
 def catalogue_root() -> Path:
-    """The folder holding the built-in catalogue (works installed and from a checkout)."""
-    return Path(str(importlib.resources.files("fib_runtime.definitions")))
+    """The folder holding the built-in catalogue: the installed package data, or the
+    checkout's `definitions/` when the package is used from source (PYTHONPATH)."""
+    try:
+        return Path(str(importlib.resources.files("fib_runtime.definitions")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / "definitions"
 
 
 def load_catalogue(root: Path | None = None) -> Catalogue:
