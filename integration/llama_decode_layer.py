@@ -345,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     on_gpu = args.device.startswith("cuda")
     if on_gpu and not cuda:
         parser.error("--device cuda: no CUDA device here (use --device cpu)")
+    if not on_gpu and cuda:  # dispatch selects by this machine's GPU, not by the tensors
+        parser.error("--device cpu on a machine with a GPU: hide it (CUDA_VISIBLE_DEVICES=)")
     batches = [int(v) for v in (args.batches or ("1,8,32,128" if on_gpu else "1,2")).split(",")]
     if args.kv_len < 1 or min(batches) < 1:
         parser.error("--batches and --kv-len must be positive")
