@@ -55,6 +55,10 @@ class Shared:
         self.open = True
         self._warned: set[tuple[str, str]] = set()
 
+    def after_fork(self) -> None:
+        self.lock = threading.RLock()
+        self.queue.clear()
+
     def warn_once(self, tag: tuple[str, str], message: str, *args: Any) -> None:
         if tag not in self._warned:
             self._warned.add(tag)

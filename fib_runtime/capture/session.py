@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -104,6 +105,14 @@ class CaptureSession:
         if self._signals is not None:
             self._signals.install()
 
+    def _restart_after_fork(self) -> None:
+        """In a forked child: fresh locks, an empty queue (the parent writes what it had
+        queued) and a writer thread of its own (threads do not survive fork)."""
+        self._lock = threading.Lock()
+        self._shared.after_fork()
+        self._writer = Writer(self.db, self._shared, self.config.flush_interval_s)
+        self._writer.start()
+
     def close(self) -> None:
         """Flush, stop the writer, restore signal handlers and deactivate. Idempotent."""
         if self.closed:
@@ -196,6 +205,16 @@ def _sync_factory() -> None:
         with _switch:
             if _active() is top:
                 return
+
+
+def _after_fork_in_child() -> None:
+    global _switch
+    _switch = threading.RLock()
+    for session in _stack:
+        session._restart_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _as_config(config: CaptureConfig | Mapping[str, Any] | str | Path | None) -> CaptureConfig:

@@ -139,3 +139,30 @@ def _check_loads_and_appends(root: Path, target: Path, *, known: int) -> int:
     assert len(db.load_errors) == len(problems)
     assert db.workloads_for(NORM)[-1].workload.axes == {"batch_size": 10**9}
     return len(problems)
+
+
+FORKED = """
+import os, sys, time
+from fib_runtime.capture import enable_capture
+session = enable_capture(sys.argv[1], {"flush_interval_s": 0.05})
+record = session.recorder_for("toy_norm_h8")
+record((1,), ())
+session.flush()
+record((2,), ())  # still queued at fork: the parent writes it, the child must not
+pid = os.fork()
+if pid == 0:
+    record((1,), ())  # recorded by the parent already
+    record((3,), ())
+    time.sleep(1.0)  # the child's own writer thread flushes in the background
+    os._exit(0)  # no atexit in a forked worker
+os.waitpid(pid, 0)
+"""
+
+
+def test_forked_child_gets_its_own_writer(tmp_path: Path) -> None:
+    make_db(tmp_path)
+    child = run_child(FORKED, str(tmp_path))
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert sorted(line["workload"]["axes"]["batch_size"] for line in lines(tmp_path)) \
+        == [1, 2, 3]
