@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import triton
+import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table, write_json
@@ -86,15 +88,13 @@ def moved(definition: Definition, axes: dict[str, int]) -> tuple[str, float]:
     return "GB/s", total
 
 
+@triton.jit
+def empty_kernel(x_ptr, n: tl.constexpr) -> None:
+    """Does nothing: its launch is the floor small-batch kernels are compared with."""
+
+
 def ceilings() -> dict[str, float]:
     """This device's copy bandwidth (read + write), matmul rate and launch floor."""
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def empty_kernel(x_ptr, n: tl.constexpr) -> None:
-        pass
-
     src = torch.randn(1 << 28, device="cuda", dtype=torch.bfloat16)  # 512 MiB
     dst = torch.empty_like(src)
     copy_ms = median_latency_ms(dst.copy_, [src], device="cuda", warmup=5, iters=30)
@@ -180,12 +180,12 @@ def main() -> None:
         raise SystemExit("this benchmark needs a CUDA GPU")
     with tempfile.TemporaryDirectory() as tmp:
         root = args.db or Path(tmp)
+        limits = ceilings()  # first: a broken measurement should not cost a whole retune
         db = TraceDB.open(root, create=True)
         install(db)
         add_workloads(db, args.definitions)
         run = retune(root, definitions=args.definitions, warmup=args.warmup, iters=args.iters)
         print(f"retune: {run.counts()}")
-        limits = ceilings()
         print(f"this run: copy {limits['copy_gb_s']:,.0f} GB/s, torch.matmul fp16 "
               f"{limits['matmul_tflop_s']:,.0f} TFLOP/s, empty Triton kernel "
               f"{limits['launch_floor_ms'] * 1e3:.1f} us")
