@@ -73,3 +73,19 @@ def test_relative_error_is_reported() -> None:
     check = check_outputs(_definition(), ref * 1.1, (ref,))
     assert check.max_relative_error == pytest.approx(0.1, rel=1e-5)
     assert check.max_absolute_error == pytest.approx(1.0, rel=1e-5)
+
+
+def test_another_summation_order_passes_a_long_fp16_reduction() -> None:
+    torch.manual_seed(0)
+    a = torch.randn(4, 8192, dtype=torch.float16)
+    b = torch.randn(8, 8192, dtype=torch.float16)
+    reference = (a.float() @ b.float().T).half()  # one summation order
+    halves = (a[:, :4096].float() @ b[:, :4096].float().T).half().float() + \
+        (a[:, 4096:].float() @ b[:, 4096:].float().T).half().float()  # split-K in fp16
+    assert not torch.equal(halves.half(), reference)
+    definition = _definition("float16")
+    assert check_outputs(definition, halves.half(), (reference,)).status is Status.PASSED
+    wrong = reference.clone()
+    small = reference.abs().argmin()
+    wrong.view(-1)[small] += 8 * torch.finfo(torch.float16).eps * float(reference.abs().max())
+    assert check_outputs(definition, wrong, (reference,)).status is Status.INCORRECT_NUMERICAL
