@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import fnmatch
 import importlib.resources
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ from fib_runtime.store import TraceDB
 
 AUTHOR = "fib-runtime"
 _ENTRY_KEYS = frozenset({
-    "variant", "definitions", "entry_point", "language", "destination_passing_style",
-    "target_hardware", "dependencies", "description",
+    "variant", "definitions", "entry_point", "entry_points", "language",
+    "destination_passing_style", "target_hardware", "dependencies", "description",
 })
 
 
@@ -61,18 +62,17 @@ def load_catalogue(root: Path | None = None) -> Catalogue:
 def solutions_of_file(path: Path, definitions: dict[str, Definition]) -> list[Solution]:
     """The Solutions declared by one file's FIB_SOLUTIONS literal."""
     text = path.read_text()
-    entries = _declared_entries(path, text)
     solutions = []
-    for i, entry in enumerate(entries):
+    for i, entry in enumerate(declared_entries(path)):
         field = f"FIB_SOLUTIONS[{i}]"
         unknown = set(entry) - _ENTRY_KEYS
         if unknown:
             raise SchemaError(f"unknown keys {sorted(unknown)}", file=str(path), field=field)
-        for name in _expand(entry["definitions"], definitions, path, field):
+        for name, function in entry_functions(entry, definitions, path, field).items():
             spec = BuildSpec(
                 language=entry["language"],
                 target_hardware=tuple(entry.get("target_hardware", ())),
-                entry_point=f"{path.name}::{entry['entry_point']}",
+                entry_point=f"{path.name}::{function}",
                 destination_passing_style=entry.get("destination_passing_style", False),
                 dependencies=tuple(entry.get("dependencies", ())) or None,
             )
@@ -83,20 +83,38 @@ def solutions_of_file(path: Path, definitions: dict[str, Definition]) -> list[So
     return solutions
 
 
-def _expand(patterns: list[str], definitions: dict[str, Definition], path: Path,
-            field: str) -> list[str]:
-    """Definition names matched by exact names or shell patterns (`rmsnorm_h*`)."""
-    names = []
-    for pattern in patterns:
-        matched = sorted(fnmatch.filter(definitions, pattern))
-        if not matched:
+def entry_functions(entry: dict[str, Any], definitions: Iterable[str], path: Path | str = "",
+                    field: str = "FIB_SOLUTIONS") -> dict[str, str]:
+    """Definition name -> entry function of one FIB_SOLUTIONS entry.
+
+    An entry names its definitions either as `"definitions": [...]` with one
+    `"entry_point"`, or as `"entry_points": {pattern: function}`, where a definition takes
+    the function of the first pattern it matches (so `rmsnorm_h4096` can come before the
+    catch-all `rmsnorm_h*`). Patterns are exact names or shell patterns.
+    """
+    names = list(definitions)
+    if "entry_points" in entry:
+        chosen: dict[str, str] = {}
+        for pattern, function in entry["entry_points"].items():
+            matched = [n for n in fnmatch.filter(names, pattern) if n not in chosen]
+            if not matched:
+                raise SchemaError(f"no definition left for '{pattern}'", file=str(path),
+                                  field=f"{field}.entry_points")
+            chosen.update(dict.fromkeys(matched, function))
+        return chosen
+    matched = []
+    for pattern in entry["definitions"]:
+        found = fnmatch.filter(names, pattern)
+        if not found:
             raise SchemaError(f"no definition matches '{pattern}'", file=str(path),
                               field=f"{field}.definitions")
-        names.extend(n for n in matched if n not in names)
-    return names
+        matched.extend(n for n in sorted(found) if n not in matched)
+    return dict.fromkeys(matched, entry["entry_point"])
 
 
-def _declared_entries(path: Path, text: str) -> list[dict[str, Any]]:
+def declared_entries(path: Path) -> list[dict[str, Any]]:
+    """A solution file's FIB_SOLUTIONS literal, read without importing the file."""
+    text = path.read_text()
     for node in ast.parse(text, filename=str(path)).body:
         if isinstance(node, ast.Assign) and any(
                 isinstance(t, ast.Name) and t.id == "FIB_SOLUTIONS" for t in node.targets):

@@ -1,6 +1,5 @@
 """Paged decode attention definitions, their solutions and random inputs (tests, benchmarks)."""
 
-import ast
 import importlib.util
 import json
 import math
@@ -9,6 +8,8 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
+
+from fib_runtime.catalogue import declared_entries
 
 REPO = Path(__file__).resolve().parents[2]
 OP_DIR = REPO / "definitions" / "gqa_paged"
@@ -36,12 +37,7 @@ def solution_files() -> list[Path]:
 
 def declared_solutions(path: Path) -> list[dict]:
     """The file's FIB_SOLUTIONS literal, read without importing the file."""
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [
-            "FIB_SOLUTIONS"
-        ]:
-            return ast.literal_eval(node.value)
-    raise AssertionError(f"{path} declares no FIB_SOLUTIONS")
+    return declared_entries(path)
 
 
 def import_solution(path: Path) -> ModuleType:

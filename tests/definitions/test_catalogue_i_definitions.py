@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fib_runtime.catalogue import declared_entries, entry_functions
+
 REPO = Path(__file__).resolve().parents[2]
 OP_TYPES = ("rmsnorm", "gemm", "activation")
 DEF_PATHS = sorted(p for op in OP_TYPES for p in (REPO / "definitions" / op).glob("*.json"))
@@ -38,15 +40,6 @@ def _reference(definition: dict):
     namespace: dict = {}
     exec(compile(definition["reference"], definition["name"], "exec"), namespace)
     return namespace["run"]
-
-
-def _declared(path: Path) -> list[dict]:
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "FIB_SOLUTIONS" for t in node.targets
-        ):
-            return ast.literal_eval(node.value)
-    raise AssertionError(f"{path.name} declares no FIB_SOLUTIONS")
 
 
 def _inputs(definition: dict, var: int, scale: float = 1.0) -> list[torch.Tensor]:
@@ -138,18 +131,17 @@ def test_matches_official_definition(name: str):
 def test_fib_solutions_literal(path: Path):
     tree = ast.parse(path.read_text())
     functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    entries = _declared(path)
+    entries = declared_entries(path)
     assert entries
     for entry in entries:
         assert entry["language"] in ("python", "triton")
         assert entry["destination_passing_style"] is False
         assert set(entry["target_hardware"]) <= {"any", "cpu", "nvidia"}
         assert entry["description"].strip() and entry["variant"].isidentifier()
-        function = functions[entry["entry_point"]]
-        params = [a.arg for a in function.args.args]
-        for name in entry["definitions"]:
+        for name, function_name in entry_functions(entry, DEFINITIONS).items():
+            params = [a.arg for a in functions[function_name].args.args]
             assert DEFINITIONS[name]["op_type"] == path.parent.parent.name
-            assert params == list(DEFINITIONS[name]["inputs"]), (name, entry["entry_point"])
+            assert params == list(DEFINITIONS[name]["inputs"]), (name, function_name)
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             assert node.level == 0 and node.module.split(".")[0] in ALLOWED_IMPORTS
@@ -161,9 +153,10 @@ def test_solution_names_are_unique_and_every_definition_runs_on_cpu():
     names: list[str] = []
     cpu_capable: set[str] = set()
     for path in SOLUTION_PATHS:
-        for entry in _declared(path):
-            names += [f"{d}__{entry['variant']}" for d in entry["definitions"]]
+        for entry in declared_entries(path):
+            served = entry_functions(entry, DEFINITIONS)
+            names += [f"{d}__{entry['variant']}" for d in served]
             if {"any", "cpu"} & set(entry["target_hardware"]):
-                cpu_capable.update(entry["definitions"])
+                cpu_capable.update(served)
     assert len(names) == len(set(names))
     assert cpu_capable == set(DEFINITIONS)

@@ -6,7 +6,6 @@ flashinfer solutions import without flashinfer. GPU (marked): every solution tha
 NVIDIA GPU, on batch sizes from 1 to 16384.
 """
 
-import ast
 import importlib.util
 import json
 import sys
@@ -17,6 +16,8 @@ from types import ModuleType
 import pytest
 import torch
 
+from fib_runtime.catalogue import declared_entries, entry_functions
+
 REPO = Path(__file__).resolve().parents[2]
 OP_TYPES = ("rmsnorm", "gemm", "activation")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -24,15 +25,6 @@ GPU_BATCHES = (1, 7, 33, 255, 1000, 4097, 16384)
 # The interpreter runs big GEMMs slowly; these run there on small odd shapes instead.
 INTERPRETER_SKIPS = {"gemm_n6144_k4096", "gemm_n28672_k4096", "gemm_n4096_k14336"}
 CUDA = torch.cuda.is_available()
-
-
-def _declared(path: Path) -> list[dict]:
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "FIB_SOLUTIONS" for t in node.targets
-        ):
-            return ast.literal_eval(node.value)
-    raise AssertionError(f"{path.name} declares no FIB_SOLUTIONS")
 
 
 def _import(path: Path) -> ModuleType:
@@ -55,11 +47,11 @@ DEFINITIONS = {
 }
 # (definition, variant, language, target_hardware, file, entry point)
 CASES = sorted(
-    (name, e["variant"], e["language"], tuple(e["target_hardware"]), path, e["entry_point"])
+    (name, e["variant"], e["language"], tuple(e["target_hardware"]), path, function)
     for op in OP_TYPES
     for path in (REPO / "definitions" / op / "solutions").glob("*.py")
-    for e in _declared(path)
-    for name in e["definitions"]
+    for e in declared_entries(path)
+    for name, function in entry_functions(e, DEFINITIONS).items()
 )
 
 
@@ -176,10 +168,10 @@ def test_flashinfer_solutions_import_without_flashinfer(
     monkeypatch.setitem(sys.modules, "flashinfer", None)  # makes `import flashinfer...` fail
     path = _solution_file(op_type, stem)
     module = _import(path)
-    for entry in _declared(path):
-        name = entry["definitions"][0]
-        with pytest.raises(ImportError):
-            getattr(module, entry["entry_point"])(*_inputs(name, 2))
+    for entry in declared_entries(path):
+        for name, function in entry_functions(entry, DEFINITIONS).items():
+            with pytest.raises(ImportError):
+                getattr(module, function)(*_inputs(name, 2))
 
 
 @pytest.mark.gpu

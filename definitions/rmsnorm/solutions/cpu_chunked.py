@@ -6,85 +6,41 @@ import torch.nn.functional as F
 FIB_SOLUTIONS = [
     {
         "variant": "cpu_chunked",
-        "definitions": ["rmsnorm_h4096"],
-        "entry_point": "rmsnorm_eps1e5",
+        "entry_points": {
+            "rmsnorm_h4096": "rmsnorm_eps1e5",
+            "rmsnorm_h*": "rmsnorm_eps1e6",
+        },
         "language": "python",
         "destination_passing_style": False,
         "target_hardware": ["cpu"],
         "dependencies": ["torch"],
         "description": (
-            "CPU only: normalises CHUNK_ELEMENTS (256k) elements' worth of rows at a time, so the "
-            "temporaries stay in L2 and no large buffer is allocated (and page-faulted) per call. "
-            "It pays a Python loop, so the plain torch solution wins small batches. Measured "
-            "crossover (2-core AMD EPYC VM, torch 2.13, benchmarks/results/catalogue_i_cpu.json): "
-            "this wins from ~512 rows at h4096, ~256 rows at h7168 and ~4096 rows at h128, i.e. "
-            "once a call touches about 1-2M elements; there it is 4-10x faster."
+            "CPU only: normalises CHUNK_ELEMENTS (256k) elements' worth of rows at a time, so "
+            "the temporaries stay in L2 and no large buffer is allocated (and page-faulted) per "
+            "call. It pays a Python loop, so the plain torch solution wins small batches. "
+            "Measured crossover (2-core AMD EPYC VM, torch 2.13, "
+            "benchmarks/results/catalogue_i_cpu.json): this wins from ~512 rows at h4096, ~256 "
+            "rows at h7168 and ~4096 rows at h128, i.e. once a call touches about 1-2M "
+            "elements; there it is 4-10x faster."
         ),
     },
     {
         "variant": "cpu_chunked",
-        "definitions": [
-            "rmsnorm_h128",
-            "rmsnorm_h512",
-            "rmsnorm_h1536",
-            "rmsnorm_h2048",
-            "rmsnorm_h3072",
-            "rmsnorm_h5120",
-            "rmsnorm_h5376",
-            "rmsnorm_h7168",
-        ],
-        "entry_point": "rmsnorm_eps1e6",
+        "entry_points": {
+            "fused_add_rmsnorm_h4096": "fused_add_rmsnorm_eps1e5",
+            "fused_add_rmsnorm_h*": "fused_add_rmsnorm_eps1e6",
+        },
         "language": "python",
         "destination_passing_style": False,
         "target_hardware": ["cpu"],
         "dependencies": ["torch"],
         "description": (
-            "CPU only: normalises CHUNK_ELEMENTS (256k) elements' worth of rows at a time, so the "
-            "temporaries stay in L2 and no large buffer is allocated (and page-faulted) per call. "
-            "It pays a Python loop, so the plain torch solution wins small batches. Measured "
-            "crossover (2-core AMD EPYC VM, torch 2.13, benchmarks/results/catalogue_i_cpu.json): "
-            "this wins from ~512 rows at h4096, ~256 rows at h7168 and ~4096 rows at h128, i.e. "
-            "once a call touches about 1-2M elements; there it is 4-10x faster."
-        ),
-    },
-    {
-        "variant": "cpu_chunked",
-        "definitions": ["fused_add_rmsnorm_h4096"],
-        "entry_point": "fused_add_rmsnorm_eps1e5",
-        "language": "python",
-        "destination_passing_style": False,
-        "target_hardware": ["cpu"],
-        "dependencies": ["torch"],
-        "description": (
-            "CPU only: residual add and RMSNorm on CHUNK_ELEMENTS (256k) elements' worth of rows at"
-            " a time, so the float32 sum and temporaries stay in L2 and no large buffer is "
-            "allocated per call. It pays a Python loop, so the plain torch solution wins small "
-            "batches. Measured crossover (2-core AMD EPYC VM, torch 2.13, "
-            "benchmarks/results/catalogue_i_cpu.json): this wins from ~1024 rows at h4096 (about 4M"
-            " elements), 5x faster at 4096 rows."
-        ),
-    },
-    {
-        "variant": "cpu_chunked",
-        "definitions": [
-            "fused_add_rmsnorm_h2048",
-            "fused_add_rmsnorm_h3072",
-            "fused_add_rmsnorm_h5120",
-            "fused_add_rmsnorm_h5376",
-            "fused_add_rmsnorm_h7168",
-        ],
-        "entry_point": "fused_add_rmsnorm_eps1e6",
-        "language": "python",
-        "destination_passing_style": False,
-        "target_hardware": ["cpu"],
-        "dependencies": ["torch"],
-        "description": (
-            "CPU only: residual add and RMSNorm on CHUNK_ELEMENTS (256k) elements' worth of rows at"
-            " a time, so the float32 sum and temporaries stay in L2 and no large buffer is "
-            "allocated per call. It pays a Python loop, so the plain torch solution wins small "
-            "batches. Measured crossover (2-core AMD EPYC VM, torch 2.13, "
-            "benchmarks/results/catalogue_i_cpu.json): this wins from ~1024 rows at h4096 (about 4M"
-            " elements), 5x faster at 4096 rows."
+            "CPU only: residual add and RMSNorm on CHUNK_ELEMENTS (256k) elements' worth of "
+            "rows at a time, so the float32 sum and temporaries stay in L2 and no large buffer "
+            "is allocated per call. It pays a Python loop, so the plain torch solution wins "
+            "small batches. Measured crossover (2-core AMD EPYC VM, torch 2.13, "
+            "benchmarks/results/catalogue_i_cpu.json): this wins from ~1024 rows at h4096 "
+            "(about 4M elements), 5x faster at 4096 rows."
         ),
     },
 ]

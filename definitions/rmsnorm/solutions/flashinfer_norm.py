@@ -5,77 +5,21 @@ import torch
 FIB_SOLUTIONS = [
     {
         "variant": "flashinfer",
-        "definitions": ["rmsnorm_h4096"],
-        "entry_point": "rmsnorm_eps1e5",
+        "entry_points": {
+            "rmsnorm_h4096": "rmsnorm_eps1e5",
+            "fused_add_rmsnorm_h4096": "fused_add_rmsnorm_eps1e5",
+            "rmsnorm_h*": "rmsnorm_eps1e6",
+            "fused_add_rmsnorm_h*": "fused_add_rmsnorm_eps1e6",
+        },
         "language": "python",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],
         "dependencies": ["flashinfer", "torch"],
         "description": (
-            "flashinfer.norm.rmsnorm / flashinfer.norm.fused_add_rmsnorm. The fused kernel works in"
-            " place (residual += hidden_states, hidden_states = norm), so this wrapper first copies"
-            " both inputs: two extra copy launches that cost at small batches and extra traffic at "
-            "large ones. The plain norm needs no copy."
-        ),
-    },
-    {
-        "variant": "flashinfer",
-        "definitions": [
-            "rmsnorm_h128",
-            "rmsnorm_h512",
-            "rmsnorm_h1536",
-            "rmsnorm_h2048",
-            "rmsnorm_h3072",
-            "rmsnorm_h5120",
-            "rmsnorm_h5376",
-            "rmsnorm_h7168",
-        ],
-        "entry_point": "rmsnorm_eps1e6",
-        "language": "python",
-        "destination_passing_style": False,
-        "target_hardware": ["nvidia"],
-        "dependencies": ["flashinfer", "torch"],
-        "description": (
-            "flashinfer.norm.rmsnorm / flashinfer.norm.fused_add_rmsnorm. The fused kernel works in"
-            " place (residual += hidden_states, hidden_states = norm), so this wrapper first copies"
-            " both inputs: two extra copy launches that cost at small batches and extra traffic at "
-            "large ones. The plain norm needs no copy."
-        ),
-    },
-    {
-        "variant": "flashinfer",
-        "definitions": ["fused_add_rmsnorm_h4096"],
-        "entry_point": "fused_add_rmsnorm_eps1e5",
-        "language": "python",
-        "destination_passing_style": False,
-        "target_hardware": ["nvidia"],
-        "dependencies": ["flashinfer", "torch"],
-        "description": (
-            "flashinfer.norm.rmsnorm / flashinfer.norm.fused_add_rmsnorm. The fused kernel works in"
-            " place (residual += hidden_states, hidden_states = norm), so this wrapper first copies"
-            " both inputs: two extra copy launches that cost at small batches and extra traffic at "
-            "large ones. The plain norm needs no copy."
-        ),
-    },
-    {
-        "variant": "flashinfer",
-        "definitions": [
-            "fused_add_rmsnorm_h2048",
-            "fused_add_rmsnorm_h3072",
-            "fused_add_rmsnorm_h5120",
-            "fused_add_rmsnorm_h5376",
-            "fused_add_rmsnorm_h7168",
-        ],
-        "entry_point": "fused_add_rmsnorm_eps1e6",
-        "language": "python",
-        "destination_passing_style": False,
-        "target_hardware": ["nvidia"],
-        "dependencies": ["flashinfer", "torch"],
-        "description": (
-            "flashinfer.norm.rmsnorm / flashinfer.norm.fused_add_rmsnorm. The fused kernel works in"
-            " place (residual += hidden_states, hidden_states = norm), so this wrapper first copies"
-            " both inputs: two extra copy launches that cost at small batches and extra traffic at "
-            "large ones. The plain norm needs no copy."
+            "flashinfer.norm.rmsnorm / flashinfer.norm.fused_add_rmsnorm. The fused kernel "
+            "works in place (residual += hidden_states, hidden_states = norm), so this wrapper "
+            "first copies both inputs: two extra copy launches that cost at small batches and "
+            "extra traffic at large ones. The plain norm needs no copy."
         ),
     },
 ]

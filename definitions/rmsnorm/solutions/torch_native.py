@@ -6,77 +6,21 @@ import torch.nn.functional as F
 FIB_SOLUTIONS = [
     {
         "variant": "torch",
-        "definitions": ["rmsnorm_h4096"],
-        "entry_point": "rmsnorm_eps1e5",
+        "entry_points": {
+            "rmsnorm_h4096": "rmsnorm_eps1e5",
+            "fused_add_rmsnorm_h4096": "fused_add_rmsnorm_eps1e5",
+            "rmsnorm_h*": "rmsnorm_eps1e6",
+            "fused_add_rmsnorm_h*": "fused_add_rmsnorm_eps1e6",
+        },
         "language": "python",
         "destination_passing_style": False,
         "target_hardware": ["any"],
         "dependencies": ["torch"],
         "description": (
-            "Plain PyTorch via torch.nn.functional.rms_norm (one fused kernel on CUDA for the plain"
-            " norm; the residual add runs in float32 first). Runs anywhere; on CPU it is the "
-            "fastest formulation for small batches, on GPU it pays several launches for the fused "
-            "add."
-        ),
-    },
-    {
-        "variant": "torch",
-        "definitions": [
-            "rmsnorm_h128",
-            "rmsnorm_h512",
-            "rmsnorm_h1536",
-            "rmsnorm_h2048",
-            "rmsnorm_h3072",
-            "rmsnorm_h5120",
-            "rmsnorm_h5376",
-            "rmsnorm_h7168",
-        ],
-        "entry_point": "rmsnorm_eps1e6",
-        "language": "python",
-        "destination_passing_style": False,
-        "target_hardware": ["any"],
-        "dependencies": ["torch"],
-        "description": (
-            "Plain PyTorch via torch.nn.functional.rms_norm (one fused kernel on CUDA for the plain"
-            " norm; the residual add runs in float32 first). Runs anywhere; on CPU it is the "
-            "fastest formulation for small batches, on GPU it pays several launches for the fused "
-            "add."
-        ),
-    },
-    {
-        "variant": "torch",
-        "definitions": ["fused_add_rmsnorm_h4096"],
-        "entry_point": "fused_add_rmsnorm_eps1e5",
-        "language": "python",
-        "destination_passing_style": False,
-        "target_hardware": ["any"],
-        "dependencies": ["torch"],
-        "description": (
-            "Plain PyTorch via torch.nn.functional.rms_norm (one fused kernel on CUDA for the plain"
-            " norm; the residual add runs in float32 first). Runs anywhere; on CPU it is the "
-            "fastest formulation for small batches, on GPU it pays several launches for the fused "
-            "add."
-        ),
-    },
-    {
-        "variant": "torch",
-        "definitions": [
-            "fused_add_rmsnorm_h2048",
-            "fused_add_rmsnorm_h3072",
-            "fused_add_rmsnorm_h5120",
-            "fused_add_rmsnorm_h5376",
-            "fused_add_rmsnorm_h7168",
-        ],
-        "entry_point": "fused_add_rmsnorm_eps1e6",
-        "language": "python",
-        "destination_passing_style": False,
-        "target_hardware": ["any"],
-        "dependencies": ["torch"],
-        "description": (
-            "Plain PyTorch via torch.nn.functional.rms_norm (one fused kernel on CUDA for the plain"
-            " norm; the residual add runs in float32 first). Runs anywhere; on CPU it is the "
-            "fastest formulation for small batches, on GPU it pays several launches for the fused "
-            "add."
+            "Plain PyTorch via torch.nn.functional.rms_norm (one fused kernel on CUDA for the "
+            "plain norm; the residual add runs in float32 first). Runs anywhere; on CPU it is "
+            "the fastest formulation for small batches, on GPU it pays several launches for the "
+            "fused add."
         ),
     },
 ]

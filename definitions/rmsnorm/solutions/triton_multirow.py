@@ -9,69 +9,29 @@ import triton.language as tl
 FIB_SOLUTIONS = [
     {
         "variant": "triton_multirow",
-        "definitions": ["rmsnorm_h4096"],
-        "entry_point": "rmsnorm_eps1e5",
+        "entry_points": {
+            "rmsnorm_h4096": "rmsnorm_eps1e5",
+            "rmsnorm_h*": "rmsnorm_eps1e6",
+        },
         "language": "triton",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],
         "dependencies": ["triton", "torch"],
         "description": (
-            "Triton, a [ROWS, hidden] tile per program (ROWS = 8192 / padded hidden, at least 2), "
-            "float32 math, one rounding. Short rows (h128/h512, e.g. per-head q/k norms over many "
-            "tokens) get full-size programs instead of thousands of tiny ones: on H200 it is 2x "
-            "faster than triton_rowwise at h128 x 16384 rows and wins from ~1000-2000 rows there; "
-            "for long rows it trades wins with triton_rowwise within a few percent."
+            "Triton, a [ROWS, hidden] tile per program (ROWS = 8192 / padded hidden, at least "
+            "2), float32 math, one rounding. Short rows (h128/h512, e.g. per-head q/k norms "
+            "over many tokens) get full-size programs instead of thousands of tiny ones: on "
+            "H200 it is 2x faster than triton_rowwise at h128 x 16384 rows and wins from "
+            "~1000-2000 rows there; for long rows it trades wins with triton_rowwise within a "
+            "few percent."
         ),
     },
     {
         "variant": "triton_multirow",
-        "definitions": [
-            "rmsnorm_h128",
-            "rmsnorm_h512",
-            "rmsnorm_h1536",
-            "rmsnorm_h2048",
-            "rmsnorm_h3072",
-            "rmsnorm_h5120",
-            "rmsnorm_h5376",
-            "rmsnorm_h7168",
-        ],
-        "entry_point": "rmsnorm_eps1e6",
-        "language": "triton",
-        "destination_passing_style": False,
-        "target_hardware": ["nvidia"],
-        "dependencies": ["triton", "torch"],
-        "description": (
-            "Triton, a [ROWS, hidden] tile per program (ROWS = 8192 / padded hidden, at least 2), "
-            "float32 math, one rounding. Short rows (h128/h512, e.g. per-head q/k norms over many "
-            "tokens) get full-size programs instead of thousands of tiny ones: on H200 it is 2x "
-            "faster than triton_rowwise at h128 x 16384 rows and wins from ~1000-2000 rows there; "
-            "for long rows it trades wins with triton_rowwise within a few percent."
-        ),
-    },
-    {
-        "variant": "triton_multirow",
-        "definitions": ["fused_add_rmsnorm_h4096"],
-        "entry_point": "fused_add_rmsnorm_eps1e5",
-        "language": "triton",
-        "destination_passing_style": False,
-        "target_hardware": ["nvidia"],
-        "dependencies": ["triton", "torch"],
-        "description": (
-            "Triton, a [ROWS, hidden] tile per program: residual add in float32, RMSNorm, one "
-            "store; inputs never written. More bytes in flight per program than triton_rowwise, "
-            "which pays at mid to large batches; at batch 1 its half-empty tile costs a little."
-        ),
-    },
-    {
-        "variant": "triton_multirow",
-        "definitions": [
-            "fused_add_rmsnorm_h2048",
-            "fused_add_rmsnorm_h3072",
-            "fused_add_rmsnorm_h5120",
-            "fused_add_rmsnorm_h5376",
-            "fused_add_rmsnorm_h7168",
-        ],
-        "entry_point": "fused_add_rmsnorm_eps1e6",
+        "entry_points": {
+            "fused_add_rmsnorm_h4096": "fused_add_rmsnorm_eps1e5",
+            "fused_add_rmsnorm_h*": "fused_add_rmsnorm_eps1e6",
+        },
         "language": "triton",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],

@@ -9,77 +9,37 @@ import triton.language as tl
 FIB_SOLUTIONS = [
     {
         "variant": "triton_rowwise",
-        "definitions": ["rmsnorm_h4096"],
-        "entry_point": "rmsnorm_eps1e5",
+        "entry_points": {
+            "rmsnorm_h4096": "rmsnorm_eps1e5",
+            "rmsnorm_h*": "rmsnorm_eps1e6",
+        },
         "language": "triton",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],
         "dependencies": ["triton", "torch"],
         "description": (
             "Triton, one program per row with the whole row in registers (float32 math, one "
-            "rounding); a single launch and no extra copies, so small batches cost little more than"
-            " any kernel that touches memory (~1.3x an empty load/store kernel on H200), and it "
-            "streams at ~90% of copy bandwidth at large hidden sizes. Loses to triton_multirow "
-            "where rows are short (h <= 512) and batches large."
+            "rounding); a single launch and no extra copies, so small batches cost little more "
+            "than any kernel that touches memory (~1.3x an empty load/store kernel on H200), "
+            "and it streams at ~90% of copy bandwidth at large hidden sizes. Loses to "
+            "triton_multirow where rows are short (h <= 512) and batches large."
         ),
     },
     {
         "variant": "triton_rowwise",
-        "definitions": [
-            "rmsnorm_h128",
-            "rmsnorm_h512",
-            "rmsnorm_h1536",
-            "rmsnorm_h2048",
-            "rmsnorm_h3072",
-            "rmsnorm_h5120",
-            "rmsnorm_h5376",
-            "rmsnorm_h7168",
-        ],
-        "entry_point": "rmsnorm_eps1e6",
+        "entry_points": {
+            "fused_add_rmsnorm_h4096": "fused_add_rmsnorm_eps1e5",
+            "fused_add_rmsnorm_h*": "fused_add_rmsnorm_eps1e6",
+        },
         "language": "triton",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],
         "dependencies": ["triton", "torch"],
         "description": (
-            "Triton, one program per row with the whole row in registers (float32 math, one "
-            "rounding); a single launch and no extra copies, so small batches cost little more than"
-            " any kernel that touches memory (~1.3x an empty load/store kernel on H200), and it "
-            "streams at ~90% of copy bandwidth at large hidden sizes. Loses to triton_multirow "
-            "where rows are short (h <= 512) and batches large."
-        ),
-    },
-    {
-        "variant": "triton_rowwise",
-        "definitions": ["fused_add_rmsnorm_h4096"],
-        "entry_point": "fused_add_rmsnorm_eps1e5",
-        "language": "triton",
-        "destination_passing_style": False,
-        "target_hardware": ["nvidia"],
-        "dependencies": ["triton", "torch"],
-        "description": (
-            "Triton, one program per row: residual add in float32, RMSNorm, one store; inputs are "
-            "never written. Single launch and no copies, so small batches cost ~1.3-1.5x an empty "
-            "load/store kernel; at large batches it streams three arrays at near copy bandwidth."
-        ),
-    },
-    {
-        "variant": "triton_rowwise",
-        "definitions": [
-            "fused_add_rmsnorm_h2048",
-            "fused_add_rmsnorm_h3072",
-            "fused_add_rmsnorm_h5120",
-            "fused_add_rmsnorm_h5376",
-            "fused_add_rmsnorm_h7168",
-        ],
-        "entry_point": "fused_add_rmsnorm_eps1e6",
-        "language": "triton",
-        "destination_passing_style": False,
-        "target_hardware": ["nvidia"],
-        "dependencies": ["triton", "torch"],
-        "description": (
-            "Triton, one program per row: residual add in float32, RMSNorm, one store; inputs are "
-            "never written. Single launch and no copies, so small batches cost ~1.3-1.5x an empty "
-            "load/store kernel; at large batches it streams three arrays at near copy bandwidth."
+            "Triton, one program per row: residual add in float32, RMSNorm, one store; inputs "
+            "are never written. Single launch and no copies, so small batches cost ~1.3-1.5x an "
+            "empty load/store kernel; at large batches it streams three arrays at near copy "
+            "bandwidth."
         ),
     },
 ]
