@@ -1,10 +1,19 @@
-"""Shared fixtures: the official FlashInfer Trace data (skipped when absent) and GPU marking."""
+"""Shared fixtures: the official FlashInfer Trace data (skipped when absent) and GPU marking.
+
+Without CUDA, Triton kernels run in its interpreter: the variable must be set before any
+test module imports triton (torch.compile and flashinfer import it too), so it is set here.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL = REPO.parent / "shared" / "flashinfer-trace"
@@ -19,8 +28,6 @@ def official() -> Path:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    import torch
-
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
