@@ -57,6 +57,7 @@ class SafetensorsInput:
 InputDescriptor = RandomInput | ScalarInput | SafetensorsInput
 RANDOM = RandomInput()
 _TYPE_ONLY = frozenset({"type"})
+_RANDOM_RAW = {"type": "random"}  # by far the most common descriptor: compared, not parsed
 _SCALAR_KEYS = frozenset({"type", "value"})
 _SAFETENSORS_KEYS = frozenset({"type", "path", "tensor_key"})
 
@@ -79,7 +80,7 @@ class Workload:
         for name, value in axes.items():
             if type(value) is not int:
                 check(value, int, f"{path}.axes.{name}")
-        inputs = {name: _parse_input(raw, f"{path}.inputs.{name}")
+        inputs = {name: RANDOM if raw == _RANDOM_RAW else _parse_input(raw, f"{path}.inputs.{name}")
                   for name, raw in req(data, "inputs", dict, path).items()}
         return cls(req(data, "uuid", str, path), axes, inputs, extras(data, _WORKLOAD_KEYS))
 
