@@ -34,3 +34,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def isolated_paths(tmp_path_factory: pytest.TempPathFactory,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the user's database or caches, nor inherit their switches."""
+    monkeypatch.setenv("FIB_CACHE_PATH", str(tmp_path_factory.getbasetemp() / "fib-cache"))
+    monkeypatch.setenv("FIB_DATASET_PATH", str(tmp_path_factory.getbasetemp() / "fib-db"))
+    for name in ("FIB_ENABLE_APPLY", "FIB_ENABLE_TRACING", "FIB_CAPTURE_CONFIG"):
+        monkeypatch.delenv(name, raising=False)

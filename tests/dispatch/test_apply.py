@@ -298,3 +298,22 @@ def test_explain_cli(two_solutions: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "decision:    one (nearest)" in out
     assert main(["explain", "toy_norm_h8", "--axes", "batch=x", "--db",
                  str(two_solutions)]) == 1
+
+
+def test_same_architecture_traces_only_when_allowed(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from fib_runtime.dispatch.explain import explain
+    from fib_runtime.dispatch.runtime import Runtime
+    from fib_runtime.hardware import Hardware
+
+    make_db(tmp_path, {"one": tagged(1)}, [("one", 32, 0.01, H100),
+                                          ("one", 32, 0.001, "NVIDIA A100-SXM4-80GB")])
+    h200 = Hardware(name="NVIDIA H200", key="H200")
+    never = Runtime(tmp_path, hardware=h200, watch=False)
+    assert explain("toy_norm_h8", {"batch_size": 32}, never).decision == "fallback"
+    same_arch = DispatchConfig(default=DefinitionConfig(other_hardware="same_arch"))
+    runtime = Runtime(tmp_path, same_arch, hardware=h200, watch=False)
+    explanation = explain("toy_norm_h8", {"batch_size": 32}, runtime)
+    assert explanation.decision == "one"
+    assert [latency for _, latency, _ in explanation.candidates] == [0.01]  # not the A100's
+    assert sum("same architecture" in r.message for r in caplog.records) == 1
