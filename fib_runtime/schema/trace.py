@@ -7,7 +7,17 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from fib_runtime.schema._parse import as_dict, check, extras, fail, number, opt, put, req
+from fib_runtime.schema._parse import (
+    as_dict,
+    check,
+    extras,
+    fail,
+    fast_constructor,
+    number,
+    opt,
+    put,
+    req,
+)
 
 
 class Status(str, Enum):
@@ -82,7 +92,8 @@ class Workload:
                 check(value, int, f"{path}.axes.{name}")
         inputs = {name: RANDOM if raw == _RANDOM_RAW else _parse_input(raw, f"{path}.inputs.{name}")
                   for name, raw in req(data, "inputs", dict, path).items()}
-        return cls(req(data, "uuid", str, path), axes, inputs, extras(data, _WORKLOAD_KEYS))
+        return _new_workload(req(data, "uuid", str, path), axes, inputs,
+                             extras(data, _WORKLOAD_KEYS))
 
     def to_dict(self) -> dict[str, Any]:
         return {"uuid": self.uuid, "axes": dict(self.axes),
@@ -184,7 +195,7 @@ class Evaluation:
         raw = opt(data, "correctness", dict, path)
         if raw is not None:
             where = path + ".correctness"
-            correctness = Correctness(
+            correctness = _new_correctness(
                 number(raw, "max_relative_error", where),
                 number(raw, "max_absolute_error", where), opt(raw, "extra", dict, where),
                 extras(raw, _CORRECTNESS_KEYS))
@@ -192,12 +203,12 @@ class Evaluation:
         raw = opt(data, "performance", dict, path)
         if raw is not None:
             where = path + ".performance"
-            performance = Performance(
+            performance = _new_performance(
                 number(raw, "latency_ms", where),
                 number(raw, "reference_latency_ms", where),
                 number(raw, "speedup_factor", where),
                 extras(raw, _PERFORMANCE_KEYS))
-        return cls(status, environment, req(data, "timestamp", str, path),
+        return _new_evaluation(status, environment, req(data, "timestamp", str, path),
                    opt(data, "log", str, path), correctness, performance,
                    extras(data, _EVAL_KEYS))
 
@@ -254,12 +265,11 @@ class Trace:
     def from_dict(cls, data: Any) -> Trace:
         data = as_dict(data, "")
         raw_eval = opt(data, "evaluation", dict, "")
-        return cls(
-            definition=req(data, "definition", str, ""),
-            workload=Workload.from_dict(req(data, "workload", dict, "")),
-            solution=opt(data, "solution", str, ""),
-            evaluation=None if raw_eval is None else Evaluation.from_dict(raw_eval),
-            extra=extras(data, _TRACE_KEYS),
+        return _new_trace(
+            req(data, "definition", str, ""), Workload.from_dict(req(data, "workload", dict, "")),
+            opt(data, "solution", str, ""),
+            None if raw_eval is None else Evaluation.from_dict(raw_eval),
+            extras(data, _TRACE_KEYS),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -269,3 +279,10 @@ class Trace:
             "evaluation": None if self.evaluation is None else self.evaluation.to_dict(),
             **self.extra,
         }
+
+
+_new_workload = fast_constructor(Workload)
+_new_correctness = fast_constructor(Correctness)
+_new_performance = fast_constructor(Performance)
+_new_evaluation = fast_constructor(Evaluation)
+_new_trace = fast_constructor(Trace)

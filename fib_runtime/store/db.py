@@ -129,11 +129,12 @@ class TraceDB:
         except OSError as exc:
             self._problem(path, None, exc)
             return
+        parse, loads, index = Trace.from_dict, orjson.loads, self._index_trace
         for number, line in enumerate(data.split(b"\n"), start=1):
             if not line.strip():
                 continue
             try:
-                trace = Trace.from_dict(orjson.loads(line))
+                trace = parse(loads(line))
             except (orjson.JSONDecodeError, FibError) as exc:
                 self._problem(path, number, exc)
                 continue
@@ -141,7 +142,7 @@ class TraceDB:
                 self._problem(path, number, SchemaError(
                     "a workload line must have null solution and evaluation", field="solution"))
                 continue
-            self._index_trace(trace)
+            index(trace)
 
     def _index_definition(self, definition: Definition) -> None:
         if definition.name in self.definitions:
