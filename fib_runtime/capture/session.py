@@ -148,7 +148,7 @@ def enable_capture(db: TraceDB | str | Path | None = None,
     $FIB_CAPTURE_CONFIG or the defaults). The new session becomes the active one."""
     global _last
     database = db if isinstance(db, TraceDB) else TraceDB.open(db or default_db_path(),
-                                                               create=True)
+                                                               create=True, traces=False)
     session = CaptureSession(database, _as_config(config))
     session.check_config()
     with _switch:

@@ -125,7 +125,8 @@ class Runtime:
 
     def _load(self) -> None:
         self.fingerprint = fingerprint(self.root, DECISION_FOLDERS)
-        db = self._db if self._db is not None else TraceDB.open(self.root, create=True)
+        db = self._db if self._db is not None else TraceDB.open(self.root, create=True,
+                                                                 workloads=False)
         self._db = None  # a later reload reads the folder again
         self.db = db
         cached = cache_file(cache_path(), self.fingerprint, self.hardware.key, self.config)

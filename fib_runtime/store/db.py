@@ -59,10 +59,13 @@ class TraceDB:
     # -- loading ------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, *, create: bool = False, strict: bool = False) -> TraceDB:
+    def open(cls, path: str | Path, *, create: bool = False, strict: bool = False,
+             workloads: bool = True, traces: bool = True) -> TraceDB:
         """Load the database at `path` (creating an empty one when `create`).
 
-        With `strict`, any load problem raises a StoreError listing all of them.
+        With `strict`, any load problem raises a StoreError listing all of them. A process
+        that needs only some records skips the others: dispatch reads no workloads, capture
+        no traces (appending works either way).
         """
         root = Path(path).expanduser()
         if not root.is_dir():
@@ -70,31 +73,31 @@ class TraceDB:
                 raise StoreError(f"{root}: no such database folder")
             root.mkdir(parents=True, exist_ok=True)
         db = cls(root)
-        db._load()
+        db._load(workloads=workloads, traces=traces)
         if strict and db.load_errors:
             raise StoreError(f"{root}: {len(db.load_errors)} problems:\n"
                              + "\n".join(str(p) for p in db.load_errors))
         return db
 
-    def _load(self) -> None:
+    def _load(self, *, workloads: bool, traces: bool) -> None:
         # Loading creates millions of small objects and no cycles: the cyclic collector
         # would only rescan them over and over.
         was_enabled = gc.isenabled()
         gc.disable()
         try:
-            self._load_all()
+            self._load_all(workloads=workloads, traces=traces)
         finally:
             if was_enabled:
                 gc.enable()
 
-    def _load_all(self) -> None:
+    def _load_all(self, *, workloads: bool, traces: bool) -> None:
         for path in self._files(layout.DEFINITIONS, ".json"):
             self._load_json(path, Definition.from_dict, self._index_definition)
         for path in self._files(layout.SOLUTIONS, ".json"):
             self._load_json(path, Solution.from_dict, self._index_solution)
-        for path in self._files(layout.WORKLOADS, ".jsonl"):
+        for path in self._files(layout.WORKLOADS, ".jsonl") if workloads else ():
             self._load_jsonl(path, workloads=True)
-        for path in self._files(layout.TRACES, ".jsonl"):
+        for path in self._files(layout.TRACES, ".jsonl") if traces else ():
             self._load_jsonl(path, workloads=False)
         self._report_missing_blobs()
         for problem in self.load_errors[:_LOGGED_PROBLEMS]:

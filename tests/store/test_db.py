@@ -136,3 +136,15 @@ def test_fingerprint_changes_with_traces(tmp_path: Path) -> None:
     assert db.fingerprint() == before  # workloads do not change decisions
     db.append_traces([Trace.from_dict(trace())])
     assert db.fingerprint() != before
+
+
+def test_a_process_can_skip_records_it_does_not_need(tmp_path: Path) -> None:
+    db = make_db(tmp_path)
+    db.append_workloads([Trace.from_dict(workload(batch=1))])
+    db.append_traces([Trace.from_dict(trace(batch=1))])
+    serving = TraceDB.open(tmp_path, workloads=False)
+    assert serving.workloads_for("toy_norm_h8") == [] and serving.traces_for("toy_norm_h8")
+    capturing = TraceDB.open(tmp_path, traces=False)
+    assert capturing.traces_for("toy_norm_h8") == [] and capturing.workloads_for("toy_norm_h8")
+    capturing.append_workloads([Trace.from_dict(workload(batch=2))])
+    assert len(TraceDB.open(tmp_path).workloads_for("toy_norm_h8")) == 2
