@@ -47,7 +47,6 @@ class WorkerHandle:
         self.db_root = db_root
         self.startup_timeout = startup_timeout
         self.info: DeviceInfo | None = None
-        self.restarts = 0
         self._process: Any = None
         self._conn: Any = None
         self._fault_log: Path | None = None
@@ -106,7 +105,6 @@ class WorkerHandle:
     def _lost(self, status: str, message: str) -> WorkerLost:
         self.kill()
         tail = self._read_fault_log()
-        self.restarts += 1
         log.warning("worker on %s lost (%s); it will be restarted", self.device, status)
         return WorkerLost(status, message + (f"\n{tail}" if tail else ""))
 

@@ -63,7 +63,6 @@ def _decorate_named(name: str, fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         return site.call(*args, **kwargs)
 
-    wrapper.__fib_site__ = site  # type: ignore[attr-defined]
     make_traceable(wrapper, name)
     return wrapper  # type: ignore[return-value]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from fib_runtime.build import Built, build_solution, destination_passing, value_returning
 from fib_runtime.dispatch.config import DefinitionConfig, DispatchConfig
-from fib_runtime.dispatch.keys import Key, KeyExtractor, make_key_extractor
+from fib_runtime.dispatch.keys import Key, key_expression
 from fib_runtime.dispatch.table import (
     DefinitionTable,
     Ranking,
@@ -65,7 +65,7 @@ class Op:
         self.definition = definition
         self.table = table
         self.policy = policy
-        self.extract: KeyExtractor = make_key_extractor(definition)
+        self.key_source = key_expression(definition, "args")  # ShapeError if not readable
         self.n_inputs = len(definition.inputs)
         self.n_outputs = len(definition.outputs)
         self.names = (*definition.inputs, *definition.outputs)
@@ -110,7 +110,6 @@ class Runtime:
         self._db = db if isinstance(db, TraceDB) else None
         self.builds: dict[str, Built | BuildError] = {}
         self.ops: dict[str, Op | None] = {}
-        self.generation = 0
         self._lock = threading.RLock()
         self._listeners: list[Callable[[], None]] = []
         self._load()
@@ -146,7 +145,6 @@ class Runtime:
             self._load()
             old = self.ops
             self.ops = {}
-            self.generation += 1
             for name, op in old.items():
                 if op is not None and name in self.db.definitions:
                     fresh = self.op(name)

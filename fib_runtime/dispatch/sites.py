@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from fib_runtime.dispatch.compile import register
-from fib_runtime.dispatch.keys import Key, key_expression, make_key_extractor
+from fib_runtime.dispatch.keys import Key, make_key_extractor
 from fib_runtime.dispatch.runtime import Decision, Op, Runtime
 from fib_runtime.errors import FibError
 from fib_runtime.schema import Definition
@@ -50,7 +50,6 @@ class Site:
         self.name = name
         self.traceable = traceable  # a decorated function torch.compile may meet
         self.fallback = fallback or _no_fallback(name)
-        self.has_fallback = fallback is not None
         self.decisions: dict[tuple[bool, Key], Decision] = {}
         self.resolve: Callable[[Key, tuple[Any, ...]], Callable[..., Any]] | None = None
         self.call: Callable[..., Any] = self._first_call
@@ -223,7 +222,7 @@ def _dispatching(site: Site, runtime: Runtime, op: Op,
         "n_in": n_in, "resolve": resolve, "hits": hits, "failed": failed,
     }
     source = _DISPATCH_TEMPLATE.format(
-        key=key_expression(op.definition, "args"),
+        key=op.key_source,
         record="recorder(key, args)" if recorder is not None else "pass")
     exec(compile(source, f"<fib dispatch {op.definition.name}>", "exec"), namespace)
     call: Callable[..., Any] = namespace["call"]
