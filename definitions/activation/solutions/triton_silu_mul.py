@@ -4,6 +4,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fib_runtime.triton_launch import FastLauncher
+
 FIB_SOLUTIONS = [
     {
         "variant": "triton",
@@ -12,7 +14,7 @@ FIB_SOLUTIONS = [
         "language": "triton",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],
-        "dependencies": ["triton", "torch"],
+        "dependencies": ["triton", "torch", "fib-runtime"],
         "description": (
             "Triton, grid (tokens, intermediate / 2048): each program loads 2048 gate and 2048 up "
             "values (16 per thread), computes silu(gate) * up in float32 and stores once. One "
@@ -36,15 +38,19 @@ def _silu_mul_kernel(x_ptr, out_ptr, stride_x, INTER: tl.constexpr, BLOCK: tl.co
     tl.store(out_ptr + row * INTER + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+_launch_blocks = FastLauncher(_silu_mul_kernel)
+
+
 def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     if gate_up.stride(-1) != 1:
         gate_up = gate_up.contiguous()
-    tokens, inter = gate_up.shape[0], gate_up.shape[-1] // 2
-    out = torch.empty((tokens, inter), dtype=gate_up.dtype, device=gate_up.device)
+    tokens, width = gate_up.shape
+    inter = width // 2
+    out = gate_up.new_empty((tokens, inter))
     if tokens == 0:
         return out
-    grid = (tokens, triton.cdiv(inter, BLOCK))
-    _silu_mul_kernel[grid](
-        gate_up, out, gate_up.stride(0), INTER=inter, BLOCK=BLOCK, num_warps=NUM_WARPS
+    _launch_blocks(
+        (tokens, (inter + BLOCK - 1) // BLOCK, 1), gate_up, out, gate_up.stride(0), inter, BLOCK,
+        num_warps=NUM_WARPS,
     )
     return out

@@ -6,6 +6,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fib_runtime.triton_launch import FastLauncher
+
 FIB_SOLUTIONS = [
     {
         "variant": "triton_rowwise",
@@ -16,7 +18,7 @@ FIB_SOLUTIONS = [
         "language": "triton",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],
-        "dependencies": ["triton", "torch"],
+        "dependencies": ["triton", "torch", "fib-runtime"],
         "description": (
             "Triton, one program per row with the whole row in registers (float32 math, one "
             "rounding); a single launch and no extra copies, so small batches cost little more "
@@ -34,7 +36,7 @@ FIB_SOLUTIONS = [
         "language": "triton",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],
-        "dependencies": ["triton", "torch"],
+        "dependencies": ["triton", "torch", "fib-runtime"],
         "description": (
             "Triton, one program per row: residual add in float32, RMSNorm, one store; inputs "
             "are never written. Single launch and no copies, so small batches cost ~1.3-1.5x an "
@@ -83,29 +85,29 @@ def _unit_stride(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+_plain_rows = FastLauncher(_rmsnorm_row_kernel)  # one launcher per argument pattern
+_fused_rows = FastLauncher(_rmsnorm_row_kernel)
+
+
 def _launch(
     x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
 ) -> torch.Tensor:
-    x = _unit_stride(x)
-    res = x if residual is None else _unit_stride(residual)
+    stride_x, unit = x.stride()
+    if unit != 1:
+        x = x.contiguous()
+        stride_x = x.shape[1]
     rows, hidden = x.shape
-    out = torch.empty((rows, hidden), dtype=x.dtype, device=x.device)
+    out = torch.empty_like(x)  # contiguous: x is 2-D with unit column stride
     if rows == 0:
         return out
     block, warps = _config(hidden)
-    _rmsnorm_row_kernel[(rows,)](
-        x,
-        res,
-        weight,
-        out,
-        x.stride(0),
-        res.stride(0),
-        HIDDEN=hidden,
-        EPS=eps,
-        BLOCK=block,
-        HAS_RESIDUAL=residual is not None,
-        num_warps=warps,
-    )
+    if residual is None:
+        _plain_rows((rows, 1, 1), x, None, weight, out, stride_x, 0, hidden, eps, block,
+                    False, num_warps=warps)
+    else:
+        res = _unit_stride(residual)
+        _fused_rows((rows, 1, 1), x, res, weight, out, stride_x, res.stride(0), hidden, eps,
+                    block, True, num_warps=warps)
     return out
 
 
