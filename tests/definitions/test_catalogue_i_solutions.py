@@ -133,6 +133,11 @@ def test_triton_norms_take_sizes_from_tensors(stem: str, rows: int, hidden: int)
     wide = torch.randn(rows, hidden + 16).bfloat16()
     view = wide[:, :hidden]
     torch.testing.assert_close(module.rmsnorm_eps1e6(view, w), _rmsnorm_fp32(view, w, 1e-6))
+    # Strided columns are made contiguous first, for the input and the residual.
+    columns = torch.randn(hidden, rows).bfloat16().t()
+    torch.testing.assert_close(module.rmsnorm_eps1e6(columns, w), _rmsnorm_fp32(columns, w, 1e-6))
+    fused = module.fused_add_rmsnorm_eps1e5(view, columns, w)
+    torch.testing.assert_close(fused, _rmsnorm_fp32(view.float() + columns.float(), w, 1e-5))
 
 
 @pytest.mark.parametrize("tokens", [1, 5])
@@ -142,6 +147,8 @@ def test_triton_silu_and_mul_takes_sizes_from_tensors(tokens: int, inter: int):
     x = (torch.randn(tokens, 2 * inter) * 3).bfloat16()
     gate, up = x[:, :inter].float(), x[:, inter:].float()
     torch.testing.assert_close(module.silu_and_mul(x), (gate * torch.sigmoid(gate) * up).bfloat16())
+    columns = x.t().contiguous().t()  # strided columns: copied first
+    torch.testing.assert_close(module.silu_and_mul(columns), module.silu_and_mul(x))
 
 
 @pytest.mark.parametrize("entry_point", ["gemm_small_m", "gemm_large_m"])

@@ -86,11 +86,6 @@ def _config(hidden: int) -> tuple[int, int, int]:
     return block, rows, max(1, min(16, rows * block // 1024))
 
 
-def _unit_stride(t: torch.Tensor) -> torch.Tensor:
-    """Rows may be strided; elements within a row must be contiguous."""
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
 _plain_tiles = FastLauncher(_rmsnorm_tile_kernel)  # one launcher per argument pattern
 _fused_tiles = FastLauncher(_rmsnorm_tile_kernel)
 
@@ -112,8 +107,11 @@ def _launch(
         _plain_tiles(grid, x, None, weight, out, n_rows, stride_x, 0, hidden, eps, block,
                      rows, False, num_warps=warps)
     else:
-        res = _unit_stride(residual)
-        _fused_tiles(grid, x, res, weight, out, n_rows, stride_x, res.stride(0), hidden, eps,
+        stride_res, unit = residual.stride()
+        if unit != 1:
+            residual = residual.contiguous()
+            stride_res = residual.shape[1]
+        _fused_tiles(grid, x, residual, weight, out, n_rows, stride_x, stride_res, hidden, eps,
                      block, rows, True, num_warps=warps)
     return out
 

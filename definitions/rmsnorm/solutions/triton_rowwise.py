@@ -80,11 +80,6 @@ def _config(hidden: int) -> tuple[int, int]:
     return block, max(1, min(16, block // 512))
 
 
-def _unit_stride(t: torch.Tensor) -> torch.Tensor:
-    """Rows may be strided; elements within a row must be contiguous."""
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
 _plain_rows = FastLauncher(_rmsnorm_row_kernel)  # one launcher per argument pattern
 _fused_rows = FastLauncher(_rmsnorm_row_kernel)
 
@@ -105,8 +100,11 @@ def _launch(
         _plain_rows((rows, 1, 1), x, None, weight, out, stride_x, 0, hidden, eps, block,
                     False, num_warps=warps)
     else:
-        res = _unit_stride(residual)
-        _fused_rows((rows, 1, 1), x, res, weight, out, stride_x, res.stride(0), hidden, eps,
+        stride_res, unit = residual.stride()
+        if unit != 1:
+            residual = residual.contiguous()
+            stride_res = residual.shape[1]
+        _fused_rows((rows, 1, 1), x, residual, weight, out, stride_x, stride_res, hidden, eps,
                     block, True, num_warps=warps)
     return out
 
