@@ -14,7 +14,6 @@ crossovers between the CPU solutions; writes benchmarks/results/catalogue_i_cpu.
 """
 
 import argparse
-import ast
 import importlib.util
 import json
 import statistics
@@ -23,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from fib_runtime.catalogue import declared_entries, entry_functions
 
 REPO = Path(__file__).resolve().parents[1]
 OP_TYPES = ("rmsnorm", "activation", "gemm")
@@ -58,29 +59,21 @@ def definitions() -> dict[str, dict]:
     }
 
 
-def _declared(path: Path) -> list[dict]:
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "FIB_SOLUTIONS" for t in node.targets
-        ):
-            return ast.literal_eval(node.value)
-    return []
-
-
 def solutions(targets: set[str]) -> dict[str, dict[str, Callable]]:
     """{definition: {variant: entry point}} for entries whose target_hardware meets `targets`."""
+    names = list(definitions())
     found: dict[str, dict[str, Callable]] = {}
     for op in OP_TYPES:
         for path in sorted((REPO / "definitions" / op / "solutions").glob("*.py")):
-            entries = [e for e in _declared(path) if targets & set(e["target_hardware"])]
+            entries = [e for e in declared_entries(path) if targets & set(e["target_hardware"])]
             if not entries:
                 continue
             spec = importlib.util.spec_from_file_location(f"bench_{op}_{path.stem}", path)
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             for e in entries:
-                for name in e["definitions"]:
-                    found.setdefault(name, {})[e["variant"]] = getattr(module, e["entry_point"])
+                for name, function in entry_functions(e, names, path).items():
+                    found.setdefault(name, {})[e["variant"]] = getattr(module, function)
     return found
 
 

@@ -219,7 +219,7 @@ def main() -> None:
         "definitions": results,
         "launch_bound_quartiles_us": {"/".join(map(str, k)): q for k, q in quartiles.items()},
     }
-    path = write_json(f"small_batch_{hardware.key}", payload)
+    path = write_json(f"small_batch_{hardware.key.lower()}", payload)
     if opts.out:
         (opts.out / path.name).write_text(path.read_text())
     print(f"\nwrote {path}")
