@@ -21,9 +21,10 @@ FIB_SOLUTIONS = [
         "dependencies": ["triton", "torch", "fib-runtime"],
         "description": (
             "Triton, one program per row with the whole row in registers (float32 math, one "
-            "rounding); a single launch and no extra copies, so small batches cost little more "
-            "than any kernel that touches memory (~1.3x an empty load/store kernel on H200), "
-            "and it streams at ~90% of copy bandwidth at large hidden sizes. Loses to "
+            "rounding); a single launch through FastLauncher and no extra copies, so small "
+            "batches cost about what launching an empty Triton kernel costs on the host, and "
+            "~1.2x an empty load/store kernel on the H200's own clock; it streams at ~90% of "
+            "copy bandwidth at large hidden sizes. Loses to "
             "triton_multirow where rows are short (h <= 512) and batches large."
         ),
     },
