@@ -13,9 +13,11 @@ catalogue solution that runs on this GPU is built as dispatch builds it and time
   Floors: the empty kernel, and a kernel that loads one value and stores it (the least any
   kernel that reads memory costs when its data is not in cache).
 
-Prints one table per definition and regime; writes benchmarks/results/small_batch_<gpu>.json.
+Prints one table per definition and regime; writes benchmarks/results/small_batch_<gpu>.json
+(small_batch_<op types>_<gpu>.json for other `--definitions`).
 
     python3 benchmarks/bench_small_batch.py [--rounds 21] [--calls 500] [--out DIR]
+        [--definitions NAME ...]   (other catalogue definitions with one batch axis, e.g. GEMMs)
 """
 
 from __future__ import annotations
@@ -176,6 +178,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--out", type=Path, help="also write the JSON into this folder")
+    parser.add_argument("--definitions", nargs="+", default=list(DEFINITIONS))
     opts = parser.parse_args()
     hardware = current_hardware()
     one, sink = torch.randn(1, device="cuda"), torch.empty(1, device="cuda")
@@ -188,7 +191,7 @@ def main() -> None:
                                      [], True)
     definitions = load_catalogue().definitions
     all_cases: dict[Any, Case] = {("floor", f): c for f, c in floor_cases.items()}
-    for name in DEFINITIONS:
+    for name in opts.definitions:
         for k, case in cases_for(definitions[name], hardware.key).items():
             all_cases[(name, *k)] = case
     launch, quartiles = launch_bound(all_cases, opts.rounds, opts.calls)
@@ -201,7 +204,7 @@ def main() -> None:
           f"{device_floors['empty kernel']:.2f} us empty, {device_floors['load+store']:.2f} us "
           "load+store")
     results: dict[str, Any] = {}
-    for name in DEFINITIONS:
+    for name in opts.definitions:
         pick = {k[1:]: v for k, v in launch.items() if k[0] == name}
         results[name] = {
             "launch_bound": report(name, "launch-bound", pick, launch_floor),
@@ -219,7 +222,9 @@ def main() -> None:
         "definitions": results,
         "launch_bound_quartiles_us": {"/".join(map(str, k)): q for k, q in quartiles.items()},
     }
-    path = write_json(f"small_batch_{hardware.key.lower()}", payload)
+    ops = "" if opts.definitions == list(DEFINITIONS) else "_" + "_".join(
+        sorted({definitions[n].op_type for n in opts.definitions}))
+    path = write_json(f"small_batch{ops}_{hardware.key.lower()}", payload)
     if opts.out:
         (opts.out / path.name).write_text(path.read_text())
     print(f"\nwrote {path}")

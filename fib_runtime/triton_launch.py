@@ -32,11 +32,12 @@ _I32_MIN, _I32_MAX, _U64_MIN = -(1 << 31), (1 << 31) - 1, 1 << 63
 
 
 def key_function(constexpr: Sequence[bool], args: Sequence[Any]) -> KeyFunction | None:
-    """`f(device, num_warps, *args) -> (key, launch arguments) | None` for calls whose arguments
-    have the kinds of `args` (None if an argument is of a kind it cannot key)."""
+    """`f(device, options, *args) -> (key, launch arguments) | None` for calls whose arguments
+    have the kinds of `args` (None if an argument is of a kind it cannot key); `options` are
+    the launch options (num_warps, num_stages), which the key includes."""
     if len(args) != len(constexpr):
         return None  # the ordinary launch reports the mistake
-    guards, pointers, key, launch = [], [], ["device", "num_warps"], []
+    guards, pointers, key, launch = [], [], ["device", "options"], []
     for i, (is_constexpr, value) in enumerate(zip(constexpr, args, strict=True)):
         a = f"a{i}"
         if is_constexpr:
@@ -62,7 +63,7 @@ def key_function(constexpr: Sequence[bool], args: Sequence[Any]) -> KeyFunction 
         else:
             return None
     names = ", ".join(f"a{i}" for i in range(len(args)))
-    lines = [f"def key(device, num_warps, {names}):"]
+    lines = [f"def key(device, options, {names}):"]
     if guards:
         lines.append(f"    if not ({' and '.join(guards)}):\n        return None")
     for p in pointers:
@@ -80,7 +81,8 @@ def _no_key(*_args: Any) -> None:
 
 
 class FastLauncher:
-    """`launcher(grid, *args, num_warps=w)` == `kernel[grid](*args, num_warps=w)`, faster.
+    """`launcher(grid, *args, num_warps=w, num_stages=s)` == `kernel[grid](*args, num_warps=w,
+    num_stages=s)`, faster (num_stages may be left out for Triton's default).
 
     `args` are all of the kernel's parameters, constexprs included, in signature order;
     `grid` is a 3-tuple. `direct` tells (and may be set to choose) whether repeat calls may
@@ -96,22 +98,24 @@ class FastLauncher:
         self._compiled: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
         self._stream: Any = None
 
-    def __call__(self, grid: tuple[int, int, int], *args: Any, num_warps: int) -> None:
+    def __call__(self, grid: tuple[int, int, int], *args: Any, num_warps: int,
+                 num_stages: int | None = None) -> None:
+        options = num_warps if num_stages is None else (num_warps, num_stages)
         prepared = None
         hook = knobs.runtime.launch_enter_hook
         if self.direct and not getattr(hook, "calls", hook):  # no profiler hook to call
             try:
                 key_of = self._key or self._make_key(args)
-                prepared = key_of(torch.cuda.current_device(), num_warps, *args)
+                prepared = key_of(torch.cuda.current_device(), options, *args)
             except (AttributeError, TypeError):  # an argument of another kind than at first
                 prepared = None
         if prepared is None:
-            self.kernel[grid](*args, num_warps=num_warps)
+            self._ordinary(grid, args, num_warps, num_stages)
             return
         key, launch_args = prepared
         entry = self._compiled.get(key)
         if entry is None:
-            self._first_call(key, grid, args, num_warps)
+            self._first_call(key, self._ordinary(grid, args, num_warps, num_stages))
             return
         run, function, metadata = entry
         run(grid[0], grid[1], grid[2], self._stream(key[0]), function, metadata, None, None,
@@ -122,9 +126,14 @@ class FastLauncher:
         self.direct = self._key is not _no_key
         return self._key
 
-    def _first_call(self, key: tuple[Any, ...], grid: tuple[int, int, int],
-                    args: tuple[Any, ...], num_warps: int) -> None:
-        compiled = self.kernel[grid](*args, num_warps=num_warps)
+    def _ordinary(self, grid: tuple[int, int, int], args: tuple[Any, ...], num_warps: int,
+                  num_stages: int | None) -> Any:
+        """Triton's own launch; returns the compiled kernel."""
+        if num_stages is None:
+            return self.kernel[grid](*args, num_warps=num_warps)
+        return self.kernel[grid](*args, num_warps=num_warps, num_stages=num_stages)
+
+    def _first_call(self, key: tuple[Any, ...], compiled: Any) -> None:
         try:
             self._stream = self._stream or triton.runtime.driver.active.get_current_stream
             self._compiled[key] = (compiled.run, compiled.function, compiled.packed_metadata)

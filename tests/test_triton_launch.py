@@ -121,6 +121,20 @@ def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_launch_options_are_part_of_the_key():
+    launcher = FastLauncher(_scale_rows)
+    x = torch.randn(6, 64, device="cuda")
+    options = [{"num_warps": 1}, {"num_warps": 2}, {"num_warps": 1, "num_stages": 2}]
+    for _ in range(2):
+        for option in options:
+            out = torch.empty_like(x)
+            launcher((6, 1, 1), x, out, x.stride(0), 64, 2.0, 64, **option)
+            torch.testing.assert_close(out, x * 2.0)
+    assert len(launcher._compiled) == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 def test_replays_inside_a_cuda_graph():
     launcher = FastLauncher(_scale_rows)
     x = torch.randn(8, 64, device="cuda")

@@ -4,6 +4,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fib_runtime.triton_launch import FastLauncher
+
 FIB_SOLUTIONS = [
     {
         "variant": "triton_small_m",
@@ -17,7 +19,7 @@ FIB_SOLUTIONS = [
         "language": "triton",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],
-        "dependencies": ["triton", "torch"],
+        "dependencies": ["triton", "torch", "fib-runtime"],
         "description": (
             "Triton, fixed 16x32x512 tiles (4 warps, 4 stages), programs ordered M-fastest: many "
             "narrow programs over N so every SM streams its own slice of B with deep K tiles (~100 "
@@ -39,7 +41,7 @@ FIB_SOLUTIONS = [
         "language": "triton",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],
-        "dependencies": ["triton", "torch"],
+        "dependencies": ["triton", "torch", "fib-runtime"],
         "description": (
             "Triton, fixed 128x256x64 tiles (8 warps, 3 stages) with grouped program order (8 row "
             "tiles share B tiles in L2): tensor-core bound prefill shapes, M in the hundreds and "
@@ -107,32 +109,21 @@ def _gemm_kernel(
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
 
 
+_launch_tiles = FastLauncher(_gemm_kernel)
+
+
 def _launch(A: torch.Tensor, B: torch.Tensor, config: tuple[int, ...]) -> torch.Tensor:
     block_m, block_n, block_k, group_m, warps, stages = config
     (m, k), n = A.shape, B.shape[0]
     C = torch.empty((m, n), dtype=A.dtype, device=A.device)
     if m == 0:
         return C
-    grid = (triton.cdiv(m, block_m) * triton.cdiv(n, block_n),)
-    _gemm_kernel[grid](
-        A,
-        B,
-        C,
-        m,
-        n,
-        k,
-        A.stride(0),
-        A.stride(1),
-        B.stride(0),
-        B.stride(1),
-        C.stride(0),
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        BLOCK_K=block_k,
-        GROUP_M=group_m,
-        EVEN_K=k % block_k == 0,
-        num_warps=warps,
-        num_stages=stages,
+    tiles = triton.cdiv(m, block_m) * triton.cdiv(n, block_n)
+    stride_am, stride_ak = A.stride()
+    stride_bn, stride_bk = B.stride()
+    _launch_tiles(
+        (tiles, 1, 1), A, B, C, m, n, k, stride_am, stride_ak, stride_bn, stride_bk, n,
+        block_m, block_n, block_k, group_m, k % block_k == 0, num_warps=warps, num_stages=stages,
     )
     return C
 
