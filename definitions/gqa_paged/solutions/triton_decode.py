@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fib_runtime.triton_launch import FastLauncher
+
 FIB_SOLUTIONS = [
     {
         "variant": "triton_split_kv",
@@ -23,7 +25,7 @@ FIB_SOLUTIONS = [
         "language": "triton",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],
-        "dependencies": ["triton", "torch"],
+        "dependencies": ["triton", "torch", "fib-runtime"],
         "description": (
             "Two passes: pass 1 splits each sequence's KV into chunks, one program per "
             "(KV head, chunk, sequence) writes float32 partial max/sum/accumulator for the "
@@ -43,7 +45,7 @@ FIB_SOLUTIONS = [
         "language": "triton",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],
-        "dependencies": ["triton", "torch"],
+        "dependencies": ["triton", "torch", "fib-runtime"],
         "description": (
             "One kernel, one program per (KV head, sequence) over the whole sequence, writing "
             "output and base-2 lse directly (no partials, no merge launch). Wins on large "
@@ -53,6 +55,7 @@ FIB_SOLUTIONS = [
 ]
 
 _LOG2E = 1.4426950408889634
+_DOT_F32 = os.environ.get("TRITON_INTERPRET") == "1"  # the interpreter's dot wants float32
 
 
 @triton.jit
@@ -178,6 +181,10 @@ def _num_sms(device: torch.device) -> int:
     return count
 
 
+_launch_attend = FastLauncher(_attend_chunk_kernel)
+_launch_merge = FastLauncher(_merge_splits_kernel)
+
+
 def choose_num_splits(batch: int, num_kv_heads: int, num_kv_indices: int, device: torch.device,
                       min_chunk: int = 128, max_splits: int = 64) -> int:
     """Splits per sequence: ~8 waves of programs over the SMs, chunks of >= min_chunk tokens.
@@ -228,21 +235,18 @@ def decode(
                             device=q.device)
         m_buf = torch.empty((batch, num_qo_heads, splits), dtype=torch.float32, device=q.device)
         l_buf = torch.empty_like(m_buf)
-    _attend_chunk_kernel[(num_kv_heads, splits, batch)](
-        q, k_cache, v_cache, kv_indptr, kv_indices,
-        o_buf, m_buf, l_buf,
-        float(sm_scale) * _LOG2E, splits,
+    _launch_attend(
+        (num_kv_heads, splits, batch), q, k_cache, v_cache, kv_indptr, kv_indices,
+        o_buf, m_buf, l_buf, float(sm_scale) * _LOG2E, splits,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(2),
-        GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
-        BLOCK_N=block_n, NUM_STAGES=num_stages, FINALIZE=single,
-        DOT_F32=os.environ.get("TRITON_INTERPRET") == "1",
-        num_warps=num_warps,
+        group, max(16, triton.next_power_of_2(group)), head_dim, block_n, num_stages, single,
+        _DOT_F32, num_warps=num_warps,
     )
     if not single:
-        _merge_splits_kernel[(batch * num_qo_heads,)](
-            o_buf, m_buf, l_buf, output, lse, splits,
-            HEAD_DIM=head_dim, SPLITS_PAD=triton.next_power_of_2(splits), num_warps=4,
+        _launch_merge(
+            (batch * num_qo_heads, 1, 1), o_buf, m_buf, l_buf, output, lse, splits,
+            head_dim, triton.next_power_of_2(splits), num_warps=4,
         )
     return output, lse
 
