@@ -17,6 +17,9 @@ CHILD = """
 import signal, sys, time
 from fib_runtime.capture import enable_capture
 root, n, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+# Python's own SIGINT handler, as in a foreground process: a shell starts background jobs
+# with SIGINT ignored, and capture rightly honours an ignored signal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 if mode == "chained":
     def mine(signum, frame):
         open(root + "/handler_ran", "w").close()
@@ -28,8 +31,7 @@ for batch in range(1, n + 1):
 if mode == "exit":
     sys.exit(0)
 print("ready", flush=True)
-for _ in range(1200):  # short sleeps: a signal the kernel hands to another thread still
-    time.sleep(0.1)    # reaches the main thread's handler within 0.1 s
+time.sleep(120)
 """
 
 
