@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, write_json
+from _common import per_call_us, print_table, write_json
 
 from fib_runtime.build.loader import build_solution
 from fib_runtime.catalogue import load_catalogue
@@ -36,16 +36,6 @@ def inputs(batch: int, kv_len: int) -> list:
     indptr = torch.arange(batch + 1, device="cuda", dtype=torch.int32) * kv_len
     indices = torch.randperm(pages, device="cuda")[: batch * kv_len].int()
     return [q, k, torch.randn_like(k), indptr, indices, 128**-0.5]
-
-
-def per_call_us(fn, args: list, calls: int) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(calls):
-        fn(*args)
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) * 1e3 / calls
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, write_json
+from _common import per_call_us, print_table, write_json
 
 from fib_runtime.bench.timing import median_latency_ms
 from fib_runtime.build.calling import value_returning
@@ -75,14 +75,7 @@ class Case:
     def per_call_us(self, calls: int) -> float:
         for launcher in self.launchers:
             launcher.direct = self.fast
-        fn, args = self.fn, self.args
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            fn(*args)
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) * 1e3 / calls
+        return per_call_us(self.fn, self.args, calls)
 
     def device_us(self) -> float:
         for launcher in self.launchers:
@@ -180,6 +173,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the JSON into this folder")
     parser.add_argument("--definitions", nargs="+", default=list(DEFINITIONS))
     opts = parser.parse_args()
+    if opts.rounds < 2:
+        parser.error("--rounds must be at least 2 (quartiles are reported)")
     hardware = current_hardware()
     one, sink = torch.randn(1, device="cuda"), torch.empty(1, device="cuda")
     floor_cases = {

@@ -45,7 +45,7 @@ def key_function(constexpr: Sequence[bool], args: Sequence[Any]) -> KeyFunction 
             launch.append(a)
         elif isinstance(value, torch.Tensor):
             guards.append(f"{a}.is_cuda")
-            pointers.append(f"p{i}")
+            pointers.append(i)
             key.append(f"{a}.dtype")
             launch.append(f"p{i}")
         elif value is None:
@@ -66,10 +66,10 @@ def key_function(constexpr: Sequence[bool], args: Sequence[Any]) -> KeyFunction 
     lines = [f"def key(device, options, {names}):"]
     if guards:
         lines.append(f"    if not ({' and '.join(guards)}):\n        return None")
-    for p in pointers:
-        lines.append(f"    {p} = a{p[1:]}.data_ptr()")
+    for i in pointers:
+        lines.append(f"    p{i} = a{i}.data_ptr()")
     if pointers:
-        lines.append(f"    if ({' | '.join(pointers)}) & 15:\n        return None")
+        lines.append(f"    if ({' | '.join(f'p{i}' for i in pointers)}) & 15:\n        return None")
     lines.append(f"    return ({', '.join(key)},), ({', '.join(launch)},)")
     namespace: dict[str, Any] = {}
     exec("\n".join(lines), namespace)  # the code is built above from argument kinds
