@@ -9,17 +9,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fib_runtime.render import render_table
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Print rows as an aligned text table."""
-    cells = [[_fmt(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]
-    print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
-    for row in cells:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+    print(render_table(headers, rows, align="right"))
 
 
 def write_json(name: str, payload: dict[str, Any]) -> Path:
@@ -41,12 +38,6 @@ def median_ns_per_call(fn: Callable[[], Any], *, calls: int, repeats: int) -> fl
             fn()
         rounds.append((time.perf_counter_ns() - start) / calls)
     return statistics.median(rounds)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}"
-    return str(value)
 
 
 def per_call_us(fn: Callable[..., Any], args: Sequence[Any], calls: int) -> float:

@@ -8,10 +8,12 @@
 
 from typing import Any
 
+from fib_runtime import autostart
 from fib_runtime.dispatch import (
     ApplySession,
     DefinitionConfig,
     DispatchConfig,
+    Explanation,
     apply,
     disable_apply,
     enable_apply,
@@ -22,22 +24,31 @@ from fib_runtime.dispatch import (
 )
 from fib_runtime.errors import BuildError, FibError, SchemaError, ShapeError, StoreError
 from fib_runtime.hardware import Hardware, current_hardware, hardware_key
+from fib_runtime.store import TraceDB
 
-_CAPTURE_NAMES = ("enable_capture", "disable_capture", "capture_stats", "CaptureConfig",
-                  "CapturePolicy")
+autostart.install()
+
+# Imported on first use, so that dispatch-only users never load capture or retune.
+_LAZY = {
+    "enable_capture": "fib_runtime.capture", "disable_capture": "fib_runtime.capture",
+    "capture_stats": "fib_runtime.capture", "CaptureConfig": "fib_runtime.capture",
+    "CapturePolicy": "fib_runtime.capture", "CaptureSession": "fib_runtime.capture",
+    "retune": "fib_runtime.bench", "RetuneConfig": "fib_runtime.bench",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Capture is imported on first use so that dispatch-only users never load it.
-    if name in _CAPTURE_NAMES:
-        from fib_runtime import capture
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fib_runtime' has no attribute {name!r}")
+    import importlib
 
-        return getattr(capture, name)
-    raise AttributeError(f"module 'fib_runtime' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 __all__ = [
-    "ApplySession", "BuildError", "DefinitionConfig", "DispatchConfig", "FibError", "Hardware",
-    "SchemaError", "ShapeError", "StoreError", "apply", "current_hardware", "disable_apply",
-    "enable_apply", "explain", "hardware_key", "reload", "stats", "warmup", *_CAPTURE_NAMES,
+    "ApplySession", "BuildError", "DefinitionConfig", "DispatchConfig", "Explanation",
+    "FibError", "Hardware", "SchemaError", "ShapeError", "StoreError", "TraceDB", "apply",
+    "current_hardware", "disable_apply", "enable_apply", "explain", "hardware_key", "reload",
+    "stats", "warmup", *_LAZY,
 ]

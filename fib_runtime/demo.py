@@ -19,6 +19,7 @@ import fib_runtime as fib
 from fib_runtime.bench import RetuneReport, retune
 from fib_runtime.bench.timing import median_latency_ms
 from fib_runtime.catalogue import install
+from fib_runtime.render import render_table
 from fib_runtime.store import TraceDB
 
 HIDDEN, INTERMEDIATE = 4096, 14336
@@ -126,7 +127,4 @@ def format_rows(rows: list[Row]) -> str:
     cells = [[r.definition, str(r.batch), r.served_by.split("__")[-1], r.reason,
               f"{r.fib_ms:.4f}", f"{r.original_ms:.4f}", f"{r.original_ms / r.fib_ms:.2f}x"]
              for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
+    return render_table(headers, cells)

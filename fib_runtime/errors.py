@@ -43,3 +43,25 @@ class ShapeError(FibError):
 
 class BuildError(FibError):
     """A solution cannot be turned into a callable on this machine."""
+
+
+class CaptureConfigError(FibError):
+    """A capture config (file or dict) is malformed; the message names the file and field."""
+
+
+class InputError(FibError):
+    """A workload's inputs cannot be materialised (missing blob, unknown axis, ...)."""
+
+
+class RetuneError(FibError):
+    """A retune cannot start as asked (unknown definition, solution or device)."""
+
+
+class WorkerLost(FibError):
+    """A benchmark worker died or did not answer in time; `status` is RUNTIME_ERROR or
+    TIMEOUT."""
+
+    def __init__(self, status: str, log_text: str) -> None:
+        super().__init__(log_text)
+        self.status = status
+        self.log = log_text

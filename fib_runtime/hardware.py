@@ -103,13 +103,6 @@ class Hardware:
     driver: str | None = None
     libs: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def arch(self) -> str | None:
-        if self.compute_capability is None:
-            return arch_of_key(self.key)
-        major, minor = self.compute_capability
-        return f"sm{major}{minor}"
-
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries whose changes can move a benchmark result."""

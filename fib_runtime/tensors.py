@@ -1,4 +1,4 @@
-"""Mapping between schema dtype names and torch dtypes; output allocation."""
+"""The one map between schema dtype names and torch dtypes; output allocation."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 from fib_runtime.errors import ShapeError
 from fib_runtime.schema import Definition
 
+# Schema dtype names that hold integers (index tensors, counts); "bool" is its own kind.
+INTEGER_DTYPES = frozenset({"int64", "int32", "int16", "int8", "uint8"})
 _DTYPE_NAMES = {
     "float32": "float32", "float16": "float16", "bfloat16": "bfloat16",
     "float8_e4m3fn": "float8_e4m3fn", "float8_e5m2": "float8_e5m2",

@@ -2,8 +2,9 @@
 in isolated workers, and append the results to the database as traces."""
 
 from fib_runtime.bench.compare import DEFAULT_TOLERANCES
-from fib_runtime.bench.engine import RetuneConfig, RetuneError, resolve_devices, retune
+from fib_runtime.bench.engine import RetuneConfig, resolve_devices, retune
 from fib_runtime.bench.report import Bucket, Outcome, RetuneReport, Unusable
+from fib_runtime.errors import RetuneError
 
 __all__ = [
     "DEFAULT_TOLERANCES", "Bucket", "Outcome", "RetuneConfig", "RetuneError", "RetuneReport",

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from fib_runtime.bench.compare import Tolerance
-from fib_runtime.bench.pool import DeviceInfo, WorkerHandle, WorkerLost
+from fib_runtime.bench.pool import DeviceInfo, WorkerHandle
 from fib_runtime.bench.report import Outcome, RetuneReport, Unusable, summarise
-from fib_runtime.errors import FibError, StoreError
+from fib_runtime.errors import RetuneError, StoreError, WorkerLost
 from fib_runtime.hardware import target_matches
 from fib_runtime.schema import (
     Correctness,
@@ -40,10 +40,6 @@ from fib_runtime.schema import (
 from fib_runtime.store import TraceDB
 
 log = logging.getLogger("fib_runtime.bench")
-
-
-class RetuneError(FibError):
-    """A retune cannot start as asked (unknown definition, solution or device)."""
 
 
 @dataclass(frozen=True)
@@ -294,13 +290,11 @@ class _Run:
 
     def summarise(self, items: list[_Item], infos: list[DeviceInfo]) -> None:
         for name in dict.fromkeys(i.definition.name for i in items):
-            mine = [i for i in items if i.definition.name == name]
-            workloads = {i.workload.workload.uuid for i in mine}
-            solutions = {s.name for i in mine for s in i.solutions}
-            traces = [t for key in dict.fromkeys(i.key for i in infos)
-                      for t in self.db.traces_for(name, key)]
-            self.report.buckets[name] = summarise(mine[0].definition, traces, workloads,
-                                                  solutions)
+            definition = self.db.definitions[name]
+            self.report.buckets[name] = [
+                bucket for key in sorted({i.key for i in infos})
+                for bucket in summarise(definition, self.db.traces_for(name, key),
+                                        self.db.solutions, key)]
 
 
 def _missing_blob(db: TraceDB, workload: Trace) -> str | None:

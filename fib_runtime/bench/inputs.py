@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fib_runtime.errors import FibError
+from fib_runtime.errors import FibError, InputError
 from fib_runtime.schema import (
     Definition,
     RandomInput,
@@ -29,16 +29,11 @@ from fib_runtime.schema import (
     TensorSpec,
     Workload,
 )
-from fib_runtime.tensors import torch_dtype
+from fib_runtime.tensors import INTEGER_DTYPES, torch_dtype
 
-INT_DTYPES = frozenset({"int64", "int32", "int16", "int8", "uint8"})
 _INDEX_WORDS = ("indices", "ids", "positions", "table")
 _LAST_ITEM = re.compile(r"^\s*(\w+)\s*==\s*(\w+)\[-1\]\.item\(\)\s*$")
 _ALTERNATES = 2  # fresh data sets cycled into the inputs between timed runs
-
-
-class InputError(FibError):
-    """A workload's inputs cannot be materialised (missing blob, unknown axis, ...)."""
 
 
 @dataclass
@@ -132,7 +127,7 @@ class _Maker:
             return self._scalar(name, spec), False
         shape = tuple(self.values[a] for a in spec.shape)
         lowered = name.lower()
-        if spec.dtype in INT_DTYPES:
+        if spec.dtype in INTEGER_DTYPES:
             if ("indptr" in lowered or "cu_seqlens" in lowered) and len(spec.shape) == 1:
                 return self._indptr(name, spec), False
             if "indices" in lowered and "num_pages" in self.values:
@@ -148,7 +143,7 @@ class _Maker:
         import torch
 
         dtype = torch_dtype(spec.dtype)
-        if spec.dtype in INT_DTYPES:
+        if spec.dtype in INTEGER_DTYPES:
             return self._ints(spec, shape, 1, 9)
         if spec.dtype == "bool":
             value = torch.randint(0, 2, shape, generator=self.gen).bool()
@@ -174,7 +169,7 @@ class _Maker:
         lowered = name.lower()
         if spec.dtype == "bool":
             return True
-        if spec.dtype in INT_DTYPES:
+        if spec.dtype in INTEGER_DTYPES:
             return 1
         head_dim = self._head_dim()
         if "scale" in lowered and head_dim:
@@ -239,7 +234,7 @@ class _Maker:
         """The leading size of the first floating input whose leading axis this one lacks."""
         own = set(spec.shape or ())
         for other in self.definition.inputs.values():
-            if other.shape and other.dtype not in INT_DTYPES and other.shape[0] not in own:
+            if other.shape and other.dtype not in INTEGER_DTYPES and other.shape[0] not in own:
                 return self.values[other.shape[0]]
         return 16
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fib_runtime.bench import worker
-from fib_runtime.errors import FibError
+from fib_runtime.errors import WorkerLost
 
 log = logging.getLogger("fib_runtime.bench")
 _POLL_S = 0.05
@@ -28,15 +28,6 @@ class DeviceInfo:
     name: str
     key: str
     libs: dict[str, str]
-
-
-class WorkerLost(FibError):
-    """The worker died or did not answer in time; `status` is RUNTIME_ERROR or TIMEOUT."""
-
-    def __init__(self, status: str, log_text: str) -> None:
-        super().__init__(log_text)
-        self.status = status
-        self.log = log_text
 
 
 class WorkerHandle:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import statistics
-from collections import Counter, defaultdict
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from fib_runtime.schema import Definition, Status, Trace
+from fib_runtime.keys import Key, axes_to_key
+from fib_runtime.ranking import rank
+from fib_runtime.render import render_table
+from fib_runtime.schema import Definition, Solution, Trace
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,10 @@ class Unusable:
 
 @dataclass(frozen=True)
 class Bucket:
-    """One workload bucket (values of the variable axes) of a definition, on one device."""
+    """One workload key (values of the variable axes) of a definition, on one hardware key:
+    the winner by the ranking rule dispatch uses (fib_runtime.ranking)."""
 
+    hardware: str
     axes: tuple[tuple[str, int], ...]
     winner: str | None
     latency_ms: float | None
@@ -61,12 +67,13 @@ class RetuneReport:
         lines = []
         for name, buckets in self.buckets.items():
             lines.append(f"{name} on {', '.join(self.hardware)}")
-            rows = [[_axes_text(b.axes), b.winner or "-", _num(b.latency_ms, "ms"),
+            rows = [[b.hardware, _axes_text(b.axes), b.winner or "-", _num(b.latency_ms, "ms"),
                      _num(b.speedup_vs_reference, "x"), _num(b.speedup_vs_runner_up, "x"),
                      ", ".join(f"{s}: {st}" for s, st in b.failures) or "-"]
                     for b in buckets]
-            lines.extend(_render(["workload", "winner", "latency", "vs reference",
-                                  "vs runner-up", "failures"], rows))
+            lines.append(render_table(["hardware", "workload", "winner", "latency",
+                                       "vs reference", "vs runner-up", "not ranked"], rows,
+                                      indent=2))
             lines.append("")
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts().items())) or "none"
         lines.append(f"evaluated: {len(self.outcomes)} ({counts}); already measured: "
@@ -74,45 +81,40 @@ class RetuneReport:
         return "\n".join(lines)
 
 
-def summarise(definition: Definition, traces: list[Trace], workloads: set[str],
-              solutions: set[str]) -> list[Bucket]:
-    """Buckets of a definition from its traces on one hardware key.
-
-    The last trace of each (solution, workload) counts; a solution wins a bucket on its mean
-    latency over the bucket's workloads, and only if it passed on all of them.
-    """
-    latest: dict[tuple[str, str], Trace] = {}
-    for trace in traces:
-        if trace.solution is not None and trace.solution in solutions \
-                and trace.workload.uuid in workloads:
-            latest[(trace.solution, trace.workload.uuid)] = trace
-    grouped: dict[tuple[tuple[str, int], ...], dict[str, list[Trace]]] = defaultdict(
-        lambda: defaultdict(list))
-    for (solution, _uuid), trace in latest.items():
-        axes = tuple((a, trace.workload.axes.get(a, 0)) for a in definition.var_axes)
-        grouped[axes][solution].append(trace)
-    return [_bucket(axes, per_solution) for axes, per_solution in sorted(grouped.items())]
-
-
-def _bucket(axes: tuple[tuple[str, int], ...], per_solution: dict[str, list[Trace]]) -> Bucket:
-    passed: dict[str, tuple[float, float]] = {}
-    failures = []
-    for solution, traces in sorted(per_solution.items()):
-        evaluations = [t.evaluation for t in traces if t.evaluation is not None]
-        bad = [e for e in evaluations if e.status is not Status.PASSED]
-        if bad:
-            failures.append((solution, bad[0].status.value))
+def summarise(definition: Definition, traces: Sequence[Trace],
+              solutions: Mapping[str, Solution], hardware_key: str) -> list[Bucket]:
+    """The buckets of a definition from its traces on one hardware key, ranked as dispatch
+    ranks them (its default policy)."""
+    buckets = []
+    results = rank(definition, traces, solutions, hardware_key)
+    references = _reference_latencies(definition, traces)
+    for key, result in sorted(results.items()):
+        axes = tuple(zip(definition.var_axes, key, strict=True))
+        failures = tuple(sorted(result.rejected.items()))
+        ranking = result.ranking
+        if not ranking.names:
+            buckets.append(Bucket(hardware_key, axes, None, None, None, None, failures))
             continue
-        perf = [e.performance for e in evaluations if e.performance is not None]
-        passed[solution] = (statistics.mean(p.latency_ms for p in perf),
-                            statistics.mean(p.reference_latency_ms for p in perf))
-    ranked = sorted(passed.items(), key=lambda item: item[1][0])
-    if not ranked:
-        return Bucket(axes, None, None, None, None, tuple(failures))
-    winner, (latency, reference) = ranked[0]
-    runner_up = ranked[1][1][0] / latency if len(ranked) > 1 and latency > 0 else None
-    return Bucket(axes, winner, latency, reference / latency if latency > 0 else None,
-                  runner_up, tuple(failures))
+        latency = ranking.latencies_ms[0]
+        reference = references.get(key)
+        runner_up = ranking.latencies_ms[1] / latency if len(ranking.names) > 1 and \
+            latency > 0 else None
+        buckets.append(Bucket(hardware_key, axes, ranking.names[0], latency,
+                              reference / latency if reference and latency > 0 else None,
+                              runner_up, failures))
+    return buckets
+
+
+def _reference_latencies(definition: Definition, traces: Sequence[Trace]) -> dict[Key, float]:
+    """Per key, the median reference latency recorded by its PASSED traces."""
+    found: dict[Key, list[float]] = {}
+    for trace in traces:
+        performance = trace.evaluation.performance if trace.evaluation else None
+        if performance is None or not all(a in trace.workload.axes for a in definition.var_axes):
+            continue
+        found.setdefault(axes_to_key(definition, trace.workload.axes), []).append(
+            performance.reference_latency_ms)
+    return {key: statistics.median(values) for key, values in found.items()}
 
 
 def _axes_text(axes: tuple[tuple[str, int], ...]) -> str:
@@ -123,11 +125,3 @@ def _num(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
     return f"{value:.4g} ms" if unit == "ms" else f"{value:.2f}x"
-
-
-def _render(headers: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-    out = ["  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return out

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from fib_runtime.bench.compare import as_tuple, check_outputs
-from fib_runtime.bench.inputs import InputError, Inputs, materialise
+from fib_runtime.bench.inputs import Inputs, materialise
 from fib_runtime.bench.timing import median_latency_ms
-from fib_runtime.build import Built, build_reference, build_solution, value_returning
-from fib_runtime.errors import BuildError
+from fib_runtime.build import BuildCache, build_reference, value_returning
+from fib_runtime.errors import BuildError, InputError
 from fib_runtime.schema import Definition, Solution, Status, Workload
 from fib_runtime.store import TraceDB
 
@@ -45,7 +45,7 @@ class _Worker:
     def __init__(self, device: str, db_root: str) -> None:
         self.device = device
         self.db = TraceDB(Path(db_root))  # only for blobs: nothing is loaded
-        self.built: dict[str, Built | BuildError] = {}
+        self.builds = BuildCache()
         self.prepared: _Prepared | None = None
 
     def sync(self) -> None:
@@ -81,7 +81,7 @@ class _Worker:
         if prepared is None:
             raise RuntimeError("evaluate before a successful prepare")
         solution = Solution.from_dict(request["solution"])
-        built = self._build(solution)
+        built = self.builds.get(solution)
         if isinstance(built, BuildError):
             return {"status": Status.COMPILE_ERROR.value, "log": _clip(str(built))}
         call = value_returning(built, prepared.definition)
@@ -115,16 +115,6 @@ class _Worker:
         except (Exception, SystemExit) as exc:
             return self._failed(Status.RUNTIME_ERROR, exc)
         return result
-
-    def _build(self, solution: Solution) -> Built | BuildError:
-        built = self.built.get(solution.name)
-        if built is None:
-            try:
-                built = build_solution(solution)
-            except BuildError as exc:
-                built = exc
-            self.built[solution.name] = built
-        return built
 
     def _failed(self, status: Status, exc: BaseException) -> dict[str, Any]:
         log = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"

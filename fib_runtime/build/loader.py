@@ -1,4 +1,4 @@
-"""Turn a Solution (or a definition's reference) into a Python callable."""
+"""Turn a Solution (or a definition's reference) into a Python callable, once."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import logging
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ from fib_runtime.store.files import write_atomic
 
 log = logging.getLogger("fib_runtime.build")
 PYTHON_LANGUAGES = frozenset({"python", "triton"})
-NATIVE_LANGUAGES = frozenset({"cuda", "cpp"})
 
 
 @dataclass(frozen=True)
@@ -34,20 +34,38 @@ class Built:
     dps: bool
 
 
+class BuildCache:
+    """Each solution built once, by name; a failure is kept too (unavailable here)."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, Built | BuildError] = {}
+        self._lock = threading.Lock()
+
+    def get(self, solution: Solution) -> Built | BuildError:
+        built = self._built.get(solution.name)
+        if built is None:
+            with self._lock:
+                built = self._built.get(solution.name)
+                if built is None:
+                    try:
+                        built = build_solution(solution)
+                    except BuildError as exc:
+                        built = exc
+                        log.warning("solution %s is unavailable here: %s", solution.name,
+                                    str(exc).splitlines()[0])
+                    self._built[solution.name] = built
+        return built
+
+
 def build_solution(solution: Solution, cache: Path | None = None) -> Built:
     """Build a solution on this machine; BuildError (with the log) if it cannot be."""
-    language = solution.spec.language.lower()
+    if solution.spec.language.lower() not in PYTHON_LANGUAGES:
+        raise BuildError(f"{solution.name}: language '{solution.spec.language}' cannot be "
+                         "built here (python and triton can)")
     folder = _source_folder(solution, cache or cache_path())
     try:
-        if language in PYTHON_LANGUAGES:
-            module = _import_file(folder / solution.spec.entry_file, _module_name(solution))
-        elif language in NATIVE_LANGUAGES:
-            module = _build_native(solution, folder)
-        else:
-            raise BuildError(f"language '{solution.spec.language}' cannot be built here")
+        module = _import_file(folder / solution.spec.entry_file, _module_name(solution))
         fn = getattr(module, solution.spec.entry_function)
-    except BuildError:
-        raise
     except BaseException as exc:  # a solution's import may raise anything, even SystemExit
         raise BuildError(f"{solution.name}: {type(exc).__name__}: {exc}\n"
                          f"{traceback.format_exc()}") from exc
@@ -109,19 +127,3 @@ def _import_file(path: Path, name: str) -> ModuleType:
         sys.path.remove(str(path.parent))
     sys.modules[name] = module
     return module
-
-
-def _build_native(solution: Solution, folder: Path) -> ModuleType:
-    """Compile C++/CUDA sources with torch's extension builder (torch binding only)."""
-    binding = (solution.spec.binding or "tvm-ffi").lower()
-    if binding != "torch":
-        raise BuildError(f"{solution.name}: binding '{binding}' is not supported; use 'torch'")
-    from torch.utils.cpp_extension import load
-
-    sources = [str(folder / s.path) for s in solution.sources
-               if s.path.endswith((".cu", ".cpp", ".cc", ".cxx"))]
-    build_dir = folder / "build"
-    build_dir.mkdir(exist_ok=True)
-    with FileLock(str(build_dir) + ".lock"):
-        return load(name=_module_name(solution), sources=sources,
-                    build_directory=str(build_dir), extra_cuda_cflags=["-O3"], verbose=False)

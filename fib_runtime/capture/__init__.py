@@ -8,13 +8,14 @@
 See docs/capture.md.
 """
 
-from fib_runtime.capture.config import CaptureConfig, CaptureConfigError, CapturePolicy
+from fib_runtime.capture.config import CaptureConfig, CapturePolicy
 from fib_runtime.capture.session import (
     CaptureSession,
     capture_stats,
     disable_capture,
     enable_capture,
 )
+from fib_runtime.errors import CaptureConfigError
 
 __all__ = [
     "CaptureConfig", "CaptureConfigError", "CapturePolicy", "CaptureSession", "capture_stats",

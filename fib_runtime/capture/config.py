@@ -11,15 +11,11 @@ from typing import Any
 
 import orjson
 
-from fib_runtime.errors import FibError
+from fib_runtime.errors import CaptureConfigError
 
 DUMP_MODES = ("none", "int", "named", "all")
 KEY_MODES = ("axes", "kv_bucket")
 CONFIG_ENV = "FIB_CAPTURE_CONFIG"
-
-
-class CaptureConfigError(FibError):
-    """A capture config (file or dict) is malformed; the message names the file and field."""
 
 
 @dataclass(frozen=True)

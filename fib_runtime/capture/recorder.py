@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from fib_runtime.capture.config import CaptureConfigError, CapturePolicy
+from fib_runtime.capture.config import CapturePolicy
 from fib_runtime.capture.snapshot import (
     copy_to_host,
     graph_capturing,
@@ -20,11 +20,13 @@ from fib_runtime.capture.snapshot import (
     scalar_value,
 )
 from fib_runtime.capture.stats import DefinitionStats
+from fib_runtime.errors import CaptureConfigError
 from fib_runtime.schema import Definition
+from fib_runtime.tensors import INTEGER_DTYPES
 
 log = logging.getLogger("fib_runtime.capture")
 Key = tuple[int, ...]
-INT_DTYPES = frozenset({"int64", "int32", "int16", "int8", "uint8", "bool"})
+INT_OR_BOOL_DTYPES = INTEGER_DTYPES | {"bool"}
 
 
 @dataclass(slots=True)
@@ -102,7 +104,7 @@ class DefinitionRecorder:
         if policy.dump == "all":
             names = tensors
         elif policy.dump == "int":
-            names = {name for name in tensors if inputs[name].dtype in INT_DTYPES}
+            names = {name for name in tensors if inputs[name].dtype in INT_OR_BOOL_DTYPES}
         elif policy.dump == "named":
             unknown = sorted(set(policy.dump_inputs) - tensors)
             if unknown:
@@ -126,7 +128,7 @@ class DefinitionRecorder:
         axes = self.policy.shape_axes
         if axes is None:
             axes = tuple(a for a in var_axes if any(
-                a in (spec.shape or ()) and spec.dtype not in INT_DTYPES
+                a in (spec.shape or ()) and spec.dtype not in INT_OR_BOOL_DTYPES
                 for spec in definition.inputs.values()))
         unknown = [a for a in axes if a not in var_axes]
         if unknown:

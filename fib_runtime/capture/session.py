@@ -16,7 +16,7 @@ from fib_runtime.capture.recorder import DefinitionRecorder, Shared
 from fib_runtime.capture.signals import SignalFlush
 from fib_runtime.capture.stats import total
 from fib_runtime.capture.writer import Writer
-from fib_runtime.dispatch import Recorder, set_recorder_factory
+from fib_runtime.dispatch.sites import Recorder, set_recorder_factory
 from fib_runtime.paths import default_db_path
 from fib_runtime.schema import Definition
 from fib_runtime.store import TraceDB
@@ -94,7 +94,7 @@ class CaptureSession:
         with self._lock:
             recorders = {n: r for n, r in self._recorders.items() if r is not None}
         per_definition = {name: r.snapshot() for name, r in sorted(recorders.items())}
-        return {"active": _active() is self, "db": str(self.db.root),
+        return {"active": active_session() is self, "db": str(self.db.root),
                 "queue": {"pending": len(self._shared.queue),
                           "capacity": self._shared.capacity},
                 "total": total(per_definition), "definitions": per_definition}
@@ -172,14 +172,15 @@ def disable_capture() -> None:
 def capture_stats() -> dict[str, Any]:
     """Seen / recorded / dropped (by reason) / bytes, per definition and in total, of the
     active session (or of the last one when capture is off)."""
-    session = _active() or _last
+    session = active_session() or _last
     if session is None:
         return {"active": False, "db": None, "queue": {"pending": 0, "capacity": 0},
                 "total": total({}), "definitions": {}}
     return session.stats()
 
 
-def _active() -> CaptureSession | None:
+def active_session() -> CaptureSession | None:
+    """The session that capture records into now (None: capture is off)."""
     return _stack[-1] if _stack else None
 
 
@@ -192,19 +193,10 @@ def _deactivate(session: CaptureSession) -> None:
 
 
 def _sync_factory() -> None:
-    """Give dispatch the active session's factory (None when capture is off).
-
-    Called without holding `_switch`: dispatch holds its own lock while its autostart calls
-    enable_capture, so holding ours while calling into dispatch could deadlock. A session
-    switched meanwhile by another thread is caught by the check after setting.
-    """
-    while True:
-        with _switch:
-            top = _active()
+    """Give dispatch the active session's factory (None when capture is off)."""
+    with _switch:
+        top = active_session()
         set_recorder_factory(top.recorder_for if top is not None else None)
-        with _switch:
-            if _active() is top:
-                return
 
 
 def _after_fork_in_child() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from fib_runtime.capture.recorder import DefinitionRecorder, Key, Record, Shared
 from fib_runtime.capture.snapshot import wait
-from fib_runtime.dispatch.keys import key_to_axes
+from fib_runtime.keys import key_to_axes
 from fib_runtime.schema import (
     InputDescriptor,
     RandomInput,

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from fib_runtime.paths import default_db_path
+from fib_runtime.render import render_table
 from fib_runtime.store import TraceDB
 
 
@@ -39,13 +40,9 @@ def summary_rows(db: TraceDB, *, everything: bool) -> list[list[str]]:
 def print_summary(db: TraceDB, *, everything: bool = False) -> None:
     rows = summary_rows(db, everything=everything)
     headers = ["definition", "solutions", "workloads raw/distinct", "traces by hardware"]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
     print(f"database {db.root}: {len(db.definitions)} definitions, {len(db.solutions)} "
           f"solutions, {len(db.load_errors)} load problems")
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    print(render_table(headers, rows))
 
 
 def run_ls(args: argparse.Namespace) -> int:

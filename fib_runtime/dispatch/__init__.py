@@ -12,10 +12,8 @@ from fib_runtime.dispatch.api import (
 )
 from fib_runtime.dispatch.config import DefinitionConfig, DispatchConfig
 from fib_runtime.dispatch.explain import Explanation, explain
-from fib_runtime.dispatch.sites import Recorder, set_recorder_factory
 
 __all__ = [
-    "ApplySession", "DefinitionConfig", "DispatchConfig", "Explanation", "Recorder", "apply",
-    "disable_apply", "enable_apply", "explain", "find_definition", "reload",
-    "set_recorder_factory", "stats", "warmup",
+    "ApplySession", "DefinitionConfig", "DispatchConfig", "Explanation", "apply",
+    "disable_apply", "enable_apply", "explain", "find_definition", "reload", "stats", "warmup",
 ]

@@ -11,9 +11,9 @@ from typing import Any, TypeVar, overload
 from fib_runtime.dispatch import sites
 from fib_runtime.dispatch.compile import make_traceable
 from fib_runtime.dispatch.config import DispatchConfig
-from fib_runtime.dispatch.keys import axes_to_key
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError
+from fib_runtime.keys import axes_to_key
 from fib_runtime.schema import Definition
 from fib_runtime.store import TraceDB
 
@@ -161,16 +161,16 @@ def warmup(definitions: Iterable[str] | None = None,
     names = list(definitions or runtime.db.definitions)
     built: dict[str, list[str]] = {}
     for name in names:
-        op = runtime.op(name)
-        if op is None:
+        dispatcher = runtime.dispatcher(name)
+        if dispatcher is None:
             continue
-        wanted = {n for r in op.table.rankings.values() for n in r.names[:top]}
+        wanted = {n for r in dispatcher.table.rankings.values() for n in r.names[:top]}
         built[name] = sorted(n for n in wanted if not isinstance(runtime.build(n), Exception))
         for values in (axes or {}).get(name, ()):
-            key = axes_to_key(op.definition, dict(values))
-            for site in list(sites._sites):
-                if site.name == name and site.resolve is not None:
-                    site.resolve(key, (None,) * op.n_inputs)
+            key = (dispatcher.n_inputs, *axes_to_key(dispatcher.definition, dict(values)))
+            for site in sites.sites_of(name):
+                if site.binding is not None:
+                    site.binding.resolve(key, ())
     return built
 
 

@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fib_runtime.dispatch import sites
-from fib_runtime.dispatch.keys import axes_to_key, key_to_axes
+from fib_runtime.dispatch.dispatcher import VALUE
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError
+from fib_runtime.keys import axes_to_key, key_to_axes
 
 
 @dataclass(frozen=True)
@@ -36,28 +37,30 @@ class Explanation:
 
 def explain(definition: str, axes: Mapping[str, int],
             runtime: Runtime | None = None) -> Explanation:
-    """The candidates and the decision for one definition and workload on this hardware."""
+    """The candidates and the decision for a value-returning call of one definition with
+    the given axes on this hardware: the dispatcher's own decision, made now if it was not."""
     runtime = runtime or sites.current_runtime()
     if runtime is None:
         raise FibError("fib explain: dispatch is not enabled (enable_apply or pass a runtime)")
-    op = runtime.op(definition)
-    if op is None:
+    dispatcher = runtime.dispatcher(definition)
+    if dispatcher is None:
         raise FibError(f"definition '{definition}' is not in {runtime.root}")
     try:
-        key = axes_to_key(op.definition, dict(axes))
+        key = axes_to_key(dispatcher.definition, dict(axes))
     except KeyError as exc:
         raise FibError(f"{definition}: missing axis {exc}; variable axes are "
-                       f"{', '.join(op.definition.var_axes)}") from None
-    ranking, via, _ = op.ranking(key)
+                       f"{', '.join(dispatcher.definition.var_axes)}") from None
+    decision = dispatcher.decide(key, VALUE)
+    ranking, _, _ = dispatcher.ranking(key)
     candidates = []
     if ranking is not None:
         for name, latency in zip(ranking.names, ranking.latencies_ms, strict=True):
-            if name in op.stats.quarantined:
+            if name in dispatcher.counters.quarantined:
                 status = "quarantined"
             else:
                 status = "unavailable" if isinstance(runtime.build(name), Exception) else "ok"
             candidates.append((name, latency, status))
-    decision, _ = runtime.decide(op, key, dps=False)
-    return Explanation(definition, runtime.hardware.key, key_to_axes(op.definition, key),
-                       None if via is None else key_to_axes(op.definition, via),
+    via = decision.via_key
+    return Explanation(definition, runtime.hardware.key, key_to_axes(dispatcher.definition, key),
+                       None if via is None else key_to_axes(dispatcher.definition, via),
                        candidates, decision.solution or "fallback", decision.reason)

@@ -9,7 +9,7 @@ import torch
 
 from fib_runtime.capture import capture_stats, disable_capture, enable_capture
 from fib_runtime.cli.main import main as fib
-from fib_runtime.dispatch.keys import make_key_extractor
+from fib_runtime.keys import make_key_extractor
 from fib_runtime.schema import RandomInput, SafetensorsInput, ScalarInput
 from fib_runtime.store import TraceDB
 from tests.capture.conftest import PAGED, paged_args

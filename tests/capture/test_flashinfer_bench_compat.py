@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fib_runtime.capture import disable_capture, enable_capture
-from fib_runtime.dispatch.keys import make_key_extractor
+from fib_runtime.keys import make_key_extractor
 from fib_runtime.store import TraceDB
 from tests.capture.conftest import PAGED, paged_args
 

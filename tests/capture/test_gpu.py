@@ -7,7 +7,7 @@ import torch
 
 import fib_runtime as fib
 from fib_runtime.capture import capture_stats, disable_capture, enable_capture
-from fib_runtime.dispatch.keys import make_key_extractor
+from fib_runtime.keys import make_key_extractor
 from fib_runtime.schema import RandomInput, SafetensorsInput
 from fib_runtime.store import TraceDB
 from tests.capture.conftest import NORM, PAGED, paged_args

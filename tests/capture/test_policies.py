@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fib_runtime.capture import capture_stats, disable_capture, enable_capture
-from fib_runtime.dispatch.keys import make_key_extractor
+from fib_runtime.keys import make_key_extractor
 from fib_runtime.store import TraceDB
 from tests.capture.conftest import NORM, PAGED, lines, make_db, paged_args
 

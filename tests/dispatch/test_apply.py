@@ -231,17 +231,20 @@ def test_nesting_restores_the_previous_runtime(two_solutions: Path, tmp_path: Pa
     assert served_by(32) == 0.0
 
 
-def test_many_threads_resolve_each_key_once(two_solutions: Path) -> None:
+def test_many_threads_resolve_each_key_once(two_solutions: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from fib_runtime.dispatch.dispatcher import Dispatcher
+
     errors: list[BaseException] = []
-    with fib.enable_apply(two_solutions) as session:
-        builds = []
-        original = session.runtime.decide
+    builds = []
+    original = Dispatcher._choose
 
-        def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
-            builds.append(args[1])
-            return original(*args, **kwargs)
+    def counting(self, key, convention, exclude=None):  # type: ignore[no-untyped-def]
+        builds.append(key)
+        return original(self, key, convention, exclude)
 
-        session.runtime.decide = counting  # type: ignore[method-assign]
+    monkeypatch.setattr(Dispatcher, "_choose", counting)
+    with fib.enable_apply(two_solutions):
 
         def worker() -> None:
             try:

@@ -1,4 +1,7 @@
-"""Per-definition workload keys: the variable-axis values read straight from input shapes."""
+"""Workload keys: the variable-axis values of a call, read straight from input shapes.
+
+Shared by dispatch (table lookups) and capture (what a call recorded).
+"""
 
 from __future__ import annotations
 
@@ -12,16 +15,20 @@ Key = tuple[int, ...]
 KeyExtractor = Callable[[Sequence[Any]], Key]
 
 
-def key_expression(definition: Definition, args: str = "a") -> str:
-    """Python source of the key tuple, e.g. `(a[0].shape[0], a[3].shape[0], )`."""
+def key_items(definition: Definition, args: str = "a") -> list[str]:
+    """Python source of each variable axis's value, e.g. `a[0].shape[0]`, in axis order."""
     bindings = definition.axis_bindings()
     unbound = [axis for axis in definition.var_axes if axis not in bindings]
     if unbound:
         raise ShapeError(f"{definition.name}: variable axes {', '.join(unbound)} appear in no "
                          "input shape, so a call's workload key cannot be read")
-    parts = [f"{args}[{bindings[axis].arg}].shape[{bindings[axis].dim}], "
-             for axis in definition.var_axes]
-    return "(" + "".join(parts) + ")"
+    return [f"{args}[{bindings[axis].arg}].shape[{bindings[axis].dim}]"
+            for axis in definition.var_axes]
+
+
+def key_expression(definition: Definition, args: str = "a") -> str:
+    """Python source of the key tuple, e.g. `(a[0].shape[0], a[3].shape[0], )`."""
+    return "(" + "".join(f"{item}, " for item in key_items(definition, args)) + ")"
 
 
 def make_key_extractor(definition: Definition) -> KeyExtractor:

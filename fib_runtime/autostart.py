@@ -1,0 +1,37 @@
+"""FIB_ENABLE_APPLY / FIB_ENABLE_TRACING: switch dispatch and capture on from the
+environment, once per process, before the first fib.apply call runs.
+
+Installed by `fib_runtime/__init__` as first-call hooks of dispatch, so that dispatch never
+imports capture (capture depends on dispatch, not the reverse). A hook that fails is logged
+and serving goes on with the original functions.
+"""
+
+from __future__ import annotations
+
+import os
+
+from fib_runtime.dispatch import sites
+
+
+def start_dispatch() -> None:
+    if _truthy("FIB_ENABLE_APPLY") and sites.current_runtime() is None:
+        from fib_runtime.dispatch.api import enable_apply
+
+        enable_apply()
+
+
+def start_capture() -> None:
+    if _truthy("FIB_ENABLE_TRACING"):
+        from fib_runtime.capture.session import active_session, enable_capture
+
+        if active_session() is None:
+            enable_capture()
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def install() -> None:
+    sites.on_first_call(start_dispatch)
+    sites.on_first_call(start_capture)

@@ -1,0 +1,198 @@
+"""One definition's dispatch: its ranking, the decision per key and convention, its counters
+and its quarantine. Call sites are generated frames bound to it (see `frames`)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fib_runtime.build import Built, destination_passing, value_returning
+from fib_runtime.dispatch.config import DefinitionConfig
+from fib_runtime.dispatch.table import DefinitionTable
+from fib_runtime.errors import BuildError, FibError
+from fib_runtime.keys import Key, key_expression
+from fib_runtime.ranking import Ranking, best_overall, nearest_key
+from fib_runtime.schema import Definition
+
+log = logging.getLogger("fib_runtime.dispatch")
+
+# A call's convention is its argument count: the inputs alone (value-returning), or the
+# inputs followed by the outputs (destination-passing).
+VALUE, DESTINATION = "value", "destination"
+Builder = Callable[[str], "Built | BuildError"]
+
+
+@dataclass
+class Counters:
+    """What happened to the calls of one definition (fib.stats())."""
+
+    calls: itertools.count[int] = field(default_factory=itertools.count)  # every call
+    nearest: int = 0  # keys resolved to a nearby measured key
+    fallbacks: Counter[str] = field(default_factory=Counter)  # calls, by reason
+    errors: Counter[str] = field(default_factory=Counter)  # by solution
+    quarantined: set[str] = field(default_factory=set)
+
+    def as_dict(self) -> dict[str, Any]:
+        calls = int(repr(self.calls)[6:-1])  # "count(N)": read without advancing it
+        return {"calls": calls, "hits": calls - sum(self.fallbacks.values()),
+                "nearest": self.nearest, "fallbacks": dict(self.fallbacks),
+                "errors": dict(self.errors), "quarantined": sorted(self.quarantined)}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How one key of one definition is served in one convention."""
+
+    solution: str | None  # None: the fallback (the decorated function)
+    reason: str  # measured | nearest | best_overall | miss | no_traces | unavailable | ...
+    via_key: Key | None = None  # the measured key the ranking came from
+    call: Callable[..., Any] | None = None  # the solution in the caller's convention
+
+
+class Dispatcher:
+    """Per-definition dispatch state inside a runtime; survives reloads of the database."""
+
+    def __init__(self, definition: Definition, table: DefinitionTable,
+                 policy: DefinitionConfig, build: Builder) -> None:
+        self.definition = definition
+        self.key_source = key_expression(definition, "args")  # ShapeError if not readable
+        self.n_inputs = len(definition.inputs)
+        self.n_outputs = len(definition.outputs)
+        self.names = (*definition.inputs, *definition.outputs)
+        self.lock = threading.RLock()
+        self.counters = Counters()
+        self._build = build
+        self.table = table
+        self.policy = policy
+        self.decisions: dict[tuple[str, Key], Decision] = {}
+        self._via: dict[Key, Key | None] = {}
+        self._listeners: list[Callable[[], None]] = []  # bound sites: forget cached choices
+
+    # -- state changes ----------------------------------------------------------------------
+
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` whenever cached choices become stale; returns an unsubscriber."""
+        with self.lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self.lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def update(self, table: DefinitionTable, policy: DefinitionConfig) -> None:
+        """New measurements (a reload): forget every decision, keep the counters."""
+        with self.lock:
+            self.table, self.policy = table, policy
+            self._forget()
+
+    def _forget(self) -> None:
+        self.decisions.clear()
+        self._via.clear()
+        for listener in list(self._listeners):
+            listener()
+
+    # -- decisions --------------------------------------------------------------------------
+
+    def convention(self, n_args: int) -> str | None:
+        """The convention of a call with `n_args` positional arguments (None: neither)."""
+        if n_args == self.n_inputs:
+            return VALUE
+        if self.n_outputs and n_args == self.n_inputs + self.n_outputs:
+            return DESTINATION
+        return None
+
+    def ranking(self, key: Key) -> tuple[Ranking | None, Key | None, str]:
+        """The ranking that serves `key`, the measured key it came from, and why."""
+        rankings = self.table.rankings
+        if key in rankings:
+            return rankings[key], key, "measured"
+        if not rankings:
+            return None, None, "no_traces"
+        if self.policy.miss == "nearest":
+            with self.lock:
+                if key not in self._via:
+                    self._via[key] = nearest_key(rankings, key)
+                    self.counters.nearest += 1
+                via = self._via[key]
+            return rankings[via] if via is not None else None, via, "nearest"
+        if self.policy.miss == "best_overall":
+            return best_overall(rankings), None, "best_overall"
+        return None, None, "miss"
+
+    def decide(self, key: Key, convention: str) -> Decision:
+        """The decision for a key in a convention, made once and kept until a change."""
+        decision = self.decisions.get((convention, key))
+        if decision is None:
+            with self.lock:
+                decision = self.decisions.get((convention, key))
+                if decision is None:
+                    decision = self._choose(key, convention)
+                    self.decisions[(convention, key)] = decision
+        return decision
+
+    def _choose(self, key: Key, convention: str, exclude: str | None = None) -> Decision:
+        ranking, via, reason = self.ranking(key)
+        if ranking is None:
+            return Decision(None, reason, via)
+        for name in ranking.names:
+            if name in self.counters.quarantined or name == exclude:
+                continue
+            built = self._build(name)
+            if isinstance(built, BuildError):
+                continue
+            try:
+                call = self._adapt(built, convention)
+            except FibError as exc:  # e.g. scalar outputs cannot be pre-allocated
+                log.warning("%s: %s cannot serve %s-style calls: %s", self.definition.name,
+                            name, convention, exc)
+                continue
+            return Decision(name, reason, via, call)
+        return Decision(None, "unavailable" if ranking.names else "no_passing_solution", via)
+
+    def _adapt(self, built: Built, convention: str) -> Callable[..., Any]:
+        call = (value_returning if convention == VALUE else destination_passing)(
+            built, self.definition)
+        if self.policy.validate_outputs:
+            from fib_runtime.dispatch.validate import validated
+
+            call = validated(call, self.definition, convention == DESTINATION)
+        return call
+
+    # -- failures ---------------------------------------------------------------------------
+
+    def failed(self, solution: str, key: Key, convention: str, args: tuple[Any, ...],
+               exc: Exception) -> tuple[bool, Any]:
+        """A solution raised on a call: count it, quarantine it after enough errors, and
+        answer with the next candidate. Returns (answered, result); not answered means the
+        caller falls back. Strict mode re-raises."""
+        if self.policy.strict:
+            raise exc
+        with self.lock:
+            self.counters.errors[solution] += 1
+            if self.counters.errors[solution] >= self.policy.quarantine_after and \
+                    solution not in self.counters.quarantined:
+                self.counters.quarantined.add(solution)
+                log.warning("%s: solution %s quarantined after %d errors (last: %s: %s)",
+                            self.definition.name, solution, self.counters.errors[solution],
+                            type(exc).__name__, exc)
+                self._forget()
+            alternative = self._choose(key, convention, exclude=solution)
+        if alternative.call is None:
+            return False, None
+        try:
+            return True, alternative.call(*args)
+        except Exception:
+            with self.lock:
+                self.counters.errors[alternative.solution or ""] += 1
+            return False, None
+
+    def stats(self) -> dict[str, Any]:
+        return self.counters.as_dict()

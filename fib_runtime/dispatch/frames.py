@@ -1,0 +1,176 @@
+"""The per-call paths of a call site, generated once per (site, dispatcher): the hot path.
+
+A dispatching frame reads the key inline (the argument count, then each variable axis as
+`args[i].shape[j]`), does one dict lookup and calls what it finds. Everything else (the
+decision, the graph-capture rule, keywords, failures) happens once per key in `Binding`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fib_runtime.dispatch.dispatcher import Dispatcher
+from fib_runtime.errors import FibError
+from fib_runtime.keys import Key, key_items, make_key_extractor
+from fib_runtime.schema import Definition
+
+log = logging.getLogger("fib_runtime.dispatch")
+
+Recorder = Callable[[Key, tuple[Any, ...]], None]
+
+_DISPATCH_TEMPLATE = """
+def call(*args, **kwargs):
+    if kwargs:
+        return keywords(args, kwargs)
+    try:
+        key = (len(args), {items})
+    except Exception:
+        return fallback(*args)
+    {record}
+    fn = served_get(key)
+    if fn is None:
+        fn = resolve(key, args)
+    next(calls)
+    try:
+        return fn(*args)
+    except Exception as exc:
+        return failed(fn, key, args, exc)
+"""
+
+
+class Binding:
+    """One call site bound to a dispatcher: what this site serves per (argument count, key).
+
+    The dispatcher's decisions are shared by every site of a definition; a binding adds the
+    site's own fallback (each decorated function is its own) and caches the result.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, fallback: Callable[..., Any]) -> None:
+        self.dispatcher = dispatcher
+        self.fallback = fallback
+        self.served: dict[tuple[int, ...], Callable[..., Any]] = {}
+        self.owners: dict[Callable[..., Any], tuple[str, str]] = {}  # solution, convention
+        self._counted: dict[str, Callable[..., Any]] = {}
+        self.frame: Callable[..., Any] = fallback
+        self.unbind = dispatcher.on_change(self.clear)
+
+    def clear(self) -> None:
+        """Forget cached choices (a quarantine). The dict object stays the same, so the
+        frame's bound lookup stays valid. `owners` is kept: a call in flight on another
+        thread may still need to know whose error it caught."""
+        self.served.clear()
+
+    def fallback_for(self, reason: str) -> Callable[..., Any]:
+        """The site's fallback, counting the calls it answers for this reason."""
+        counted = self._counted.get(reason)
+        if counted is None:
+            fallbacks, original = self.dispatcher.counters.fallbacks, self.fallback
+
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                fallbacks[reason] += 1
+                return original(*args, **kwargs)
+
+            self._counted[reason] = counted
+        return counted
+
+    def resolve(self, key: tuple[int, ...], args: tuple[Any, ...]) -> Callable[..., Any]:
+        """First call of a (count, key) on this site: decide, cache, return the callable."""
+        dispatcher = self.dispatcher
+        convention = dispatcher.convention(key[0])
+        if convention is None:
+            fn = self.fallback_for("arguments")
+        elif capturing_graph():
+            return self.fallback_for("graph_capture")  # not cached: warm up keys ahead
+        else:
+            decision = dispatcher.decide(key[1:], convention)
+            if decision.call is None:
+                fn = self.fallback_for(decision.reason)
+            else:
+                fn = decision.call
+                self.owners[fn] = (decision.solution or "", convention)
+        self.served[key] = fn
+        return fn
+
+    def failed(self, fn: Callable[..., Any], key: tuple[int, ...], args: tuple[Any, ...],
+               exc: Exception) -> Any:
+        """What a call raised: the fallback's own errors propagate; a solution's are
+        answered by the next candidate or the fallback."""
+        owner = self.owners.get(fn)
+        if owner is None:
+            raise exc
+        answered, result = self.dispatcher.failed(owner[0], key[1:], owner[1], args, exc)
+        return result if answered else self.fallback_for("error")(*args)
+
+    def keywords(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A call with keywords: reordered into the definition's positional order."""
+        ordered = positional(self.dispatcher.names, args, kwargs)
+        if ordered is None:
+            next(self.dispatcher.counters.calls)
+            return self.fallback_for("keywords")(*args, **kwargs)
+        return self.frame(*ordered)
+
+
+def dispatching_frame(dispatcher: Dispatcher, fallback: Callable[..., Any],
+                      recorder: Recorder | None) -> Binding:
+    """Bind a site to a dispatcher and generate its per-call path (`binding.frame`)."""
+    binding = Binding(dispatcher, fallback)
+    namespace = {
+        "keywords": binding.keywords, "fallback": fallback, "recorder": recorder,
+        "served_get": binding.served.get, "resolve": binding.resolve,
+        "calls": dispatcher.counters.calls, "failed": binding.failed,
+    }
+    source = _DISPATCH_TEMPLATE.format(
+        items=", ".join(key_items(dispatcher.definition, "args")),
+        record="recorder(key[1:], args)" if recorder is not None else "pass")
+    exec(compile(source, f"<fib dispatch {dispatcher.definition.name}>", "exec"), namespace)
+    binding.frame = namespace["call"]
+    return binding
+
+
+def recording_frame(definition: Definition, fallback: Callable[..., Any],
+                    recorder: Recorder) -> Callable[..., Any]:
+    """Capture only: record the key, then run the original function."""
+    try:
+        extract = make_key_extractor(definition)
+    except FibError as exc:
+        log.warning("capture of %s is off: %s", definition.name, exc)
+        return fallback
+    names = (*definition.inputs, *definition.outputs)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            ordered = positional(names, args, kwargs)
+            if ordered is None:
+                return fallback(*args, **kwargs)
+            args = ordered
+        try:
+            key = extract(args)
+        except Exception:
+            return fallback(*args)
+        recorder(key, args)
+        return fallback(*args)
+
+    return call
+
+
+def positional(names: tuple[str, ...], args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
+    """Arguments in definition order, or None when keywords do not map onto it."""
+    ordered = list(args)
+    for name in names[len(args):]:
+        if name not in kwargs:
+            break
+        ordered.append(kwargs[name])
+    if len(ordered) - len(args) != len(kwargs):
+        return None
+    return tuple(ordered)
+
+
+def capturing_graph() -> bool:
+    """Is a CUDA graph being captured on the current stream?"""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_initialized() and \
+        torch.cuda.is_current_stream_capturing()

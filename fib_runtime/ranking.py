@@ -1,0 +1,145 @@
+"""The one ranking rule: which measured solutions serve a workload key, fastest first.
+
+Used by dispatch (its decision tables), `fib retune`'s report and `fib explain`, so the
+winner a retune prints is the solution dispatch serves.
+
+The rule, per definition and hardware key:
+- the latest trace of each (solution, workload) counts (a re-measured workload supersedes);
+- a trace is usable when it PASSED, its solution is known, admitted by the policy and targets
+  this hardware, its workload carries every variable axis, and its errors are within the
+  policy's tolerance;
+- a solution is a candidate for a key when every latest trace of it at that key is usable;
+  its latency there is the median of those traces' `latency_ms`;
+- candidates are ordered by that median, then by name.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from fib_runtime.hardware import target_matches
+from fib_runtime.keys import Key, axes_to_key
+from fib_runtime.schema import Definition, Solution, Status, Trace
+
+
+class Policy(Protocol):
+    """Which solutions and errors a ranking accepts (a dispatch DefinitionConfig is one)."""
+
+    def admits(self, solution: str) -> bool: ...
+
+    def within_tolerance(self, abs_error: float, rel_error: float) -> bool: ...
+
+
+class AcceptAll:
+    """The default policy: every solution, any error that the trace itself called PASSED."""
+
+    def admits(self, solution: str) -> bool:
+        return True
+
+    def within_tolerance(self, abs_error: float, rel_error: float) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Candidates for one key, fastest first, with their median latency in ms."""
+
+    names: tuple[str, ...]
+    latencies_ms: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class KeyResult:
+    """One key's ranking and the solutions measured there that are not candidates."""
+
+    ranking: Ranking
+    rejected: dict[str, str]  # solution -> why (a status, or the rule it broke)
+
+
+def rank(definition: Definition, traces: Iterable[Trace], solutions: Mapping[str, Solution],
+         hardware_key: str, policy: Policy | None = None) -> dict[Key, KeyResult]:
+    """Rank the solutions of `definition` measured on `hardware_key` (see the module doc)."""
+    policy = policy or AcceptAll()
+    latest: dict[tuple[str, str], Trace] = {}
+    for trace in traces:
+        if trace.solution is not None:
+            latest[(trace.solution, trace.workload.uuid)] = trace
+    by_key: dict[Key, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    rejected: dict[Key, dict[str, str]] = defaultdict(dict)
+    for (name, _), trace in latest.items():
+        try:
+            key = axes_to_key(definition, trace.workload.axes)
+        except (KeyError, TypeError, ValueError):
+            continue  # a workload without every variable axis has no key
+        problem = _problem(trace, solutions.get(name), hardware_key, policy)
+        if problem is None:
+            latency = trace.evaluation.performance.latency_ms  # type: ignore[union-attr]
+            by_key[key][name].append(latency)
+        else:
+            rejected[key].setdefault(name, problem)
+    results = {}
+    for key in by_key.keys() | rejected.keys():
+        medians = sorted((statistics.median(v), n) for n, v in by_key[key].items()
+                         if n not in rejected[key])
+        ranking = Ranking(tuple(n for _, n in medians), tuple(m for m, _ in medians))
+        results[key] = KeyResult(ranking, dict(rejected[key]))
+    return results
+
+
+def _problem(trace: Trace, solution: Solution | None, hardware_key: str,
+             policy: Policy) -> str | None:
+    """Why a trace cannot rank its solution (None: usable)."""
+    evaluation = trace.evaluation
+    if evaluation is None:
+        return "no evaluation"
+    if evaluation.status is not Status.PASSED:
+        return evaluation.status.value
+    if evaluation.performance is None:
+        return "no latency"
+    if solution is None:
+        return "solution not in the database"
+    if not policy.admits(solution.name):
+        return "not allowed by the dispatch config"
+    if not target_matches(solution.spec.target_hardware, hardware_key):
+        return f"does not target {hardware_key}"
+    correctness = evaluation.correctness
+    if correctness is not None and not policy.within_tolerance(
+            correctness.max_absolute_error, correctness.max_relative_error):
+        return "error above the dispatch tolerance"
+    return None
+
+
+def nearest_key(measured: Iterable[Key], key: Key) -> Key | None:
+    """The measured key closest to `key` in log2 space over the axes; ties go to the larger."""
+    best: tuple[float, tuple[float, ...]] | None = None
+    chosen = None
+    logs = [math.log2(max(v, 1)) for v in key]
+    for candidate in measured:
+        distance = math.fsum((math.log2(max(c, 1)) - v) ** 2
+                             for c, v in zip(candidate, logs, strict=True))
+        order = (distance, tuple(-c for c in candidate))  # smaller distance, then larger key
+        if best is None or order < best:
+            best, chosen = order, candidate
+    return chosen
+
+
+def best_overall(rankings: Mapping[Key, Ranking]) -> Ranking | None:
+    """Solutions ordered by how many keys they win, then by geometric-mean slowdown."""
+    if not rankings:
+        return None
+    wins: dict[str, int] = defaultdict(int)
+    slowdowns: dict[str, list[float]] = defaultdict(list)
+    for ranking in rankings.values():
+        if not ranking.names:
+            continue
+        wins[ranking.names[0]] += 1
+        best = ranking.latencies_ms[0]
+        for name, latency in zip(ranking.names, ranking.latencies_ms, strict=True):
+            slowdowns[name].append(math.log(latency / best) if best > 0 else 0.0)
+    order = sorted(slowdowns, key=lambda n: (-wins[n], statistics.fmean(slowdowns[n])))
+    return Ranking(tuple(order), tuple(math.nan for _ in order))
