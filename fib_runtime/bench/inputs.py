@@ -65,8 +65,10 @@ def workload_seed(uuid: str) -> int:
 
 
 def materialise(definition: Definition, workload: Workload, *, device: Any = "cpu",
-                load_tensor: Callable[[SafetensorsInput], Any] | None = None) -> Inputs:
-    """Build the call arguments of a workload on `device` (InputError when impossible)."""
+                load_tensor: Callable[[SafetensorsInput], Any] | None = None,
+                alternates: int = _ALTERNATES) -> Inputs:
+    """Build the call arguments of a workload on `device` (InputError when impossible), with
+    `alternates` fresh data sets for re-filling between timed runs."""
     import torch
 
     values = {**definition.const_axes, **workload.axes}
@@ -95,7 +97,7 @@ def materialise(definition: Definition, workload: Workload, *, device: Any = "cp
     inputs = Inputs(args, {i: a.clone() for i, a in enumerate(args)
                            if isinstance(a, torch.Tensor)})
     specs = list(definition.inputs.values())
-    for _ in range(_ALTERNATES):
+    for _ in range(alternates):
         inputs.alternates.append({i: maker.plain(specs[i], tuple(args[i].shape)).to(device)
                                   for i in refillable})
     return inputs

@@ -1,0 +1,107 @@
+"""Every definition and solution of the built-in catalogue, discovered from the catalogue
+itself (no op type is named here), and example inputs for any definition.
+
+Adding an op to the catalogue is two files (definition JSON, solution module): the generic
+tests pick both up from here.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.util
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from fib_runtime.bench.inputs import Inputs, materialise
+from fib_runtime.build import build_reference
+from fib_runtime.catalogue import catalogue_root, declared_entries, load_catalogue
+from fib_runtime.schema import AxisVar, Definition, Workload
+
+ROOT = catalogue_root()
+CATALOGUE = load_catalogue(ROOT)
+DEFINITIONS: dict[str, Definition] = CATALOGUE.definitions
+DEFINITION_PATHS = sorted(ROOT.glob("*/*.json"))
+SOLUTION_PATHS = sorted(ROOT.glob("*/solutions/*.py"))
+# A scalar input gets this value (a softmax scale, say): any finite value checks semantics.
+SCALAR_VALUE = 0.125
+
+
+def case_id(solution_name: str) -> str:
+    return solution_name
+
+
+def solution_file(solution_name: str) -> Path:
+    """The catalogue file a solution comes from."""
+    solution = next(s for s in CATALOGUE.solutions if s.name == solution_name)
+    return ROOT / CATALOGUE.definitions[solution.definition].op_type / "solutions" / \
+        solution.sources[0].path
+
+
+def import_file(path: Path) -> ModuleType:
+    """Import a solution file by path, as the database build does with its single source."""
+    name = f"catalogue_{path.parent.parent.name}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def entry(solution_name: str) -> Callable[..., Any]:
+    solution = next(s for s in CATALOGUE.solutions if s.name == solution_name)
+    return getattr(import_file(solution_file(solution_name)), solution.spec.entry_function)
+
+
+def example_axes(definition: Definition, value: int) -> dict[str, int]:
+    """Every variable axis set to `value`, then axes defined by a constraint `AXIS == EXPR`
+    over other axes computed from it (`len_indptr == batch_size + 1`)."""
+    axes = {**definition.const_axes,
+            **{n: value for n, a in definition.axes.items() if isinstance(a, AxisVar)}}
+    for constraint in definition.constraints or ():
+        tree = ast.parse(constraint, mode="eval").body
+        if isinstance(tree, ast.Compare) and isinstance(tree.left, ast.Name) and \
+                isinstance(tree.ops[0], ast.Eq) and tree.left.id in axes:
+            names = {n.id for n in ast.walk(tree.comparators[0]) if isinstance(n, ast.Name)}
+            if names <= set(axes):
+                axes[tree.left.id] = eval(compile(ast.Expression(tree.comparators[0]),
+                                                  constraint, "eval"), {}, dict(axes))
+    return {n: v for n, v in axes.items() if isinstance(definition.axes[n], AxisVar)}
+
+
+def example_inputs(definition: Definition, value: int, device: str = "cpu",
+                   scale: float = 1.0) -> Inputs:
+    """Random inputs for a workload with `example_axes`, made the way retune makes them
+    (index tensors consistent with the axes); float tensors scaled by `scale`. Cached for
+    catalogue definitions: call `restore()` after a use that may have written into them."""
+    if DEFINITIONS.get(definition.name) is definition:
+        return _cached_inputs(definition.name, value, device, scale)
+    return _make_inputs(definition, value, device, scale)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_inputs(name: str, value: int, device: str, scale: float) -> Inputs:
+    return _make_inputs(DEFINITIONS[name], value, device, scale)
+
+
+def _make_inputs(definition: Definition, value: int, device: str, scale: float) -> Inputs:
+    import torch
+
+    descriptors = {name: {"type": "scalar", "value": SCALAR_VALUE} if spec.shape is None
+                   else {"type": "random"} for name, spec in definition.inputs.items()}
+    workload = Workload.from_dict({"uuid": str(uuid.uuid4()),
+                                   "axes": example_axes(definition, value),
+                                   "inputs": descriptors})
+    inputs = materialise(definition, workload, device=device, alternates=0)
+    for i, arg in enumerate(inputs.args):
+        if isinstance(arg, torch.Tensor) and arg.is_floating_point() and scale != 1.0:
+            inputs.args[i] = (arg.float() * scale).to(arg.dtype)
+    return Inputs(inputs.args, {i: a.clone() for i, a in enumerate(inputs.args)
+                                if isinstance(a, torch.Tensor)})
+
+
+def reference(name: str) -> Callable[..., Any]:
+    return build_reference(DEFINITIONS[name])

@@ -1,0 +1,153 @@
+"""Every catalogue solution against its definition's reference, discovered from the catalogue.
+
+CPU: every solution that runs on the CPU (torch, cpu, and Triton in the interpreter,
+TRITON_INTERPRET=1 set by conftest) on small workloads made the way retune makes them, checked
+with retune's own tolerances; flashinfer solutions import without flashinfer. Kernel-specific
+tests follow (odd shapes, strides). GPU (marked): every solution that runs on an NVIDIA GPU, on
+batch sizes from 1 to 16384.
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from catalogue_cases import (
+    CATALOGUE,
+    DEFINITIONS,
+    entry,
+    example_inputs,
+    import_file,
+    reference,
+    solution_file,
+)
+
+from fib_runtime.bench.compare import as_tuple, check_outputs
+from fib_runtime.build import Built, value_returning
+
+GPU_BATCHES = (1, 7, 33, 255, 1000, 4097, 16384)
+CUDA = torch.cuda.is_available()
+# Solutions the interpreter runs too slowly at the catalogue's sizes (their kernels are
+# checked on small odd shapes below).
+INTERPRETER_MAX_ELEMENTS = 1 << 26
+
+
+def _runs_on_cpu(solution) -> bool:
+    return solution.spec.language == "triton" or \
+        bool({"any", "cpu"} & set(solution.spec.target_hardware))
+
+
+def _interpretable(solution) -> bool:
+    if solution.spec.language != "triton":
+        return True
+    definition = DEFINITIONS[solution.definition]
+    consts = definition.const_axes
+    largest = max((eval("*".join(str(consts.get(a, 1)) for a in spec.shape) or "1")
+                   for spec in definition.inputs.values() if spec.shape), default=1)
+    return largest <= INTERPRETER_MAX_ELEMENTS // 64
+
+
+CPU_CASES = sorted(s.name for s in CATALOGUE.solutions if _runs_on_cpu(s) and _interpretable(s))
+GPU_CASES = sorted(s.name for s in CATALOGUE.solutions
+                   if {"any", "nvidia"} & set(s.spec.target_hardware))
+SOLUTIONS = {s.name: s for s in CATALOGUE.solutions}
+
+
+def _check(name: str, var: int, device: str = "cpu", scale: float = 1.0) -> None:
+    """The solution matches the reference within retune's tolerances and leaves its inputs
+    untouched."""
+    solution = SOLUTIONS[name]
+    definition = DEFINITIONS[solution.definition]
+    call = value_returning(Built(name, entry(name), solution.spec.dps), definition)
+    inputs = example_inputs(definition, var, device, scale)
+    expected = as_tuple(reference(solution.definition)(*inputs.args))
+    got = call(*inputs.args)
+    check = check_outputs(definition, got, expected)
+    written = [i for i, a in inputs.canonical.items() if not torch.equal(a, inputs.args[i])]
+    inputs.restore()
+    assert check.status.value == "PASSED", check.log
+    assert not written, f"inputs {written} were written"
+
+
+@pytest.mark.parametrize("name", CPU_CASES)
+def test_matches_reference_on_cpu(name: str):
+    for rows in (1, 7):
+        _check(name, rows)
+    # Tiny values: where an eps is part of the definition, it dominates, so a wrong eps
+    # entry point fails here.
+    _check(name, 3, scale=1e-3)
+
+
+def _rmsnorm_fp32(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    x = x.float()
+    return (x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps) * w.float()).bfloat16()
+
+
+@pytest.mark.parametrize("stem", ["triton_rowwise", "triton_multirow"])
+@pytest.mark.parametrize(("rows", "hidden"), [(1, 100), (7, 48), (67, 300), (130, 33)])
+def test_triton_norms_take_sizes_from_tensors(stem: str, rows: int, hidden: int):
+    module = import_file(solution_file(f"rmsnorm_h4096__{stem}"))
+    x, r = torch.randn(2, rows, hidden).bfloat16()
+    w = torch.randn(hidden).bfloat16()
+    torch.testing.assert_close(module.rmsnorm_eps1e6(x, w), _rmsnorm_fp32(x, w, 1e-6))
+    fused = module.fused_add_rmsnorm_eps1e5(x, r, w)
+    torch.testing.assert_close(fused, _rmsnorm_fp32(x.float() + r.float(), w, 1e-5))
+    # Rows with a stride (a view into a wider buffer) are read in place.
+    wide = torch.randn(rows, hidden + 16).bfloat16()
+    view = wide[:, :hidden]
+    torch.testing.assert_close(module.rmsnorm_eps1e6(view, w), _rmsnorm_fp32(view, w, 1e-6))
+    # Strided columns are made contiguous first, for the input and the residual.
+    columns = torch.randn(hidden, rows).bfloat16().t()
+    torch.testing.assert_close(module.rmsnorm_eps1e6(columns, w), _rmsnorm_fp32(columns, w, 1e-6))
+    fused = module.fused_add_rmsnorm_eps1e5(view, columns, w)
+    torch.testing.assert_close(fused, _rmsnorm_fp32(view.float() + columns.float(), w, 1e-5))
+
+
+@pytest.mark.parametrize("tokens", [1, 5])
+@pytest.mark.parametrize("inter", [1000, 2048, 2500])
+def test_triton_silu_and_mul_takes_sizes_from_tensors(tokens: int, inter: int):
+    module = import_file(solution_file("silu_and_mul_i14336__triton"))
+    x = (torch.randn(tokens, 2 * inter) * 3).bfloat16()
+    gate, up = x[:, :inter].float(), x[:, inter:].float()
+    torch.testing.assert_close(module.silu_and_mul(x), (gate * torch.sigmoid(gate) * up).bfloat16())
+    columns = x.t().contiguous().t()  # strided columns: copied first
+    torch.testing.assert_close(module.silu_and_mul(columns), module.silu_and_mul(x))
+
+
+@pytest.mark.parametrize("entry_point", ["gemm_small_m", "gemm_large_m"])
+@pytest.mark.parametrize(("m", "n", "k"), [(1, 40, 72), (17, 300, 256), (130, 260, 100)])
+def test_triton_gemm_takes_sizes_from_tensors(entry_point: str, m: int, n: int, k: int):
+    gemm = getattr(import_file(solution_file("gemm_n4096_k4096__triton_small_m")), entry_point)
+    a = (torch.randn(m, k) * k**-0.25).half()
+    b = (torch.randn(n, k) * k**-0.25).half()
+    expected = (a.float() @ b.float().t()).half()
+    torch.testing.assert_close(gemm(a, b), expected, rtol=1e-2, atol=1e-2)
+    # A column-major A works through its strides.
+    column_major = a.t().contiguous().t()
+    torch.testing.assert_close(gemm(column_major, b), expected, rtol=1e-2, atol=1e-2)
+
+
+FLASHINFER_CASES = sorted(n for n, s in SOLUTIONS.items() if "flashinfer" in (s.spec.dependencies or ()))
+
+
+@pytest.mark.parametrize("name", FLASHINFER_CASES)
+def test_flashinfer_solutions_import_without_flashinfer(monkeypatch: pytest.MonkeyPatch,
+                                                        name: str):
+    for mod in [m for m in sys.modules if m == "flashinfer" or m.startswith("flashinfer.")]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setitem(sys.modules, "flashinfer", None)  # makes `import flashinfer...` fail
+    definition = DEFINITIONS[SOLUTIONS[name].definition]
+    fn = entry(name)
+    with pytest.raises(ImportError):
+        fn(*example_inputs(definition, 2).args)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", GPU_CASES)
+def test_matches_reference_on_gpu(name: str):
+    for batch in GPU_BATCHES:
+        _check(name, batch, device="cuda")
+    _check(name, 33, device="cuda", scale=1e-3)
