@@ -18,7 +18,7 @@ from typing import Any
 
 from fib_runtime.bench.inputs import Inputs, materialise
 from fib_runtime.build import build_reference
-from fib_runtime.catalogue import catalogue_root, declared_entries, load_catalogue
+from fib_runtime.catalogue import catalogue_root, load_catalogue
 from fib_runtime.schema import AxisVar, Definition, Workload
 
 ROOT = catalogue_root()
@@ -28,10 +28,6 @@ DEFINITION_PATHS = sorted(ROOT.glob("*/*.json"))
 SOLUTION_PATHS = sorted(ROOT.glob("*/solutions/*.py"))
 # A scalar input gets this value (a softmax scale, say): any finite value checks semantics.
 SCALAR_VALUE = 0.125
-
-
-def case_id(solution_name: str) -> str:
-    return solution_name
 
 
 def solution_file(solution_name: str) -> Path:

@@ -129,7 +129,8 @@ def test_triton_gemm_takes_sizes_from_tensors(entry_point: str, m: int, n: int, 
     torch.testing.assert_close(gemm(column_major, b), expected, rtol=1e-2, atol=1e-2)
 
 
-FLASHINFER_CASES = sorted(n for n, s in SOLUTIONS.items() if "flashinfer" in (s.spec.dependencies or ()))
+FLASHINFER_CASES = sorted(n for n, s in SOLUTIONS.items()
+                          if "flashinfer" in (s.spec.dependencies or ()))
 
 
 @pytest.mark.parametrize("name", FLASHINFER_CASES)
