@@ -27,6 +27,34 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def interleaved_ns(cases: dict[str, Callable[[], Any]], *, calls: int,
+                   rounds: int) -> dict[str, float]:
+    """Per case, the median over `rounds` of the mean wall time of one call (ns). Every
+    round times each case once, in a fresh random order, so that a host's drift and noise
+    fall on every case alike."""
+    import gc
+    import random
+
+    for fn in cases.values():
+        for _ in range(min(calls, 2000)):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    order = list(cases)
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            random.shuffle(order)
+            for name in order:
+                fn = cases[name]
+                start = time.perf_counter_ns()
+                for _ in range(calls):
+                    fn()
+                samples[name].append((time.perf_counter_ns() - start) / calls)
+    finally:
+        gc.enable()
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def median_ns_per_call(fn: Callable[[], Any], *, calls: int, repeats: int) -> float:
     """Median over `repeats` rounds of the mean wall time of one call, in nanoseconds."""
     for _ in range(calls):

@@ -1,9 +1,16 @@
 """Added cost of fib.apply per call on CPU tensors with CPU python solutions.
 
 Run: python benchmarks/bench_dispatch.py
-Rows: a hit on a 1-var-axis definition and on a 4-var-axis attention-like one (targets:
-<= 0.5 us and <= 1.0 us over calling the chosen solution directly), the first call of a new
-key (nearest resolution) and the calls after it, the fallback path, and dispatch switched off.
+Rows, each timed against calling the chosen solution directly (the same work by hand):
+- hits on a 1-var-axis definition in every calling convention: value-returning, a
+  destination-passing solution called value-style (outputs allocated), a value-returning
+  solution called destination-passing style (results copied), and destination-passing;
+- a hit whose solution does real tensor work (`x * w + 1`, 4x8);
+- a hit on a 4-var-axis attention-like definition;
+- the first call of a new key (nearest resolution), the fallback path, dispatch switched off.
+Targets: <= 0.5 us added per hit for 1 var axis (<= 1.0 us for 4), and <= 2x the same-run
+floor: a plain Python function that builds one tuple and does one dict get. Cases are
+interleaved in rounds (shuffled each round) and medians reported, since hosts are noisy.
 When flashinfer-bench is importable, its apply on the same definition is measured too.
 Writes benchmarks/results/bench_dispatch.json.
 """
@@ -11,6 +18,7 @@ Writes benchmarks/results/bench_dispatch.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import tempfile
@@ -22,7 +30,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median_ns_per_call, print_table, write_json
+from _common import interleaved_ns, print_table, write_json
 
 import fib_runtime as fib
 from fib_runtime.hardware import current_hardware
@@ -58,29 +66,48 @@ ATTENTION = {
     "reference": "def run(q, k_cache, v_cache, kv_indptr, kv_indices, sm_scale):\n"
                  "    return q\n",
 }
-# The chosen solution does (almost) nothing, so what is measured is dispatch itself.
-IDENTITY = "def run(*args):\n    return args[0]\n"
+# The chosen solutions do (almost) nothing, so what is measured is dispatch itself; one
+# realistic solution does two small tensor ops.
+SOLUTIONS = {
+    "identity": ("def run(*args):\n    return args[0]\n", False),
+    "identity_dps": ("def run(x, weight, y):\n    return None\n", True),
+    "scale_add": ("def run(x, weight):\n    return x * weight + 1\n", False),
+}
+
+
+def _norm_named(name: str) -> dict[str, Any]:
+    return {**NORM, "name": name}
+
+
+# definition -> (its solution's code, destination-passing?, the workloads measured)
+NORM_BATCHES = [{"batch_size": b} for b in (1, 8, 64, 512)]
+CASES = {
+    "bench_norm_h64": (SOLUTIONS["identity"], NORM_BATCHES, NORM),
+    "bench_norm_dps_h64": (SOLUTIONS["identity_dps"], NORM_BATCHES,
+                           _norm_named("bench_norm_dps_h64")),
+    "bench_norm_real_h64": (SOLUTIONS["scale_add"], NORM_BATCHES,
+                            _norm_named("bench_norm_real_h64")),
+    "bench_decode_h8_kv2_d16": (SOLUTIONS["identity"], [
+        {"batch_size": b, "num_pages": 4096, "len_indptr": b + 1, "num_kv_indices": b * 64}
+        for b in (1, 8, 64)], ATTENTION),
+}
 
 
 def build_db(root: Path) -> TraceDB:
     db = TraceDB.open(root, create=True)
     hardware = current_hardware().name
     traces = []
-    for raw, axes in ((NORM, [{"batch_size": b} for b in (1, 8, 64, 512)]),
-                      (ATTENTION, [{"batch_size": b, "num_pages": 4096, "len_indptr": b + 1,
-                                    "num_kv_indices": b * 64} for b in (1, 8, 64)])):
+    for name, ((code, dps), axes, raw) in CASES.items():
         definition = Definition.from_dict(raw)
         db.add_definition(definition)
-        solution = Solution.from_dict({
-            "name": f"{definition.name}_identity", "definition": definition.name,
-            "author": "bench", "spec": {"language": "python", "target_hardware": ["any"],
-                                        "entry_point": "main.py::run",
-                                        "destination_passing_style": False},
-            "sources": [{"path": "main.py", "content": IDENTITY}]})
-        db.add_solution(solution)
+        db.add_solution(Solution.from_dict({
+            "name": f"{name}_solution", "definition": name, "author": "bench",
+            "spec": {"language": "python", "target_hardware": ["any"],
+                     "entry_point": "main.py::run", "destination_passing_style": dps},
+            "sources": [{"path": "main.py", "content": code}]}))
         for values in axes:
             traces.append(Trace.from_dict({
-                "definition": definition.name, "solution": solution.name,
+                "definition": name, "solution": f"{name}_solution",
                 "workload": {"uuid": str(uuid.uuid4()), "axes": values,
                              "inputs": {n: {"type": "random"} for n in definition.inputs}},
                 "evaluation": {
@@ -97,6 +124,16 @@ def build_db(root: Path) -> TraceDB:
 @fib.apply("bench_norm_h64")
 def norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return x
+
+
+@fib.apply("bench_norm_dps_h64")
+def norm_dps(x: torch.Tensor, weight: torch.Tensor, *out: torch.Tensor) -> Any:
+    return x
+
+
+@fib.apply("bench_norm_real_h64")
+def norm_real(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return x * weight + 1
 
 
 @fib.apply("bench_decode_h8_kv2_d16")
@@ -125,44 +162,96 @@ def first_call_ns(batches: range) -> tuple[float, float]:
     return statistics.median(first), statistics.median(second)
 
 
-def measure(calls: int, repeats: int) -> list[dict[str, Any]]:
+def measure(calls: int, rounds: int) -> list[dict[str, Any]]:
     x, w = torch.ones(8, 64), torch.ones(64)
+    y = torch.empty(8, 64)
+    small_x, small_w = torch.randn(4, 8), torch.randn(8)
     q = torch.ones(8, 8, 16)
     kv = torch.ones(4096, 1, 2, 16)
     indptr = torch.arange(0, 9 * 64, 64, dtype=torch.int32)
     indices = torch.arange(8 * 64, dtype=torch.int32)
     attention_args = (q, kv, kv, indptr, indices, 0.25)
-    rows = []
+    x37 = torch.ones(37, 64)
+    table = {(8,): norm}
+    table_get = table.get
 
-    def row(case: str, wrapped: Any, direct: Any, target: float | None) -> None:
-        fib_ns = median_ns_per_call(wrapped, calls=calls, repeats=repeats)
-        direct_ns = median_ns_per_call(direct, calls=calls, repeats=repeats)
-        rows.append({"case": case, "call_ns": fib_ns, "direct_ns": direct_ns,
-                     "added_ns": fib_ns - direct_ns, "target_ns": target})
+    def floor(x: Any, w: Any, n: int = 8) -> Any:  # one tuple built, one dict get
+        return table_get((n,))
 
-    original_norm = norm.__wrapped__
-    row("off (dispatch disabled)", lambda: norm(x, w), lambda: original_norm(x, w), None)
+    def floor_then(fn: Any, x: Any, w: Any, n: int = 8) -> Any:  # the floor, then the call
+        table_get((n,))
+        return fn(x, w)
+
+    counter = itertools.count()
+
     with tempfile.TemporaryDirectory() as tmp:
         build_db(Path(tmp))
         with fib.enable_apply(tmp, {"check_interval_s": 0}) as session:
-            solution_norm = session.runtime.build("bench_norm_h64_identity").fn
-            solution_attn = session.runtime.build("bench_decode_h8_kv2_d16_identity").fn
-            row("hit, 1 var axis", lambda: norm(x, w), lambda: solution_norm(x, w), 500.0)
-            row("hit, 4 var axes (attention-like)", lambda: decode(*attention_args),
-                lambda: solution_attn(*attention_args), 1000.0)
-            row("nearest key after resolution (37)", lambda: norm(torch.ones(37, 64), w),
-                lambda: solution_norm(torch.ones(37, 64), w), None)
-            original = unmeasured.__wrapped__
-            row("fallback (definition not in DB)", lambda: unmeasured(x, w),
-                lambda: original(x, w), None)
+            built = {name: session.runtime.build(f"{name}_solution").fn for name in CASES}
+            ident, dps = built["bench_norm_h64"], built["bench_norm_dps_h64"]
+            real, attn = built["bench_norm_real_h64"], built["bench_decode_h8_kv2_d16"]
+            original, off = unmeasured.__wrapped__, norm.__wrapped__
+            # case -> (through fib.apply, the same work by hand, target added ns)
+            cases = {
+                "hit, 1 var axis, value-returning": (
+                    lambda: norm(x, w), lambda: ident(x, w), 500.0),
+                "hit, 1 var axis, destination-passing": (
+                    lambda: norm_dps(x, w, y), lambda: dps(x, w, y), 500.0),
+                "hit, DPS solution called value-style": (
+                    lambda: norm_dps(x, w),
+                    lambda: dps(x, w, x.new_empty((x.shape[0], 64), dtype=torch.float32)),
+                    500.0),
+                "hit, value solution called DPS-style": (
+                    lambda: norm(x, w, y), lambda: y.copy_(ident(x, w)), 500.0),
+                "hit, real work (x * w + 1, 4x8)": (
+                    lambda: norm_real(small_x, small_w), lambda: real(small_x, small_w),
+                    500.0),
+                "hit, 4 var axes (attention-like)": (
+                    lambda: decode(*attention_args), lambda: attn(*attention_args), 1000.0),
+                "nearest key after resolution (37)": (
+                    lambda: norm(x37, w), lambda: ident(x37, w), None),
+                "fallback (definition not in DB)": (
+                    lambda: unmeasured(x, w), lambda: original(x, w), None),
+                "floor: build one tuple, one dict get": (
+                    lambda: floor(x, w), lambda: None, None),
+                # Where a hit's time goes: each piece of the frame alone, and the floor
+                # around a solution that does real work (cache effects of tensor work).
+                "floor around the real-work solution": (
+                    lambda: floor_then(real, small_x, small_w), lambda: real(small_x, small_w),
+                    None),
+                "piece: read x.shape[0]": (lambda: x.shape[0], lambda: None, None),
+                "piece: key tuple (2, x.shape[0])": (lambda: (2, x.shape[0]), lambda: None,
+                                                     None),
+                "piece: one dict get": (lambda: table_get((8,)), lambda: (8,), None),
+                "piece: next(counter)": (lambda: next(counter), lambda: None, None),
+            }
+            timed = interleaved_ns({f"{case} {side}": fn for case, (fib_fn, direct, _) in
+                                    cases.items() for side, fn in (("fib", fib_fn),
+                                                                   ("direct", direct))},
+                                   calls=calls, rounds=rounds)
             first, second = first_call_ns(range(1000, 1400))
-            rows.append({"case": "first call of a new key (resolve)", "call_ns": first,
-                         "direct_ns": second, "added_ns": first - second, "target_ns": None})
+    disabled = interleaved_ns({"fib": lambda: norm(x, w), "direct": lambda: off(x, w)},
+                              calls=calls, rounds=rounds)
+    floor_ns = timed["floor: build one tuple, one dict get fib"] - \
+        timed["floor: build one tuple, one dict get direct"]
+    rows = []
+    for case, (_, _, target) in cases.items():
+        fib_ns, direct_ns = timed[f"{case} fib"], timed[f"{case} direct"]
+        rows.append({"case": case, "call_ns": fib_ns, "direct_ns": direct_ns,
+                     "added_ns": fib_ns - direct_ns, "target_ns": target})
+    rows.append({"case": "off (dispatch disabled)", "call_ns": disabled["fib"],
+                 "direct_ns": disabled["direct"], "added_ns": disabled["fib"] -
+                 disabled["direct"], "target_ns": None})
+    rows.append({"case": "first call of a new key (resolve)", "call_ns": first,
+                 "direct_ns": second, "added_ns": first - second, "target_ns": None})
+    for row in rows:
+        row["x_floor"] = row["added_ns"] / floor_ns if floor_ns > 0 else None
     return rows
 
 
-def flashinfer_bench_rows(calls: int, repeats: int) -> list[dict[str, Any]]:
-    """flashinfer-bench's apply on the same database and definitions, when installed."""
+def flashinfer_bench_rows(calls: int, rounds: int) -> list[dict[str, Any]]:
+    """flashinfer-bench's apply on the same database and definition, when installed,
+    interleaved with ours and the direct call."""
     try:
         import flashinfer_bench as fib_bench
     except ImportError:
@@ -173,41 +262,43 @@ def flashinfer_bench_rows(calls: int, repeats: int) -> list[dict[str, Any]]:
     def their_norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return x
 
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        db = build_db(Path(tmp))
-        solution = Solution.from_dict(db.solutions["bench_norm_h64_identity"].to_dict())
+        build_db(Path(tmp))
         with fib.enable_apply(tmp, {"check_interval_s": 0}) as session:
-            direct = session.runtime.build(solution.name).fn
-            ours = median_ns_per_call(lambda: norm(x, w), calls=calls, repeats=repeats)
-        runtime = fib_bench.enable_apply(tmp)
-        try:
-            their_norm(x, w)
-            theirs = median_ns_per_call(lambda: their_norm(x, w), calls=calls // 10,
-                                        repeats=repeats)
-        finally:
-            fib_bench.disable_apply()
-        del runtime
-        direct_ns = median_ns_per_call(lambda: direct(x, w), calls=calls, repeats=repeats)
-        rows.append({"case": "same run: fib-runtime hit, 1 var axis", "call_ns": ours,
-                     "direct_ns": direct_ns, "added_ns": ours - direct_ns, "target_ns": 500.0})
-        rows.append({"case": "same run: flashinfer-bench apply hit", "call_ns": theirs,
-                     "direct_ns": direct_ns, "added_ns": theirs - direct_ns,
-                     "target_ns": None})
-    return rows
+            direct = session.runtime.build("bench_norm_h64_solution").fn
+            fib_bench.enable_apply(tmp)
+            try:
+                their_norm(x, w)
+                timed = interleaved_ns({"ours": lambda: norm(x, w),
+                                        "theirs": lambda: their_norm(x, w),
+                                        "direct": lambda: direct(x, w)},
+                                       calls=calls // 10, rounds=rounds)
+            finally:
+                fib_bench.disable_apply()
+    return [{"case": "same run: fib-runtime hit, 1 var axis", "call_ns": timed["ours"],
+             "direct_ns": timed["direct"], "added_ns": timed["ours"] - timed["direct"],
+             "target_ns": 500.0},
+            {"case": "same run: flashinfer-bench apply hit", "call_ns": timed["theirs"],
+             "direct_ns": timed["direct"], "added_ns": timed["theirs"] - timed["direct"],
+             "target_ns": None}]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=20_000)
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--out", default="bench_dispatch", help="result file name")
     args = parser.parse_args()
-    rows = measure(args.calls, args.repeats)
-    external = flashinfer_bench_rows(args.calls, args.repeats)
+    rows = measure(args.calls, args.rounds)
+    external = flashinfer_bench_rows(args.calls, args.rounds)
     rows += external
-    print_table(["case", "call ns", "direct ns", "added ns", "target ns"],
+    print_table(["case", "call ns", "direct ns", "added ns", "x floor", "target ns"],
                 [[r["case"], r["call_ns"], r["direct_ns"], r["added_ns"],
+                  "-" if r.get("x_floor") is None else f"{r['x_floor']:.2f}",
                   "-" if r["target_ns"] is None else r["target_ns"]] for r in rows])
+    floor = next(r for r in rows if r["case"].startswith("floor"))["added_ns"]
+    print(f"floor (a plain function: one tuple, one dict get): {floor:.0f} ns; goal: every "
+          "hit adds <= 500 ns and <= 2x the floor")
     if external:
         ratio = external[1]["added_ns"] / external[0]["added_ns"]
         print(f"flashinfer-bench apply adds {ratio:.0f}x the time fib-runtime adds per hit")
@@ -215,9 +306,9 @@ def main() -> None:
         print("flashinfer-bench is not installed (pip install flashinfer-bench): "
               "no comparison in this run")
     hw = current_hardware()
-    path = write_json("bench_dispatch", {
+    path = write_json(args.out, {
         "device": hw.name, "python": hw.libs.get("python"), "torch": hw.libs.get("torch"),
-        "calls": args.calls, "repeats": args.repeats, "rows": rows,
+        "calls": args.calls, "rounds": args.rounds, "floor_ns": floor, "rows": rows,
         "flashinfer_bench": bool(external)})
     print(f"wrote {path}")
 

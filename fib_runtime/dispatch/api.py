@@ -57,12 +57,9 @@ def apply(name: str | Resolver, *, args: Iterable[Any] | None = None,
 
 
 def _decorate_named(name: str, fn: F) -> F:
+    """The site's own function, carrying `fn`'s name, docstring and `__wrapped__`."""
     site = sites.Site(name, fn, traceable=True)
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return site.call(*args, **kwargs)
-
+    wrapper = functools.update_wrapper(site.call, fn)
     make_traceable(wrapper, name)
     return wrapper  # type: ignore[return-value]
 

@@ -3,11 +3,17 @@
 A dispatching frame reads the key inline (the argument count, then each variable axis as
 `args[i].shape[j]`), does one dict lookup and calls what it finds. Everything else (the
 decision, the graph-capture rule, keywords, failures) happens once per key in `Binding`.
+
+A frame is a code object that reads its state from one global, `DISPATCH` (the binding's
+lookup, call counter and the binding itself, unpacked once per call), so that a site can
+install it as the code of the decorated function itself: no wrapper frame per call.
 """
 
 from __future__ import annotations
 
+import builtins
 import logging
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -22,21 +28,22 @@ Recorder = Callable[[Key, tuple[Any, ...]], None]
 
 _DISPATCH_TEMPLATE = """
 def call(*args, **kwargs):
+    served_get, calls, binding = DISPATCH
     if kwargs:
-        return keywords(args, kwargs)
+        return binding.keywords(args, kwargs)
     try:
         key = (len(args), {items})
     except Exception:
-        return fallback(*args)
+        return binding.fallback(*args)
     {record}
     fn = served_get(key)
     if fn is None:
-        fn = resolve(key, args)
+        fn = binding.resolve(key, args)
     next(calls)
     try:
         return fn(*args)
     except Exception as exc:
-        return failed(fn, key, args, exc)
+        return binding.failed(fn, key, args, exc)
 """
 
 
@@ -47,13 +54,19 @@ class Binding:
     site's own fallback (each decorated function is its own) and caches the result.
     """
 
-    def __init__(self, dispatcher: Dispatcher, fallback: Callable[..., Any]) -> None:
+    def __init__(self, dispatcher: Dispatcher, fallback: Callable[..., Any],
+                 recorder: Recorder | None) -> None:
         self.dispatcher = dispatcher
         self.fallback = fallback
+        self.recorder = recorder
         self.served: dict[tuple[int, ...], Callable[..., Any]] = {}
         self.owners: dict[Callable[..., Any], tuple[str, str]] = {}  # solution, convention
         self._counted: dict[str, Callable[..., Any]] = {}
-        self.frame: Callable[..., Any] = fallback
+        # What the frame's global DISPATCH holds.
+        self.state = (self.served.get, dispatcher.counters.calls, self)
+        self.code = _dispatch_code(dispatcher.definition, recorder is not None)
+        self.frame: Callable[..., Any] = types.FunctionType(
+            self.code, {"__builtins__": builtins, "DISPATCH": self.state})
         self.unbind = dispatcher.on_change(self.clear)
 
     def clear(self) -> None:
@@ -112,21 +125,14 @@ class Binding:
         return self.frame(*ordered)
 
 
-def dispatching_frame(dispatcher: Dispatcher, fallback: Callable[..., Any],
-                      recorder: Recorder | None) -> Binding:
-    """Bind a site to a dispatcher and generate its per-call path (`binding.frame`)."""
-    binding = Binding(dispatcher, fallback)
-    namespace = {
-        "keywords": binding.keywords, "fallback": fallback, "recorder": recorder,
-        "served_get": binding.served.get, "resolve": binding.resolve,
-        "calls": dispatcher.counters.calls, "failed": binding.failed,
-    }
+def _dispatch_code(definition: Definition, recording: bool) -> types.CodeType:
+    """The code of a dispatching frame for a definition (see the module doc)."""
     source = _DISPATCH_TEMPLATE.format(
-        items=", ".join(key_items(dispatcher.definition, "args")),
-        record="recorder(key[1:], args)" if recorder is not None else "pass")
-    exec(compile(source, f"<fib dispatch {dispatcher.definition.name}>", "exec"), namespace)
-    binding.frame = namespace["call"]
-    return binding
+        items=", ".join(key_items(definition, "args")),
+        record="binding.recorder(key[1:], args)" if recording else "pass")
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<fib dispatch {definition.name}>", "exec"), namespace)
+    return namespace["call"].__code__
 
 
 def recording_frame(definition: Definition, fallback: Callable[..., Any],

@@ -1,20 +1,26 @@
 """Call sites of fib.apply and the process-wide switch that regenerates their paths.
 
-A Site is one decorated function (or one function-form name/fallback pair). Its `call`
-attribute is the whole per-call path, regenerated whenever dispatch or capture is switched
-on or off, or the database changes: with both off it is the original function itself.
+A Site is one decorated function (or one function-form name/fallback pair). Its `call` is
+one function object for the site's whole life (the decorated function returned to the
+user); what it runs is swapped whenever dispatch or capture is switched on or off, or the
+database changes: its code becomes a dispatching frame (reading the global DISPATCH), or a
+one-line forward to TARGET (the original function, capture's recording path, or the first
+call). Each new state is stored before the code that reads it is installed, and the two
+globals never change kind, so a call running on another thread meanwhile stays consistent.
 """
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
+import types
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from fib_runtime.dispatch.compile import register
-from fib_runtime.dispatch.frames import dispatching_frame, recording_frame
+from fib_runtime.dispatch.frames import Binding, recording_frame
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError
 from fib_runtime.keys import Key
@@ -49,9 +55,23 @@ class Site:
         self.name = name
         self.traceable = traceable  # a decorated function torch.compile may meet
         self.fallback = fallback or _no_fallback(name)
-        self.binding: Any = None  # frames.Binding while dispatching
-        self.call: Callable[..., Any] = self._first_call
+        self.binding: Binding | None = None  # while dispatching
+        # SITE keeps the site alive exactly as long as its function is.
+        self._scope: dict[str, Any] = {"__builtins__": builtins, "TARGET": self._first_call,
+                                       "DISPATCH": None, "SITE": self}
+        self.call = types.FunctionType(_FORWARD, self._scope, "call")
         _sites.add(self)
+
+    def forward_to(self, target: Callable[..., Any]) -> None:
+        """Every call goes to `target` (one forwarding frame)."""
+        self._scope["TARGET"] = target
+        self.call.__code__ = _FORWARD
+
+    def dispatch_through(self, binding: Binding) -> None:
+        """Every call runs the binding's dispatching frame, as this function's own code."""
+        self.binding = binding
+        self._scope["DISPATCH"] = binding.state
+        self.call.__code__ = binding.code
 
     def _first_call(self, *args: Any, **kwargs: Any) -> Any:
         _run_first_call_hooks()
@@ -62,6 +82,16 @@ class Site:
         if self.binding is not None:
             self.binding.unbind()
             self.binding = None
+
+
+def _forward_code() -> types.CodeType:
+    namespace: dict[str, Any] = {}
+    exec(compile("def call(*args, **kwargs):\n    return TARGET(*args, **kwargs)\n",
+                 "<fib forward>", "exec"), namespace)
+    return namespace["call"].__code__
+
+
+_FORWARD = _forward_code()
 
 
 def _no_fallback(name: str) -> Callable[..., Any]:
@@ -134,12 +164,11 @@ def refresh(site: Site) -> None:
         if site.traceable and definition is not None:
             _register_custom_op(site, definition)
         if dispatcher is not None:
-            site.binding = dispatching_frame(dispatcher, site.fallback, recorder)
-            site.call = site.binding.frame
+            site.dispatch_through(Binding(dispatcher, site.fallback, recorder))
         elif recorder is not None:
-            site.call = recording_frame(recorder.definition, site.fallback, recorder)
+            site.forward_to(recording_frame(recorder.definition, site.fallback, recorder))
         else:
-            site.call = site.fallback
+            site.forward_to(site.fallback)
 
 
 def _register_custom_op(site: Site, definition: Definition) -> None:

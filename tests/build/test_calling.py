@@ -1,0 +1,64 @@
+"""Calling-convention adapters, generated once per definition."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fib_runtime.build import Built, destination_passing, value_returning
+from fib_runtime.errors import ShapeError
+from fib_runtime.schema import Definition
+
+# Two outputs: a var x const one (bf16) and a var-only one (int32) read from the second input.
+TWO_OUTPUTS = Definition.from_dict({
+    "name": "split_h8", "op_type": "test",
+    "axes": {"m": {"type": "var"}, "n": {"type": "var"}, "h": {"type": "const", "value": 8}},
+    "inputs": {"x": {"shape": ["m", "h"], "dtype": "float32"},
+               "idx": {"shape": ["n"], "dtype": "int64"}},
+    "outputs": {"y": {"shape": ["m", "h"], "dtype": "bfloat16"},
+                "count": {"shape": ["n"], "dtype": "int32"}},
+    "reference": "def run(x, idx):\n    return x.bfloat16(), idx.int()\n",
+})
+
+
+def dps_solution(x: torch.Tensor, idx: torch.Tensor, y: torch.Tensor,
+                 count: torch.Tensor) -> None:
+    y.copy_(x * 2)
+    count.copy_(idx + 1)
+
+
+def value_solution(x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return (x * 2).bfloat16(), (idx + 1).int()
+
+
+def test_value_style_call_of_a_destination_passing_solution_allocates_each_output() -> None:
+    call = value_returning(Built("s", dps_solution, True), TWO_OUTPUTS)
+    x, idx = torch.randn(5, 8), torch.arange(3)
+    y, count = call(x, idx)
+    assert (y.shape, y.dtype, y.device) == ((5, 8), torch.bfloat16, x.device)
+    assert (count.shape, count.dtype) == ((3,), torch.int32)
+    torch.testing.assert_close(y, (x * 2).bfloat16())
+    assert count.tolist() == [1, 2, 3]
+    y2, _ = call(torch.randn(7, 8), idx)  # shapes are read per call, not fixed
+    assert y2.shape == (7, 8)
+
+
+def test_destination_style_call_of_a_value_solution_fills_the_buffers() -> None:
+    call = destination_passing(Built("s", value_solution, False), TWO_OUTPUTS)
+    x, idx = torch.randn(5, 8), torch.arange(3)
+    y, count = torch.zeros(5, 8, dtype=torch.bfloat16), torch.zeros(3, dtype=torch.int32)
+    assert call(x, idx, y, count) is None
+    torch.testing.assert_close(y, (x * 2).bfloat16())
+    assert count.tolist() == [1, 2, 3]
+
+
+def test_the_same_convention_is_the_solution_itself() -> None:
+    assert value_returning(Built("s", value_solution, False), TWO_OUTPUTS) is value_solution
+    assert destination_passing(Built("s", dps_solution, True), TWO_OUTPUTS) is dps_solution
+
+
+def test_a_scalar_output_cannot_be_allocated() -> None:
+    scalar = Definition.from_dict({**TWO_OUTPUTS.to_dict(), "outputs": {
+        "total": {"shape": None, "dtype": "float32"}}})
+    with pytest.raises(ShapeError, match="scalar"):
+        value_returning(Built("s", dps_solution, True), scalar)
