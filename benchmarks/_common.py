@@ -27,32 +27,44 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
-def interleaved_ns(cases: dict[str, Callable[[], Any]], *, calls: int,
-                   rounds: int) -> dict[str, float]:
-    """Per case, the median over `rounds` of the mean wall time of one call (ns). Every
-    round times each case once, in a fresh random order, so that a host's drift and noise
-    fall on every case alike."""
+def paired_ns(pairs: dict[str, tuple[Callable[[], Any], Callable[[], Any]]], *, calls: int,
+              rounds: int) -> dict[str, tuple[float, float, float]]:
+    """Per pair (a, b): the medians over `rounds` of the mean time of one call of a and of b
+    (ns), and the median of the per-round differences a - b. Every round times each pair
+    once, pairs in a fresh random order and a, b back to back in random order, so that a
+    host's drift and noise fall on both sides alike."""
     import gc
     import random
 
-    for fn in cases.values():
-        for _ in range(min(calls, 2000)):
+    def mean_ns(fn: Callable[[], Any]) -> float:
+        start = time.perf_counter_ns()
+        for _ in range(calls):
             fn()
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    order = list(cases)
+        return (time.perf_counter_ns() - start) / calls
+
+    for a, b in pairs.values():
+        for _ in range(min(calls, 2000)):
+            a()
+            b()
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in pairs}
+    order = list(pairs)
     gc.disable()
     try:
         for _ in range(rounds):
             random.shuffle(order)
             for name in order:
-                fn = cases[name]
-                start = time.perf_counter_ns()
-                for _ in range(calls):
-                    fn()
-                samples[name].append((time.perf_counter_ns() - start) / calls)
+                a, b = pairs[name]
+                if random.random() < 0.5:
+                    ta = mean_ns(a)
+                    tb = mean_ns(b)
+                else:
+                    tb = mean_ns(b)
+                    ta = mean_ns(a)
+                samples[name].append((ta, tb))
     finally:
         gc.enable()
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: (statistics.median(a for a, _ in s), statistics.median(b for _, b in s),
+                   statistics.median(a - b for a, b in s)) for name, s in samples.items()}
 
 
 def median_ns_per_call(fn: Callable[[], Any], *, calls: int, repeats: int) -> float:

@@ -5,7 +5,9 @@ Shared by dispatch (table lookups) and capture (what a call recorded).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fib_runtime.errors import ShapeError
@@ -52,3 +54,45 @@ def key_to_axes(definition: Definition, key: Key) -> dict[str, int]:
 def axes_to_key(definition: Definition, axes: dict[str, int]) -> Key:
     """The key of a workload's axes (KeyError if a variable axis is missing)."""
     return tuple(int(axes[name]) for name in definition.var_axes)
+
+
+@dataclass(frozen=True)
+class HotKey:
+    """The form of a key that dispatch's hot path reads: per variable axis, `numel()` of the
+    input that carries it when no other variable axis shapes that input (one int from C, no
+    torch.Size built), else the shape entry. `decode` turns it back into the workload key;
+    a call whose other dimensions differ from the definition's decodes to another key, which
+    is why the first call of each hot key is checked against the shapes (see frames)."""
+
+    items: tuple[str, ...]  # Python source per axis, over `args`
+    scales: tuple[int, ...]  # numel / axis value per axis; 0: the item is the value itself
+
+    @classmethod
+    def of(cls, definition: Definition, args: str = "args") -> HotKey:
+        bindings = definition.axis_bindings()
+        plain = key_items(definition, args)  # raises ShapeError for unbound axes
+        items, scales = [], []
+        for axis, item in zip(definition.var_axes, plain, strict=True):
+            spec = definition.inputs[bindings[axis].input]
+            dims = list(spec.shape or ())
+            others = [d for i, d in enumerate(dims) if i != bindings[axis].dim]
+            consts = [definition.const_axes.get(d) for d in others]
+            if all(c for c in consts):
+                items.append(f"{args}[{bindings[axis].arg}].numel()")
+                scales.append(math.prod(c for c in consts if c))
+            else:
+                items.append(item)
+                scales.append(0)
+        return cls(tuple(items), tuple(scales))
+
+    def decode(self, hot: Sequence[int]) -> Key | None:
+        """The workload key of a hot key (None when a numel is not a whole number of rows)."""
+        key = []
+        for value, scale in zip(hot, self.scales, strict=True):
+            if scale and value % scale:
+                return None
+            key.append(value // scale if scale else value)
+        return tuple(key)
+
+    def encode(self, key: Key) -> tuple[int, ...]:
+        return tuple(v * s if s else v for v, s in zip(key, self.scales, strict=True))

@@ -164,10 +164,11 @@ def warmup(definitions: Iterable[str] | None = None,
         wanted = {n for r in dispatcher.table.rankings.values() for n in r.names[:top]}
         built[name] = sorted(n for n in wanted if not isinstance(runtime.build(n), Exception))
         for values in (axes or {}).get(name, ()):
-            key = (dispatcher.n_inputs, *axes_to_key(dispatcher.definition, dict(values)))
+            key = axes_to_key(dispatcher.definition, dict(values))
             for site in sites.sites_of(name):
                 if site.binding is not None:
-                    site.binding.resolve(key, ())
+                    site.binding.resolve((dispatcher.n_inputs, *site.binding.hot.encode(key)),
+                                         ())
     return built
 
 

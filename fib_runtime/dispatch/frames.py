@@ -1,7 +1,8 @@
 """The per-call paths of a call site, generated once per (site, dispatcher): the hot path.
 
-A dispatching frame reads the key inline (the argument count, then each variable axis as
-`args[i].shape[j]`), does one dict lookup and calls what it finds. Everything else (the
+A dispatching frame reads the key inline (the argument count, then each variable axis in
+its hot form, `args[i].numel()` or `args[i].shape[j]`, see keys.HotKey), does one dict
+lookup and calls what it finds. Everything else (the
 decision, the graph-capture rule, keywords, failures) happens once per key in `Binding`.
 
 A frame is a code object that reads its state from one global, `DISPATCH` (the binding's
@@ -19,7 +20,7 @@ from typing import Any
 
 from fib_runtime.dispatch.dispatcher import Dispatcher
 from fib_runtime.errors import FibError
-from fib_runtime.keys import Key, key_items, make_key_extractor
+from fib_runtime.keys import HotKey, Key, make_key_extractor
 from fib_runtime.schema import Definition
 
 log = logging.getLogger("fib_runtime.dispatch")
@@ -59,6 +60,8 @@ class Binding:
         self.dispatcher = dispatcher
         self.fallback = fallback
         self.recorder = recorder
+        self.hot = HotKey.of(dispatcher.definition)
+        self.extract = make_key_extractor(dispatcher.definition)
         self.served: dict[tuple[int, ...], Callable[..., Any]] = {}
         self.owners: dict[Callable[..., Any], tuple[str, str]] = {}  # solution, convention
         self._counted: dict[str, Callable[..., Any]] = {}
@@ -88,22 +91,38 @@ class Binding:
             self._counted[reason] = counted
         return counted
 
-    def resolve(self, key: tuple[int, ...], args: tuple[Any, ...]) -> Callable[..., Any]:
-        """First call of a (count, key) on this site: decide, cache, return the callable."""
+    def resolve(self, hot: tuple[int, ...], args: tuple[Any, ...]) -> Callable[..., Any]:
+        """First call of a (count, hot key) on this site: decide, cache, return the callable.
+
+        `args` empty: a warm-up, nothing to check. Otherwise the hot key must agree with the
+        shapes; a call that does not (other dimensions than the definition's) is answered by
+        the fallback and never cached, so it cannot decide for the valid calls that share its
+        hot key."""
         dispatcher = self.dispatcher
-        convention = dispatcher.convention(key[0])
+        convention = dispatcher.convention(hot[0])
+        key = self.hot.decode(hot[1:])
+        if args and key is not None:
+            try:
+                valid = self.extract(args) == key and \
+                    dispatcher.definition.axes_from_inputs(args[:dispatcher.n_inputs]) is not None
+            except Exception:
+                valid = False
+            if not valid:
+                key = None
+        if key is None:
+            return self.fallback_for("arguments")
         if convention is None:
             fn = self.fallback_for("arguments")
         elif capturing_graph():
             return self.fallback_for("graph_capture")  # not cached: warm up keys ahead
         else:
-            decision = dispatcher.decide(key[1:], convention)
+            decision = dispatcher.decide(key, convention)
             if decision.call is None:
                 fn = self.fallback_for(decision.reason)
             else:
                 fn = decision.call
                 self.owners[fn] = (decision.solution or "", convention)
-        self.served[key] = fn
+        self.served[hot] = fn
         return fn
 
     def failed(self, fn: Callable[..., Any], key: tuple[int, ...], args: tuple[Any, ...],
@@ -111,9 +130,10 @@ class Binding:
         """What a call raised: the fallback's own errors propagate; a solution's are
         answered by the next candidate or the fallback."""
         owner = self.owners.get(fn)
-        if owner is None:
+        key = self.hot.decode(key[1:])
+        if owner is None or key is None:
             raise exc
-        answered, result = self.dispatcher.failed(owner[0], key[1:], owner[1], args, exc)
+        answered, result = self.dispatcher.failed(owner[0], key, owner[1], args, exc)
         return result if answered else self.fallback_for("error")(*args)
 
     def keywords(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -128,8 +148,8 @@ class Binding:
 def _dispatch_code(definition: Definition, recording: bool) -> types.CodeType:
     """The code of a dispatching frame for a definition (see the module doc)."""
     source = _DISPATCH_TEMPLATE.format(
-        items=", ".join(key_items(definition, "args")),
-        record="binding.recorder(key[1:], args)" if recording else "pass")
+        items=", ".join(HotKey.of(definition).items),
+        record="binding.recorder(binding.extract(args), args)" if recording else "pass")
     namespace: dict[str, Any] = {}
     exec(compile(source, f"<fib dispatch {definition.name}>", "exec"), namespace)
     return namespace["call"].__code__

@@ -320,3 +320,29 @@ def test_same_architecture_traces_only_when_allowed(tmp_path: Path,
     assert explanation.decision == "one"
     assert [latency for _, latency, _ in explanation.candidates] == [0.01]  # not the A100's
     assert sum("same architecture" in r.message for r in caplog.records) == 1
+
+
+def test_a_call_with_other_dimensions_never_decides_for_valid_calls(two_solutions: Path) -> None:
+    """(4, 16) has the numel of (8, 8), so the two share a hot key. The first call of a hot
+    key is checked against the definition's shapes: the wrong one takes the original code
+    and is not cached, so the valid call after it is still served by the solution. (Once a
+    valid call has resolved the hot key, later calls are not re-checked: like any dispatcher
+    that reads only the key axes, a call with other dimensions is then served the same.)"""
+    wide, w16 = torch.ones(4, 16), torch.ones(16)
+    with fib.enable_apply(two_solutions):
+        assert float(toy(wide, w16)[0, 0]) == 1.0  # the original: x * weight, no tag
+        assert float(toy(wide, w16)[0, 0]) == 1.0
+        assert served_by(8) == 1.0  # nearest measured key 32: solution one
+        assert fib.stats()["toy_norm_h8"]["fallbacks"] == {"arguments": 2}
+
+
+def test_hot_keys_decode_to_the_workload_key() -> None:
+    from fib_runtime.catalogue import load_catalogue
+    from fib_runtime.keys import HotKey
+
+    attention = load_catalogue().definitions["gqa_paged_decode_h32_kv8_d128_ps1"]
+    hot = HotKey.of(attention)
+    assert hot.items[0] == "args[0].numel()" and hot.scales[0] == 32 * 128
+    key = (3, 4096, 4, 120)  # batch, pages, indptr length, indices
+    assert hot.decode(hot.encode(key)) == key
+    assert hot.decode((32 * 128 * 3 + 1, 1024, 4, 120)) is None  # not whole rows
