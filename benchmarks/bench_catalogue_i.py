@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from fib_runtime.catalogue import declared_entries, entry_functions
+from fib_runtime.render import render_table
 
 REPO = Path(__file__).resolve().parents[1]
 OP_TYPES = ("rmsnorm", "activation", "gemm")
@@ -174,12 +175,9 @@ def sweep(
 def print_table(name: str, result: dict) -> None:
     variants = result["variants"]
     print(f"\n{name} (median us)")
-    print(f"{'size':>6} " + " ".join(f"{v[:16]:>16}" for v in variants) + "  winner")
-    for row in result["rows"]:
-        cells = " ".join(
-            f"{'fail':>16}" if row["us"][v] is None else f"{row['us'][v]:16.1f}" for v in variants
-        )
-        print(f"{row['size']:>6} {cells}  {row['winner']}")
+    rows = [[row["size"], *("fail" if row["us"][v] is None else f"{row['us'][v]:.1f}"
+                            for v in variants), row["winner"]] for row in result["rows"]]
+    print(render_table(["size", *(v[:16] for v in variants), "winner"], rows, align="right"))
 
 
 def summarise(

@@ -46,7 +46,7 @@ def o_proj(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Op:
+class DemoOp:
     definition: str
     fn: Callable[..., Any]
     make_inputs: Callable[[int, str], list[Any]]
@@ -57,11 +57,11 @@ def _randn(*shape: int, device: str, dtype: torch.dtype = torch.bfloat16) -> tor
 
 
 OPS = {
-    "rmsnorm": Op("rmsnorm_h4096", rmsnorm, lambda m, d: [_randn(m, HIDDEN, device=d),
+    "rmsnorm": DemoOp("rmsnorm_h4096", rmsnorm, lambda m, d: [_randn(m, HIDDEN, device=d),
                                                           _randn(HIDDEN, device=d)]),
-    "silu_and_mul": Op("silu_and_mul_i14336", silu_and_mul,
+    "silu_and_mul": DemoOp("silu_and_mul_i14336", silu_and_mul,
                        lambda m, d: [_randn(m, 2 * INTERMEDIATE, device=d)]),
-    "gemm": Op("gemm_n4096_k4096", o_proj,
+    "gemm": DemoOp("gemm_n4096_k4096", o_proj,
                lambda m, d: [_randn(m, HIDDEN, device=d, dtype=torch.float16),
                              _randn(HIDDEN, HIDDEN, device=d, dtype=torch.float16)]),
 }
@@ -106,7 +106,7 @@ def run_demo(db_path: Path, *, device: str | None = None,
     return report, rows
 
 
-def _serve(op: Op, batch: int, device: str, iters: int) -> Row:
+def _serve(op: DemoOp, batch: int, device: str, iters: int) -> Row:
     inputs = op.make_inputs(batch, device)
     op.fn(*inputs)  # resolve this key once
     explanation = fib.explain(op.definition, {_var_axis(op): batch})
@@ -116,7 +116,7 @@ def _serve(op: Op, batch: int, device: str, iters: int) -> Row:
     return Row(op.definition, batch, explanation.decision, explanation.reason, served, original)
 
 
-def _var_axis(op: Op) -> str:
+def _var_axis(op: DemoOp) -> str:
     definition = fib.dispatch.find_definition(op.definition)
     assert definition is not None
     return definition.var_axes[0]

@@ -32,6 +32,7 @@ from fib_runtime.bench import retune
 from fib_runtime.bench.timing import median_latency_ms
 from fib_runtime.catalogue import install
 from fib_runtime.hardware import current_hardware
+from fib_runtime.render import render_table
 from fib_runtime.store import TraceDB
 
 HIDDEN, INTERMEDIATE = 4096, 14336
@@ -311,18 +312,13 @@ def format_results(results: dict[str, Any]) -> str:
     served += [[role, definition,
                 *(_short(r["served"][role], r["reasons"][role]) for r in rows)]
                for role, definition in LAYER_OPS]
-    return f"{_table(timing)}\n\nserved by (on {results['hardware']}):\n{_table(served)}"
+    return (f"{render_table(timing[0], timing[1:])}\n\nserved by (on {results['hardware']}):\n"
+            f"{render_table(served[0], served[1:])}")
 
 
 def _short(solution: str, reason: str) -> str:
     name = solution.split("__")[-1]
     return name if reason == "measured" else f"{name} ({reason})"
-
-
-def _table(cells: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                     for row in cells)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

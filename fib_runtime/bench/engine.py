@@ -57,7 +57,7 @@ class RetuneConfig:
 
 
 @dataclass(frozen=True)
-class _Item:
+class _WorkloadTask:
     definition: Definition
     workload: Trace
     solutions: tuple[Solution, ...]
@@ -101,7 +101,7 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
     items = _plan(db, definitions, solutions)
     handles = [WorkerHandle(d, db.root, startup_timeout=(config or RetuneConfig()).startup_timeout)
                for d in resolve_devices(devices)]
-    run = _Run(db, warmup=warmup, iters=iters, timeout=timeout, force=force,
+    run = _Retune(db, warmup=warmup, iters=iters, timeout=timeout, force=force,
                config=config or RetuneConfig())
     if not items:
         return run.report
@@ -110,7 +110,7 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
         run.report.hardware = sorted({f"{i.name} ({i.key})" for i in infos})
         total = sum(len(run.todo(item, infos[0])) for item in items)
         run.open_progress(total, progress)
-        work: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        work: queue.SimpleQueue[_WorkloadTask] = queue.SimpleQueue()
         for item in items:
             work.put(item)
         _run_all(run, handles, work)
@@ -123,7 +123,7 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
 
 
 def _plan(db: TraceDB, definitions: Iterable[str] | None,
-          solutions: Iterable[str] | None) -> list[_Item]:
+          solutions: Iterable[str] | None) -> list[_WorkloadTask]:
     names = sorted(db.definitions) if definitions is None else list(dict.fromkeys(definitions))
     unknown = [n for n in names if n not in db.definitions]
     if unknown:
@@ -138,7 +138,7 @@ def _plan(db: TraceDB, definitions: Iterable[str] | None,
         candidates = tuple(s for s in db.solutions_for(name)
                            if wanted is None or s.name in wanted)
         if candidates:
-            items.extend(_Item(db.definitions[name], w, candidates)
+            items.extend(_WorkloadTask(db.definitions[name], w, candidates)
                          for w in db.distinct_workloads(name))
     return items
 
@@ -149,7 +149,8 @@ def _start_all(handles: list[WorkerHandle]) -> list[DeviceInfo]:
         return list(pool.map(WorkerHandle.start, handles))
 
 
-def _run_all(run: _Run, handles: list[WorkerHandle], work: queue.SimpleQueue[_Item]) -> None:
+def _run_all(run: _Retune, handles: list[WorkerHandle],
+             work: queue.SimpleQueue[_WorkloadTask]) -> None:
     """One driver per device, each taking the next workload from the shared queue."""
     with ThreadPoolExecutor(len(handles), thread_name_prefix="fib-retune") as pool:
         futures = [pool.submit(run.drive, handle, work) for handle in handles]
@@ -160,7 +161,7 @@ def _run_all(run: _Run, handles: list[WorkerHandle], work: queue.SimpleQueue[_It
             run.stop.set()  # on an error or an interrupt the other drivers stop too
 
 
-class _Run:
+class _Retune:
     """State shared by the device drivers: the database, progress and report."""
 
     def __init__(self, db: TraceDB, *, warmup: int, iters: int, timeout: float, force: bool,
@@ -193,7 +194,7 @@ class _Run:
 
     # -- planning -------------------------------------------------------------------------
 
-    def todo(self, item: _Item, info: DeviceInfo) -> list[Solution]:
+    def todo(self, item: _WorkloadTask, info: DeviceInfo) -> list[Solution]:
         """The item's solutions that run on this device and still need measuring."""
         name = item.definition.name
         with self._lock:
@@ -213,7 +214,7 @@ class _Run:
 
     # -- one device -----------------------------------------------------------------------
 
-    def drive(self, handle: WorkerHandle, work: queue.SimpleQueue[_Item]) -> None:
+    def drive(self, handle: WorkerHandle, work: queue.SimpleQueue[_WorkloadTask]) -> None:
         info = handle.start()
         while not self.stop.is_set():
             try:
@@ -222,7 +223,7 @@ class _Run:
                 return
             self._run_item(handle, info, item)
 
-    def _run_item(self, handle: WorkerHandle, info: DeviceInfo, item: _Item) -> None:
+    def _run_item(self, handle: WorkerHandle, info: DeviceInfo, item: _WorkloadTask) -> None:
         name, wl = item.definition.name, item.workload.workload
         todo = self.todo(item, info)
         skipped = sum(1 for s in item.solutions if target_matches(s.spec.target_hardware,
@@ -255,7 +256,7 @@ class _Run:
                     return
         log.debug("%s: workload %s done on %s", name, wl.uuid, handle.device)
 
-    def _prepare(self, handle: WorkerHandle, item: _Item) -> float | None:
+    def _prepare(self, handle: WorkerHandle, item: _WorkloadTask) -> float | None:
         """Materialise the workload and run its reference in the worker (None: unusable)."""
         wl = item.workload.workload
         reason = _missing_blob(self.db, item.workload)
@@ -275,7 +276,7 @@ class _Run:
             self.report.unusable.append(Unusable(item.definition.name, wl.uuid, reason))
         return None
 
-    def _record(self, item: _Item, solution: Solution, result: dict[str, Any],
+    def _record(self, item: _WorkloadTask, solution: Solution, result: dict[str, Any],
                 reference_ms: float, info: DeviceInfo, device: str) -> None:
         trace = make_trace(item.definition.name, item.workload, solution.name, result,
                            reference_ms, info)
@@ -288,7 +289,7 @@ class _Run:
                 result["status"], result.get("latency_ms"), device))
         self._advance(1, item.definition.name)
 
-    def summarise(self, items: list[_Item], infos: list[DeviceInfo]) -> None:
+    def summarise(self, items: list[_WorkloadTask], infos: list[DeviceInfo]) -> None:
         for name in dict.fromkeys(i.definition.name for i in items):
             definition = self.db.definitions[name]
             self.report.buckets[name] = [

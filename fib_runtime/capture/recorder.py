@@ -41,8 +41,8 @@ class Record:
     events: list[Any]
 
 
-class Shared:
-    """What a session's recorders share: the admission lock, the bounded queue, totals.
+class CaptureQueue:
+    """What a session's recorders share: the admission lock, the bounded record queue, totals.
 
     The lock is re-entrant so that a signal handler flushing in the main thread cannot
     deadlock against an admission it interrupted.
@@ -76,7 +76,7 @@ class DefinitionRecorder:
     no more records (their allowance is used up, or a cap refused them).
     """
 
-    def __init__(self, definition: Definition, policy: CapturePolicy, shared: Shared,
+    def __init__(self, definition: Definition, policy: CapturePolicy, shared: CaptureQueue,
                  seed: int | None = None) -> None:
         self.definition = definition
         self.policy = policy

@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from fib_runtime.capture.config import CaptureConfig
-from fib_runtime.capture.recorder import DefinitionRecorder, Shared
+from fib_runtime.capture.recorder import CaptureQueue, DefinitionRecorder
 from fib_runtime.capture.signals import SignalFlush
 from fib_runtime.capture.stats import total
 from fib_runtime.capture.writer import Writer
@@ -36,7 +36,7 @@ class CaptureSession:
         self.db = db
         self.config = config
         self.closed = False
-        self._shared = Shared(config.queue_size, config.max_total_blob_bytes)
+        self._shared = CaptureQueue(config.queue_size, config.max_total_blob_bytes)
         self._writer = Writer(db, self._shared, config.flush_interval_s)
         self._signals = SignalFlush(self.flush) if config.handle_signals else None
         self._recorders: dict[str, DefinitionRecorder | None] = {}

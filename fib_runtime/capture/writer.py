@@ -8,7 +8,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from fib_runtime.capture.recorder import DefinitionRecorder, Key, Record, Shared
+from fib_runtime.capture.recorder import CaptureQueue, DefinitionRecorder, Key, Record
 from fib_runtime.capture.snapshot import wait
 from fib_runtime.keys import key_to_axes
 from fib_runtime.schema import (
@@ -44,13 +44,12 @@ class Writer:
     (`TraceDB.append_workloads`). Only this object touches the database after startup.
     """
 
-    def __init__(self, db: TraceDB, shared: Shared, interval: float) -> None:
+    def __init__(self, db: TraceDB, shared: CaptureQueue, interval: float) -> None:
         self.db = db
         self._shared = shared
         self._interval = interval
         self._lock = threading.RLock()
         self._stop = threading.Event()
-        self._warned: set[tuple[str, str]] = set()
         self._fine_keys: dict[str, set[tuple[Key, int | None]]] = defaultdict(set)
         self._thread = threading.Thread(target=self._run, name="fib-capture-writer",
                                         daemon=True)
@@ -132,7 +131,6 @@ class Writer:
     def _lost(self, owner: DefinitionRecorder, reason: str, exc: Exception, count: int) -> None:
         owner.stats.write_dropped[reason] += count
         name = owner.definition.name
-        if (name, reason) not in self._warned:
-            self._warned.add((name, reason))
-            log.warning("capture of %s: %d workload(s) could not be written (%r); counting "
-                        "further losses in capture_stats()", name, count, exc)
+        self._shared.warn_once((name, reason), "capture of %s: %d workload(s) could not be "
+                               "written (%r); counting further losses in capture_stats()",
+                               name, count, exc)
