@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from fib_runtime.bench.compare import Tolerance
-from fib_runtime.bench.pool import DeviceInfo, WorkerHandle, WorkerLost
+from fib_runtime.bench.item import Settings, evaluate_item, missing_blob
+from fib_runtime.bench.pool import DeviceInfo, WorkerHandle
 from fib_runtime.bench.report import Outcome, RetuneReport, Unusable, summarise
-from fib_runtime.errors import FibError, StoreError
+from fib_runtime.errors import FibError
 from fib_runtime.hardware import target_matches
 from fib_runtime.schema import (
     Correctness,
@@ -32,7 +33,6 @@ from fib_runtime.schema import (
     Environment,
     Evaluation,
     Performance,
-    SafetensorsInput,
     Solution,
     Status,
     Trace,
@@ -95,14 +95,27 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
            solutions: Iterable[str] | None = None,
            devices: str | Sequence[int | str] | None = None, *, warmup: int = 10,
            iters: int = 50, timeout: float = 120.0, force: bool = False,
-           progress: bool = True, config: RetuneConfig | None = None) -> RetuneReport:
+           progress: bool = True, config: RetuneConfig | None = None,
+           cluster: str | None = None) -> RetuneReport:
     """Benchmark the selected solutions on the captured workloads and append traces.
 
     `timeout` bounds one solution on one workload (build, check and timing) in seconds.
+    `cluster` ("ray" for the Ray cluster of $RAY_ADDRESS or this host, or an address)
+    spreads the work over every GPU of a Ray cluster instead of this machine's `devices`.
     """
+    if cluster is not None and devices is not None:
+        raise RetuneError("give either devices or a cluster, not both")
     if not isinstance(db, TraceDB):
         db = TraceDB.open(db)
     items = _plan(db, definitions, solutions)
+    if cluster is not None:
+        from fib_runtime.bench.ray_pool import retune_on_cluster
+
+        run = _Run(db, warmup=warmup, iters=iters, timeout=timeout, force=force,
+                   config=config or RetuneConfig())
+        if items:
+            run.summarise(items, retune_on_cluster(run, items, cluster, progress=progress))
+        return run.report
     handles = [WorkerHandle(d, db.root, startup_timeout=(config or RetuneConfig()).startup_timeout)
                for d in resolve_devices(devices)]
     run = _Run(db, warmup=warmup, iters=iters, timeout=timeout, force=force,
@@ -172,6 +185,7 @@ class _Run:
         self.db = db
         self.warmup, self.iters, self.timeout, self.force = warmup, iters, timeout, force
         self.config = config
+        self.settings = Settings(warmup, iters, timeout, config.reference_timeout)
         self.report = RetuneReport()
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -185,6 +199,12 @@ class _Run:
 
         self._bar = tqdm(total=total, file=sys.stderr, disable=not enabled, unit="eval",
                          dynamic_ncols=True, desc="retune")
+
+    def grow_progress(self, count: int) -> None:
+        """More evaluations to do (a cluster's hardware kind joined)."""
+        if self._bar is not None and count:
+            self._bar.total += count
+            self._bar.refresh()
 
     def close_progress(self) -> None:
         if self._bar is not None:
@@ -227,59 +247,50 @@ class _Run:
             self._run_item(handle, info, item)
 
     def _run_item(self, handle: WorkerHandle, info: DeviceInfo, item: _Item) -> None:
-        name, wl = item.definition.name, item.workload.workload
+        name = item.definition.name
         todo = self.todo(item, info)
-        skipped = sum(1 for s in item.solutions if target_matches(s.spec.target_hardware,
-                                                                  info.key)) - len(todo)
-        with self._lock:
-            self.report.skipped += skipped
+        self.note_skipped(self.admitted(item, info) - len(todo))
         if not todo:
             return
-        reference_ms = self._prepare(handle, item)
-        if reference_ms is None:
-            self._advance(len(todo), name)
-            return
-        for index, solution in enumerate(todo):
-            if self.stop.is_set():
-                return
-            request = {"solution": solution.to_dict(), "warmup": self.warmup,
-                       "iters": self.iters, "tolerance": self.config.tolerances.get(name)}
-            try:
-                result = handle.request("evaluate", request, self.timeout)
-            except WorkerLost as lost:
-                result = {"status": lost.status, "log": lost.log, "fatal": True}
-            self._record(item, solution, result, reference_ms, info, handle.device)
-            if result.get("fatal"):
-                handle.kill()  # the next request gets a fresh worker
-                if index + 1 == len(todo):
-                    break
-                reference_ms = self._prepare(handle, item)
-                if reference_ms is None:
-                    self._advance(len(todo) - index - 1, name)
-                    return
-        log.debug("%s: workload %s done on %s", name, wl.uuid, handle.device)
+        by_name = {s.name: s for s in todo}
+        done = 0
 
-    def _prepare(self, handle: WorkerHandle, item: _Item) -> float | None:
-        """Materialise the workload and run its reference in the worker (None: unusable)."""
-        wl = item.workload.workload
-        reason = _missing_blob(self.db, item.workload)
+        def on_result(solution: str, result: dict[str, Any], reference_ms: float) -> None:
+            nonlocal done
+            done += 1
+            self.record(item, by_name[solution], result, reference_ms, info, handle.device)
+
+        reason = missing_blob(self.db, item.workload)
         if reason is None:
-            request = {"definition": item.definition.to_dict(), "workload": wl.to_dict(),
-                       "warmup": self.warmup, "iters": self.iters}
-            try:
-                answer = handle.request("prepare", request, self.config.reference_timeout)
-            except WorkerLost as lost:
-                answer = {"ok": False, "reason": f"preparing the workload failed: {lost.log}"}
-            if answer["ok"]:
-                return float(answer["reference_latency_ms"])
-            reason = answer["reason"]
+            reason = evaluate_item(handle, item.definition.to_dict(),
+                                   item.workload.workload.to_dict(),
+                                   [s.to_dict() for s in todo], self.settings,
+                                   self.config.tolerances.get(name), on_result,
+                                   self.stop.is_set)
+        if reason is not None:
+            self.unusable(item, reason, len(todo) - done)
+
+    def note_skipped(self, count: int) -> None:
+        """Evaluations not redone: already measured on this hardware."""
+        with self._lock:
+            self.report.skipped += count
+
+    @staticmethod
+    def admitted(item: _Item, info: DeviceInfo) -> int:
+        """How many of the item's solutions may run on this device at all."""
+        return sum(1 for s in item.solutions
+                   if target_matches(s.spec.target_hardware, info.key))
+
+    def unusable(self, item: _Item, reason: str, not_measured: int) -> None:
+        """Note a workload that could not be prepared; its evaluations count as done."""
+        wl = item.workload.workload
         log.warning("%s: workload %s skipped: %s", item.definition.name, wl.uuid,
                     reason.splitlines()[0])
         with self._lock:
             self.report.unusable.append(Unusable(item.definition.name, wl.uuid, reason))
-        return None
+        self._advance(not_measured, item.definition.name)
 
-    def _record(self, item: _Item, solution: Solution, result: dict[str, Any],
+    def record(self, item: _Item, solution: Solution, result: dict[str, Any],
                 reference_ms: float, info: DeviceInfo, device: str) -> None:
         trace = make_trace(item.definition.name, item.workload, solution.name, result,
                            reference_ms, info)
@@ -301,18 +312,6 @@ class _Run:
                       for t in self.db.traces_for(name, key)]
             self.report.buckets[name] = summarise(mine[0].definition, traces, workloads,
                                                   solutions)
-
-
-def _missing_blob(db: TraceDB, workload: Trace) -> str | None:
-    for name, desc in workload.workload.inputs.items():
-        if isinstance(desc, SafetensorsInput):
-            try:
-                present = db.blob_path(desc.path).is_file()
-            except StoreError as exc:
-                return f"input '{name}': {exc}"
-            if not present:
-                return f"input '{name}': blob file {desc.path} is missing"
-    return None
 
 
 def make_trace(definition: str, workload: Trace, solution: str, result: dict[str, Any],
