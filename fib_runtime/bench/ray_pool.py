@@ -170,14 +170,15 @@ class _Task:
 class ClusterDriver:
     """Hands workloads to the actors as they free up and records what comes back."""
 
-    def __init__(self, ray: Any, run: _Run, items: list[_Item], slots: list[Slot]) -> None:
+    def __init__(self, ray: Any, run: _Run, items: list[_Item], slots: list[Slot], *,
+                 evaluator: type = Evaluator) -> None:
         self.ray = ray
         self.run = run
         self.slots = slots
         self.queues = KeyQueues(run, items)
         self.pending: dict[Any, _Task] = {}
         self.infos: dict[str, DeviceInfo] = {}
-        self._actor_class = ray.remote(Evaluator)
+        self._actor_class = ray.remote(evaluator)
         settings = run.settings
         self._startup_s = run.config.startup_timeout + _START_SLACK_S
         self._per_eval_s = settings.timeout + settings.reference_timeout
@@ -212,12 +213,10 @@ class ClusterDriver:
     # -- actors ---------------------------------------------------------------------------
 
     def _launch(self, slot: Slot) -> None:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
+        strategy = self.ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy
         options: dict[str, Any] = {
             "num_gpus": 1 if slot.gpu else 0, "num_cpus": 0 if slot.gpu else 1,
-            "max_restarts": 0,
-            "scheduling_strategy": NodeAffinitySchedulingStrategy(slot.node, soft=False)}
+            "max_restarts": 0, "scheduling_strategy": strategy(slot.node, soft=False)}
         slot.actor = self._actor_class.options(**options).remote(
             slot.gpu, str(self.run.db.root.resolve()), self.run.config.startup_timeout)
         slot.busy = True
