@@ -291,17 +291,27 @@ class _Run:
         self._advance(not_measured, item.definition.name)
 
     def record(self, item: _Item, solution: Solution, result: dict[str, Any],
-                reference_ms: float, info: DeviceInfo, device: str) -> None:
-        trace = make_trace(item.definition.name, item.workload, solution.name, result,
-                           reference_ms, info)
+               reference_ms: float, info: DeviceInfo, device: str) -> None:
+        """Append one evaluation's trace now."""
+        self.record_all(item, [(solution, result, reference_ms)], info, device)
+
+    def record_all(self, item: _Item, results: list[tuple[Solution, dict[str, Any], float]],
+                   info: DeviceInfo, device: str) -> None:
+        """Append the traces of several evaluations of one workload in one write."""
+        name, wl = item.definition.name, item.workload.workload
+        traces = [make_trace(name, item.workload, solution.name, result, reference_ms, info)
+                  for solution, result, reference_ms in results]
+        if not traces:
+            return
         with self._lock:
-            self.db.append_traces([trace])
-            self._measured.setdefault((item.definition.name, info.key), set()).add(
-                (solution.name, item.workload.workload.uuid))
-            self.report.outcomes.append(Outcome(
-                item.definition.name, item.workload.workload.uuid, solution.name,
-                result["status"], result.get("latency_ms"), device))
-        self._advance(1, item.definition.name)
+            self.db.append_traces(traces)
+            measured = self._measured.setdefault((name, info.key), set())
+            for solution, result, _ in results:
+                measured.add((solution.name, wl.uuid))
+                self.report.outcomes.append(Outcome(name, wl.uuid, solution.name,
+                                                    result["status"], result.get("latency_ms"),
+                                                    device))
+        self._advance(len(traces), name)
 
     def summarise(self, items: list[_Item], infos: list[DeviceInfo]) -> None:
         for name in dict.fromkeys(i.definition.name for i in items):

@@ -290,8 +290,9 @@ class ClusterDriver:
             self._lost(task, exc)
             return
         by_name = {s.name: s for s in task.todo}
-        for name, result, reference_ms in answer["results"]:
-            self.run.record(item, by_name[name], result, reference_ms, slot.info, slot.label)
+        self.run.record_all(item, [(by_name[name], result, reference_ms)
+                                   for name, result, reference_ms in answer["results"]],
+                            slot.info, slot.label)
         if answer["unusable"] is not None:
             self.run.unusable(item, answer["unusable"], len(task.todo) - len(answer["results"]))
         self._dispatch(slot)
@@ -308,9 +309,8 @@ class ClusterDriver:
         if losses > MAX_LOSSES:
             text = (f"the Ray worker on {slot.label} was lost {losses} times while evaluating "
                     f"this workload ({status}): {_first_line(exc)}")
-            for solution in task.todo:
-                self.run.record(item, solution, {"status": status, "log": text}, 0.0, info,
-                                slot.label)
+            failed = {"status": status, "log": text}
+            self.run.record_all(item, [(s, failed, 0.0) for s in task.todo], info, slot.label)
         self._replace(slot)
         for other in self.slots:  # idle workers of the key take the returned workload
             if other is not slot and not other.busy and other.actor is not None \

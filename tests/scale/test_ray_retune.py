@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+if not os.environ.get("FIB_TEST_RAY"):
+    pytest.skip("slow (a local Ray cluster): scripts/test-ray.sh runs it (FIB_TEST_RAY=1)",
+                allow_module_level=True)
 # Ray reads these when imported: loopback addresses only, no usage report.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
