@@ -3,6 +3,7 @@ actors replaced and their work redone, the loss limit, deadlines."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from fib_runtime.bench import RetuneConfig, ray_pool, retune
+from fib_runtime.cli.main import main
 from fib_runtime.hardware import hardware_key
 from fib_runtime.schema import Solution
 from fib_runtime.store import TraceDB
@@ -187,3 +189,20 @@ def test_plan_slots_one_per_gpu_or_one_per_cpu_node() -> None:
     cpu = [{"NodeID": "a", "Alive": True, "Resources": {"CPU": 8.0}},
            {"NodeID": "b", "Alive": True, "Resources": {"CPU": 1.0}}]
     assert [(s.node, s.gpu) for s in ray_pool.plan_slots(cpu)] == [("a", False), ("b", False)]
+
+
+def test_cli_retune_cluster_flag(fake: dict[str, FakeRay], tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    fake["ray"] = FakeRay(_Node("a", "H100", 1))
+    make_db(tmp_path, {"good": SOLUTIONS["good"]}, batches=(1, 2))
+    assert main(["retune", str(tmp_path), "--cluster", "ray", "--no-progress"]) == 0
+    assert _keys(tmp_path) == Counter({("H100", "good", 1, "PASSED"): 1,
+                                       ("H100", "good", 2, "PASSED"): 1})
+    assert main(["retune", str(tmp_path), "--cluster", "ray", "--devices", "cpu"]) == 1
+    assert "either devices or a cluster" in capsys.readouterr().err
+
+
+def test_without_ray_the_error_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(ray_pool.ClusterError, match=r"fib-runtime\[ray\]"):
+        ray_pool.connect("ray")
