@@ -195,6 +195,9 @@ class ClusterDriver:
                 else:
                     self._finished(ref, task)
             self._enforce_deadlines()
+        if not self.infos:
+            raise ClusterError("no worker could start on any node of the cluster (see the "
+                               "warnings above)")
         for key, count in self.queues.left().items():
             log.warning("cluster retune: %d workloads were not measured on %s (no worker of "
                         "that hardware is left); run the retune again", count, key)

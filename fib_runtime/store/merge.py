@@ -229,11 +229,12 @@ class _Merger:
     # -- traces ---------------------------------------------------------------------------
 
     def _trace_key(self, trace: Trace, db: TraceDB) -> tuple[str, str, str, str, str]:
+        """A database that lacks the trace's solution file counts as holding DEST's."""
         solution = trace.solution or ""
         assert trace.evaluation is not None
+        known = db.solutions.get(solution) or self.dest.solutions.get(solution)
         return (trace.definition, solution, trace.workload.uuid,
-                trace.evaluation.environment.hardware,
-                solution_digest(db.solutions.get(solution)))
+                trace.evaluation.environment.hardware, solution_digest(known))
 
     def _traces_of(self, src: TraceDB, name: str, bad_solutions: set[str]) -> None:
         new = []

@@ -206,3 +206,15 @@ def test_without_ray_the_error_says_how_to_install(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(ray_pool.ClusterError, match=r"fib-runtime\[ray\]"):
         ray_pool.connect("ray")
+
+
+def test_no_worker_starts_anywhere_is_an_error(fake: dict[str, FakeRay], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(actor: Any) -> dict[str, Any]:
+        raise RayError("cannot start")
+
+    monkeypatch.setitem(_METHODS, "start", broken)
+    fake["ray"] = FakeRay(_Node("a", "H100", 2))
+    make_db(tmp_path, {"good": SOLUTIONS["good"]}, batches=(1,))
+    with pytest.raises(ray_pool.ClusterError, match="no worker could start"):
+        retune(tmp_path, cluster="ray", progress=False)

@@ -137,3 +137,12 @@ def _content(root: Path) -> dict[str, list[bytes]]:
         if path.is_file() and ".fib" not in path.parts:
             out[str(path.relative_to(root))] = sorted(path.read_bytes().splitlines())
     return out
+
+
+def test_traces_without_their_solution_file_merge_once(tmp_path: Path) -> None:
+    _db(tmp_path / "d")
+    src = TraceDB.open(tmp_path / "a", create=True)  # traces only: no solution file
+    src.add_definition(Definition.from_dict(factories.definition()))
+    src.append_traces([Trace.from_dict(factories.trace())])
+    assert merge([tmp_path / "a"], tmp_path / "d").traces == 1
+    assert merge([tmp_path / "a"], tmp_path / "d").traces == 0
