@@ -59,7 +59,3 @@ def shard_file(root: Path, op_type: str, definition: str, shard: str) -> Path:
     canonical = layout.workload_file(root, op_type, definition)
     return canonical.with_name(f"{definition}.{shard}.jsonl")
 
-
-def is_shard(path: Path, definition: str) -> bool:
-    """Whether `path` is a shard (not the canonical file) of `definition`."""
-    return path.name.startswith(f"{definition}.") and path.name != f"{definition}.jsonl"
