@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -97,8 +99,14 @@ def test_cluster_retune_equals_local_and_a_rerun_measures_nothing(cluster: str,
     assert statuses["hangs"] == "TIMEOUT" and statuses["no_import"] == "COMPILE_ERROR"
     assert len({o.device for o in report.outcomes}) == 2  # both nodes worked
 
-    again = retune(tmp_path / "cluster", cluster=cluster, **FAST)
-    assert again.outcomes == [] and again.skipped == len(PICKED) * len(BATCHES)
+    # the rerun from the command line, a fresh process that connects by address
+    again = subprocess.run(
+        [sys.executable, "-m", "fib_runtime.cli.main", "retune", str(tmp_path / "cluster"),
+         "--cluster", cluster, "--no-progress", "--timeout", "6"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    assert f"evaluated: 0 (none); already measured: {len(PICKED) * len(BATCHES)}" \
+        in again.stdout
     assert _triples(tmp_path / "cluster") == spread
 
 
