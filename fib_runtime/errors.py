@@ -57,6 +57,10 @@ class RetuneError(FibError):
     """A retune cannot start as asked (unknown definition, solution or device)."""
 
 
+class ClusterError(FibError):
+    """The Ray cluster cannot be used (Ray missing, no connection, no usable node)."""
+
+
 class WorkerLost(FibError):
     """A benchmark worker died or did not answer in time; `status` is RUNTIME_ERROR or
     TIMEOUT."""

@@ -22,17 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from fib_runtime.bench.compare import Tolerance
+from fib_runtime.bench.item import Settings, WorkloadTask, evaluate_item, missing_blob
 from fib_runtime.bench.pool import DeviceInfo, WorkerHandle
 from fib_runtime.bench.report import Outcome, RetuneReport, Unusable, summarise
-from fib_runtime.errors import RetuneError, StoreError, WorkerLost
+from fib_runtime.errors import RetuneError
 from fib_runtime.hardware import target_matches
 from fib_runtime.schema import (
     Correctness,
-    Definition,
     Environment,
     Evaluation,
     Performance,
-    SafetensorsInput,
     Solution,
     Status,
     Trace,
@@ -54,13 +53,6 @@ class RetuneConfig:
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
     reference_timeout: float = 600.0
     startup_timeout: float = 300.0
-
-
-@dataclass(frozen=True)
-class _WorkloadTask:
-    definition: Definition
-    workload: Trace
-    solutions: tuple[Solution, ...]
 
 
 def resolve_devices(devices: str | Sequence[int | str] | None) -> list[str]:
@@ -91,14 +83,27 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
            solutions: Iterable[str] | None = None,
            devices: str | Sequence[int | str] | None = None, *, warmup: int = 10,
            iters: int = 50, timeout: float = 120.0, force: bool = False,
-           progress: bool = True, config: RetuneConfig | None = None) -> RetuneReport:
+           progress: bool = True, config: RetuneConfig | None = None,
+           cluster: str | None = None) -> RetuneReport:
     """Benchmark the selected solutions on the captured workloads and append traces.
 
     `timeout` bounds one solution on one workload (build, check and timing) in seconds.
+    `cluster` ("ray" for the Ray cluster of $RAY_ADDRESS or this host, or an address)
+    spreads the work over every GPU of a Ray cluster instead of this machine's `devices`.
     """
+    if cluster is not None and devices is not None:
+        raise RetuneError("give either devices or a cluster, not both")
     if not isinstance(db, TraceDB):
         db = TraceDB.open(db)
     items = _plan(db, definitions, solutions)
+    if cluster is not None:
+        from fib_runtime.bench.ray_pool import retune_on_cluster
+
+        run = _Retune(db, warmup=warmup, iters=iters, timeout=timeout, force=force,
+                   config=config or RetuneConfig())
+        if items:
+            run.summarise(items, retune_on_cluster(run, items, cluster, progress=progress))
+        return run.report
     handles = [WorkerHandle(d, db.root, startup_timeout=(config or RetuneConfig()).startup_timeout)
                for d in resolve_devices(devices)]
     run = _Retune(db, warmup=warmup, iters=iters, timeout=timeout, force=force,
@@ -110,7 +115,7 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
         run.report.hardware = sorted({f"{i.name} ({i.key})" for i in infos})
         total = sum(len(run.todo(item, infos[0])) for item in items)
         run.open_progress(total, progress)
-        work: queue.SimpleQueue[_WorkloadTask] = queue.SimpleQueue()
+        work: queue.SimpleQueue[WorkloadTask] = queue.SimpleQueue()
         for item in items:
             work.put(item)
         _run_all(run, handles, work)
@@ -123,7 +128,7 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
 
 
 def _plan(db: TraceDB, definitions: Iterable[str] | None,
-          solutions: Iterable[str] | None) -> list[_WorkloadTask]:
+          solutions: Iterable[str] | None) -> list[WorkloadTask]:
     names = sorted(db.definitions) if definitions is None else list(dict.fromkeys(definitions))
     unknown = [n for n in names if n not in db.definitions]
     if unknown:
@@ -138,7 +143,7 @@ def _plan(db: TraceDB, definitions: Iterable[str] | None,
         candidates = tuple(s for s in db.solutions_for(name)
                            if wanted is None or s.name in wanted)
         if candidates:
-            items.extend(_WorkloadTask(db.definitions[name], w, candidates)
+            items.extend(WorkloadTask(db.definitions[name], w, candidates)
                          for w in db.distinct_workloads(name))
     return items
 
@@ -150,7 +155,7 @@ def _start_all(handles: list[WorkerHandle]) -> list[DeviceInfo]:
 
 
 def _run_all(run: _Retune, handles: list[WorkerHandle],
-             work: queue.SimpleQueue[_WorkloadTask]) -> None:
+             work: queue.SimpleQueue[WorkloadTask]) -> None:
     """One driver per device, each taking the next workload from the shared queue."""
     with ThreadPoolExecutor(len(handles), thread_name_prefix="fib-retune") as pool:
         futures = [pool.submit(run.drive, handle, work) for handle in handles]
@@ -169,6 +174,7 @@ class _Retune:
         self.db = db
         self.warmup, self.iters, self.timeout, self.force = warmup, iters, timeout, force
         self.config = config
+        self.settings = Settings(warmup, iters, timeout, config.reference_timeout)
         self.report = RetuneReport()
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -183,6 +189,12 @@ class _Retune:
         self._bar = tqdm(total=total, file=sys.stderr, disable=not enabled, unit="eval",
                          dynamic_ncols=True, desc="retune")
 
+    def grow_progress(self, count: int) -> None:
+        """More evaluations to do (a cluster's hardware kind joined)."""
+        if self._bar is not None and count:
+            self._bar.total += count
+            self._bar.refresh()
+
     def close_progress(self) -> None:
         if self._bar is not None:
             self._bar.close()
@@ -194,7 +206,7 @@ class _Retune:
 
     # -- planning -------------------------------------------------------------------------
 
-    def todo(self, item: _WorkloadTask, info: DeviceInfo) -> list[Solution]:
+    def todo(self, item: WorkloadTask, info: DeviceInfo) -> list[Solution]:
         """The item's solutions that run on this device and still need measuring."""
         name = item.definition.name
         with self._lock:
@@ -214,7 +226,7 @@ class _Retune:
 
     # -- one device -----------------------------------------------------------------------
 
-    def drive(self, handle: WorkerHandle, work: queue.SimpleQueue[_WorkloadTask]) -> None:
+    def drive(self, handle: WorkerHandle, work: queue.SimpleQueue[WorkloadTask]) -> None:
         info = handle.start()
         while not self.stop.is_set():
             try:
@@ -223,91 +235,81 @@ class _Retune:
                 return
             self._run_item(handle, info, item)
 
-    def _run_item(self, handle: WorkerHandle, info: DeviceInfo, item: _WorkloadTask) -> None:
-        name, wl = item.definition.name, item.workload.workload
+    def _run_item(self, handle: WorkerHandle, info: DeviceInfo, item: WorkloadTask) -> None:
+        name = item.definition.name
         todo = self.todo(item, info)
-        skipped = sum(1 for s in item.solutions if target_matches(s.spec.target_hardware,
-                                                                  info.key)) - len(todo)
-        with self._lock:
-            self.report.skipped += skipped
+        self.note_skipped(self.admitted(item, info) - len(todo))
         if not todo:
             return
-        reference_ms = self._prepare(handle, item)
-        if reference_ms is None:
-            self._advance(len(todo), name)
-            return
-        for index, solution in enumerate(todo):
-            if self.stop.is_set():
-                return
-            request = {"solution": solution.to_dict(), "warmup": self.warmup,
-                       "iters": self.iters, "tolerance": self.config.tolerances.get(name)}
-            try:
-                result = handle.request("evaluate", request, self.timeout)
-            except WorkerLost as lost:
-                result = {"status": lost.status, "log": lost.log, "fatal": True}
-            self._record(item, solution, result, reference_ms, info, handle.device)
-            if result.get("fatal"):
-                handle.kill()  # the next request gets a fresh worker
-                if index + 1 == len(todo):
-                    break
-                reference_ms = self._prepare(handle, item)
-                if reference_ms is None:
-                    self._advance(len(todo) - index - 1, name)
-                    return
-        log.debug("%s: workload %s done on %s", name, wl.uuid, handle.device)
+        by_name = {s.name: s for s in todo}
+        done = 0
 
-    def _prepare(self, handle: WorkerHandle, item: _WorkloadTask) -> float | None:
-        """Materialise the workload and run its reference in the worker (None: unusable)."""
-        wl = item.workload.workload
-        reason = _missing_blob(self.db, item.workload)
+        def on_result(solution: str, result: dict[str, Any], reference_ms: float) -> None:
+            nonlocal done
+            done += 1
+            self.record(item, by_name[solution], result, reference_ms, info, handle.device)
+
+        reason = missing_blob(self.db, item.workload)
         if reason is None:
-            request = {"definition": item.definition.to_dict(), "workload": wl.to_dict(),
-                       "warmup": self.warmup, "iters": self.iters}
-            try:
-                answer = handle.request("prepare", request, self.config.reference_timeout)
-            except WorkerLost as lost:
-                answer = {"ok": False, "reason": f"preparing the workload failed: {lost.log}"}
-            if answer["ok"]:
-                return float(answer["reference_latency_ms"])
-            reason = answer["reason"]
+            reason = evaluate_item(handle, item.definition.to_dict(),
+                                   item.workload.workload.to_dict(),
+                                   [s.to_dict() for s in todo], self.settings,
+                                   self.config.tolerances.get(name), on_result,
+                                   self.stop.is_set)
+        if reason is not None:
+            self.unusable(item, reason, len(todo) - done)
+
+    def note_skipped(self, count: int) -> None:
+        """Evaluations not redone: already measured on this hardware."""
+        with self._lock:
+            self.report.skipped += count
+
+    @staticmethod
+    def admitted(item: WorkloadTask, info: DeviceInfo) -> int:
+        """How many of the item's solutions may run on this device at all."""
+        return sum(1 for s in item.solutions
+                   if target_matches(s.spec.target_hardware, info.key))
+
+    def unusable(self, item: WorkloadTask, reason: str, not_measured: int) -> None:
+        """Note a workload that could not be prepared; its evaluations count as done."""
+        wl = item.workload.workload
         log.warning("%s: workload %s skipped: %s", item.definition.name, wl.uuid,
                     reason.splitlines()[0])
         with self._lock:
             self.report.unusable.append(Unusable(item.definition.name, wl.uuid, reason))
-        return None
+        self._advance(not_measured, item.definition.name)
 
-    def _record(self, item: _WorkloadTask, solution: Solution, result: dict[str, Any],
-                reference_ms: float, info: DeviceInfo, device: str) -> None:
-        trace = make_trace(item.definition.name, item.workload, solution.name, result,
-                           reference_ms, info)
+    def record(self, item: WorkloadTask, solution: Solution, result: dict[str, Any],
+               reference_ms: float, info: DeviceInfo, device: str) -> None:
+        """Append one evaluation's trace now."""
+        self.record_all(item, [(solution, result, reference_ms)], info, device)
+
+    def record_all(self, item: WorkloadTask,
+                   results: list[tuple[Solution, dict[str, Any], float]],
+                   info: DeviceInfo, device: str) -> None:
+        """Append the traces of several evaluations of one workload in one write."""
+        name, wl = item.definition.name, item.workload.workload
+        traces = [make_trace(name, item.workload, solution.name, result, reference_ms, info)
+                  for solution, result, reference_ms in results]
+        if not traces:
+            return
         with self._lock:
-            self.db.append_traces([trace])
-            self._measured.setdefault((item.definition.name, info.key), set()).add(
-                (solution.name, item.workload.workload.uuid))
-            self.report.outcomes.append(Outcome(
-                item.definition.name, item.workload.workload.uuid, solution.name,
-                result["status"], result.get("latency_ms"), device))
-        self._advance(1, item.definition.name)
+            self.db.append_traces(traces)
+            measured = self._measured.setdefault((name, info.key), set())
+            for solution, result, _ in results:
+                measured.add((solution.name, wl.uuid))
+                self.report.outcomes.append(Outcome(name, wl.uuid, solution.name,
+                                                    result["status"], result.get("latency_ms"),
+                                                    device))
+        self._advance(len(traces), name)
 
-    def summarise(self, items: list[_WorkloadTask], infos: list[DeviceInfo]) -> None:
+    def summarise(self, items: list[WorkloadTask], infos: list[DeviceInfo]) -> None:
         for name in dict.fromkeys(i.definition.name for i in items):
             definition = self.db.definitions[name]
             self.report.buckets[name] = [
                 bucket for key in sorted({i.key for i in infos})
                 for bucket in summarise(definition, self.db.traces_for(name, key),
                                         self.db.solutions, key)]
-
-
-def _missing_blob(db: TraceDB, workload: Trace) -> str | None:
-    for name, desc in workload.workload.inputs.items():
-        if isinstance(desc, SafetensorsInput):
-            try:
-                present = db.blob_path(desc.path).is_file()
-            except StoreError as exc:
-                return f"input '{name}': {exc}"
-            if not present:
-                return f"input '{name}': blob file {desc.path} is missing"
-    return None
 
 
 def make_trace(definition: str, workload: Trace, solution: str, result: dict[str, Any],

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import threading
+import time
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -143,8 +145,18 @@ def _detach(outputs: tuple[Any, ...]) -> list[Any]:
     return [o.detach().clone() if isinstance(o, torch.Tensor) else o for o in outputs]
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Exit once the parent is gone (killed with SIGKILL it cannot stop us; a hung kernel
+    would otherwise keep the device busy forever)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def main(conn: Connection, device: str, db_root: str, fault_log: str) -> None:
     """Entry point of the worker process (multiprocessing spawn target)."""
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True,
+                     name="fib-worker-watchdog").start()
     with open(fault_log, "w") as handle:
         faulthandler.enable(handle)  # a segfault or abort leaves its stack in the log file
         if device == "cpu":  # a CPU worker on a GPU machine must see (and report) no GPU

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from fib_runtime.errors import CaptureConfigError
+from fib_runtime.errors import CaptureConfigError, FibError
 
 DUMP_MODES = ("none", "int", "named", "all")
 KEY_MODES = ("axes", "kv_bucket")
@@ -77,7 +77,9 @@ class CaptureConfig:
 
     `definitions` maps a definition name or an fnmatch pattern (e.g. "gqa_paged_*") to its
     policy; an exact name wins over patterns, patterns are tried in order, else `default`.
-    In JSON, each entry lists only the fields that differ from `default`.
+    In JSON, each entry lists only the fields that differ from `default`. `shard` ("auto"
+    or a template with {host} and {pid}) makes each process append to its own shard files
+    instead of the locked canonical ones (fleet capture; $FIB_CAPTURE_SHARD overrides it).
     """
 
     default: CapturePolicy = field(default_factory=CapturePolicy)
@@ -87,6 +89,7 @@ class CaptureConfig:
     max_total_blob_bytes: int | None = 1 << 30
     seed: int | None = None
     handle_signals: bool = True
+    shard: str | None = None
 
     def __post_init__(self) -> None:
         if type(self.queue_size) is not int or self.queue_size < 1:
@@ -95,6 +98,8 @@ class CaptureConfig:
         _positive_or_none(self.max_total_blob_bytes, "max_total_blob_bytes", zero_ok=True)
         if not isinstance(self.flush_interval_s, (int, float)) or self.flush_interval_s <= 0:
             raise CaptureConfigError("field 'flush_interval_s': must be a positive number")
+        if self.shard is not None:
+            _check_shard(self.shard)
 
     def policy_for(self, definition: str) -> CapturePolicy:
         exact = self.definitions.get(definition)
@@ -146,7 +151,7 @@ class CaptureConfig:
                             for name, p in self.definitions.items()},
             "queue_size": self.queue_size, "flush_interval_s": self.flush_interval_s,
             "max_total_blob_bytes": self.max_total_blob_bytes, "seed": self.seed,
-            "handle_signals": self.handle_signals,
+            "handle_signals": self.handle_signals, "shard": self.shard,
         }
 
     @classmethod
@@ -190,6 +195,17 @@ def _policy(raw: Any, base: CapturePolicy, where: str) -> CapturePolicy:
         return replace(base, **values)
     except CaptureConfigError as exc:
         raise CaptureConfigError(f"in '{where}': {exc}") from None
+
+
+def _check_shard(shard: Any) -> None:
+    from fib_runtime.store.shards import check_spec
+
+    if not isinstance(shard, str):
+        raise CaptureConfigError(f"field 'shard': must be a string or null, got {shard!r}")
+    try:
+        check_spec(shard)
+    except FibError as exc:
+        raise CaptureConfigError(f"field 'shard': {exc}") from None
 
 
 def _positive_or_none(value: Any, name: str, *, zero_ok: bool = False) -> None:

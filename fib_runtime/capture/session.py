@@ -37,7 +37,7 @@ class CaptureSession:
         self.config = config
         self.closed = False
         self._shared = CaptureQueue(config.queue_size, config.max_total_blob_bytes)
-        self._writer = Writer(db, self._shared, config.flush_interval_s)
+        self._writer = Writer(db, self._shared, config.flush_interval_s, config.shard)
         self._signals = SignalFlush(self.flush) if config.handle_signals else None
         self._recorders: dict[str, DefinitionRecorder | None] = {}
         self._lock = threading.Lock()
@@ -110,7 +110,8 @@ class CaptureSession:
         queued) and a writer thread of its own (threads do not survive fork)."""
         self._lock = threading.Lock()
         self._shared.after_fork()
-        self._writer = Writer(self.db, self._shared, self.config.flush_interval_s)
+        self._writer = Writer(self.db, self._shared, self.config.flush_interval_s,
+                              self.config.shard)
         self._writer.start()
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ from fib_runtime.schema import (
 )
 from fib_runtime.store import TraceDB
 from fib_runtime.store.layout import workload_blob
+from fib_runtime.store.shards import shard_name, shard_spec
 
 log = logging.getLogger("fib_runtime.capture")
 _RANDOM = RandomInput()
@@ -44,8 +45,10 @@ class Writer:
     (`TraceDB.append_workloads`). Only this object touches the database after startup.
     """
 
-    def __init__(self, db: TraceDB, shared: CaptureQueue, interval: float) -> None:
+    def __init__(self, db: TraceDB, shared: CaptureQueue, interval: float,
+                 shard: str | None = None) -> None:
         self.db = db
+        self._shard = shard_spec(shard)  # None: the canonical files, locked
         self._shared = shared
         self._interval = interval
         self._lock = threading.RLock()
@@ -85,9 +88,10 @@ class Writer:
                 if trace is not None:
                     by_owner[record.owner].append(trace)
             written = 0
+            shard = None if self._shard is None else shard_name(self._shard)
             for owner, traces in by_owner.items():
                 try:
-                    owner.stats.jsonl_bytes += self.db.append_workloads(traces)
+                    owner.stats.jsonl_bytes += self.db.append_workloads(traces, shard=shard)
                 except Exception as exc:
                     self._lost(owner, "write_error", exc, len(traces))
                     continue

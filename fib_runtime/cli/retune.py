@@ -23,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--devices", default=None, metavar="all|cpu|0,1",
                         help="GPUs to spread the work over, one worker each (default: GPU 0, "
                         "or the CPU when there is none)")
+    parser.add_argument("--cluster", default=None, metavar="ray|ADDRESS",
+                        help="spread the work over every GPU of a Ray cluster instead: 'ray' "
+                        "($RAY_ADDRESS or the cluster started on this host) or its address "
+                        "(needs fib-runtime[ray])")
     parser.add_argument("--warmup", type=int, default=10, metavar="N",
                         help="untimed runs before timing (default: %(default)s)")
     parser.add_argument("--iters", type=int, default=50, metavar="N",
@@ -56,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     config = RetuneConfig(tolerances=dict(parse_tolerance(t) for t in args.tolerance))
     report = retune(args.db, args.definition, args.solution, args.devices,
                     warmup=args.warmup, iters=args.iters, timeout=args.timeout,
-                    force=args.force, progress=not args.no_progress, config=config)
+                    force=args.force, progress=not args.no_progress, config=config,
+                    cluster=args.cluster)
     print(report.table())
     for problem in report.unusable:
         print(f"unusable workload {problem.definition} {problem.workload}: "

@@ -15,7 +15,7 @@ import orjson
 from fib_runtime.errors import FibError, SchemaError, StoreError
 from fib_runtime.hardware import hardware_key
 from fib_runtime.schema import Definition, SafetensorsInput, Solution, Trace
-from fib_runtime.store import files, layout
+from fib_runtime.store import files, layout, shards
 
 log = logging.getLogger("fib_runtime.store")
 _LOGGED_PROBLEMS = 20
@@ -254,16 +254,22 @@ class TraceDB:
         self._solutions_by_def[solution.definition].append(solution)
         return target
 
-    def append_workloads(self, workloads: Iterable[Trace]) -> int:
-        """Append workload records (solution and evaluation null); process-safe."""
-        return self._append(workloads, layout.workload_file, want_workloads=True)
+    def append_workloads(self, workloads: Iterable[Trace], *, shard: str | None = None) -> int:
+        """Append workload records (solution and evaluation null); process-safe.
+
+        With `shard`, to this process's own shard files, without a lock (see store.shards).
+        """
+        if shard is None:
+            return self._append(workloads, layout.workload_file, want_workloads=True)
+        return self._append(workloads, lambda root, op, name: shards.shard_file(
+            root, op, name, shard), want_workloads=True, lock=False)
 
     def append_traces(self, traces: Iterable[Trace]) -> int:
         """Append benchmark traces; process-safe."""
         return self._append(traces, layout.trace_file, want_workloads=False)
 
     def _append(self, records: Iterable[Trace], where: Callable[[Path, str, str], Path], *,
-                want_workloads: bool) -> int:
+                want_workloads: bool, lock: bool = True) -> int:
         by_file: dict[Path, list[Trace]] = defaultdict(list)
         for trace in records:
             if trace.is_workload != want_workloads:
@@ -274,7 +280,8 @@ class TraceDB:
             by_file[where(self.root, op_type, trace.definition)].append(trace)
         written = 0
         for target, batch in by_file.items():
-            written += files.append_records(self.root, target, (t.to_dict() for t in batch))
+            written += files.append_records(self.root, target, (t.to_dict() for t in batch),
+                                            lock=lock)
             for trace in batch:
                 self._index_trace(trace)
         return written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -25,8 +26,12 @@ def lock_for(root: Path, target: Path) -> FileLock:
     return FileLock(str(lock_path))
 
 
-def append_records(root: Path, target: Path, records: Iterable[dict[str, Any]]) -> int:
+def append_records(root: Path, target: Path, records: Iterable[dict[str, Any]], *,
+                   lock: bool = True) -> int:
     """Append records as JSON lines with one write under the file's lock. Returns bytes written.
+
+    `lock=False` is for a file only this process writes (a capture shard): no lock file is
+    taken, so it works where locks are not honoured (network filesystems).
 
     If an earlier writer died mid-line, a newline is written first so the new records stay
     whole lines (the partial line is later reported and skipped by the loader).
@@ -35,7 +40,7 @@ def append_records(root: Path, target: Path, records: Iterable[dict[str, Any]]) 
     if not payload:
         return 0
     target.parent.mkdir(parents=True, exist_ok=True)
-    with lock_for(root, target):
+    with lock_for(root, target) if lock else contextlib.nullcontext():
         fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             size = os.fstat(fd).st_size
