@@ -16,7 +16,7 @@ if ! "$py" -c "import torch" 2>/dev/null; then
 fi
 stamp=$venv/.fib-installed
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
-  pip_q -e "$root[triton,flashinfer,dev]"
+  pip_q -e "$root[triton,flashinfer,dev,transformers]"
   touch "$stamp"
 fi
 export PATH=$venv/bin:$PATH
