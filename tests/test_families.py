@@ -85,3 +85,22 @@ def test_family_solution_matches_the_generated_reference(known, eps: float,
     other = 1e-6 if eps == 1e-5 else 1e-5  # and the eps really is the definition's
     assert not torch.allclose(out, build_reference(
         families.resolve("rmsnorm", known, hidden_size=2560, eps=other))(x, w), atol=1e-2)
+
+
+@pytest.mark.parametrize(("head", "rotary"), [(32, 32), (64, 32)])
+def test_rope_solutions_match_the_generated_reference(known, head: int, rotary: int,  # type: ignore[no-untyped-def]
+                                                      tmp_path: Path) -> None:
+    definition = families.resolve("rope", known, head_size=head, rotary_dim=rotary)
+    solutions = [s for s in load_catalogue(generated=[definition]).solutions
+                 if s.definition == definition.name]
+    assert sorted(s.name.split("__")[1] for s in solutions) == ["torch", "triton"]
+    torch.manual_seed(0)
+    q = torch.randn(5, 8, head).bfloat16()[:, ::2]  # strided heads, read in place
+    k = torch.randn(5, 2, head).bfloat16()
+    cache, positions = torch.randn(9, rotary), torch.tensor([0, 3, 8, 2, 2])
+    expected = build_reference(definition)(q, k, cache, positions)
+    for solution in solutions:  # Triton runs in its interpreter without a GPU
+        out = build_solution(solution, tmp_path / "cache").fn(q, k, cache, positions)
+        for got, want in zip(out, expected, strict=True):
+            assert got.shape == want.shape and got.dtype == want.dtype
+            torch.testing.assert_close(got.float(), want.float(), atol=7e-2, rtol=2e-2)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fib_runtime.adapters.transformers import hub, ops
+from fib_runtime.adapters.transformers import hub, ops, rope
 from fib_runtime.adapters.transformers.forwards import (
     GATE_UP,
     ROUTE,
@@ -41,6 +41,8 @@ KINDS = ("rmsnorm", "silu_and_mul", "rope", "attention")
 # (read in transformers 5.17) and the gated MLPs `down(act(gate(x)) * up(x))`.
 NORMS = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"})
 MLPS = frozenset({"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"})
+ROTARIES = frozenset({"LlamaRotaryEmbedding", "MistralRotaryEmbedding", "Qwen2RotaryEmbedding",
+                      "Qwen3RotaryEmbedding"})
 SAVED = "_fib_saved_forward"
 _NO_FORWARD = object()  # the module had no instance-level forward before apply
 
@@ -64,6 +66,7 @@ def apply(model: nn.Module, *, ops: Iterable[str] | Mapping[str, str | None] | N
     catalogue = load_catalogue()
     known = {**catalogue.definitions, **database.definitions}
     routing, plans, generated = Routing(), [], {}
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     for path, module in model.named_modules():
         kind = _kind(module)
         if kind is None:
@@ -74,7 +77,7 @@ def apply(model: nn.Module, *, ops: Iterable[str] | Mapping[str, str | None] | N
         if kind not in wanted:
             routing.skipped[path] = f"{kind} not in ops"
             continue
-        planned = _PLANNERS[kind](module, known, wanted[kind])
+        planned = _PLANNERS[kind](module, known, wanted[kind], dtype)
         if isinstance(planned, str):
             routing.skipped[path] = planned
             continue
@@ -107,6 +110,8 @@ def remove(model: nn.Module) -> int:
         if saved is not _NO_FORWARD:
             module.__dict__["forward"] = saved
         module._buffers.pop(GATE_UP, None)
+        if _kind(module) == "rope":
+            rope.unbind(module)
         restored += 1
     return restored
 
@@ -146,8 +151,8 @@ def _pinned(known: Mapping[str, Definition], name: str, op_type: str) -> Definit
     return definition
 
 
-def _plan_norm(module: nn.Module, known: Mapping[str, Definition],
-               pinned: str | None) -> Definition | str:
+def _plan_norm(module: nn.Module, known: Mapping[str, Definition], pinned: str | None,
+               dtype: torch.dtype | None) -> Definition | str:
     cls = type(module)
     if cls.__name__ not in NORMS:
         return f"unsupported variant {cls.__name__}" + (
@@ -171,8 +176,8 @@ def _plan_norm(module: nn.Module, known: Mapping[str, Definition],
     return _dtype_reason(definition, weight, "weight") or definition
 
 
-def _plan_mlp(module: nn.Module, known: Mapping[str, Definition],
-              pinned: str | None) -> Definition | str:
+def _plan_mlp(module: nn.Module, known: Mapping[str, Definition], pinned: str | None,
+              dtype: torch.dtype | None) -> Definition | str:
     cls = type(module)
     if cls.__name__ not in MLPS:
         return f"unsupported variant {cls.__name__}"
@@ -199,20 +204,29 @@ def _plan_mlp(module: nn.Module, known: Mapping[str, Definition],
             _dtype_reason(definition, up.weight, "gate_up") or definition)
 
 
-def _plan_rope(module: nn.Module, known: Mapping[str, Definition], pinned: str | None) -> str:
+def _plan_rope(module: nn.Module, known: Mapping[str, Definition], pinned: str | None,
+               dtype: torch.dtype | None) -> Definition | str:
+    cls = type(module).__name__
     config = getattr(module, "config", None)
-    head = getattr(config, "head_dim", None) or (
-        config.hidden_size // config.num_attention_heads if config is not None else None)
-    if head is None:
-        return "rope: head size unknown"
-    rotary = int(head * getattr(config, "partial_rotary_factor", 1.0))
-    name = families.FAMILIES["rope"].make_name(head_size=head, rotary_dim=rotary)
-    return (f"{name}: the rope family has no catalogue solution yet, and transformers "
-            "computes cos/sin per step instead of reading a cache")
+    if cls not in ROTARIES or config is None or rope.modeling_module(module) is None:
+        return f"unsupported variant {cls}"
+    if getattr(config, "partial_rotary_factor", 1.0) != 1.0:
+        return "partial rotary embedding (the routed path rotates the whole head)"
+    head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    definition = (_pinned(known, pinned, "rope") if pinned else
+                  families.resolve("rope", known, head_size=head, rotary_dim=head))
+    if isinstance(definition, str):
+        return definition
+    if (_const(definition, "head_size"), _const(definition, "rotary_dim")) != (head, head):
+        return f"head size {head} (all rotated) does not fit {definition.name}"
+    wanted = definition.inputs["q"].dtype
+    if dtype != torch_dtype(wanted):
+        return f"dtype {str(dtype).removeprefix('torch.')} != {wanted} of {definition.name}"
+    return definition
 
 
-def _plan_attention(module: nn.Module, known: Mapping[str, Definition],
-                    pinned: str | None) -> str:
+def _plan_attention(module: nn.Module, known: Mapping[str, Definition], pinned: str | None,
+                    dtype: torch.dtype | None) -> str:
     return ("no attention definition for transformers' contiguous KV cache (the catalogue "
             "has paged decode attention only); AttentionInterface left as it is")
 
@@ -247,6 +261,11 @@ def _bind(module: nn.Module, kind: str, definition: Definition) -> str:
                      type(module).__name__, exc)
         module.forward = types.MethodType(norm_forward, module)
         return "instance"
+    if kind == "rope":
+        dtype = torch_dtype(definition.inputs["q"].dtype)
+        site = rope.rope_site(definition.name, rope.original_of(module))
+        rope.bind(module, Route(definition.name, site, dtype))
+        return "instance + apply_rotary_pos_emb"
     gate, up = module.gate_proj.weight, module.up_proj.weight
     inter = gate.shape[0]
     with torch.no_grad():

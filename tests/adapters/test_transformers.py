@@ -42,16 +42,31 @@ def _mistral(eps: float = 1e-5) -> Any:
 
 # model factory, then the definitions its routed modules must get
 MODELS: dict[str, tuple[Callable[..., Any], dict[str, str]]] = {
-    "llama": (_llama, {"norm": "rmsnorm_h64_eps1e-5", "mlp": "silu_and_mul_i160"}),
+    "llama": (_llama, {"norm": "rmsnorm_h64_eps1e-5", "mlp": "silu_and_mul_i160",
+                       "rope": "rope_with_cos_sin_cache_neox_style_d16_rd16"}),
     "qwen3": (_qwen3, {"norm": "rmsnorm_h96", "head_norm": "rmsnorm_h32",
-                       "mlp": "silu_and_mul_i192"}),
-    "mistral": (_mistral, {"norm": "rmsnorm_h80_eps1e-5", "mlp": "silu_and_mul_i224"}),
+                       "mlp": "silu_and_mul_i192",
+                       "rope": "rope_with_cos_sin_cache_neox_style_d32_rd32"}),
+    "mistral": (_mistral, {"norm": "rmsnorm_h80_eps1e-5", "mlp": "silu_and_mul_i224",
+                           "rope": "rope_with_cos_sin_cache_neox_style_d20_rd20"}),
 }
+
+
+_made: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _remove_routes() -> Any:
+    """Each test's models are unrouted afterwards (rope routing patches a module global)."""
+    yield
+    while _made:
+        remove(_made.pop())
 
 
 def make(kind: str, dtype: torch.dtype = torch.bfloat16, **kwargs: Any) -> Any:
     torch.manual_seed(0)
     model = MODELS[kind][0](**kwargs).to(dtype).eval()
+    _made.append(model)
     with torch.no_grad():  # non-trivial norm weights, so weight handling is exercised
         for name, param in model.named_parameters():
             if name.endswith("norm.weight"):
@@ -61,7 +76,7 @@ def make(kind: str, dtype: torch.dtype = torch.bfloat16, **kwargs: Any) -> Any:
 
 def expected_routes(kind: str) -> dict[str, str]:
     names = MODELS[kind][1]
-    routes = {"model.norm": names["norm"]}
+    routes = {"model.norm": names["norm"], "model.rotary_emb": names["rope"]}
     for i in range(LAYERS):
         layer = f"model.layers.{i}"
         routes[f"{layer}.input_layernorm"] = names["norm"]
@@ -95,7 +110,7 @@ def test_route_capture_dispatch_remove(kind: str, tmp_path: Path) -> None:
     routing = apply(model, db=tmp_path / "db")
     assert routing.routed == expected_routes(kind)
     assert set(routing.generated) == set(routing.definitions)  # none shipped: all generated
-    assert all(path.endswith(("self_attn", "rotary_emb")) for path in routing.skipped)
+    assert all(path.endswith("self_attn") for path in routing.skipped)
     assert torch.equal(logits(model, ids), original)  # dispatch off: the modules' own math
 
     with fib.enable_capture(tmp_path / "db"):
@@ -191,4 +206,21 @@ def test_torch_compile_fullgraph_of_a_routed_block(tmp_path: Path) -> None:
         served = compiled(x)
         hits = {name: fib.stats()[name]["hits"] for name in routing.definitions}
     torch.testing.assert_close(served.float(), expected.float(), atol=3e-2, rtol=3e-2)
-    assert hits == {"rmsnorm_h96": 1, "rmsnorm_h32": 1, "silu_and_mul_i192": 1}
+    assert hits == {"rmsnorm_h96": 1, "rmsnorm_h32": 1, "silu_and_mul_i192": 1,
+                    "rope_with_cos_sin_cache_neox_style_d32_rd32": 0}  # rope: not in the block
+
+
+def test_rope_routes_only_the_applied_model(tmp_path: Path) -> None:
+    modeling = transformers.models.llama.modeling_llama
+    original_rope = modeling.apply_rotary_pos_emb
+    routed, plain = make("llama"), make("llama")
+    ids = torch.randint(0, VOCAB, (2, 5))
+    expected = logits(plain, ids)
+    routing = apply(routed, db=tmp_path / "db")
+    rope_name = routing.routed["model.rotary_emb"]
+    assert modeling.apply_rotary_pos_emb is not original_rope
+    with fib.enable_capture(tmp_path / "db"):
+        assert torch.equal(logits(plain, ids), expected)  # the unrouted model: its own path
+    assert TraceDB.open(tmp_path / "db").workloads_for(rope_name) == []
+    remove(routed)
+    assert modeling.apply_rotary_pos_emb is original_rope
