@@ -87,7 +87,7 @@ def liger_copy(base: Any, name: str) -> tuple[Any, list[tuple[Any, str, Any, Any
     """A copy of `base` patched by Liger-Kernel, and the module globals it changed."""
     try:
         import liger_kernel.transformers as liger
-    except ImportError:
+    except Exception:  # not installed, or not importable with this transformers
         return None
     model = copy.deepcopy(base)
     modeling = sys.modules[type(base).__module__]
@@ -129,7 +129,7 @@ def run_model(name: str, args: argparse.Namespace, db_root: Path, log: Callable[
 
     models: dict[str, Any] = {"eager": base}
     fib_model = copy.deepcopy(base)
-    db = db_root / name
+    db = db_root  # one database for every model: their sites live in one process
     routing = apply(fib_model, db=db)
     log(str(routing))
     with fib.enable_capture(db):
