@@ -75,16 +75,31 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+Globals = dict[tuple[Any, str], dict[str, Any]]  # (module, name) -> mode -> value
+
+
 @contextlib.contextmanager
-def module_globals(patches: list[tuple[Any, str, Any, Any]], on: bool) -> Iterator[None]:
-    """Liger replaces module globals (apply_rotary_pos_emb): set them only for its mode."""
-    for module, name, patched, original in patches:
-        setattr(module, name, patched if on else original)
+def module_globals(table: Globals, mode: str) -> Iterator[None]:
+    """Liger and fib-runtime's rope routing replace a modeling module's
+    `apply_rotary_pos_emb`: each mode runs with its own (the others with transformers')."""
+    for (module, name), values in table.items():
+        setattr(module, name, values.get(mode, values["eager"]))
     yield
 
 
-def liger_copy(base: Any, name: str) -> tuple[Any, list[tuple[Any, str, Any, Any]]] | None:
-    """A copy of `base` patched by Liger-Kernel, and the module globals it changed."""
+def fib_globals(model: Any) -> Globals:
+    """The module globals `apply` replaced (they keep the original as `__wrapped__`)."""
+    modeling = sys.modules[type(model).__module__]
+    current = getattr(modeling, "apply_rotary_pos_emb", None)
+    original = getattr(current, "__wrapped__", None)
+    if original is None:
+        return {}
+    return {(modeling, "apply_rotary_pos_emb"): {"eager": original, "fib": current}}
+
+
+def liger_copy(base: Any, name: str, table: Globals) -> Any | None:
+    """A copy of `base` patched by Liger-Kernel; the module globals it changed go into
+    `table` under mode 'liger'."""
     try:
         import liger_kernel.transformers as liger
     except Exception:  # not installed, or not importable with this transformers
@@ -94,11 +109,12 @@ def liger_copy(base: Any, name: str) -> tuple[Any, list[tuple[Any, str, Any, Any
     before = dict(vars(modeling))
     getattr(liger, SHAPES[name][1])(model=model, rope=True, rms_norm=True, swiglu=True,
                                     cross_entropy=False, fused_linear_cross_entropy=False)
-    patches = [(modeling, k, v, before[k]) for k, v in vars(modeling).items()
-               if k in before and before[k] is not v and not isinstance(v, type)]
-    for module, key, _, original in patches:  # restored; set again only for liger's turns
-        setattr(module, key, original)
-    return model, patches
+    for key, value in list(vars(modeling).items()):
+        if key in before and before[key] is not value and not isinstance(value, type):
+            values = table.setdefault((modeling, key), {"eager": before[key]})
+            values["liger"] = value
+            setattr(modeling, key, before[key])  # set again only for liger's turns
+    return model
 
 
 def kernels_per_step(run: Callable[[int], Any]) -> float:
@@ -144,13 +160,13 @@ def run_model(name: str, args: argparse.Namespace, db_root: Path, log: Callable[
     log(report.table())
     session = fib.enable_apply(db, {"check_interval_s": 0})
     models["fib"] = fib_model
-    patches: list[tuple[Any, str, Any, Any]] = []
+    table = fib_globals(base)
     if "liger" in args.modes:
-        liger = liger_copy(base, name)
+        liger = liger_copy(base, name, table)
         if liger is None:
             log("liger-kernel is not installed: no liger mode")
         else:
-            models["liger"], patches = liger
+            models["liger"] = liger
     if "compile" in args.modes and name in args.compile_models:
         compiled = copy.deepcopy(base)
         compiled.forward = torch.compile(compiled.forward, dynamic=True)
@@ -158,7 +174,7 @@ def run_model(name: str, args: argparse.Namespace, db_root: Path, log: Callable[
     modes = [m for m in args.modes if m in models]
 
     def run(mode: str, ids: torch.Tensor, steps: int) -> torch.Tensor:
-        with module_globals(patches, mode == "liger"):
+        with module_globals(table, mode):
             return generate(models[mode], ids, steps)
 
     checks: dict[str, Any] = {}
@@ -167,7 +183,7 @@ def run_model(name: str, args: argparse.Namespace, db_root: Path, log: Callable[
         rows = {}
         for b, ids in prompts.items():
             tokens = run(mode, ids, args.new_tokens)
-            with module_globals(patches, mode == "liger"), torch.no_grad():
+            with module_globals(table, mode), torch.no_grad():
                 logits = models[mode](ids).logits[:, -1].float()
             same = (tokens[:, :args.check_steps] == reference[b][:, :args.check_steps])
             rows[b] = {"first_steps_identical": bool(same.all()),
