@@ -18,6 +18,7 @@ from fib_runtime.store import TraceDB
 
 transformers = pytest.importorskip("transformers")
 from fib_runtime.adapters.transformers import apply, remove  # noqa: E402
+from fib_runtime.adapters.transformers.hub import kernels_available  # noqa: E402
 
 VOCAB, LAYERS = 96, 2
 
@@ -110,6 +111,11 @@ def test_route_capture_dispatch_remove(kind: str, tmp_path: Path) -> None:
     routing = apply(model, db=tmp_path / "db")
     assert routing.routed == expected_routes(kind)
     assert set(routing.generated) == set(routing.definitions)  # none shipped: all generated
+    # Norms go through kernels' kernelize where transformers marks them (it does when a
+    # kernels version it supports is installed), else they are bound per instance.
+    marked = hasattr(transformers.models.llama.modeling_llama.LlamaRMSNorm, "kernel_layer_name")
+    norm_hook = "kernels" if marked and kernels_available() else "instance"
+    assert {routing.hooks[p] for p in routing.routed if p.endswith("norm")} == {norm_hook}
     assert all(path.endswith("self_attn") for path in routing.skipped)
     assert torch.equal(logits(model, ids), original)  # dispatch off: the modules' own math
 
