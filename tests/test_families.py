@@ -104,3 +104,22 @@ def test_rope_solutions_match_the_generated_reference(known, head: int, rotary: 
         for got, want in zip(out, expected, strict=True):
             assert got.shape == want.shape and got.dtype == want.dtype
             torch.testing.assert_close(got.float(), want.float(), atol=7e-2, rtol=2e-2)
+
+
+def test_catalogue_ls_lists_families(capsys: pytest.CaptureFixture[str]) -> None:
+    from fib_runtime.cli.main import main
+
+    assert main(["catalogue", "ls"]) == 0
+    out = capsys.readouterr().out
+    assert "rmsnorm  rmsnorm_h{hidden_size}[_eps{eps}]" in out
+    assert "rope  rope_with_cos_sin_cache_neox_style_d{head_size}_rd{rotary_dim}" in out
+    assert "torch_rope:torch, triton_rope:triton" in out
+
+
+def test_install_serves_generated_definitions_already_in_a_database(  # type: ignore[no-untyped-def]
+        known, tmp_path: Path) -> None:
+    generated = families.resolve("silu_and_mul", known, intermediate_size=9728)
+    db = TraceDB.open(tmp_path / "db", create=True)
+    db.add_definition(generated)  # written by hand or by another tool: no solutions yet
+    install(db)
+    assert len(TraceDB.open(tmp_path / "db").solutions_for(generated.name)) == 4
