@@ -2,7 +2,9 @@
 
 Each solution file declares a module-level literal `FIB_SOLUTIONS` (read with the ast module,
 so no import is needed) listing the definitions it serves; `install` writes them into a
-database as FlashInfer Trace Solutions whose single source is the file itself.
+database as FlashInfer Trace Solutions whose single source is the file itself. An entry that
+declares `"families": [...]` also serves the definitions generated from those family
+templates (`fib_runtime.families`) that its patterns match.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from typing import Any
 import orjson
 
 from fib_runtime.errors import SchemaError
+from fib_runtime.families import family_of
 from fib_runtime.schema import BuildSpec, Definition, Solution, SourceFile
 from fib_runtime.store import TraceDB
 
 AUTHOR = "fib-runtime"
 _ENTRY_KEYS = frozenset({
     "variant", "definitions", "entry_point", "entry_points", "language",
-    "destination_passing_style", "target_hardware", "dependencies", "description",
+    "destination_passing_style", "target_hardware", "dependencies", "description", "families",
 })
 
 
@@ -43,8 +46,10 @@ def catalogue_root() -> Path:
         return Path(__file__).resolve().parents[1] / "definitions"
 
 
-def load_catalogue(root: Path | None = None) -> Catalogue:
-    """Read every built-in definition and expand every solution file's entries."""
+def load_catalogue(root: Path | None = None,
+                   generated: Iterable[Definition] = ()) -> Catalogue:
+    """Read every built-in definition and expand every solution file's entries, over the
+    built-in definitions and the `generated` family definitions (which are included)."""
     root = root or catalogue_root()
     definitions: dict[str, Definition] = {}
     for path in sorted(root.glob("*/*.json")):
@@ -53,13 +58,15 @@ def load_catalogue(root: Path | None = None) -> Catalogue:
         except SchemaError as exc:
             raise exc.located(str(path)) from None
         definitions[definition.name] = definition
+    extra = {d.name: d for d in generated if d.name not in definitions}
     solutions = []
     for path in sorted(root.glob("*/solutions/*.py")):
-        solutions.extend(solutions_of_file(path, definitions))
-    return Catalogue(definitions, solutions)
+        solutions.extend(solutions_of_file(path, definitions, extra))
+    return Catalogue({**definitions, **extra}, solutions)
 
 
-def solutions_of_file(path: Path, definitions: dict[str, Definition]) -> list[Solution]:
+def solutions_of_file(path: Path, definitions: dict[str, Definition],
+                      generated: dict[str, Definition] | None = None) -> list[Solution]:
     """The Solutions declared by one file's FIB_SOLUTIONS literal."""
     text = path.read_text()
     solutions = []
@@ -68,7 +75,10 @@ def solutions_of_file(path: Path, definitions: dict[str, Definition]) -> list[So
         unknown = set(entry) - _ENTRY_KEYS
         if unknown:
             raise SchemaError(f"unknown keys {sorted(unknown)}", file=str(path), field=field)
-        for name, function in entry_functions(entry, definitions, path, field).items():
+        families = set(entry.get("families", ()))
+        names = [*definitions, *(n for n, d in (generated or {}).items()
+                                 if family_of(d) in families)]
+        for name, function in entry_functions(entry, names, path, field).items():
             spec = BuildSpec(
                 language=entry["language"],
                 target_hardware=tuple(entry.get("target_hardware", ())),
@@ -90,22 +100,26 @@ def entry_functions(entry: dict[str, Any], definitions: Iterable[str], path: Pat
     An entry names its definitions either as `"definitions": [...]` with one
     `"entry_point"`, or as `"entry_points": {pattern: function}`, where a definition takes
     the function of the first pattern it matches (so `rmsnorm_h4096` can come before the
-    catch-all `rmsnorm_h*`). Patterns are exact names or shell patterns.
+    catch-all `rmsnorm_h*`; a `None` function means "not served", e.g. eps values the file
+    has no function for). Patterns are exact names or shell patterns. A pattern that matches
+    nothing is an error, except in an entry serving `families` (its patterns also anticipate
+    generated names).
     """
     names = list(definitions)
+    lenient = bool(entry.get("families"))
     if "entry_points" in entry:
-        chosen: dict[str, str] = {}
+        chosen: dict[str, str | None] = {}
         for pattern, function in entry["entry_points"].items():
             matched = [n for n in fnmatch.filter(names, pattern) if n not in chosen]
-            if not matched:
+            if not matched and not lenient and function is not None:
                 raise SchemaError(f"no definition left for '{pattern}'", file=str(path),
                                   field=f"{field}.entry_points")
             chosen.update(dict.fromkeys(matched, function))
-        return chosen
+        return {n: f for n, f in chosen.items() if f is not None}
     matched = []
     for pattern in entry["definitions"]:
         found = fnmatch.filter(names, pattern)
-        if not found:
+        if not found and not lenient:
             raise SchemaError(f"no definition matches '{pattern}'", file=str(path),
                               field=f"{field}.definitions")
         matched.extend(n for n in sorted(found) if n not in matched)
@@ -131,8 +145,11 @@ def install(db: TraceDB, catalogue: Catalogue | None = None) -> tuple[int, int]:
     """Write the catalogue into a database; idempotent. Returns (definitions, solutions) written.
 
     Records already present with identical content are left alone; changed ones are replaced.
+    The default catalogue includes the family definitions the database already holds, so
+    their solutions are (re)written too.
     """
-    catalogue = catalogue or load_catalogue()
+    catalogue = catalogue or load_catalogue(
+        generated=[d for d in db.definitions.values() if family_of(d) is not None])
     written_defs = written_sols = 0
     for definition in catalogue.definitions.values():
         if db.definitions.get(definition.name) != definition:

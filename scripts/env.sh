@@ -16,7 +16,8 @@ if ! "$py" -c "import torch" 2>/dev/null; then
 fi
 stamp=$venv/.fib-installed
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
-  pip_q -e "$root[triton,flashinfer,dev]"
+  # transformers pinned to the GPU machine's 5.17: newer ones mark layers for kernels >= 0.18.2 only
+  pip_q -e "$root[triton,flashinfer,dev,transformers]" "transformers==5.17.0" "kernels==0.16.2"
   touch "$stamp"
 fi
 export PATH=$venv/bin:$PATH

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fib_runtime.catalogue import install, load_catalogue
+from fib_runtime.catalogue import catalogue_root, declared_entries, install, load_catalogue
+from fib_runtime.families import FAMILIES
 from fib_runtime.paths import default_db_path
 from fib_runtime.store import TraceDB
 
@@ -29,7 +30,20 @@ def run_ls(args: argparse.Namespace) -> int:
             if solution.definition == name:
                 targets = ",".join(solution.spec.target_hardware) or "any"
                 print(f"    {solution.name}  [{solution.spec.language}; {targets}]")
+    print("\nfamilies (definitions generated for any model's constants):")
+    for family in FAMILIES.values():
+        print(f"{family.name}  {family.scheme}")
+        print(f"    served by: {', '.join(family_variants(family.name)) or '-'}")
     return 0
+
+
+def family_variants(family: str) -> list[str]:
+    """`file:variant` of every catalogue entry that declares `family`."""
+    served = []
+    for path in sorted(catalogue_root().glob("*/solutions/*.py")):
+        served += [f"{path.stem}:{entry['variant']}" for entry in declared_entries(path)
+                   if family in entry.get("families", ())]
+    return sorted(set(served))
 
 
 def run_install(args: argparse.Namespace) -> int:

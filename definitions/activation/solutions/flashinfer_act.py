@@ -5,7 +5,8 @@ import torch
 FIB_SOLUTIONS = [
     {
         "variant": "flashinfer",
-        "definitions": ["silu_and_mul_i14336"],
+        "families": ["silu_and_mul"],
+        "definitions": ["silu_and_mul_i*"],
         "entry_point": "silu_and_mul",
         "language": "python",
         "destination_passing_style": False,

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 FIB_SOLUTIONS = [
     {
         "variant": "torch",
-        "definitions": ["silu_and_mul_i14336"],
+        "families": ["silu_and_mul"],
+        "definitions": ["silu_and_mul_i*"],
         "entry_point": "silu_and_mul",
         "language": "python",
         "destination_passing_style": False,

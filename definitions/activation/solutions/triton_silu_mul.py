@@ -9,7 +9,8 @@ from fib_runtime.triton_launch import FastLauncher
 FIB_SOLUTIONS = [
     {
         "variant": "triton",
-        "definitions": ["silu_and_mul_i14336"],
+        "families": ["silu_and_mul"],
+        "definitions": ["silu_and_mul_i*"],
         "entry_point": "silu_and_mul",
         "language": "triton",
         "destination_passing_style": False,

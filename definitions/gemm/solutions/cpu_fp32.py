@@ -5,12 +5,8 @@ import torch
 FIB_SOLUTIONS = [
     {
         "variant": "cpu_fp32",
-        "definitions": [
-            "gemm_n6144_k4096",
-            "gemm_n4096_k4096",
-            "gemm_n28672_k4096",
-            "gemm_n4096_k14336",
-        ],
+        "families": ["gemm"],
+        "definitions": ["gemm_n*_k*"],
         "entry_point": "gemm",
         "language": "python",
         "destination_passing_style": False,

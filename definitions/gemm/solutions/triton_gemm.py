@@ -9,12 +9,8 @@ from fib_runtime.triton_launch import FastLauncher
 FIB_SOLUTIONS = [
     {
         "variant": "triton_small_m",
-        "definitions": [
-            "gemm_n6144_k4096",
-            "gemm_n4096_k4096",
-            "gemm_n28672_k4096",
-            "gemm_n4096_k14336",
-        ],
+        "families": ["gemm"],
+        "definitions": ["gemm_n*_k*"],
         "entry_point": "gemm_small_m",
         "language": "triton",
         "destination_passing_style": False,
@@ -31,12 +27,8 @@ FIB_SOLUTIONS = [
     },
     {
         "variant": "triton_large_m",
-        "definitions": [
-            "gemm_n6144_k4096",
-            "gemm_n4096_k4096",
-            "gemm_n28672_k4096",
-            "gemm_n4096_k14336",
-        ],
+        "families": ["gemm"],
+        "definitions": ["gemm_n*_k*"],
         "entry_point": "gemm_large_m",
         "language": "triton",
         "destination_passing_style": False,

@@ -5,7 +5,14 @@ import torch
 FIB_SOLUTIONS = [
     {
         "variant": "flashinfer",
+        "families": ["rmsnorm", "fused_add_rmsnorm"],
         "entry_points": {
+            "rmsnorm_h*_eps1e-5": "rmsnorm_eps1e5",
+            "rmsnorm_h*_eps1e-6": "rmsnorm_eps1e6",
+            "rmsnorm_h*_eps*": None,  # no function for other eps values
+            "fused_add_rmsnorm_h*_eps1e-5": "fused_add_rmsnorm_eps1e5",
+            "fused_add_rmsnorm_h*_eps1e-6": "fused_add_rmsnorm_eps1e6",
+            "fused_add_rmsnorm_h*_eps*": None,
             "rmsnorm_h4096": "rmsnorm_eps1e5",
             "fused_add_rmsnorm_h4096": "fused_add_rmsnorm_eps1e5",
             "rmsnorm_h*": "rmsnorm_eps1e6",

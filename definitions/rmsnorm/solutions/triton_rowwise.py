@@ -11,7 +11,11 @@ from fib_runtime.triton_launch import FastLauncher
 FIB_SOLUTIONS = [
     {
         "variant": "triton_rowwise",
+        "families": ["rmsnorm"],
         "entry_points": {
+            "rmsnorm_h*_eps1e-5": "rmsnorm_eps1e5",
+            "rmsnorm_h*_eps1e-6": "rmsnorm_eps1e6",
+            "rmsnorm_h*_eps*": None,  # no function for other eps values
             "rmsnorm_h4096": "rmsnorm_eps1e5",
             "rmsnorm_h*": "rmsnorm_eps1e6",
         },
@@ -30,7 +34,11 @@ FIB_SOLUTIONS = [
     },
     {
         "variant": "triton_rowwise",
+        "families": ["fused_add_rmsnorm"],
         "entry_points": {
+            "fused_add_rmsnorm_h*_eps1e-5": "fused_add_rmsnorm_eps1e5",
+            "fused_add_rmsnorm_h*_eps1e-6": "fused_add_rmsnorm_eps1e6",
+            "fused_add_rmsnorm_h*_eps*": None,  # no function for other eps values
             "fused_add_rmsnorm_h4096": "fused_add_rmsnorm_eps1e5",
             "fused_add_rmsnorm_h*": "fused_add_rmsnorm_eps1e6",
         },

@@ -1,0 +1,234 @@
+"""Definition families: templates that write a Definition for any model's constants.
+
+The catalogue ships definitions for a few models' shapes. A family (rmsnorm,
+fused_add_rmsnorm, silu_and_mul, gemm, rope) turns constants such as a hidden size and an
+eps into a Definition with the official naming scheme (`rmsnorm_h2560`,
+`silu_and_mul_i9728`, `gemm_n2560_k9728`, `rope_with_cos_sin_cache_neox_style_d128_rd128`);
+an eps that differs from the official one for that name goes into the name
+(`rmsnorm_h4096_eps1e-6`). Generated definitions carry the tag `family:<name>`, so the
+catalogue's solutions that declare the family serve them (see `fib_runtime.catalogue`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fib_runtime.errors import SchemaError
+from fib_runtime.schema import Definition
+
+FAMILY_TAG = "family:"
+# The eps of every official rmsnorm definition except Llama-3.1-8B's h4096 (1e-5): the eps a
+# generated name without an `_eps` suffix stands for.
+DEFAULT_EPS = 1e-6
+_EPS_IN_REFERENCE = re.compile(r"^\s*EPS\s*=\s*([0-9.eE+-]+)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A template: `name` builds the definition name, `build` the definition's JSON dict."""
+
+    name: str
+    op_type: str
+    scheme: str  # the naming scheme, for `fib catalogue ls`
+    constants: tuple[str, ...]
+    make_name: Callable[..., str]
+    build: Callable[..., dict[str, Any]]
+
+
+def eps_label(eps: float) -> str:
+    """1e-05 -> '1e-5', 3e-06 -> '3e-6', 0.0001 -> '1e-4'."""
+    mantissa, exponent = f"{eps:.6e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def eps_of(definition: Definition) -> float | None:
+    """The eps a norm definition's reference uses (`EPS = ...`), None if it has none."""
+    match = _EPS_IN_REFERENCE.search(definition.reference)
+    return float(match.group(1)) if match else None
+
+
+def family_of(definition: Definition) -> str | None:
+    for tag in definition.tags or ():
+        if tag.startswith(FAMILY_TAG):
+            return tag[len(FAMILY_TAG):]
+    return None
+
+
+def _axis(kind: str, description: str, value: int | None = None) -> dict[str, Any]:
+    axis: dict[str, Any] = {"type": kind, "description": description}
+    if value is not None:
+        axis["value"] = value
+    return axis
+
+
+def _tensor(shape: list[str], dtype: str, description: str) -> dict[str, Any]:
+    return {"shape": shape, "dtype": dtype, "description": description}
+
+
+def _norm(name: str, fused: bool, hidden_size: int, eps: float, dtype: str) -> dict[str, Any]:
+    rows = ["batch_size", "hidden_size"]
+    inputs = {"hidden_states": _tensor(rows, dtype, "Activations, one token per row.")}
+    args, add = "hidden_states, weight", ""
+    if fused:
+        inputs["residual"] = _tensor(rows, dtype, "Residual added before normalising.")
+        args, add = "hidden_states, residual, weight", " + residual.float()"
+    inputs["weight"] = _tensor(["hidden_size"], dtype, "Learned per-channel scale.")
+    what = "Residual add then RMSNorm" if fused else "RMSNorm"
+    reference = (
+        f"import torch\n\nHIDDEN_SIZE = {hidden_size}\nEPS = {eps!r}\n\n\n"
+        f"@torch.no_grad()\ndef run({args}):\n"
+        "    assert hidden_states.shape[-1] == HIDDEN_SIZE\n"
+        f"    x = hidden_states.float(){add}\n"
+        "    inv_rms = torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + EPS)\n"
+        "    return (x * inv_rms * weight.float()).to(hidden_states.dtype)\n")
+    return {
+        "name": name, "op_type": "rmsnorm",
+        "description": (f"{what} over a hidden size of {hidden_size} with eps {eps!r}: float32 "
+                        f"math, one rounding to {dtype}. Generated from the "
+                        f"{'fused_add_rmsnorm' if fused else 'rmsnorm'} family template."),
+        "tags": [f"{FAMILY_TAG}{'fused_add_rmsnorm' if fused else 'rmsnorm'}", "generated"],
+        "axes": {"batch_size": _axis("var", "Rows (tokens)."),
+                 "hidden_size": _axis("const", "Length of each row.", hidden_size)},
+        "inputs": inputs,
+        "outputs": {"output": _tensor(rows, dtype, "Normalised and scaled rows.")},
+        "reference": reference,
+    }
+
+
+def _silu_and_mul(name: str, intermediate_size: int, dtype: str) -> dict[str, Any]:
+    reference = (
+        f"import torch\n\nINTERMEDIATE_SIZE = {intermediate_size}\n\n\n"
+        "@torch.no_grad()\ndef run(gate_up):\n"
+        "    assert gate_up.shape[-1] == 2 * INTERMEDIATE_SIZE\n"
+        "    gate = gate_up[:, :INTERMEDIATE_SIZE].float()\n"
+        "    up = gate_up[:, INTERMEDIATE_SIZE:].float()\n"
+        "    return (gate * torch.sigmoid(gate) * up).to(gate_up.dtype)\n")
+    return {
+        "name": name, "op_type": "activation",
+        "description": (f"silu(gate) * up of a gated MLP, intermediate size {intermediate_size}"
+                        f": input [gate | up], float32 math, one rounding to {dtype}. "
+                        "Generated from the silu_and_mul family template."),
+        "tags": [f"{FAMILY_TAG}silu_and_mul", "generated"],
+        "axes": {"num_tokens": _axis("var", "Rows (tokens)."),
+                 "intermediate_size": _axis("const", "MLP intermediate size.",
+                                            intermediate_size),
+                 "gate_up_size": _axis("const", "2 * intermediate_size.",
+                                       2 * intermediate_size)},
+        "constraints": ["gate_up_size == 2 * intermediate_size"],
+        "inputs": {"gate_up": _tensor(["num_tokens", "gate_up_size"], dtype,
+                                      "Concatenated [gate | up] projection output.")},
+        "outputs": {"output": _tensor(["num_tokens", "intermediate_size"], dtype,
+                                      "silu(gate) * up.")},
+        "reference": reference,
+    }
+
+
+def _gemm(name: str, n: int, k: int, dtype: str) -> dict[str, Any]:
+    reference = (f"import torch\n\nN = {n}\nK = {k}\n\n\n@torch.no_grad()\ndef run(A, B):\n"
+                 "    assert A.shape[-1] == K and tuple(B.shape) == (N, K)\n"
+                 "    return torch.matmul(A, B.t())\n")
+    return {
+        "name": name, "op_type": "gemm",
+        "description": (f"C = A @ B^T, A [M, {k}] and B [{n}, {k}] (nn.Linear layout), "
+                        f"{dtype}. Generated from the gemm family template."),
+        "tags": [f"{FAMILY_TAG}gemm", "generated"],
+        "axes": {"M": _axis("var", "Rows of A and C (tokens)."),
+                 "N": _axis("const", "Output features.", n),
+                 "K": _axis("const", "Input features.", k)},
+        "inputs": {"A": _tensor(["M", "K"], dtype, "Activations."),
+                   "B": _tensor(["N", "K"], dtype, "Weight, one output feature per row.")},
+        "outputs": {"C": _tensor(["M", "N"], dtype, "A @ B^T.")},
+        "reference": reference,
+    }
+
+
+def _rope(name: str, head_size: int, rotary_dim: int, dtype: str) -> dict[str, Any]:
+    reference = (
+        f"import torch\n\nHEAD_SIZE = {head_size}\nROTARY_DIM = {rotary_dim}\n\n\n"
+        "def _rotate(x, cos, sin):\n"
+        "    x = x.float()\n"
+        "    rot, rest = x[..., :ROTARY_DIM], x[..., ROTARY_DIM:]\n"
+        "    x1, x2 = rot.chunk(2, dim=-1)\n"
+        "    out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)\n"
+        "    return torch.cat((out, rest), dim=-1)\n\n\n"
+        "@torch.no_grad()\ndef run(q, k, cos_sin_cache, positions):\n"
+        "    assert q.shape[-1] == HEAD_SIZE and cos_sin_cache.shape[-1] == ROTARY_DIM\n"
+        "    cos, sin = cos_sin_cache[positions].float().chunk(2, dim=-1)\n"
+        "    cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)\n"
+        "    return _rotate(q, cos, sin).to(q.dtype), _rotate(k, cos, sin).to(k.dtype)\n")
+    tokens_q = ["num_tokens", "num_qo_heads", "head_size"]
+    tokens_k = ["num_tokens", "num_kv_heads", "head_size"]
+    return {
+        "name": name, "op_type": "rope",
+        "description": (f"NeoX-style rotary embedding from a cos/sin cache, head size "
+                        f"{head_size}, rotary dim {rotary_dim}. Generated from the rope "
+                        "family template."),
+        "tags": [f"{FAMILY_TAG}rope", "generated"],
+        "axes": {"num_tokens": _axis("var", "Tokens."),
+                 "num_qo_heads": _axis("var", "Query heads."),
+                 "num_kv_heads": _axis("var", "KV heads."),
+                 "head_size": _axis("const", "Head dimension.", head_size),
+                 "rotary_dim": _axis("const", "Rotated dimensions.", rotary_dim),
+                 "max_seq_len": _axis("var", "Rows of the cos/sin cache.")},
+        "inputs": {"q": _tensor(tokens_q, dtype, "Queries."),
+                   "k": _tensor(tokens_k, dtype, "Keys."),
+                   "cos_sin_cache": _tensor(["max_seq_len", "rotary_dim"], "float32",
+                                            "[cos | sin] per position."),
+                   "positions": _tensor(["num_tokens"], "int64", "Position of each token.")},
+        "outputs": {"q_out": _tensor(tokens_q, dtype, "Rotated queries."),
+                    "k_out": _tensor(tokens_k, dtype, "Rotated keys.")},
+        "reference": reference,
+    }
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("rmsnorm", "rmsnorm", "rmsnorm_h{hidden_size}[_eps{eps}]", ("hidden_size", "eps"),
+           lambda hidden_size, **_: f"rmsnorm_h{hidden_size}",
+           lambda name, hidden_size, eps, dtype="bfloat16":
+               _norm(name, False, hidden_size, eps, dtype)),
+    Family("fused_add_rmsnorm", "rmsnorm", "fused_add_rmsnorm_h{hidden_size}[_eps{eps}]",
+           ("hidden_size", "eps"),
+           lambda hidden_size, **_: f"fused_add_rmsnorm_h{hidden_size}",
+           lambda name, hidden_size, eps, dtype="bfloat16":
+               _norm(name, True, hidden_size, eps, dtype)),
+    Family("silu_and_mul", "activation", "silu_and_mul_i{intermediate_size}",
+           ("intermediate_size",),
+           lambda intermediate_size, **_: f"silu_and_mul_i{intermediate_size}",
+           lambda name, intermediate_size, dtype="bfloat16":
+               _silu_and_mul(name, intermediate_size, dtype)),
+    Family("gemm", "gemm", "gemm_n{N}_k{K}", ("n", "k"),
+           lambda n, k, **_: f"gemm_n{n}_k{k}",
+           lambda name, n, k, dtype="float16": _gemm(name, n, k, dtype)),
+    Family("rope", "rope", "rope_with_cos_sin_cache_neox_style_d{head_size}_rd{rotary_dim}",
+           ("head_size", "rotary_dim"),
+           lambda head_size, rotary_dim, **_:
+               f"rope_with_cos_sin_cache_neox_style_d{head_size}_rd{rotary_dim}",
+           lambda name, head_size, rotary_dim, dtype="bfloat16":
+               _rope(name, head_size, rotary_dim, dtype)),
+)}
+
+
+def resolve(family: str, known: Mapping[str, Definition], **constants: Any) -> Definition:
+    """The definition of `family` for `constants`: the known one (catalogue or database) of
+    that name when its eps agrees, else one generated from the template.
+
+    Norm families take `eps`; a name's official eps is the known definition's, or
+    DEFAULT_EPS for a hidden size nobody defined; any other eps is spelled in the name.
+    """
+    spec = FAMILIES.get(family)
+    if spec is None:
+        raise SchemaError(f"unknown definition family '{family}' (known: {sorted(FAMILIES)})")
+    name = spec.make_name(**constants)
+    eps = constants.get("eps")
+    if eps is not None:
+        base = known.get(name)
+        official = eps_of(base) if base is not None else DEFAULT_EPS
+        if official is None or float(eps) != official:
+            name = f"{name}_eps{eps_label(float(eps))}"
+    if name in known and (eps is None or eps_of(known[name]) == float(eps)):
+        return known[name]
+    data = spec.build(name, **constants)
+    return Definition.from_dict(data)
