@@ -94,7 +94,13 @@ def family_names(families: Iterable[str]) -> list[str]:
 
 
 def wrapper(engine: str, name: str, fallback: Callable[..., Any]) -> Callable[..., Any]:
-    """The `fib.apply(name)` wrapper of `fallback` for this engine (made once)."""
+    """The `fib.apply(name)` wrapper of `fallback` for this engine (made once).
+
+    Under torch.compile every such wrapper of a definition becomes the one custom op
+    `torch.ops.fib.<name>`, whose eager implementation is the path (and fallback) of the
+    wrapper registered first; so an engine makes one traceable wrapper per definition, for
+    the path torch.compile sees (forward_native), and `eager_wrapper`s for the others.
+    """
     key = (engine, name)
     fn = _wrappers.get(key)
     if fn is None:
@@ -103,6 +109,20 @@ def wrapper(engine: str, name: str, fallback: Callable[..., Any]) -> Callable[..
         with _lock:
             fn = _wrappers.setdefault(key, fib.apply(name)(fallback))
     return fn
+
+
+def eager_wrapper(name: str, fallback: Callable[..., Any]) -> Callable[..., Any]:
+    """`fib.apply(name, args=..., fallback=fallback)` as a function: a call site of its own
+    with its own fallback, never traced by torch.compile (callers check is_compiling)."""
+    import fib_runtime as fib
+
+    apply = fib.apply
+
+    def call(*args: Any) -> Any:
+        return apply(name, args=args, fallback=fallback)
+
+    call.__name__ = f"fib_{name}"
+    return call
 
 
 def start(wrappers: Iterable[Callable[..., Any]] = ()) -> None:

@@ -22,7 +22,6 @@ import torch
 from fib_runtime.adapters import routing
 from fib_runtime.adapters.flashinfer.counters import guard, routed, unchanged
 
-ENGINE = "flashinfer-decode"
 PAGE_SIZES = (1, 16)  # page sizes with definitions: SGLang's default 1, vLLM's default 16
 _STATE = "_fib_plan"
 
@@ -56,6 +55,7 @@ def wrap(plan0: Callable[..., Any], run0: Callable[..., Any]
          ) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The replacements of the wrapper's plan and run."""
     fallbacks: dict[int, Callable[..., Any]] = {}
+    eager: dict[str, Callable[..., Any]] = {}
 
     def fallback_for(page_size: int) -> Callable[..., Any]:
         """FlashInfer itself with the definition's signature (needs the wrapper, kept in
@@ -91,7 +91,9 @@ def wrap(plan0: Callable[..., Any], run0: Callable[..., Any]
         fn = None
         if reason is None:
             name = definition_name(num_qo_heads, num_kv_heads, head_dim, page_size)
-            fn = routing.wrapper(ENGINE, name, fallback_for(page_size))
+            fn = eager.get(name)
+            if fn is None:
+                fn = eager.setdefault(name, routing.eager_wrapper(name, fallback_for(page_size)))
             routing.start()
             if not routing.served(name):
                 reason, fn = "not_served", None

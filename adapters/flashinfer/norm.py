@@ -22,7 +22,6 @@ import torch
 from fib_runtime.adapters import routing
 from fib_runtime.adapters.flashinfer.counters import guard, routed, unchanged
 
-ENGINE = "flashinfer"
 DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
 # (family, size, eps, dtype) -> the served wrapper, or the reason the call is not covered
 _routes: dict[tuple[str, int, float | None, torch.dtype], Callable[..., Any] | str] = {}
@@ -41,7 +40,7 @@ def _route(family: str, size: int, eps: float | None, dtype: torch.dtype,
         if name is None:
             found = "no_definition"
         else:
-            fn = routing.wrapper(f"{ENGINE}-{family}", name, fallback(eps))
+            fn = routing.eager_wrapper(name, fallback(eps))
             routing.start()
             found = fn if routing.served(name) else "not_served"
         _routes[key] = found

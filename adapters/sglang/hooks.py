@@ -111,11 +111,24 @@ def _decide(norm: Any) -> None:
             name = routing.definition_for(family, hidden, eps, "bfloat16")
             if name is None or not routing.served(name):
                 continue
-            factory = _norm_fallback if family == "rmsnorm" else _fused_fallback
-            for method in ("forward_cuda", "forward_native"):
-                routes[f"{family}.{method}"] = routing.wrapper(
-                    f"{ENGINE}-{method}", name, factory(method, eps))
+            routes[f"{family}.forward_native"] = _norm_wrapper(name, "forward_native", eps)
+            routes[f"{family}.forward_cuda"] = _norm_wrapper(name, "forward_cuda", eps)
     norm.__dict__["_fib_routes"] = routes
+
+
+_eager: dict[tuple[str, str], Callable[..., Any]] = {}
+
+
+def _norm_wrapper(name: str, method: str, eps: float) -> Callable[..., Any]:
+    """forward_native: the traced wrapper (torch.compile sees it); forward_cuda: an eager
+    call site whose fallback is SGLang's CUDA path."""
+    factory = _norm_fallback if name.startswith("rmsnorm_") else _fused_fallback
+    if method == "forward_native":
+        return routing.wrapper(ENGINE, name, factory(method, eps))
+    fn = _eager.get((name, method))
+    if fn is None:
+        fn = _eager.setdefault((name, method), routing.eager_wrapper(name, factory(method, eps)))
+    return fn
 
 
 def _after_init(result: Any, norm: Any, *args: Any, **kwargs: Any) -> None:
@@ -130,18 +143,21 @@ def _norm_hook(method: str) -> Callable[..., Any]:
                post_residual_addition: torch.Tensor | None = None,
                quant_linear: Any = None) -> Any:
         routes = norm.__dict__.get("_fib_routes")
+        variant = method
+        if in_place and torch.compiler.is_compiling():
+            variant = "forward_native"  # value-returning, the traced wrapper
         if (routes and post_residual_addition is None and quant_linear is None
                 and norm.__dict__.get("_quant_linear") is None
                 and x.dtype == _DTYPE and x.dim() == 2 and x.numel() > 0):
             if residual is None:
-                fn = routes.get(f"rmsnorm.{method}")
+                fn = routes.get(f"rmsnorm.{variant}")
                 if fn is not None:
                     return fn(x, norm.weight.data)
             elif residual.dtype == _DTYPE and residual.dim() == 2:
-                fn = routes.get(f"fused_add_rmsnorm_residual.{method}")
+                fn = routes.get(f"fused_add_rmsnorm_residual.{variant}")
                 if fn is not None:
-                    if in_place and x.is_contiguous() and residual.is_contiguous() \
-                            and not torch.compiler.is_compiling():
+                    if variant == "forward_cuda" and x.is_contiguous() \
+                            and residual.is_contiguous():
                         fn(x, residual, norm.weight.data, x, residual)
                         return x, residual
                     return fn(x, residual, norm.weight.data)
@@ -151,11 +167,13 @@ def _norm_hook(method: str) -> Callable[..., Any]:
 
 
 def _act_hook(method: str) -> Callable[..., Any]:
-    index = 0 if method == "forward_native" else 1
+    native = method == "forward_native"
 
     def around(original: Callable[..., Any], act: Any, x: torch.Tensor) -> torch.Tensor:
         pair = _act_by_width.get(x.shape[-1]) if x.dtype == _DTYPE and x.dim() == 2 else None
-        return original(act, x) if pair is None else pair[index](x)
+        if pair is None:
+            return original(act, x)
+        return pair[0](x) if native or torch.compiler.is_compiling() else pair[1](x)
 
     return around
 
@@ -164,19 +182,20 @@ def install() -> None:
     """Register the hooks (once per process). SGLang's load_plugins applies them."""
     global _installed
     with _lock:
-        if _installed:
-            return
-        _installed = True
         from sglang.srt.layers.activation import SiluAndMul
         from sglang.srt.layers.layernorm import RMSNorm
         from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
-        for method in ("forward_cuda", "forward_native"):
-            _originals[f"norm.{method}"] = getattr(RMSNorm, method)
-            _originals[f"act.{method}"] = getattr(SiluAndMul, method)
+        if not _installed:
+            for method in ("forward_cuda", "forward_native"):
+                _originals[f"norm.{method}"] = getattr(RMSNorm, method)
+                _originals[f"act.{method}"] = getattr(SiluAndMul, method)
         _prepare_wrappers()
         routing.start()
         _served_activations()
+        if _installed:
+            return
+        _installed = True
         HookRegistry.register(f"{NORM}.__init__", _after_init, HookType.AFTER)
         for method in ("forward_cuda", "forward_native"):
             HookRegistry.register(f"{NORM}.{method}", _norm_hook(method), HookType.AROUND)
@@ -191,16 +210,14 @@ def _prepare_wrappers() -> None:
         if eps is None:
             continue
         factory = _norm_fallback if name.startswith("rmsnorm_") else _fused_fallback
-        for method in ("forward_cuda", "forward_native"):
-            routing.wrapper(f"{ENGINE}-{method}", name, factory(method, eps))
+        routing.wrapper(ENGINE, name, factory("forward_native", eps))
     for name in routing.family_names(["silu_and_mul"]):
-        for method in ("forward_native", "forward_cuda"):
-            routing.wrapper(f"{ENGINE}-{method}", name, _act_fallback(method))
+        routing.wrapper(ENGINE, name, _act_fallback("forward_native"))
 
 
 def _served_activations() -> None:
     for name in routing.family_names(["silu_and_mul"]):
         if routing.served(name):
-            _act_by_width[2 * routing.definition_size(name)] = tuple(  # type: ignore[assignment]
-                routing.wrapper(f"{ENGINE}-{m}", name, _act_fallback(m))
-                for m in ("forward_native", "forward_cuda"))
+            _act_by_width[2 * routing.definition_size(name)] = (
+                routing.wrapper(ENGINE, name, _act_fallback("forward_native")),
+                routing.eager_wrapper(name, _act_fallback("forward_cuda")))

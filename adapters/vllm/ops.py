@@ -106,7 +106,8 @@ class FibRMSNorm(RMSNorm):
 class FibSiluAndMul(SiluAndMul):
     """vLLM's SiluAndMul; calls a definition covers go through fib-runtime."""
 
-    # gate_up width -> (native wrapper, cuda wrapper) of a served definition; filled by
+    # gate_up width -> (traced native wrapper, eager cuda wrapper) of a served definition;
+    # filled by
     # install(), read-only afterwards (one dict lookup per call, also under torch.compile)
     _fib_by_width: ClassVar[dict[int, tuple[Callable[..., Any], Callable[..., Any]]]] = {}
 
@@ -118,7 +119,9 @@ class FibSiluAndMul(SiluAndMul):
     def forward_cuda(self, x: torch.Tensor) -> torch.Tensor:
         pair = self._fib_by_width.get(x.shape[-1]) if x.dtype == _DTYPE and x.dim() == 2 \
             else None
-        return super().forward_cuda(x) if pair is None else pair[1](x)
+        if pair is None:
+            return super().forward_cuda(x)
+        return pair[0](x) if torch.compiler.is_compiling() else pair[1](x)
 
 
 def _prepare_wrappers() -> None:
@@ -131,7 +134,6 @@ def _prepare_wrappers() -> None:
             routing.wrapper(ENGINE, name, factory(eps))
     for name in routing.family_names(["silu_and_mul"]):
         routing.wrapper(ENGINE, name, _silu_native)
-        routing.wrapper(f"{ENGINE}-cuda", name, _silu_cuda)
 
 
 def _served_activations() -> None:
@@ -139,8 +141,7 @@ def _served_activations() -> None:
         if routing.served(name):
             width = 2 * routing.definition_size(name)
             FibSiluAndMul._fib_by_width[width] = (routing.wrapper(ENGINE, name, _silu_native),
-                                                  routing.wrapper(f"{ENGINE}-cuda", name,
-                                                                  _silu_cuda))
+                                                  routing.eager_wrapper(name, _silu_cuda))
 
 
 def install() -> None:

@@ -95,7 +95,7 @@ def test_uncovered_calls_reach_flashinfer_unchanged(installed: None, case: str, 
     elif case == "strided":
         x = x.t().contiguous().t()
     before = (x.clone(), r.clone())
-    with pytest.raises(RuntimeError) as raised:  # FlashInfer's CUDA kernel, given CPU tensors
+    with pytest.raises((RuntimeError, AssertionError)) as raised:  # FlashInfer's CUDA kernel, given CPU tensors
         flashinfer.norm.fused_add_rmsnorm(x, r, w, eps)
     assert "fib_runtime" not in str(raised.traceback[-1].path)
     assert fi.stats() == {"routed": {}, "unchanged": {"fused_add_rmsnorm": {reason: 1}}}
@@ -109,7 +109,7 @@ def test_definitions_not_in_the_database_are_left_to_flashinfer(tmp_path: Path):
     fi.install()
     try:
         x, r, w = _tensors()
-        with pytest.raises(RuntimeError):
+        with pytest.raises((RuntimeError, AssertionError)):
             flashinfer.norm.fused_add_rmsnorm(x, r, w, 1e-5)
         assert fi.stats()["unchanged"] == {"fused_add_rmsnorm": {"not_served": 1}}
     finally:

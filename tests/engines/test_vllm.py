@@ -116,6 +116,8 @@ def test_3_uncovered_constants_keep_vllm_code(switched_on: None):
     odd = torch.randn(2, 2 * 1000).bfloat16()
     assert torch.equal(act.forward_native(odd), SiluAndMul.forward_native(odd))
     assert fib.stats().get("rmsnorm_h4096", {}).get("hits", 0) == 0
+    norm.forward_native(x)  # dispatch is on: a covered call is a hit
+    assert fib.stats()["rmsnorm_h4096"]["hits"] == 1
 
 
 def test_4_registration_is_idempotent(switched_on: None):
