@@ -55,7 +55,7 @@ def wrap(plan0: Callable[..., Any], run0: Callable[..., Any]
          ) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The replacements of the wrapper's plan and run."""
     fallbacks: dict[int, Callable[..., Any]] = {}
-    eager: dict[str, Callable[..., Any]] = {}
+    eager: dict[str, Callable[..., Any] | None] = {}  # definition -> call site, or None
 
     def fallback_for(page_size: int) -> Callable[..., Any]:
         """FlashInfer itself with the definition's signature (needs the wrapper, kept in
@@ -89,21 +89,24 @@ def wrap(plan0: Callable[..., Any], run0: Callable[..., Any]
         reason = _plan_reason(self, page_size, pos_encoding_mode, window_left,
                               logits_soft_cap, q_dtype, kv_data_type or q_dtype, o_data_type)
         fn = None
+        if reason is None and getattr(self, "_paged_kv_indptr_buf", None) is None:
+            reason = "wrapper_state"  # a FlashInfer whose plan keeps its buffers elsewhere
         if reason is None:
             name = definition_name(num_qo_heads, num_kv_heads, head_dim, page_size)
-            fn = eager.get(name)
+            if name not in eager:  # first plan of this definition: is it served here? (kept)
+                routing.start()
+                eager[name] = routing.eager_wrapper(name, fallback_for(page_size)) \
+                    if routing.served(name) else None
+            fn = eager[name]
             if fn is None:
-                fn = eager.setdefault(name, routing.eager_wrapper(name, fallback_for(page_size)))
-            routing.start()
-            if not routing.served(name):
-                reason, fn = "not_served", None
-        # Under CUDA graphs the wrapper plans into its fixed buffers; read them from there.
-        fixed = getattr(self, "_use_cuda_graph", False)
+                reason = "not_served"
+        # FlashInfer's plan leaves the device copies on the wrapper (under CUDA graphs, its
+        # fixed buffers, the indices one oversized): the routed run reads those.
         self.__dict__[_STATE] = {
             "wrapper": self, "fn": fn, "reason": reason, "page_size": page_size,
-            "indptr": self._paged_kv_indptr_buf if fixed else indptr,
-            "indices": self._paged_kv_indices_buf if fixed else indices,
-            "last_page_len": self._paged_kv_last_page_len_buf if fixed else last_page_len,
+            "indptr": getattr(self, "_paged_kv_indptr_buf", None),
+            "indices": getattr(self, "_paged_kv_indices_buf", None),
+            "last_page_len": getattr(self, "_paged_kv_last_page_len_buf", None),
             "sm_scale": float(sm_scale) if sm_scale is not None else 1.0 / math.sqrt(head_dim),
         }
 
