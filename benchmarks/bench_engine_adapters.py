@@ -117,7 +117,7 @@ def run_flow(batches: list[int]) -> dict[str, Any]:
         reference = mlp_block(w, x, r, {NORM: _torch_norm, FUSED: _torch_fused,
                                         ACT: _torch_silu})
         rows.append({
-            "batch": b,
+            "batch": b, "dynamo_graphs_so_far": int(counters["stats"]["unique_graphs"]),
             "replay_vs_eager_max_abs": max((s - e).abs().max().item()
                                            for s, e in zip(static, eager, strict=True)),
             "replay_equals_eager": all(torch.allclose(s.float(), e.float(), atol=2e-2,
@@ -165,7 +165,7 @@ class Layer:
         self.attn = torch.empty(batch, QO, D, dtype=torch.bfloat16, device=DEV)
         self.act = torch.empty(batch, INTER, dtype=torch.bfloat16, device=DEV)
         indptr = torch.arange(batch + 1, dtype=torch.int32, device=DEV) * kv_len
-        indices = torch.randperm(pages, device=DEV).to(torch.int32)
+        indices = torch.randperm(pages, generator=g, device=DEV).to(torch.int32)
         last = torch.ones(batch, dtype=torch.int32, device=DEV)
         workspace = torch.zeros(128 << 20, dtype=torch.uint8, device=DEV)
         self.wrapper = flashinfer.decode.BatchDecodeWithPagedKVCacheWrapper(
@@ -206,6 +206,24 @@ def _time(fn: Callable[[], Any], iters: int) -> float:
     return start.elapsed_time(end) * 1000 / iters  # us
 
 
+def per_op_eager(layer: Layer, iters: int) -> dict[str, float]:
+    """Eager cost (us per call) of each FlashInfer call of the layer as the layer makes it,
+    with the adapter installed or not (the caller switches)."""
+    import flashinfer
+
+    x, r, w = layer.x, layer.residual, layer.w_in
+    q = torch.randn(layer.batch, QO, D, device=DEV).bfloat16()
+    gate_up = torch.randn(layer.batch, 2 * INTER, device=DEV).bfloat16()
+    return {
+        "fused_add_rmsnorm": _time(lambda: flashinfer.norm.fused_add_rmsnorm(x, r, w, EPS),
+                                   iters),
+        "silu_and_mul": _time(lambda: flashinfer.activation.silu_and_mul(gate_up,
+                                                                         out=layer.act), iters),
+        "decode_run": _time(lambda: layer.wrapper.run(q, (layer.k_cache, layer.v_cache),
+                                                      out=layer.attn), iters),
+    }
+
+
 def run_layer(batches: list[int], kv_len: int, rounds: int, iters: int) -> dict[str, Any]:
     from fib_runtime.adapters import flashinfer as fi
 
@@ -242,8 +260,16 @@ def run_layer(batches: list[int], kv_len: int, rounds: int, iters: int) -> dict[
                 times[f"{mode}_eager"].append(_time(layer.forward, iters))
                 if mode in graphs:
                     times[f"{mode}_graph"].append(_time(graphs[mode].replay, iters))
+        per_op: dict[str, list[dict[str, float]]] = {"flashinfer": [], "fib": []}
+        for _ in range(rounds):
+            for mode, layer in layers.items():
+                (fi.install if mode == "fib" else fi.uninstall)()
+                per_op[mode].append(per_op_eager(layer, iters))
         fi.uninstall()
         med = {k: statistics.median(v) if v else None for k, v in times.items()}
+        for mode, samples in per_op.items():
+            for op in samples[0]:
+                med[f"{mode}_{op}_eager"] = statistics.median(s[op] for s in samples)
         ref_x, ref_r = outputs["flashinfer"]
         row = {"batch": b, **{f"{k}_us": v for k, v in med.items()},
                "graph_errors": errors,
@@ -299,7 +325,7 @@ def main() -> None:
     phases["retune_s"] = time.perf_counter() - start
     with fib.enable_apply(root, {"check_interval_s": 0}):
         start = time.perf_counter()
-        flow = run_flow(args.batches)
+        flow = run_flow(sorted(args.batches, key=lambda b: b == 1))  # batch 1 last
         phases["flow_s"] = time.perf_counter() - start
         start = time.perf_counter()
         with torch.no_grad():
@@ -307,6 +333,11 @@ def main() -> None:
         phases["layer_s"] = time.perf_counter() - start
         from fib_runtime.adapters import flashinfer as fi
 
+        per_op_rows = [[r["batch"], *(f"{r[f'flashinfer_{op}_eager_us']:.1f} / "
+                                      f"{r[f'fib_{op}_eager_us']:.1f}"
+                                      for op in ("fused_add_rmsnorm", "silu_and_mul",
+                                                 "decode_run"))]
+                       for r in layer["rows"]]
         explained = {n: {b: fib.explain(n, _axes(n, b, args.kv_len)).decision
                          for b in args.batches} for n in (NORM, FUSED, ACT, DECODE)}
         result = {
@@ -327,6 +358,8 @@ def main() -> None:
                   _f(r["flashinfer_graph_us"]), _f(r["fib_graph_us"]),
                   f"{r['fib_vs_flashinfer_x_max_abs']:.3g}", r["graph_errors"]]
                  for r in layer["rows"]])
+    print_table(["batch", "fused_add_rmsnorm us (FI / fib)", "silu_and_mul", "decode run"],
+                per_op_rows)
     print(json.dumps({"served": explained, "adapter": result["flashinfer_adapter_stats"]}))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "engine_adapters.json").write_text(json.dumps(result, indent=2, default=str))
