@@ -160,16 +160,17 @@ _current = _Current()
 def _routed(state: dict[str, Any], q: torch.Tensor, paged_kv_cache: Any,
             out: torch.Tensor | None) -> torch.Tensor:
     k_cache, v_cache = paged_kv_cache
-    if out is None:
-        out = torch.empty_like(q)
-    lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device)
     head = (q, k_cache, v_cache, state["indptr"], state["indices"])
     args = (*head, state["sm_scale"]) if state["page_size"] == 1 else \
         (*head, state["last_page_len"], state["sm_scale"])
     _current.state = state
     guard.active = True
     try:
+        if out is None:  # value-returning: the solution's own output, no copy
+            return state["fn"](*args)[0]
+        # out=: destination-passing into the caller's buffer (a scratch lse beside it)
+        lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device)
         state["fn"](*args, out, lse)
+        return out
     finally:
         guard.active = False
-    return out
