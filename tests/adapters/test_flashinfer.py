@@ -174,3 +174,65 @@ def test_decode_run_options_that_definitions_do_not_model_are_not_routed(kwargs,
     return_lse = kwargs.pop("return_lse", False)
     assert decode._run_reason(q, kv, (), return_lse, kwargs) == reason
     assert decode.definition_name(32, 8, 128, 16) == "gqa_paged_decode_h32_kv8_d128_ps16"
+
+
+def _stub_decode(tmp_path: Path):
+    """decode.wrap around stand-ins of FlashInfer's plan / run (FlashInfer's own need CUDA):
+    plan keeps device copies on the wrapper as FlashInfer's does; run records its calls."""
+    calls: list[dict] = []
+
+    class Wrapper:
+        _kv_layout = "NHD"
+
+    def plan0(self, indptr, indices, last_page_len, *args, **kwargs):
+        self._paged_kv_indptr_buf = indptr.clone()
+        self._paged_kv_indices_buf = torch.cat([indices, torch.zeros(8, dtype=torch.int32)])
+        self._paged_kv_last_page_len_buf = last_page_len.clone()
+
+    def run0(self, q, kv, *args, **kwargs):
+        calls.append(kwargs)
+        return torch.zeros_like(q)
+
+    plan, run = decode.wrap(plan0, run0)
+    return Wrapper(), plan, run, calls
+
+
+def _decode_inputs(batch: int = 3, per_seq: int = 5):
+    g = torch.Generator().manual_seed(batch)
+    pages = batch * per_seq
+    q = torch.randn(batch, 32, 128, generator=g).bfloat16()
+    k, v = torch.randn(2, pages, 1, 8, 128, generator=g).bfloat16()
+    indptr = torch.arange(batch + 1, dtype=torch.int32) * per_seq
+    indices = torch.randperm(pages, generator=g).to(torch.int32)
+    return q, k, v, indptr, indices, torch.ones(batch, dtype=torch.int32)
+
+
+def test_decode_run_is_routed_with_the_plan_state(tmp_path: Path):
+    name = "gqa_paged_decode_h32_kv8_d128_ps1"
+    session = fib.enable_apply(engine_db(tmp_path / "db", [name], variant="torch_padded"))
+    fi.reset()
+    try:
+        wrapper, plan, run, calls = _stub_decode(tmp_path)
+        q, k, v, indptr, indices, last = _decode_inputs()
+        plan(wrapper, indptr, indices, last, 32, 8, 128, 1, q_data_type=torch.bfloat16)
+        out = torch.zeros_like(q)
+        assert run(wrapper, q, (k, v), out=out) is out
+        namespace: dict = {}
+        exec(load_catalogue_reference(name), namespace)
+        want, _ = namespace["run"](q, k, v, indptr, indices, 128 ** -0.5)
+        torch.testing.assert_close(out, want)
+        torch.testing.assert_close(run(wrapper, q, (k, v)), want)
+        assert calls == [] and fi.stats()["routed"] == {"decode.run": 2}
+        # Uncovered: FlashInfer's run gets the call, unchanged, and it is counted.
+        run(wrapper, q, (k, v), return_lse=True)
+        assert calls == [{"out": None, "lse": None, "return_lse": True}]
+        assert fi.stats()["unchanged"] == {"decode.run": {"return_lse": 1}}
+        assert fib.stats()[name]["hits"] == 2
+    finally:
+        session.__exit__()
+
+
+def load_catalogue_reference(name: str) -> str:
+    from fib_runtime.catalogue import load_catalogue
+
+    return load_catalogue().definitions[name].reference
