@@ -1,0 +1,86 @@
+"""FlashInfer's Python API with covered calls routed to fib-runtime, contracts kept.
+
+    from fib_runtime.adapters import flashinfer as fib_flashinfer
+    fib_flashinfer.install()      # or FIB_FLASHINFER=1 with the vLLM / SGLang plugin
+    ...                           # flashinfer.norm.rmsnorm, fused_add_rmsnorm,
+                                  # activation.silu_and_mul, BatchDecodeWithPagedKVCacheWrapper
+    fib_flashinfer.stats()        # {"routed": {...}, "unchanged": {function: {reason: n}}}
+    fib_flashinfer.uninstall()
+
+`install()` replaces the functions in `flashinfer`, `flashinfer.norm` and
+`flashinfer.activation` and the decode wrapper's `plan` / `run` (class attributes, so every
+wrapper instance is covered); `uninstall()` puts FlashInfer's own back. Routing needs
+fib-runtime on (`fib.enable_apply(...)`, or FIB_ENABLE_APPLY / FIB_ENABLE_TRACING); see
+norm.py and decode.py for what is covered.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from fib_runtime.adapters.flashinfer.counters import reset, stats
+
+ENV_VAR = "FIB_FLASHINFER"
+_lock = threading.Lock()
+_saved: dict[tuple[Any, str], Any] = {}  # (owner, attribute) -> FlashInfer's original
+
+
+def installed() -> bool:
+    return bool(_saved)
+
+
+def install() -> None:
+    """Route FlashInfer's norm, activation and paged decode calls (idempotent)."""
+    import flashinfer
+    import flashinfer.activation
+    import flashinfer.decode
+    import flashinfer.norm
+    from fib_runtime.adapters.flashinfer import decode, norm
+
+    with _lock:
+        if _saved:
+            return
+        originals = {
+            "rmsnorm": flashinfer.norm.rmsnorm,
+            "fused_add_rmsnorm": flashinfer.norm.fused_add_rmsnorm,
+            "silu_and_mul": flashinfer.activation.silu_and_mul,
+        }
+        replacements = norm.wrap(originals)
+        owners = {"rmsnorm": (flashinfer, flashinfer.norm),
+                  "fused_add_rmsnorm": (flashinfer, flashinfer.norm),
+                  "silu_and_mul": (flashinfer, flashinfer.activation)}
+        for name, modules in owners.items():
+            for module in modules:
+                if getattr(module, name, None) is originals[name]:
+                    _saved[module, name] = originals[name]
+                    setattr(module, name, replacements[name])
+        cls = flashinfer.decode.BatchDecodeWithPagedKVCacheWrapper
+        plan, run = decode.wrap(cls.plan, cls.run)
+        for name, fn in (("plan", plan), ("run", run)):
+            _saved[cls, name] = cls.__dict__[name]
+            setattr(cls, name, fn)
+
+
+def uninstall() -> None:
+    """Put FlashInfer's own functions back."""
+    from fib_runtime.adapters.flashinfer import norm
+
+    with _lock:
+        for (owner, name), original in _saved.items():
+            setattr(owner, name, original)
+        _saved.clear()
+        norm.clear_routes()
+
+
+def install_from_env() -> bool:
+    """install() when FIB_FLASHINFER is set (the engine plugins call this); True if so."""
+    if os.environ.get(ENV_VAR, "").strip().lower() not in ("1", "true", "yes", "on"):
+        return False
+    install()
+    return True
+
+
+__all__ = ["ENV_VAR", "install", "install_from_env", "installed", "reset", "stats",
+           "uninstall"]

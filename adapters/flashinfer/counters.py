@@ -1,0 +1,35 @@
+"""Counters of the FlashInfer adapter and its re-entry guard (shared by norm.py and decode.py)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+# (function, reason) -> calls that went to FlashInfer unchanged; "routed" counts the calls
+# handed to fib-runtime (which counts hits and fallbacks itself, see fib.stats()).
+unchanged: Counter[tuple[str, str]] = Counter()
+routed: Counter[str] = Counter()
+
+
+class _Guard(threading.local):
+    """Set while a routed call runs, so that a catalogue solution which itself calls the
+    FlashInfer API (the flashinfer_* solutions) reaches FlashInfer, not fib-runtime again."""
+
+    active = False
+
+
+guard = _Guard()
+
+
+def stats() -> dict[str, Any]:
+    """Calls routed to fib-runtime per function, and calls left to FlashInfer by reason."""
+    out: dict[str, dict[str, int]] = {}
+    for (function, reason), count in unchanged.items():
+        out.setdefault(function, {})[reason] = count
+    return {"routed": dict(routed), "unchanged": out}
+
+
+def reset() -> None:
+    unchanged.clear()
+    routed.clear()

@@ -1,0 +1,184 @@
+"""What the engine adapters share: the on/off switch, an engine op's constants -> definition,
+and one `fib.apply` wrapper per (engine, definition, fallback).
+
+An adapter routes a call only when every constant of the engine op (size, eps, dtype) matches
+a definition of the catalogue, and only when fib-runtime serves that definition in this
+process (its `torch.ops.fib.<name>` custom op exists once dispatch or capture is on with a
+database that holds it). Everything else keeps the engine's own code, untouched.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+log = logging.getLogger("fib_runtime.adapters")
+
+ENV_VARS = ("FIB_ENABLE_APPLY", "FIB_ENABLE_TRACING")
+# Families the engine adapters route, and how a definition's name carries its size.
+FAMILIES = {
+    "rmsnorm": "rmsnorm_h{}",
+    "fused_add_rmsnorm_residual": "fused_add_rmsnorm_residual_h{}",
+    "silu_and_mul": "silu_and_mul_i{}",
+}
+_wrappers: dict[tuple[str, str], Callable[..., Any]] = {}
+_lock = threading.RLock()
+_started = False
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def enabled() -> bool:
+    """True when the user turned fib-runtime on (FIB_ENABLE_APPLY or FIB_ENABLE_TRACING)."""
+    return any(_truthy(name) for name in ENV_VARS)
+
+
+@functools.cache
+def _catalogue_definitions() -> dict[str, Any]:
+    from fib_runtime.catalogue import load_catalogue
+
+    return load_catalogue().definitions
+
+
+def reference_constant(reference: str, name: str) -> float | None:
+    """The literal assigned to `name` anywhere in a reference's source (read, never run)."""
+    for node in ast.walk(ast.parse(reference)):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and any(
+                isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            value = node.value.value
+            return float(value) if isinstance(value, int | float) else None
+    return None
+
+
+@functools.cache
+def definition_for(family: str, size: int, eps: float | None, dtype: str) -> str | None:
+    """The catalogue definition computing `family` at this size, eps and dtype, or None.
+
+    `dtype` is the definition's spelling ("bfloat16"); eps is compared against the
+    reference's EPS literal with a relative tolerance of 1e-6 (None: no eps, e.g. activations).
+    """
+    name = FAMILIES[family].format(size)
+    definition = _catalogue_definitions().get(name)
+    if definition is None:
+        return None
+    if any(spec.dtype != dtype for spec in definition.inputs.values() if spec.shape):
+        return None
+    if eps is not None:
+        expected = reference_constant(definition.reference, "EPS")
+        if expected is None or abs(expected - eps) > 1e-6 * abs(expected):
+            return None
+    return name
+
+
+def definition_eps(name: str) -> float | None:
+    """The EPS literal of a catalogue definition's reference, if it has one."""
+    return reference_constant(_catalogue_definitions()[name].reference, "EPS")
+
+
+def definition_size(name: str) -> int:
+    """The size a family name carries (rmsnorm_h4096 -> 4096, silu_and_mul_i14336 -> 14336)."""
+    return int(name.rsplit("_", 1)[1][1:])
+
+
+def family_names(families: Iterable[str]) -> list[str]:
+    """Every catalogue definition of these families."""
+    prefixes = tuple(FAMILIES[f].format("") for f in families)
+    return sorted(n for n in _catalogue_definitions() if n.startswith(prefixes))
+
+
+def wrapper(engine: str, name: str, fallback: Callable[..., Any]) -> Callable[..., Any]:
+    """The `fib.apply(name)` wrapper of `fallback` for this engine (made once).
+
+    Under torch.compile every such wrapper of a definition becomes the one custom op
+    `torch.ops.fib.<name>`, whose eager implementation is the path (and fallback) of the
+    wrapper registered first; so an engine makes one traceable wrapper per definition, for
+    the path torch.compile sees (forward_native), and `eager_wrapper`s for the others.
+    """
+    key = (engine, name)
+    fn = _wrappers.get(key)
+    if fn is None:
+        import fib_runtime as fib
+
+        with _lock:
+            fn = _wrappers.setdefault(key, fib.apply(name)(fallback))
+    return fn
+
+
+def eager_wrapper(name: str, fallback: Callable[..., Any]) -> Callable[..., Any]:
+    """`fib.apply(name, args=..., fallback=fallback)` as a function: a call site of its own
+    with its own fallback, never traced by torch.compile (callers check is_compiling)."""
+    import fib_runtime as fib
+
+    apply = fib.apply
+
+    def call(*args: Any) -> Any:
+        return apply(name, args=args, fallback=fallback)
+
+    call.__name__ = f"fib_{name}"
+    return call
+
+
+def start(wrappers: Iterable[Callable[..., Any]] = ()) -> None:
+    """Switch fib-runtime on from the environment, once, after the wrappers exist.
+
+    Dispatch and capture generate their per-call paths (and register the `torch.ops.fib`
+    custom ops torch.compile needs) for the wrappers that exist when they are switched on;
+    when the user switched them on before the adapter made its wrappers, one reload
+    regenerates them. Never raises: serving goes on with the engine's code.
+    """
+    global _started
+    del wrappers  # made by the caller before this call; named for the reader
+    with _lock:
+        if _started:
+            return
+        _started = True
+        import fib_runtime as fib
+
+        try:
+            already = False
+            if _truthy("FIB_ENABLE_APPLY"):
+                try:
+                    fib.warmup(["__fib_adapter_probe__"])
+                    already = True
+                except fib.FibError:
+                    fib.enable_apply()
+            if _truthy("FIB_ENABLE_TRACING"):
+                if fib.capture_stats()["active"]:
+                    already = True
+                else:
+                    fib.enable_capture()
+            if already:
+                fib.reload()
+        except Exception as exc:  # serving goes on with the engine's own code
+            log.error("fib-runtime could not start from the environment: %s", exc)
+
+
+def served(name: str) -> bool:
+    """True when fib-runtime serves `name` in this process: dispatch is on with a database
+    that defines it (its best solutions are built here, ahead of any CUDA-graph capture), or
+    capture is on (which records catalogue definitions too)."""
+    import fib_runtime as fib
+
+    try:
+        if name in fib.warmup([name]):
+            return True
+    except fib.FibError:
+        pass  # dispatch is off
+    try:
+        return bool(fib.capture_stats()["active"])
+    except Exception:
+        return False
+
+
+def reset_for_tests() -> None:
+    """Forget that the environment was read (tests switch the variables)."""
+    global _started
+    with _lock:
+        _started = False

@@ -1,0 +1,31 @@
+"""SGLang plugin: fib-runtime behind SGLang's RMSNorm and SiluAndMul, through SGLang's hooks.
+
+Declared in pyproject.toml as the `sglang.srt.plugins` entry point `fib_runtime`, which
+SGLang's `load_plugins()` runs in every process before `HookRegistry.apply_hooks()`. With
+neither FIB_ENABLE_APPLY nor FIB_ENABLE_TRACING set, `register()` returns at once and SGLang is
+left exactly as it is. Otherwise it registers, once, AROUND hooks on `forward_cuda` and
+`forward_native` of both classes (and an AFTER hook on RMSNorm.__init__ that decides routing
+from the module's constants), see `hooks.py`.
+"""
+
+from __future__ import annotations
+
+from fib_runtime.adapters import routing
+
+
+def register() -> None:
+    """The `sglang.srt.plugins` entry point (idempotent)."""
+    if not routing.enabled():
+        return
+    from fib_runtime.adapters.sglang.hooks import install
+
+    install()
+    try:  # FIB_FLASHINFER=1: FlashInfer's own API too
+        from fib_runtime.adapters.flashinfer import install_from_env
+
+        install_from_env()
+    except ImportError:  # flashinfer is not installed
+        pass
+
+
+__all__ = ["register"]

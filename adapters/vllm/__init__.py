@@ -1,0 +1,32 @@
+"""vLLM plugin: fib-runtime behind vLLM's RMSNorm and SiluAndMul, through vLLM's own hooks.
+
+Declared in pyproject.toml as the `vllm.general_plugins` entry point `fib_runtime`, which vLLM
+loads in every process before the model is built (possibly more than once). With neither
+FIB_ENABLE_APPLY nor FIB_ENABLE_TRACING set, `register()` returns at once and vLLM is left
+exactly as it is. Otherwise it registers, once, out-of-tree replacements
+(`CustomOp.register_oot`) for `RMSNorm` and `SiluAndMul` that route the calls a catalogue
+definition covers to `fib.apply` (the `torch.ops.fib.<name>` custom op under torch.compile)
+and leave every other call to vLLM's own implementation (see `ops.py`).
+"""
+
+from __future__ import annotations
+
+from fib_runtime.adapters import routing
+
+
+def register() -> None:
+    """The `vllm.general_plugins` entry point (idempotent)."""
+    if not routing.enabled():
+        return
+    from fib_runtime.adapters.vllm.ops import install
+
+    install()
+    try:  # FIB_FLASHINFER=1: FlashInfer's own API too
+        from fib_runtime.adapters.flashinfer import install_from_env
+
+        install_from_env()
+    except ImportError:  # flashinfer is not installed
+        pass
+
+
+__all__ = ["register"]

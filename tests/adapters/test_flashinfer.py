@@ -1,0 +1,238 @@
+"""The FlashInfer adapter on CPU: FlashInfer's Python API is imported for real, covered calls
+are served by the catalogue's torch solutions from a database measured on this machine, and
+uncovered ones must reach FlashInfer itself (its CUDA kernels then refuse CPU tensors, which
+is how a test without a GPU sees that the call went there), as its counters say."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+import fib_runtime as fib
+from tests.adapters.engine_db import engine_db
+
+pytest.importorskip("flashinfer")
+import flashinfer
+import flashinfer.activation
+import flashinfer.decode
+import flashinfer.norm
+from fib_runtime.adapters import flashinfer as fi
+from fib_runtime.adapters.flashinfer import decode
+
+H = 4096
+
+
+def _reference(x: torch.Tensor, r: torch.Tensor, w: torch.Tensor, eps: float = 1e-5):
+    s = x.float() + r.float()
+    out = s * torch.rsqrt(s.square().mean(-1, keepdim=True) + eps) * w.float()
+    return out.bfloat16(), s.bfloat16()
+
+
+@pytest.fixture
+def installed(tmp_path: Path) -> Iterator[None]:
+    session = fib.enable_apply(engine_db(tmp_path / "db"))
+    fi.reset()
+    fi.install()
+    try:
+        yield
+    finally:
+        fi.uninstall()
+        session.__exit__()
+
+
+def _tensors(rows: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(rows)
+    x, r = torch.randn(2, rows, H, generator=g).bfloat16()
+    return x, r, torch.randn(H, generator=g).bfloat16()
+
+
+def test_fused_add_rmsnorm_updates_both_tensors_in_place_and_returns_none(installed: None):
+    x, r, w = _tensors()
+    x_id, r_id = x.data_ptr(), r.data_ptr()
+    expected_out, expected_res = _reference(x, r, w)
+    assert flashinfer.norm.fused_add_rmsnorm(x, r, w, 1e-5) is None
+    assert (x.data_ptr(), r.data_ptr()) == (x_id, r_id)
+    torch.testing.assert_close(x, expected_out)
+    torch.testing.assert_close(r, expected_res, rtol=0, atol=0)
+    assert fi.stats()["routed"] == {"fused_add_rmsnorm": 1}
+    assert fib.stats()["fused_add_rmsnorm_residual_h4096"]["hits"] == 1
+    # The top-level re-export is the same replacement.
+    assert flashinfer.fused_add_rmsnorm is flashinfer.norm.fused_add_rmsnorm
+
+
+def test_out_buffers_are_written(installed: None):
+    x, _, w = _tensors(3)
+    out = torch.zeros_like(x)
+    assert flashinfer.norm.rmsnorm(x, w, 1e-5, out=out) is out
+    torch.testing.assert_close(out, torch.nn.functional.rms_norm(x.float(), (H,), w.float(),
+                                                                 1e-5).bfloat16())
+    gate_up = torch.randn(3, 2 * 14336).bfloat16()
+    act = torch.zeros(3, 14336, dtype=torch.bfloat16)
+    assert flashinfer.activation.silu_and_mul(gate_up, out=act) is act
+    gate, up = gate_up.float().chunk(2, dim=-1)
+    torch.testing.assert_close(act, (torch.nn.functional.silu(gate) * up).bfloat16())
+    value = flashinfer.norm.rmsnorm(x, w, 1e-5)
+    torch.testing.assert_close(value, out, rtol=0, atol=0)
+    assert fi.stats()["routed"] == {"rmsnorm": 2, "silu_and_mul": 1}
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("eps", "no_definition"), ("dtype", "no_definition"), ("hidden", "no_definition"),
+    ("strided", "layout_or_dtype"),
+])
+def test_uncovered_calls_reach_flashinfer_unchanged(installed: None, case: str, reason: str):
+    x, r, w = _tensors()
+    eps = 1e-5
+    if case == "eps":
+        eps = 1e-6  # h4096's definitions are eps 1e-5
+    elif case == "dtype":
+        x, r, w = x.half(), r.half(), w.half()
+    elif case == "hidden":
+        x, r, w = x[:, :1024].contiguous(), r[:, :1024].contiguous(), w[:1024].contiguous()
+    elif case == "strided":
+        x = x.t().contiguous().t()
+    before = (x.clone(), r.clone())
+    # FlashInfer's CUDA kernel, given CPU tensors, refuses them: the call reached FlashInfer.
+    with pytest.raises((RuntimeError, AssertionError)) as raised:
+        flashinfer.norm.fused_add_rmsnorm(x, r, w, eps)
+    assert "fib_runtime" not in str(raised.traceback[-1].path)
+    assert fi.stats() == {"routed": {}, "unchanged": {"fused_add_rmsnorm": {reason: 1}}}
+    assert torch.equal(x, before[0]) and torch.equal(r, before[1])
+    assert fib.stats().get("fused_add_rmsnorm_residual_h4096", {}).get("hits", 0) == 0
+
+
+def test_definitions_not_in_the_database_are_left_to_flashinfer(tmp_path: Path):
+    session = fib.enable_apply(engine_db(tmp_path / "db", ["rmsnorm_h4096"]))
+    fi.reset()
+    fi.install()
+    try:
+        x, r, w = _tensors()
+        with pytest.raises((RuntimeError, AssertionError)):
+            flashinfer.norm.fused_add_rmsnorm(x, r, w, 1e-5)
+        assert fi.stats()["unchanged"] == {"fused_add_rmsnorm": {"not_served": 1}}
+    finally:
+        fi.uninstall()
+        session.__exit__()
+
+
+def test_install_is_idempotent_and_uninstall_restores_flashinfer(tmp_path: Path):
+    originals = (flashinfer.norm.rmsnorm, flashinfer.norm.fused_add_rmsnorm,
+                 flashinfer.activation.silu_and_mul, flashinfer.rmsnorm,
+                 flashinfer.decode.BatchDecodeWithPagedKVCacheWrapper.run)
+    fi.install()
+    replaced = flashinfer.norm.rmsnorm
+    fi.install()
+    assert flashinfer.norm.rmsnorm is replaced is flashinfer.rmsnorm
+    assert replaced is not originals[0]
+    fi.uninstall()
+    assert (flashinfer.norm.rmsnorm, flashinfer.norm.fused_add_rmsnorm,
+            flashinfer.activation.silu_and_mul, flashinfer.rmsnorm,
+            flashinfer.decode.BatchDecodeWithPagedKVCacheWrapper.run) == originals
+    assert not fi.installed()
+
+
+def test_install_from_env(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv(fi.ENV_VAR, raising=False)
+    assert not fi.install_from_env() and not fi.installed()
+    monkeypatch.setenv(fi.ENV_VAR, "1")
+    try:
+        assert fi.install_from_env() and fi.installed()
+    finally:
+        fi.uninstall()
+
+
+class _Wrapper:
+    _kv_layout = "NHD"
+
+
+@pytest.mark.parametrize(("plan", "reason"), [
+    ({}, None), ({"layout": "HND"}, "layout"), ({"page_size": 64}, "page_size"),
+    ({"pos": "ROPE_LLAMA"}, "pos_encoding"), ({"window": 128}, "window"),
+    ({"cap": 30.0}, "soft_cap"), ({"q": torch.float16}, "dtype"),
+    ({"kv": torch.float8_e4m3fn}, "dtype"),
+])
+def test_decode_plans_that_definitions_do_not_model_are_not_routed(plan: dict, reason):
+    wrapper = _Wrapper()
+    wrapper._kv_layout = plan.get("layout", "NHD")
+    got = decode._plan_reason(wrapper, plan.get("page_size", 16), plan.get("pos", "NONE"),
+                              plan.get("window", -1), plan.get("cap"),
+                              plan.get("q", torch.bfloat16), plan.get("kv"), None)
+    assert got == reason
+
+
+@pytest.mark.parametrize(("kwargs", "reason"), [
+    ({}, None), ({"return_lse": True}, "return_lse"), ({"k_scale": 0.5}, "fp8_scales"),
+    ({"sinks": torch.zeros(32)}, "sinks"), ({"window_left": 64}, "window"),
+    ({"q_len_per_req": 2}, "multi_token"),
+])
+def test_decode_run_options_that_definitions_do_not_model_are_not_routed(kwargs, reason):
+    q = torch.zeros(2, 32, 128, dtype=torch.bfloat16)
+    kv = (torch.zeros(4, 16, 8, 128, dtype=torch.bfloat16),) * 2
+    return_lse = kwargs.pop("return_lse", False)
+    assert decode._run_reason(q, kv, (), return_lse, kwargs) == reason
+    assert decode.definition_name(32, 8, 128, 16) == "gqa_paged_decode_h32_kv8_d128_ps16"
+
+
+def _stub_decode(tmp_path: Path):
+    """decode.wrap around stand-ins of FlashInfer's plan / run (FlashInfer's own need CUDA):
+    plan keeps device copies on the wrapper as FlashInfer's does; run records its calls."""
+    calls: list[dict] = []
+
+    class Wrapper:
+        _kv_layout = "NHD"
+
+    def plan0(self, indptr, indices, last_page_len, *args, **kwargs):
+        self._paged_kv_indptr_buf = indptr.clone()
+        self._paged_kv_indices_buf = torch.cat([indices, torch.zeros(8, dtype=torch.int32)])
+        self._paged_kv_last_page_len_buf = last_page_len.clone()
+
+    def run0(self, q, kv, *args, **kwargs):
+        calls.append(kwargs)
+        return torch.zeros_like(q)
+
+    plan, run = decode.wrap(plan0, run0)
+    return Wrapper(), plan, run, calls
+
+
+def _decode_inputs(batch: int = 3, per_seq: int = 5):
+    g = torch.Generator().manual_seed(batch)
+    pages = batch * per_seq
+    q = torch.randn(batch, 32, 128, generator=g).bfloat16()
+    k, v = torch.randn(2, pages, 1, 8, 128, generator=g).bfloat16()
+    indptr = torch.arange(batch + 1, dtype=torch.int32) * per_seq
+    indices = torch.randperm(pages, generator=g).to(torch.int32)
+    return q, k, v, indptr, indices, torch.ones(batch, dtype=torch.int32)
+
+
+def test_decode_run_is_routed_with_the_plan_state(tmp_path: Path):
+    name = "gqa_paged_decode_h32_kv8_d128_ps1"
+    session = fib.enable_apply(engine_db(tmp_path / "db", [name], variant="torch_padded"))
+    fi.reset()
+    try:
+        wrapper, plan, run, calls = _stub_decode(tmp_path)
+        q, k, v, indptr, indices, last = _decode_inputs()
+        plan(wrapper, indptr, indices, last, 32, 8, 128, 1, q_data_type=torch.bfloat16)
+        out = torch.zeros_like(q)
+        assert run(wrapper, q, (k, v), out=out) is out
+        namespace: dict = {}
+        exec(load_catalogue_reference(name), namespace)
+        want, _ = namespace["run"](q, k, v, indptr, indices, 128 ** -0.5)
+        torch.testing.assert_close(out, want)
+        torch.testing.assert_close(run(wrapper, q, (k, v)), want)
+        assert calls == [] and fi.stats()["routed"] == {"decode.run": 2}
+        # Uncovered: FlashInfer's run gets the call, unchanged, and it is counted.
+        run(wrapper, q, (k, v), return_lse=True)
+        assert calls == [{"out": None, "lse": None, "return_lse": True}]
+        assert fi.stats()["unchanged"] == {"decode.run": {"return_lse": 1}}
+        assert fib.stats()[name]["hits"] == 2
+    finally:
+        session.__exit__()
+
+
+def load_catalogue_reference(name: str) -> str:
+    from fib_runtime.catalogue import load_catalogue
+
+    return load_catalogue().definitions[name].reference
