@@ -35,12 +35,12 @@ def req(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: 
 
 def text(data: Mapping[str, Any], key: str, path: str) -> str:
     """A required non-empty string."""
-    value = data.get(key, MISSING)
-    if type(value) is not str:
-        value = req(data, key, str, path)
-    if not value:
-        raise fail(join(path, key), "must not be empty")
-    return value
+    value = data.get(key)
+    if type(value) is str and value:
+        return value
+    if req(data, key, str, path):
+        return value
+    raise fail(join(path, key), "must not be empty")
 
 
 # Non-finite floats as flashinfer-bench writes them (pydantic's ser_json_inf_nan="strings")
@@ -48,7 +48,7 @@ def text(data: Mapping[str, Any], key: str, path: str) -> str:
 _NON_FINITE = {"nan": float("nan"), "inf": float("inf"), "infinity": float("inf")}
 
 
-def metric(data: Mapping[str, Any], key: str, path: str, *, nan_ok: bool) -> float | int:
+def metric(data: Mapping[str, Any], key: str, path: str, nan_ok: bool) -> float | int:
     """A measured value: absent means 0.0, never negative; NaN only when `nan_ok`.
 
     Infinity and NaN may be written as the strings "Infinity" / "NaN" (JSON has no literal).

@@ -203,8 +203,8 @@ class Evaluation:
         if raw is not None:
             where = path + ".correctness"
             correctness = _new_correctness(
-                metric(raw, "max_relative_error", where, nan_ok=True),
-                metric(raw, "max_absolute_error", where, nan_ok=True),
+                metric(raw, "max_relative_error", where, True),
+                metric(raw, "max_absolute_error", where, True),
                 opt(raw, "extra", dict, where),
                 extras(raw, _CORRECTNESS_KEYS))
         performance = None
@@ -212,9 +212,9 @@ class Evaluation:
         if raw is not None:
             where = path + ".performance"
             performance = _new_performance(
-                metric(raw, "latency_ms", where, nan_ok=False),
-                metric(raw, "reference_latency_ms", where, nan_ok=False),
-                metric(raw, "speedup_factor", where, nan_ok=False),
+                metric(raw, "latency_ms", where, False),
+                metric(raw, "reference_latency_ms", where, False),
+                metric(raw, "speedup_factor", where, False),
                 extras(raw, _PERFORMANCE_KEYS))
         return _new_evaluation(status, environment, text(data, "timestamp", path),
                    opt(data, "log", str, path), correctness, performance,
