@@ -206,8 +206,9 @@ class Definition:
 def _parse_axis(value: Any, path: str) -> Axis:
     """An axis; without "type" (flashinfer-bench omits defaults) a `value` makes it const."""
     data = as_dict(value, path)
-    kind = opt(data, "type", str, path)
-    if kind is None:
+    if "type" in data:
+        kind = req(data, "type", str, path)
+    else:
         kind = "var" if data.get("value") is None else "const"
     description = opt(data, "description", str, path)
     if kind == "const":

@@ -105,8 +105,9 @@ class Workload:
 
 def _parse_input(value: Any, path: str) -> InputDescriptor:
     data = as_dict(value, path)
-    kind = opt(data, "type", str, path)
-    if kind is None:  # flashinfer-bench omits the default: the fields say which kind
+    if "type" in data:
+        kind = req(data, "type", str, path)
+    else:  # flashinfer-bench omits the default: the fields say which kind
         kind = ("safetensors" if "path" in data or "tensor_key" in data
                 else "scalar" if "value" in data else "random")
     if kind == "random":
