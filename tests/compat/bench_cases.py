@@ -297,3 +297,46 @@ CASES = _cases()
 # Cases where we deliberately give another verdict than flashinfer-bench, and why. We never
 # write such a record (tests/compat/test_round_trip.py loads all we write with its models).
 DIFFERS: dict[str, str] = {}
+
+# The field our SchemaError names for each refused case: refused for the reason its test
+# means, not for another flaw of the record.
+REFUSED_FIELD: dict[str, str] = {
+    "axis_const_-3": "axes.N.value",
+    "tensor_shape_string": "inputs.A.shape",
+    "tensor_dtype_unknown": "inputs.A.dtype",
+    "definition_undefined_axis": "inputs.A.shape[0]",
+    "reference_without_run": "reference",
+    "reference_syntax_error": "reference",
+    "tags_empty_and_int": "tags[0]",
+    "tags_empty_string": "tags[0]",
+    "tags_int": "tags[0]",
+    "constraints_empty_string": "constraints[0]",
+    "constraints_not_python": "constraints[0]",
+    "input_output_overlap": "outputs",
+    "source_empty_path": "sources[0].path",
+    "source_content_int": "sources[0].content",
+    "entry_point_without_function": "spec.entry_point",
+    "entry_point_two_separators": "spec.entry_point",
+    "target_hardware_empty": "spec.target_hardware",
+    "dependencies_int": "spec.dependencies[0]",
+    "solution_duplicate_sources": "sources",
+    "solution_entry_not_in_sources": "spec.entry_point",
+    "source_path_traversal": "sources[0].path",
+    "source_absolute_path": "sources[0].path",
+    "workload_negative_axis": "workload.axes.M",
+    "workload_input_not_descriptor": "workload.inputs.A",
+    "correctness_negative": "evaluation.correctness.max_relative_error",
+    "performance_negative_latency": "evaluation.performance.latency_ms",
+    "environment_empty_hardware": "evaluation.environment.hardware",
+    "passed_without_metrics": "evaluation.correctness",
+    "numerical_with_performance_only": "evaluation.correctness",
+    "incorrect_shape_with_correctness": "evaluation.correctness",
+    "incorrect_shape_with_performance": "evaluation.performance",
+    "incorrect_dtype_with_correctness": "evaluation.correctness",
+    "incorrect_dtype_with_performance": "evaluation.performance",
+    "runtime_error_with_correctness": "evaluation.correctness",
+    "runtime_error_with_performance": "evaluation.performance",
+    "compile_error_with_correctness": "evaluation.correctness",
+    "compile_error_with_performance": "evaluation.performance",
+    "axis_type_unknown": "axes.M.type",
+}

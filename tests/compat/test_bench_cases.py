@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from fib_runtime.errors import FibError
+from fib_runtime.errors import FibError, SchemaError
 from fib_runtime.schema import Definition, Solution, Trace
-from tests.compat.bench_cases import CASES, DIFFERS, Case
+from tests.compat.bench_cases import CASES, DIFFERS, REFUSED_FIELD, Case
 
 OURS = {"definition": Definition, "solution": Solution, "trace": Trace}
 
@@ -41,12 +41,20 @@ def test_the_table_covers_every_test_of_its_schema_modules() -> None:
                        "test_load_dump_schema.py", "test_read_traces.py", "test_trace_set.py"}
     assert len({c.id for c in CASES}) == len(CASES)
     assert set(DIFFERS) <= {c.id for c in CASES}
+    assert set(REFUSED_FIELD) == {c.id for c in CASES if not c.accepts}
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_our_verdict_is_theirs(case: Case) -> None:
     expected = case.accepts if case.id not in DIFFERS else not case.accepts
     assert ours_accepts(case) is expected, DIFFERS.get(case.id, case.source)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.accepts], ids=lambda c: c.id)
+def test_refused_for_the_reason_its_test_means(case: Case) -> None:
+    with pytest.raises(SchemaError) as info:
+        OURS[case.kind].from_dict(case.data())
+    assert info.value.field == REFUSED_FIELD[case.id]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
