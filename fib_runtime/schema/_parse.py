@@ -96,6 +96,20 @@ def opt(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: 
     return check(value, kind, join(path, key))
 
 
+def omissible(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: str
+              ) -> Any:
+    """A field that may be left out (None then) but not null: flashinfer-bench gives these a
+    default, not None, and refuses null."""
+    value = data.get(key, MISSING)
+    if type(value) is kind:
+        return value
+    if value is MISSING:
+        return None
+    if value is None:
+        raise fail(join(path, key), "must not be null (leave the field out instead)")
+    return check(value, kind, join(path, key))
+
+
 def check(value: Any, kind: type | tuple[type, ...], field: str) -> Any:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     # bool is an int subclass in Python but not a JSON number.
@@ -113,7 +127,7 @@ def join(path: str, key: str) -> str:
 def str_list(data: Mapping[str, Any], key: str, path: str, *, empty_ok: bool = False
              ) -> tuple[str, ...] | None:
     """An optional list of strings, non-empty ones unless `empty_ok`."""
-    values = opt(data, key, list, path)
+    values = omissible(data, key, list, path)
     if values is None:
         return None
     if all(type(v) is str and (v or empty_ok) for v in values):

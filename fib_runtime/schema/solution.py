@@ -7,7 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from fib_runtime.schema._parse import as_dict, extras, fail, opt, put, req, str_list, text
+from fib_runtime.schema._parse import (
+    as_dict,
+    extras,
+    fail,
+    omissible,
+    opt,
+    put,
+    req,
+    str_list,
+    text,
+)
 
 _SPEC_KEYS = frozenset({
     "language", "target_hardware", "entry_point", "destination_passing_style", "binding",
@@ -118,7 +128,7 @@ def _parse_spec(data: dict[str, Any]) -> BuildSpec:
                    "required: a list of at least one name (e.g. 'any', 'cuda', 'H100')")
     return BuildSpec(
         language=req(data, "language", str, path), target_hardware=target, entry_point=entry,
-        destination_passing_style=opt(data, "destination_passing_style", bool, path),
+        destination_passing_style=omissible(data, "destination_passing_style", bool, path),
         binding=opt(data, "binding", str, path),
         dependencies=str_list(data, "dependencies", path), extra=extras(data, _SPEC_KEYS),
     )

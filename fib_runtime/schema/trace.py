@@ -16,6 +16,7 @@ from fib_runtime.schema._parse import (
     json_float,
     metric,
     non_negative_int,
+    omissible,
     opt,
     put,
     req,
@@ -218,7 +219,7 @@ class Evaluation:
                 metric(raw, "speedup_factor", where, False),
                 extras(raw, _PERFORMANCE_KEYS))
         return _new_evaluation(status, environment, text(data, "timestamp", path),
-                   opt(data, "log", str, path), correctness, performance,
+                   omissible(data, "log", str, path), correctness, performance,
                    extras(data, _EVAL_KEYS))
 
     def to_dict(self) -> dict[str, Any]:
@@ -238,7 +239,7 @@ def _environment(env: dict[str, Any], path: str) -> Environment:
     """Parse an environment; the few distinct ones of a database are shared, not copied."""
     where = path + ".environment"
     hardware = text(env, "hardware", where)
-    libs = opt(env, "libs", dict, where) or {}
+    libs = omissible(env, "libs", dict, where) or {}
     if not _ENV_KEYS.issuperset(env):
         return Environment(hardware, libs, extras(env, _ENV_KEYS))
     try:

@@ -56,6 +56,13 @@ REFUSED = [
      "evaluation.performance.speedup_factor"),
     ("trace", "evaluation.environment.hardware", "", "evaluation.environment.hardware"),
     ("trace", "evaluation.timestamp", "", "evaluation.timestamp"),
+    # null where it has a default (the field may be left out, not nulled)
+    ("definition", "tags", None, "tags"),
+    ("definition", "constraints", None, "constraints"),
+    ("solution", "spec.dependencies", None, "spec.dependencies"),
+    ("solution", "spec.destination_passing_style", None, "spec.destination_passing_style"),
+    ("trace", "evaluation.log", None, "evaluation.log"),
+    ("trace", "evaluation.environment.libs", None, "evaluation.environment.libs"),
 ]
 PARSE = {"definition": Definition.from_dict, "solution": Solution.from_dict,
          "workload": Trace.from_dict, "trace": Trace.from_dict}
