@@ -7,6 +7,8 @@ language or binding it does not know yet); the writers refuse those, with the fi
 
 from __future__ import annotations
 
+from typing import Any
+
 from fib_runtime.errors import SchemaError
 from fib_runtime.schema.definition import Definition
 from fib_runtime.schema.solution import Solution
@@ -22,19 +24,22 @@ BENCH_LANGUAGES = frozenset({"python", "triton", "cpp", "cuda", "tilelang"})
 BENCH_BINDINGS = frozenset({"tvm-ffi", "torch"})
 
 
-def check_definition(definition: Definition) -> None:
-    """Raise SchemaError (field named) unless both readers load this definition."""
-    Definition.from_dict(definition.to_dict())
+def check_definition(definition: Definition) -> dict[str, Any]:
+    """The definition as written; SchemaError (field named) unless both readers load it."""
+    data = definition.to_dict()
+    Definition.from_dict(data)
     for section, specs in (("inputs", definition.inputs), ("outputs", definition.outputs)):
         for name, spec in specs.items():
             if spec.dtype not in BENCH_DTYPES:
                 raise SchemaError(f"dtype '{spec.dtype}' is not one flashinfer-bench knows",
                                   field=f"{section}.{name}.dtype")
+    return data
 
 
-def check_solution(solution: Solution) -> None:
-    """Raise SchemaError (field named) unless both readers load this solution."""
-    Solution.from_dict(solution.to_dict())
+def check_solution(solution: Solution) -> dict[str, Any]:
+    """The solution as written; SchemaError (field named) unless both readers load it."""
+    data = solution.to_dict()
+    Solution.from_dict(data)
     spec = solution.spec
     if spec.language not in BENCH_LANGUAGES:
         raise SchemaError(f"language '{spec.language}' is not one of "
@@ -42,8 +47,12 @@ def check_solution(solution: Solution) -> None:
     if spec.binding is not None and spec.binding not in BENCH_BINDINGS:
         raise SchemaError(f"binding '{spec.binding}' is not one of "
                           f"{', '.join(sorted(BENCH_BINDINGS))}", field="spec.binding")
+    return data
 
 
-def check_trace(trace: Trace) -> None:
-    """Raise SchemaError (field named) unless both readers load this trace or workload line."""
-    Trace.from_dict(trace.to_dict())
+def check_trace(trace: Trace) -> dict[str, Any]:
+    """The trace or workload line as written; SchemaError (field named) unless both readers
+    load it."""
+    data = trace.to_dict()
+    Trace.from_dict(data)
+    return data

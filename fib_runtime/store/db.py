@@ -235,8 +235,8 @@ class TraceDB:
         if definition.name in self.definitions and not replace:
             raise StoreError(f"definition '{definition.name}' already exists in {self.root}")
         target = layout.definition_file(self.root, definition.op_type, definition.name)
-        self._checked(writable.check_definition, definition, target)
-        files.write_atomic(target, orjson.dumps(definition.to_dict(), option=orjson.OPT_INDENT_2))
+        data = self._checked(writable.check_definition, definition, target)
+        files.write_atomic(target, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         self.definitions[definition.name] = definition
         return target
 
@@ -250,8 +250,8 @@ class TraceDB:
             self._solutions_by_def[old.definition].remove(old)
         target = layout.solution_file(self.root, solution.author, definition.op_type,
                                       solution.definition, solution.name)
-        self._checked(writable.check_solution, solution, target)
-        files.write_atomic(target, orjson.dumps(solution.to_dict(), option=orjson.OPT_INDENT_2))
+        data = self._checked(writable.check_solution, solution, target)
+        files.write_atomic(target, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         self.solutions[solution.name] = solution
         self._solutions_by_def[solution.definition].append(solution)
         return target
@@ -266,7 +266,7 @@ class TraceDB:
 
     def _append(self, records: Iterable[Trace], where: Callable[[Path, str, str], Path], *,
                 want_workloads: bool) -> int:
-        by_file: dict[Path, list[Trace]] = defaultdict(list)
+        by_file: dict[Path, list[tuple[Trace, dict[str, Any]]]] = defaultdict(list)
         for trace in records:
             if trace.is_workload != want_workloads:
                 kind = "workload" if want_workloads else "benchmark trace"
@@ -274,19 +274,19 @@ class TraceDB:
                                  f"workload {trace.workload.uuid}")
             op_type = self._definition(trace.definition).op_type
             target = where(self.root, op_type, trace.definition)
-            self._checked(writable.check_trace, trace, target)
-            by_file[target].append(trace)
+            by_file[target].append((trace, self._checked(writable.check_trace, trace, target)))
         written = 0
         for target, batch in by_file.items():
-            written += files.append_records(self.root, target, (t.to_dict() for t in batch))
-            for trace in batch:
+            written += files.append_records(self.root, target, (data for _, data in batch))
+            for trace, _ in batch:
                 self._index_trace(trace)
         return written
 
-    def _checked(self, check: Callable[[R], None], record: R, target: Path) -> None:
-        """Refuse to write a record that a reader (ours or flashinfer-bench's) would refuse."""
+    def _checked(self, check: Callable[[R], dict[str, Any]], record: R, target: Path
+                 ) -> dict[str, Any]:
+        """The record as written, unless a reader (ours or flashinfer-bench's) would refuse it."""
         try:
-            check(record)
+            return check(record)
         except SchemaError as exc:
             raise exc.located(self._rel(target)) from None
 
