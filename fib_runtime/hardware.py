@@ -24,6 +24,15 @@ _NOISE = frozenset({
     "NVIDIA", "GEFORCE", "TESLA", "QUADRO", "PCIE", "SXM", "SXM2", "SXM4", "SXM5", "NVL",
     "HBM3", "HBM3E", "HBM2", "HBM2E", "MIG", "GENERATION", "LAPTOP", "GPU", "ADA", "MAX-Q",
 })
+# Words of CPU model names as /proc/cpuinfo, platform.processor() or platform.machine() give
+# them: flashinfer-bench records one of these as the hardware of a CPU run.
+_CPU_WORDS = frozenset({
+    "CPU", "PROCESSOR", "INTEL", "XEON", "CORE", "PENTIUM", "CELERON", "ATOM", "EPYC", "RYZEN",
+    "THREADRIPPER", "OPTERON", "ATHLON", "X86", "AMD64", "I386", "I686", "AARCH64",
+    "ARM64", "ARM", "ARMV8", "NEOVERSE", "GRAVITON", "ALTRA", "CORTEX", "PPC64LE", "S390X",
+})
+# Words that make a name a GPU (or other accelerator) even next to a CPU vendor's name.
+_ACCELERATOR_WORDS = frozenset({"GPU", "INSTINCT", "RADEON", "ARC", "MPS", "XPU", "FLEX"})
 _MEMORY = re.compile(r"^\d+(GB|G|GIB)$")
 _MODEL = re.compile(r"^[A-Z]{1,3}\d{1,4}[A-Z]{0,2}$")
 _NUMBER = re.compile(r"^\d{3,4}(TI|S)?$")
@@ -45,12 +54,15 @@ def hardware_key(name: str) -> str:
 
     `NVIDIA H100 80GB HBM3`, `NVIDIA H100 PCIe`, `H100` and `NVIDIA_H100` all give `H100`;
     `NVIDIA A800-SXM4-80GB` gives `A800`; `NVIDIA GeForce RTX 4090` gives `RTX4090`;
-    anything naming a CPU gives `CPU`. Unknown shapes keep their first meaningful word.
+    anything naming a CPU (`AMD EPYC 7B13`, `Intel(R) Xeon(R) CPU @ 2.20GHz`, `x86_64`) gives
+    `CPU`. Unknown shapes keep their first meaningful word.
     """
     text = name.strip().upper()
     if not text or text.startswith("CPU"):
         return CPU_KEY
     words = [w for w in re.split(r"[\s_\-/()]+", text) if w]
+    if _CPU_WORDS.intersection(words) and not _ACCELERATOR_WORDS.intersection(words):
+        return CPU_KEY
     meaningful = [w for w in words if w not in _NOISE and not _MEMORY.match(w)]
     for i, word in enumerate(meaningful):
         if word == "RTX" and i + 1 < len(meaningful):

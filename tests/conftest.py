@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -44,3 +45,17 @@ def isolated_paths(tmp_path_factory: pytest.TempPathFactory,
     monkeypatch.setenv("FIB_DATASET_PATH", str(tmp_path_factory.getbasetemp() / "fib-db"))
     for name in ("FIB_ENABLE_APPLY", "FIB_ENABLE_TRACING", "FIB_CAPTURE_CONFIG"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def bench_data() -> ModuleType:
+    """flashinfer-bench's data models (`flashinfer_bench.data`) for the compatibility tests.
+
+    Skipped when it is not installed, except where FIB_REQUIRE_FLASHINFER_BENCH=1 (CI): there
+    a missing install fails instead of skipping.
+    """
+    if os.environ.get("FIB_REQUIRE_FLASHINFER_BENCH") == "1":
+        import flashinfer_bench.data as data
+
+        return data
+    return pytest.importorskip("flashinfer_bench.data")

@@ -29,6 +29,24 @@ def test_real_device_names_normalise_to_one_key_per_model(name: str, key: str) -
     assert hardware_key(name) == key
 
 
+@pytest.mark.parametrize("name", [
+    # What flashinfer-bench records on a CPU: /proc/cpuinfo's model name, else
+    # platform.processor() or platform.machine().
+    "AMD EPYC 7B13", "AMD EPYC 9654 96-Core Processor", "Intel(R) Xeon(R) CPU @ 2.20GHz",
+    "Intel(R) Xeon(R) Platinum 8480+", "Intel(R) Core(TM) i9-13900K",
+    "AMD Ryzen 9 7950X 16-Core Processor", "x86_64", "aarch64", "arm", "Neoverse-N1",
+])
+def test_cpu_model_names_are_the_cpu_key(name: str) -> None:
+    assert hardware_key(name) == CPU_KEY
+
+
+@pytest.mark.parametrize("name", [
+    "AMD Instinct MI300X", "Intel(R) Data Center GPU Max 1550", "Apple GPU (MPS)",
+])
+def test_accelerators_of_cpu_vendors_are_not_the_cpu(name: str) -> None:
+    assert hardware_key(name) != CPU_KEY
+
+
 @pytest.mark.parametrize(("targets", "key", "expected"), [
     ([], "H100", True), (["any"], CPU_KEY, True), (["cpu"], CPU_KEY, True),
     (["cpu"], "H100", False), (["nvidia"], "H200", True), (["nvidia"], CPU_KEY, False),

@@ -9,6 +9,7 @@ from pathlib import Path
 from fib_runtime.paths import default_db_path
 from fib_runtime.render import render_table
 from fib_runtime.store import TraceDB
+from fib_runtime.store.check import cross_check
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,9 +57,7 @@ def run_validate(args: argparse.Namespace) -> int:
     db = TraceDB.open(args.db)
     workloads = sum(len(db.workloads_for(d)) for d in db.definitions)
     traces = sum(len(db.traces_for(d)) for d in db.definitions)
-    unknown = sorted({s.definition for s in db.solutions.values()} - set(db.definitions))
-    problems = [str(p) for p in db.load_errors]
-    problems += [f"solutions refer to unknown definition '{name}'" for name in unknown]
+    problems = [str(p) for p in [*db.load_errors, *cross_check(db)]]
     print(f"{db.root}: {len(db.definitions)} definitions, {len(db.solutions)} solutions, "
           f"{workloads} workloads, {traces} traces")
     if db.missing_blobs:

@@ -33,13 +33,59 @@ def req(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: 
     return check(value, kind, join(path, key))
 
 
-def number(data: Mapping[str, Any], key: str, path: str) -> float | int:
-    """A required JSON number (int or float, not bool)."""
-    value = data.get(key, MISSING)
-    kind = type(value)
-    if kind is float or kind is int:
+def text(data: Mapping[str, Any], key: str, path: str) -> str:
+    """A required non-empty string."""
+    value = data.get(key)
+    if type(value) is str and value:
         return value
-    return req(data, key, (int, float), path)
+    if req(data, key, str, path):
+        return value
+    raise fail(join(path, key), "must not be empty")
+
+
+# Non-finite floats as flashinfer-bench writes them (pydantic's ser_json_inf_nan="strings")
+# and reads them back (any case, optional sign).
+_NON_FINITE = {"nan": float("nan"), "inf": float("inf"), "infinity": float("inf")}
+
+
+def metric(data: Mapping[str, Any], key: str, path: str, nan_ok: bool) -> float | int:
+    """A measured value: absent means 0.0, never negative; NaN only when `nan_ok`.
+
+    Infinity and NaN may be written as the strings "Infinity" / "NaN" (JSON has no literal).
+    """
+    value = data.get(key, 0.0)
+    kind = type(value)
+    if (kind is float or kind is int) and value >= 0:  # the common case; NaN fails `>=`
+        return value
+    field = join(path, key)
+    if kind is str:
+        word = value.strip().lower()
+        sign = -1.0 if word.startswith("-") else 1.0
+        parsed = _NON_FINITE.get(word.lstrip("+-"))
+        if parsed is None:
+            raise fail(field, f"expected a number, 'NaN' or 'Infinity', got {value!r}")
+        value = parsed * sign
+    else:
+        check(value, (int, float), field)
+    if value != value:
+        if not nan_ok:
+            raise fail(field, "must be a number, not NaN")
+        return value
+    if value < 0:
+        raise fail(field, f"must not be negative, got {value}")
+    return value
+
+
+def json_float(value: float | int) -> float | int | str:
+    """A float as flashinfer-bench writes it: NaN and infinities as strings, not null."""
+    if value != value:
+        return "NaN"
+    if value in (_INF, -_INF):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+_INF = float("inf")
 
 
 def opt(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: str) -> Any:
@@ -47,6 +93,20 @@ def opt(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: 
     value = data.get(key)
     if value is None or type(value) is kind:
         return value
+    return check(value, kind, join(path, key))
+
+
+def omissible(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: str
+              ) -> Any:
+    """A field that may be left out (None then) but not null: flashinfer-bench gives these a
+    default, not None, and refuses null."""
+    value = data.get(key, MISSING)
+    if type(value) is kind:
+        return value
+    if value is MISSING:
+        return None
+    if value is None:
+        raise fail(join(path, key), "must not be null (leave the field out instead)")
     return check(value, kind, join(path, key))
 
 
@@ -64,15 +124,28 @@ def join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def str_list(data: Mapping[str, Any], key: str, path: str) -> tuple[str, ...] | None:
-    """An optional list of strings."""
-    values = opt(data, key, list, path)
+def str_list(data: Mapping[str, Any], key: str, path: str, *, empty_ok: bool = False
+             ) -> tuple[str, ...] | None:
+    """An optional list of strings, non-empty ones unless `empty_ok`."""
+    values = omissible(data, key, list, path)
     if values is None:
         return None
-    if all(type(v) is str for v in values):
+    if all(type(v) is str and (v or empty_ok) for v in values):
         return tuple(values)
     field = join(path, key)
-    return tuple(check(v, str, f"{field}[{i}]") for i, v in enumerate(values))
+    for i, v in enumerate(values):
+        if not check(v, str, f"{field}[{i}]"):
+            raise fail(f"{field}[{i}]", "must not be empty")
+    return tuple(values)
+
+
+def non_negative_int(value: Any, field: str) -> int:
+    """An integer >= 0 (axis sizes)."""
+    if type(value) is not int:
+        check(value, int, field)
+    if value < 0:
+        raise fail(field, f"must not be negative, got {value}")
+    return value
 
 
 def extras(data: Mapping[str, Any], known: frozenset[str]) -> Mapping[str, Any]:

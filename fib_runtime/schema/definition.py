@@ -8,7 +8,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fib_runtime.errors import SchemaError, ShapeError
-from fib_runtime.schema._parse import as_dict, check, extras, fail, opt, put, req, str_list
+from fib_runtime.schema._parse import (
+    as_dict,
+    check,
+    extras,
+    fail,
+    non_negative_int,
+    opt,
+    put,
+    req,
+    str_list,
+    text,
+)
 
 DTYPES = frozenset({
     "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float4_e2m1",
@@ -99,15 +110,15 @@ class Definition:
     @classmethod
     def from_dict(cls, data: Any) -> Definition:
         data = as_dict(data, "")
-        name = req(data, "name", str, "")
-        axes = {key: _parse_axis(value, f"axes.{key}")
+        name = text(data, "name", "")
+        axes = {_name(key, "axes"): _parse_axis(value, f"axes.{key}")
                 for key, value in as_dict(req(data, "axes", dict, ""), "axes").items()}
         inputs = _parse_specs(req(data, "inputs", dict, ""), "inputs", axes)
         outputs = _parse_specs(req(data, "outputs", dict, ""), "outputs", axes)
         overlap = sorted(set(inputs) & set(outputs))
         if overlap:
             raise fail("outputs", f"names also used by inputs: {', '.join(overlap)}")
-        reference = req(data, "reference", str, "")
+        reference = text(data, "reference", "")
         _check_reference(reference)
         constraints = str_list(data, "constraints", "")
         for i, expr in enumerate(constraints or ()):
@@ -116,7 +127,7 @@ class Definition:
             except SyntaxError as exc:
                 raise fail(f"constraints[{i}]", f"not a Python expression: {exc.msg}") from None
         return cls(
-            name=name, op_type=req(data, "op_type", str, ""), axes=axes, inputs=inputs,
+            name=name, op_type=text(data, "op_type", ""), axes=axes, inputs=inputs,
             outputs=outputs, reference=reference, description=opt(data, "description", str, ""),
             tags=str_list(data, "tags", ""), constraints=constraints,
             extra=extras(data, _DEF_KEYS),
@@ -176,29 +187,49 @@ class Definition:
 
     def output_shapes(self, axes: Mapping[str, int]) -> dict[str, tuple[int, ...] | None]:
         """Output shapes for given axis values (constants filled in)."""
+        return self._shapes(self.outputs, axes)
+
+    def input_shapes(self, axes: Mapping[str, int]) -> dict[str, tuple[int, ...] | None]:
+        """Input shapes for given axis values (constants filled in; None for a scalar)."""
+        return self._shapes(self.inputs, axes)
+
+    def _shapes(self, specs: Mapping[str, TensorSpec], axes: Mapping[str, int]
+                ) -> dict[str, tuple[int, ...] | None]:
         values = {**self.const_axes, **axes}
         missing = [a for a in self.axes if a not in values]
         if missing:
             raise ShapeError(f"{self.name}: no value for axes {', '.join(missing)}")
         return {name: None if spec.shape is None else tuple(values[a] for a in spec.shape)
-                for name, spec in self.outputs.items()}
+                for name, spec in specs.items()}
 
 
 def _parse_axis(value: Any, path: str) -> Axis:
+    """An axis; without "type" (flashinfer-bench omits defaults) a `value` makes it const."""
     data = as_dict(value, path)
-    kind = req(data, "type", str, path)
+    if "type" in data:
+        kind = req(data, "type", str, path)
+    else:
+        kind = "var" if data.get("value") is None else "const"
     description = opt(data, "description", str, path)
     if kind == "const":
-        return AxisConst(req(data, "value", int, path), description, extras(data, _AXIS_KEYS))
+        size = non_negative_int(req(data, "value", int, path), f"{path}.value")
+        return AxisConst(size, description, extras(data, _AXIS_KEYS))
     if kind == "var":
         return AxisVar(description, extras(data, _AXIS_KEYS))
     raise fail(f"{path}.type", f"must be 'const' or 'var', got {kind!r}")
 
 
+def _name(key: str, path: str) -> str:
+    """A key naming an axis, input or output: never empty."""
+    if not key:
+        raise fail(path, "names must not be empty")
+    return key
+
+
 def _parse_specs(value: Any, path: str, axes: Mapping[str, Axis]) -> dict[str, TensorSpec]:
     specs = {}
     for name, raw in as_dict(value, path).items():
-        where = f"{path}.{name}"
+        where = f"{path}.{_name(name, path)}"
         data = as_dict(raw, where)
         if "shape" not in data:
             raise fail(f"{where}.shape", "required field is missing (null for a scalar)")

@@ -7,7 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from fib_runtime.schema._parse import as_dict, extras, fail, opt, put, req, str_list
+from fib_runtime.schema._parse import (
+    as_dict,
+    extras,
+    fail,
+    omissible,
+    opt,
+    put,
+    req,
+    str_list,
+    text,
+)
 
 _SPEC_KEYS = frozenset({
     "language", "target_hardware", "entry_point", "destination_passing_style", "binding",
@@ -82,6 +92,8 @@ class Solution:
         data = as_dict(data, "")
         spec = _parse_spec(req(data, "spec", dict, ""))
         raw_sources = req(data, "sources", list, "")
+        if not raw_sources:
+            raise fail("sources", "at least one source file is required")
         sources = tuple(_parse_source(s, f"sources[{i}]") for i, s in enumerate(raw_sources))
         paths = [s.path for s in sources]
         if len(set(paths)) != len(paths):
@@ -89,8 +101,8 @@ class Solution:
         if spec.entry_file not in paths:
             raise fail("spec.entry_point", f"file '{spec.entry_file}' is not among the sources")
         return cls(
-            name=req(data, "name", str, ""), definition=req(data, "definition", str, ""),
-            author=req(data, "author", str, ""), spec=spec, sources=sources,
+            name=text(data, "name", ""), definition=text(data, "definition", ""),
+            author=text(data, "author", ""), spec=spec, sources=sources,
             description=opt(data, "description", str, ""), extra=extras(data, _SOLUTION_KEYS),
         )
 
@@ -110,12 +122,13 @@ def _parse_spec(data: dict[str, Any]) -> BuildSpec:
     file, sep, function = entry.partition("::")
     if not sep or not file or not function.isidentifier():
         raise fail(f"{path}.entry_point", f"must be 'file::function', got {entry!r}")
-    target = str_list(data, "target_hardware", path)
-    if target is None:
-        raise fail(f"{path}.target_hardware", "required field is missing")
+    target = str_list(data, "target_hardware", path, empty_ok=True)
+    if not target:
+        raise fail(f"{path}.target_hardware",
+                   "required: a list of at least one name (e.g. 'any', 'cuda', 'H100')")
     return BuildSpec(
         language=req(data, "language", str, path), target_hardware=target, entry_point=entry,
-        destination_passing_style=opt(data, "destination_passing_style", bool, path),
+        destination_passing_style=omissible(data, "destination_passing_style", bool, path),
         binding=opt(data, "binding", str, path),
         dependencies=str_list(data, "dependencies", path), extra=extras(data, _SPEC_KEYS),
     )
@@ -125,7 +138,7 @@ def _parse_source(value: Any, path: str) -> SourceFile:
     data = as_dict(value, path)
     rel = req(data, "path", str, path)
     check_relative_path(rel, f"{path}.path")
-    return SourceFile(rel, req(data, "content", str, path), extras(data, _SOURCE_KEYS))
+    return SourceFile(rel, text(data, "content", path), extras(data, _SOURCE_KEYS))
 
 
 def check_relative_path(rel: str, field_path: str) -> None:

@@ -13,10 +13,14 @@ from fib_runtime.schema._parse import (
     extras,
     fail,
     fast_constructor,
-    number,
+    json_float,
+    metric,
+    non_negative_int,
+    omissible,
     opt,
     put,
     req,
+    text,
 )
 
 
@@ -88,11 +92,11 @@ class Workload:
         data = as_dict(data, path)
         axes = req(data, "axes", dict, path)
         for name, value in axes.items():
-            if type(value) is not int:
-                check(value, int, f"{path}.axes.{name}")
+            if type(value) is not int or value < 0:
+                non_negative_int(value, f"{path}.axes.{name}")
         inputs = {name: RANDOM if raw == _RANDOM_RAW else _parse_input(raw, f"{path}.inputs.{name}")
                   for name, raw in req(data, "inputs", dict, path).items()}
-        return _new_workload(req(data, "uuid", str, path), axes, inputs,
+        return _new_workload(text(data, "uuid", path), axes, inputs,
                              extras(data, _WORKLOAD_KEYS))
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,7 +106,11 @@ class Workload:
 
 def _parse_input(value: Any, path: str) -> InputDescriptor:
     data = as_dict(value, path)
-    kind = req(data, "type", str, path)
+    if "type" in data:
+        kind = req(data, "type", str, path)
+    else:  # flashinfer-bench omits the default: the fields say which kind
+        kind = ("safetensors" if "path" in data or "tensor_key" in data
+                else "scalar" if "value" in data else "random")
     if kind == "random":
         return RANDOM if len(data) == 1 else RandomInput(extras(data, _TYPE_ONLY))
     if kind == "scalar":
@@ -111,7 +119,7 @@ def _parse_input(value: Any, path: str) -> InputDescriptor:
         scalar = check(data["value"], (int, float, bool), f"{path}.value")
         return ScalarInput(scalar, extras(data, _SCALAR_KEYS))
     if kind == "safetensors":
-        return SafetensorsInput(req(data, "path", str, path), req(data, "tensor_key", str, path),
+        return SafetensorsInput(text(data, "path", path), text(data, "tensor_key", path),
                                 extras(data, _SAFETENSORS_KEYS))
     raise fail(f"{path}.type", f"must be random, scalar or safetensors, got {kind!r}")
 
@@ -124,8 +132,8 @@ class Correctness:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"max_relative_error": self.max_relative_error,
-                               "max_absolute_error": self.max_absolute_error}
+        out: dict[str, Any] = {"max_relative_error": json_float(self.max_relative_error),
+                               "max_absolute_error": json_float(self.max_absolute_error)}
         put(out, "extra", None if self.extra_info is None else dict(self.extra_info))
         return {**out, **self.extra}
 
@@ -138,8 +146,9 @@ class Performance:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"latency_ms": self.latency_ms, "reference_latency_ms": self.reference_latency_ms,
-                "speedup_factor": self.speedup_factor, **self.extra}
+        return {"latency_ms": json_float(self.latency_ms),
+                "reference_latency_ms": json_float(self.reference_latency_ms),
+                "speedup_factor": json_float(self.speedup_factor), **self.extra}
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,20 +205,21 @@ class Evaluation:
         if raw is not None:
             where = path + ".correctness"
             correctness = _new_correctness(
-                number(raw, "max_relative_error", where),
-                number(raw, "max_absolute_error", where), opt(raw, "extra", dict, where),
+                metric(raw, "max_relative_error", where, True),
+                metric(raw, "max_absolute_error", where, True),
+                opt(raw, "extra", dict, where),
                 extras(raw, _CORRECTNESS_KEYS))
         performance = None
         raw = opt(data, "performance", dict, path)
         if raw is not None:
             where = path + ".performance"
             performance = _new_performance(
-                number(raw, "latency_ms", where),
-                number(raw, "reference_latency_ms", where),
-                number(raw, "speedup_factor", where),
+                metric(raw, "latency_ms", where, False),
+                metric(raw, "reference_latency_ms", where, False),
+                metric(raw, "speedup_factor", where, False),
                 extras(raw, _PERFORMANCE_KEYS))
-        return _new_evaluation(status, environment, req(data, "timestamp", str, path),
-                   opt(data, "log", str, path), correctness, performance,
+        return _new_evaluation(status, environment, text(data, "timestamp", path),
+                   omissible(data, "log", str, path), correctness, performance,
                    extras(data, _EVAL_KEYS))
 
     def to_dict(self) -> dict[str, Any]:
@@ -228,8 +238,8 @@ _ENVIRONMENTS: dict[tuple[str, tuple[tuple[str, Any], ...]], Environment] = {}
 def _environment(env: dict[str, Any], path: str) -> Environment:
     """Parse an environment; the few distinct ones of a database are shared, not copied."""
     where = path + ".environment"
-    hardware = req(env, "hardware", str, where)
-    libs = opt(env, "libs", dict, where) or {}
+    hardware = text(env, "hardware", where)
+    libs = omissible(env, "libs", dict, where) or {}
     if not _ENV_KEYS.issuperset(env):
         return Environment(hardware, libs, extras(env, _ENV_KEYS))
     try:
@@ -266,7 +276,7 @@ class Trace:
         data = as_dict(data, "")
         raw_eval = opt(data, "evaluation", dict, "")
         return _new_trace(
-            req(data, "definition", str, ""), Workload.from_dict(req(data, "workload", dict, "")),
+            text(data, "definition", ""), Workload.from_dict(req(data, "workload", dict, "")),
             opt(data, "solution", str, ""),
             None if raw_eval is None else Evaluation.from_dict(raw_eval),
             extras(data, _TRACE_KEYS),

@@ -14,7 +14,7 @@ import orjson
 
 from fib_runtime.errors import FibError, SchemaError, StoreError
 from fib_runtime.hardware import hardware_key
-from fib_runtime.schema import Definition, SafetensorsInput, Solution, Trace
+from fib_runtime.schema import Definition, SafetensorsInput, Solution, Trace, writable
 from fib_runtime.store import files, layout, shards
 
 log = logging.getLogger("fib_runtime.store")
@@ -235,7 +235,8 @@ class TraceDB:
         if definition.name in self.definitions and not replace:
             raise StoreError(f"definition '{definition.name}' already exists in {self.root}")
         target = layout.definition_file(self.root, definition.op_type, definition.name)
-        files.write_atomic(target, orjson.dumps(definition.to_dict(), option=orjson.OPT_INDENT_2))
+        data = self._checked(writable.check_definition, definition, target)
+        files.write_atomic(target, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         self.definitions[definition.name] = definition
         return target
 
@@ -249,7 +250,8 @@ class TraceDB:
             self._solutions_by_def[old.definition].remove(old)
         target = layout.solution_file(self.root, solution.author, definition.op_type,
                                       solution.definition, solution.name)
-        files.write_atomic(target, orjson.dumps(solution.to_dict(), option=orjson.OPT_INDENT_2))
+        data = self._checked(writable.check_solution, solution, target)
+        files.write_atomic(target, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         self.solutions[solution.name] = solution
         self._solutions_by_def[solution.definition].append(solution)
         return target
@@ -270,21 +272,30 @@ class TraceDB:
 
     def _append(self, records: Iterable[Trace], where: Callable[[Path, str, str], Path], *,
                 want_workloads: bool, lock: bool = True) -> int:
-        by_file: dict[Path, list[Trace]] = defaultdict(list)
+        by_file: dict[Path, list[tuple[Trace, dict[str, Any]]]] = defaultdict(list)
         for trace in records:
             if trace.is_workload != want_workloads:
                 kind = "workload" if want_workloads else "benchmark trace"
                 raise StoreError(f"not a {kind}: definition '{trace.definition}', "
                                  f"workload {trace.workload.uuid}")
             op_type = self._definition(trace.definition).op_type
-            by_file[where(self.root, op_type, trace.definition)].append(trace)
+            target = where(self.root, op_type, trace.definition)
+            by_file[target].append((trace, self._checked(writable.check_trace, trace, target)))
         written = 0
         for target, batch in by_file.items():
-            written += files.append_records(self.root, target, (t.to_dict() for t in batch),
+            written += files.append_records(self.root, target, (data for _, data in batch),
                                             lock=lock)
-            for trace in batch:
+            for trace, _ in batch:
                 self._index_trace(trace)
         return written
+
+    def _checked(self, check: Callable[[R], dict[str, Any]], record: R, target: Path
+                 ) -> dict[str, Any]:
+        """The record as written, unless a reader (ours or flashinfer-bench's) would refuse it."""
+        try:
+            return check(record)
+        except SchemaError as exc:
+            raise exc.located(self._rel(target)) from None
 
     def _definition(self, name: str) -> Definition:
         try:

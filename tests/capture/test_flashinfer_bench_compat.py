@@ -1,8 +1,8 @@
-"""What capture writes loads in flashinfer-bench (skipped when it is not installed)."""
+"""What capture writes loads in flashinfer-bench (required in CI; see tests/conftest.py)."""
 
 from __future__ import annotations
 
-import pytest
+from types import ModuleType
 
 from fib_runtime.capture import disable_capture, enable_capture
 from fib_runtime.keys import make_key_extractor
@@ -10,8 +10,8 @@ from fib_runtime.store import TraceDB
 from tests.capture.conftest import PAGED, paged_args
 
 
-def test_captured_workloads_load_in_flashinfer_bench(db: TraceDB) -> None:
-    trace_set = pytest.importorskip("flashinfer_bench.data.trace_set")
+def test_captured_workloads_load_in_flashinfer_bench(db: TraceDB, bench_data: ModuleType
+                                                     ) -> None:
     session = enable_capture(db, {"flush_interval_s": 3600, "default": {"dump": "int"}})
     record = session.recorder_for(PAGED["name"])
     key_of = make_key_extractor(db.definitions[PAGED["name"]])
@@ -19,7 +19,7 @@ def test_captured_workloads_load_in_flashinfer_bench(db: TraceDB) -> None:
         args = paged_args(lengths, scale=0.25)
         record(key_of(args), args)
     disable_capture()
-    loaded = trace_set.TraceSet.from_path(str(db.root))
+    loaded = bench_data.TraceSet.from_path(str(db.root))
     workloads = loaded.workloads[PAGED["name"]]
     assert sorted(t.workload.axes["batch_size"] for t in workloads) == [2, 3]
     for trace in workloads:

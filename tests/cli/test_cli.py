@@ -25,7 +25,10 @@ def test_validate_reports_each_problem_and_exits_1(official: Path, tmp_path: Pat
     out = capsys.readouterr().out
     assert "workloads/rmsnorm/rmsnorm_h4096.jsonl:5:" in out
     assert "definitions/gemm/gemm_n6144_k4096.json: field 'inputs.A.shape[1]': unknown axis" in out
-    assert "2 problems" in out
+    # Its workloads cannot be used either: reported once per file, not once per line.
+    assert "workloads/gemm/gemm_n6144_k4096.jsonl:1: field 'definition': unknown definition " \
+           "'gemm_n6144_k4096' (43 lines from here)" in out
+    assert "3 problems" in out
 
 
 def test_ls_and_hw(official: Path, capsys: pytest.CaptureFixture[str]) -> None:
