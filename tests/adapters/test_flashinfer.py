@@ -5,6 +5,7 @@ is how a test without a GPU sees that the call went there), as its counters say.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,8 +60,10 @@ def test_fused_add_rmsnorm_updates_both_tensors_in_place_and_returns_none(instal
     torch.testing.assert_close(r, expected_res, rtol=0, atol=0)
     assert fi.stats()["routed"] == {"fused_add_rmsnorm": 1}
     assert fib.stats()["fused_add_rmsnorm_residual_h4096"]["hits"] == 1
-    # The top-level re-export is the same replacement.
-    assert flashinfer.fused_add_rmsnorm is flashinfer.norm.fused_add_rmsnorm
+    # The top-level re-export is the same replacement, unless flashinfer-bench (imported by
+    # other tests) had already put its own wrapper there: install leaves another's wrapper be.
+    if "flashinfer_bench" not in sys.modules:
+        assert flashinfer.fused_add_rmsnorm is flashinfer.norm.fused_add_rmsnorm
 
 
 def test_out_buffers_are_written(installed: None):
