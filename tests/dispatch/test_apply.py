@@ -346,3 +346,29 @@ def test_hot_keys_decode_to_the_workload_key() -> None:
     key = (3, 4096, 4, 120)  # batch, pages, indptr length, indices
     assert hot.decode(hot.encode(key)) == key
     assert hot.decode((32 * 128 * 3 + 1, 1024, 4, 120)) is None  # not whole rows
+
+
+def test_reload_keeps_counters_consistent(two_solutions: Path) -> None:
+    """Counters live in the definition's dispatcher, which survives a reload: calls and
+    hits only grow, and hits never exceed calls."""
+    with fib.enable_apply(two_solutions, {"check_interval_s": 0}):
+        for _ in range(3):
+            served_by(32)
+        fib.reload()
+        served_by(32)
+        stats = fib.stats()["toy_norm_h8"]
+    assert (stats["calls"], stats["hits"]) == (4, 4)
+
+
+def test_switching_capture_many_times_does_not_grow_state(two_solutions: Path,
+                                                         tmp_path: Path) -> None:
+    from fib_runtime.dispatch import sites
+
+    with fib.enable_apply(two_solutions, {"check_interval_s": 0}) as session:
+        served_by(32)
+        dispatcher = session.runtime.dispatcher("toy_norm_h8")
+        assert dispatcher is not None
+        for _ in range(200):
+            fib.enable_capture(tmp_path / "capture", {"flush_interval_s": 60}).close()
+        assert len(dispatcher._listeners) == len(sites.sites_of("toy_norm_h8"))
+        assert served_by(32) == 1.0
