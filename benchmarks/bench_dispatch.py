@@ -85,8 +85,9 @@ CASES = {
     "bench_norm_h64": (SOLUTIONS["identity"], NORM_BATCHES, NORM),
     "bench_norm_dps_h64": (SOLUTIONS["identity_dps"], NORM_BATCHES,
                            _norm_named("bench_norm_dps_h64")),
-    "bench_norm_real_h64": (SOLUTIONS["scale_add"], NORM_BATCHES,
-                            _norm_named("bench_norm_real_h64")),
+    "bench_norm_real_h8": (SOLUTIONS["scale_add"], NORM_BATCHES, {
+        **_norm_named("bench_norm_real_h8"),
+        "axes": {**NORM["axes"], "hidden_size": {"type": "const", "value": 8}}}),
     "bench_decode_h8_kv2_d16": (SOLUTIONS["identity"], [
         {"batch_size": b, "num_pages": 4096, "len_indptr": b + 1, "num_kv_indices": b * 64}
         for b in (1, 8, 64)], ATTENTION),
@@ -131,7 +132,7 @@ def norm_dps(x: torch.Tensor, weight: torch.Tensor, *out: torch.Tensor) -> Any:
     return x
 
 
-@fib.apply("bench_norm_real_h64")
+@fib.apply("bench_norm_real_h8")
 def norm_real(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return x * weight + 1
 
@@ -195,7 +196,7 @@ def measure(calls: int, rounds: int) -> list[dict[str, Any]]:
         with fib.enable_apply(tmp, {"check_interval_s": 0}) as session:
             built = {name: session.runtime.build(f"{name}_solution").fn for name in CASES}
             ident, dps = built["bench_norm_h64"], built["bench_norm_dps_h64"]
-            real, attn = built["bench_norm_real_h64"], built["bench_decode_h8_kv2_d16"]
+            real, attn = built["bench_norm_real_h8"], built["bench_decode_h8_kv2_d16"]
             original, off = unmeasured.__wrapped__, norm.__wrapped__
             # case -> (through fib.apply, the same work by hand, target added ns)
             cases = {
