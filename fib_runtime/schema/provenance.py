@@ -20,6 +20,8 @@ TIMING_KEY = "fib-runtime.timing"
 DIGEST_KEY = "fib-runtime.solution-digest"
 DEVICE = "device"
 TIMINGS = (DEVICE, "eager", "graph")
+# The author of a solution that stands for the engine's own (decorated) function.
+ORIGINAL_AUTHOR = "fib-runtime.original"
 
 
 def timing_of(evaluation: Evaluation) -> str:
