@@ -4,9 +4,14 @@ Used by dispatch (its decision tables), `fib retune`'s report and `fib explain`,
 winner a retune prints is the solution dispatch serves.
 
 The rule, per definition and hardware key:
-- the latest trace of each (solution, workload) counts (a re-measured workload supersedes);
-- a trace is usable when it PASSED, its solution is known, admitted by the policy and targets
-  this hardware, its workload carries every variable axis, and its errors are within the
+- a trace counts for the solution content it measured: one stamped with another digest than
+  the current solution's is stale and ignored; one with no digest (flashinfer-bench's own)
+  is bound by name only and counts unless a stamped trace of that (solution, workload)
+  exists (`measures`);
+- the latest counting trace of each (solution, workload) counts (a re-measured workload
+  supersedes);
+- a trace is usable when it PASSED with a positive latency, its solution is known, admitted
+  by the policy and targets this hardware, its workload carries every variable axis, and its errors are within the
   policy's tolerance;
 - a solution is a candidate for a key when every latest trace of it at that key is usable;
   its latency there is the median of those traces' `latency_ms`;
@@ -15,16 +20,18 @@ The rule, per definition and hardware key:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from fib_runtime.hardware import target_matches
 from fib_runtime.keys import Key, axes_to_key
 from fib_runtime.schema import Definition, Solution, Status, Trace
+from fib_runtime.schema.provenance import digest_of, solution_digest
 
 
 class Policy(Protocol):
@@ -65,12 +72,13 @@ def rank(definition: Definition, traces: Iterable[Trace], solutions: Mapping[str
          hardware_key: str, policy: Policy | None = None) -> dict[Key, KeyResult]:
     """Rank the solutions of `definition` measured on `hardware_key` (see the module doc)."""
     policy = policy or AcceptAll()
-    latest: dict[tuple[str, str], Trace] = {}
-    for trace in traces:
-        if trace.solution is not None:
-            latest[(trace.solution, trace.workload.uuid)] = trace
+    latest, stale = _latest(traces, solutions)
     by_key: dict[Key, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     rejected: dict[Key, dict[str, str]] = defaultdict(dict)
+    for (name, _), trace in stale.items():
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            rejected[axes_to_key(definition, trace.workload.axes)].setdefault(
+                name, "stale: its traces measured other content under this name")
     for (name, _), trace in latest.items():
         try:
             key = axes_to_key(definition, trace.workload.axes)
@@ -91,6 +99,41 @@ def rank(definition: Definition, traces: Iterable[Trace], solutions: Mapping[str
     return results
 
 
+def measures(digests: Collection[str | None], current: str) -> bool:
+    """Do traces stamped with `digests` (None: no digest) of one (solution, workload) measure
+    the solution's current content? Yes when one is stamped with it, or when none is stamped
+    at all (a name-bound trace); a stamp of other content makes the unstamped ones stale too."""
+    return current in digests or all(d is None for d in digests)
+
+
+def _latest(traces: Iterable[Trace], solutions: Mapping[str, Solution]
+            ) -> tuple[dict[tuple[str, str], Trace], dict[tuple[str, str], Trace]]:
+    """Per (solution, workload): the latest trace that measures the current content, and
+    the pairs measured only with other content (stale)."""
+    current: dict[str, str | None] = {}
+    bound: dict[tuple[str, str], Trace] = {}
+    unbound: dict[tuple[str, str], Trace] = {}
+    other: dict[tuple[str, str], Trace] = {}
+    for trace in traces:
+        name = trace.solution
+        if name is None:
+            continue
+        if name not in current:
+            solution = solutions.get(name)
+            current[name] = None if solution is None else solution_digest(solution)
+        pair = (name, trace.workload.uuid)
+        digest = None if trace.evaluation is None else digest_of(trace.evaluation)
+        if digest is None or current[name] is None:  # unknown solutions are refused later
+            unbound[pair] = trace
+        elif digest == current[name]:
+            bound[pair] = trace
+        else:
+            other[pair] = trace
+    latest = {p: t for p, t in unbound.items() if p not in other}
+    latest.update(bound)
+    return latest, {p: t for p, t in other.items() if p not in latest}
+
+
 def _problem(trace: Trace, solution: Solution | None, hardware_key: str,
              policy: Policy) -> str | None:
     """Why a trace cannot rank its solution (None: usable)."""
@@ -99,7 +142,7 @@ def _problem(trace: Trace, solution: Solution | None, hardware_key: str,
         return "no evaluation"
     if evaluation.status is not Status.PASSED:
         return evaluation.status.value
-    if evaluation.performance is None:
+    if evaluation.performance is None or not evaluation.performance.latency_ms > 0:
         return "no latency"
     if solution is None:
         return "solution not in the database"

@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from fib_runtime.bench.compare import Tolerance
+from fib_runtime.bench.gate import trusted_only
 from fib_runtime.bench.item import Settings, WorkloadTask, evaluate_item, missing_blob
 from fib_runtime.bench.pool import DeviceInfo, WorkerHandle
 from fib_runtime.bench.report import Outcome, RetuneReport, Unusable, summarise
 from fib_runtime.errors import RetuneError
 from fib_runtime.hardware import target_matches
+from fib_runtime.ranking import measures
 from fib_runtime.schema import (
     Correctness,
     Environment,
@@ -36,6 +38,7 @@ from fib_runtime.schema import (
     Status,
     Trace,
 )
+from fib_runtime.schema.provenance import digest_of, solution_digest, stamped
 from fib_runtime.store import TraceDB
 
 log = logging.getLogger("fib_runtime.bench")
@@ -95,12 +98,13 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
         raise RetuneError("give either devices or a cluster, not both")
     if not isinstance(db, TraceDB):
         db = TraceDB.open(db)
-    items = _plan(db, definitions, solutions)
+    items, untrusted = trusted_only(db, _plan(db, definitions, solutions))
     if cluster is not None:
         from fib_runtime.bench.ray_pool import retune_on_cluster
 
         run = _Retune(db, warmup=warmup, iters=iters, timeout=timeout, force=force,
                    config=config or RetuneConfig())
+        run.report.untrusted = untrusted
         if items:
             run.summarise(items, retune_on_cluster(run, items, cluster, progress=progress))
         return run.report
@@ -108,6 +112,7 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
                for d in resolve_devices(devices)]
     run = _Retune(db, warmup=warmup, iters=iters, timeout=timeout, force=force,
                config=config or RetuneConfig())
+    run.report.untrusted = untrusted
     if not items:
         return run.report
     try:
@@ -178,7 +183,9 @@ class _Retune:
         self.report = RetuneReport()
         self.stop = threading.Event()
         self._lock = threading.Lock()
-        self._measured: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        # (definition, hardware key) -> (solution, workload) -> digests its traces carry
+        self._measured: dict[tuple[str, str], dict[tuple[str, str], set[str | None]]] = {}
+        self._digests: dict[str, str] = {}
         self._bar: Any = None
 
     # -- progress -------------------------------------------------------------------------
@@ -212,17 +219,33 @@ class _Retune:
         with self._lock:
             measured = self._measured.get((name, info.key))
             if measured is None:
-                measured = {(t.solution or "", t.workload.uuid)
-                            for t in self.db.traces_for(name, info.key)}
+                measured = {}
+                for t in self.db.traces_for(name, info.key):
+                    measured.setdefault((t.solution or "", t.workload.uuid), set()).add(
+                        None if t.evaluation is None else digest_of(t.evaluation))
                 self._measured[(name, info.key)] = measured
             todo = []
             for solution in item.solutions:
                 if not target_matches(solution.spec.target_hardware, info.key):
                     continue
-                if not self.force and (solution.name, item.workload.workload.uuid) in measured:
+                if not self.force and self.already_measured(measured, solution, item):
                     continue
                 todo.append(solution)
         return todo
+
+    def digest(self, solution: Solution) -> str:
+        """The solution's content digest (computed once per retune)."""
+        found = self._digests.get(solution.name)
+        if found is None:
+            found = self._digests[solution.name] = solution_digest(solution)
+        return found
+
+    def already_measured(self, measured: Mapping[tuple[str, str], set[str | None]],
+                         solution: Solution, item: WorkloadTask) -> bool:
+        """Has this solution's current content a trace on this workload (a changed solution
+        is measured again; see ranking.measures)?"""
+        digests = measured.get((solution.name, item.workload.workload.uuid))
+        return digests is not None and measures(digests, self.digest(solution))
 
     # -- one device -----------------------------------------------------------------------
 
@@ -289,15 +312,16 @@ class _Retune:
                    info: DeviceInfo, device: str) -> None:
         """Append the traces of several evaluations of one workload in one write."""
         name, wl = item.definition.name, item.workload.workload
-        traces = [make_trace(name, item.workload, solution.name, result, reference_ms, info)
+        traces = [make_trace(name, item.workload, solution.name, result, reference_ms, info,
+                             digest=self.digest(solution))
                   for solution, result, reference_ms in results]
         if not traces:
             return
         with self._lock:
             self.db.append_traces(traces)
-            measured = self._measured.setdefault((name, info.key), set())
+            measured = self._measured.setdefault((name, info.key), {})
             for solution, result, _ in results:
-                measured.add((solution.name, wl.uuid))
+                measured.setdefault((solution.name, wl.uuid), set()).add(self.digest(solution))
                 self.report.outcomes.append(Outcome(name, wl.uuid, solution.name,
                                                     result["status"], result.get("latency_ms"),
                                                     device))
@@ -313,8 +337,9 @@ class _Retune:
 
 
 def make_trace(definition: str, workload: Trace, solution: str, result: dict[str, Any],
-               reference_ms: float, info: DeviceInfo) -> Trace:
-    """The trace of one evaluation (a worker's answer) on the device `info` describes."""
+               reference_ms: float, info: DeviceInfo, *, digest: str | None = None) -> Trace:
+    """The trace of one evaluation (a worker's answer) on the device `info` describes,
+    stamped with the digest of the solution content it measured."""
     status = Status(result["status"])
     correctness = performance = None
     raw = result.get("correctness")
@@ -325,7 +350,8 @@ def make_trace(definition: str, workload: Trace, solution: str, result: dict[str
         latency = float(result["latency_ms"])
         performance = Performance(latency, reference_ms,
                                   reference_ms / latency if latency > 0 else 0.0)
-    environment = Environment(info.name, info.libs, {"hardware_key": info.key})
+    environment = stamped(Environment(info.name, info.libs, {"hardware_key": info.key}),
+                          digest=digest)
     evaluation = Evaluation(status, environment, datetime.now(timezone.utc).isoformat(),
                             result.get("log") or None, correctness, performance)
     return Trace(definition, workload.workload, solution, evaluation)

@@ -57,6 +57,7 @@ class RetuneReport:
     skipped: int = 0
     unusable: list[Unusable] = field(default_factory=list)
     buckets: dict[str, list[Bucket]] = field(default_factory=dict)
+    untrusted: list[str] = field(default_factory=list)  # not run: nobody trusted their code
 
     def counts(self) -> dict[str, int]:
         """Evaluations of this run by status."""
@@ -78,6 +79,10 @@ class RetuneReport:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts().items())) or "none"
         lines.append(f"evaluated: {len(self.outcomes)} ({counts}); already measured: "
                      f"{self.skipped}; workloads unusable: {len(self.unusable)}")
+        if self.untrusted:
+            lines.append(f"not run, untrusted: {len(self.untrusted)} "
+                         f"({', '.join(self.untrusted)}); `fib trust DB` (or --author, "
+                         "--solution) trusts them")
         return "\n".join(lines)
 
 

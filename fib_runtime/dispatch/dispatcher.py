@@ -18,6 +18,7 @@ from fib_runtime.errors import BuildError, FibError
 from fib_runtime.keys import Key, key_expression
 from fib_runtime.ranking import Ranking, best_overall, nearest_key
 from fib_runtime.schema import Definition
+from fib_runtime.trust import Untrusted
 
 log = logging.getLogger("fib_runtime.dispatch")
 
@@ -49,7 +50,8 @@ class Decision:
     """How one key of one definition is served in one convention."""
 
     solution: str | None  # None: the fallback (the decorated function)
-    reason: str  # measured | nearest | best_overall | miss | no_traces | unavailable | ...
+    reason: str  # measured | nearest | best_overall | miss | no_traces | unavailable |
+    # untrusted | ...
     via_key: Key | None = None  # the measured key the ranking came from
     call: Callable[..., Any] | None = None  # the solution in the caller's convention
 
@@ -142,11 +144,13 @@ class Dispatcher:
         ranking, via, reason = self.ranking(key)
         if ranking is None:
             return Decision(None, reason, via)
+        untrusted = False
         for name in ranking.names:
             if name in self.counters.quarantined or name == exclude:
                 continue
             built = self._build(name)
             if isinstance(built, BuildError):
+                untrusted = untrusted or isinstance(built, Untrusted)
                 continue
             try:
                 call = self._adapt(built, convention)
@@ -155,6 +159,8 @@ class Dispatcher:
                             name, convention, exc)
                 continue
             return Decision(name, reason, via, call)
+        if untrusted:  # a candidate was measured but nobody trusted its code
+            return Decision(None, "untrusted", via)
         return Decision(None, "unavailable" if ranking.names else "no_passing_solution", via)
 
     def _adapt(self, built: Built, convention: str) -> Callable[..., Any]:

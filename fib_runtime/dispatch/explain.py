@@ -10,6 +10,7 @@ from fib_runtime.dispatch.dispatcher import VALUE
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError
 from fib_runtime.keys import axes_to_key, key_to_axes
+from fib_runtime.schema.provenance import digest_of
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class Explanation:
     candidates: list[tuple[str, float, str]]  # (solution, latency ms, status here)
     decision: str  # solution name or "fallback"
     reason: str
+    unbound: tuple[str, ...] = ()  # candidates ranked on traces that carry no digest
 
     def __str__(self) -> str:
         lines = [f"definition:  {self.definition}", f"hardware:    {self.hardware_key}",
@@ -31,8 +33,19 @@ class Explanation:
             lines.append(f"  {latency:10.4f} ms  {name}  [{status}]")
         if not self.candidates:
             lines.append("  no usable traces for this hardware")
+        if self.unbound:
+            lines.append(f"unbound:     {', '.join(self.unbound)} (ranked on traces that do "
+                         "not name the content they measured)")
         lines.append(f"decision:    {self.decision} ({self.reason})")
         return "\n".join(lines)
+
+
+def unbound_solutions(runtime: Runtime, definition: str) -> set[str]:
+    """Solutions with traces on this hardware that do not name the content they measured
+    (flashinfer-bench's own traces): ranked by name only."""
+    return {t.solution for t in runtime.db.traces_for(definition, runtime.hardware.key)
+            if t.solution is not None and t.evaluation is not None
+            and digest_of(t.evaluation) is None}
 
 
 def explain(definition: str, axes: Mapping[str, int],
@@ -57,10 +70,14 @@ def explain(definition: str, axes: Mapping[str, int],
         for name, latency in zip(ranking.names, ranking.latencies_ms, strict=True):
             if name in dispatcher.counters.quarantined:
                 status = "quarantined"
+            elif not runtime.is_trusted(name):  # not imported: `fib trust` runs it
+                status = "untrusted"
             else:
                 status = "unavailable" if isinstance(runtime.build(name), Exception) else "ok"
             candidates.append((name, latency, status))
     via = decision.via_key
     return Explanation(definition, runtime.hardware.key, key_to_axes(dispatcher.definition, key),
                        None if via is None else key_to_axes(dispatcher.definition, via),
-                       candidates, decision.solution or "fallback", decision.reason)
+                       candidates, decision.solution or "fallback", decision.reason,
+                       tuple(n for n, _, _ in candidates
+                             if n in unbound_solutions(runtime, definition)))
