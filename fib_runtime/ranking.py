@@ -11,8 +11,8 @@ The rule, per definition and hardware key:
 - the latest counting trace of each (solution, workload) counts (a re-measured workload
   supersedes);
 - a trace is usable when it PASSED with a positive latency, its solution is known, admitted
-  by the policy and targets this hardware, its workload carries every variable axis, and its errors are within the
-  policy's tolerance;
+  by the policy and targets this hardware, its workload carries every variable axis, and its
+  errors are within the policy's tolerance;
 - a solution is a candidate for a key when every latest trace of it at that key is usable;
   its latency there is the median of those traces' `latency_ms`;
 - candidates are ordered by that median, then by name.

@@ -28,7 +28,6 @@ def trusted_only(db: TraceDB, items: list[WorkloadTask]
             decided[definition.name] = trust.definition(definition) is not None
         if not decided[definition.name]:
             left_out[f"definition {definition.name} (its reference)"] = None
-            continue
         solutions = []
         for solution in item.solutions:
             key = f"solution {solution.name} (author {solution.author})"
@@ -38,7 +37,7 @@ def trusted_only(db: TraceDB, items: list[WorkloadTask]
                 solutions.append(solution)
             else:
                 left_out[key] = None
-        if solutions:
+        if solutions and decided[definition.name]:
             kept.append(replace(item, solutions=tuple(solutions)))
     if left_out:
         log.warning("%s: %d untrusted records are not run; `fib trust %s` trusts them",
