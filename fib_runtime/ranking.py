@@ -5,7 +5,8 @@ winner a retune prints is the solution dispatch serves.
 
 The rule, per definition and hardware key:
 - a trace counts for the solution content it measured: one stamped with another digest than
-  the current solution's is stale and ignored; one with no digest (flashinfer-bench's own)
+  the current solution's is stale and ignored (named as the reason only where the solution
+  has no other trace at that key); one with no digest (flashinfer-bench's own)
   is bound by name only and counts unless a stamped trace of that (solution, workload)
   exists (`measures`);
 - the latest counting trace of each (solution, workload) counts (a re-measured workload
@@ -75,10 +76,6 @@ def rank(definition: Definition, traces: Iterable[Trace], solutions: Mapping[str
     latest, stale = _latest(traces, solutions)
     by_key: dict[Key, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     rejected: dict[Key, dict[str, str]] = defaultdict(dict)
-    for (name, _), trace in stale.items():
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            rejected[axes_to_key(definition, trace.workload.axes)].setdefault(
-                name, "stale: its traces measured other content under this name")
     for (name, _), trace in latest.items():
         try:
             key = axes_to_key(definition, trace.workload.axes)
@@ -90,6 +87,12 @@ def rank(definition: Definition, traces: Iterable[Trace], solutions: Mapping[str
             by_key[key][name].append(latency)
         else:
             rejected[key].setdefault(name, problem)
+    for (name, _), trace in stale.items():  # said only where nothing else is known of it
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            key = axes_to_key(definition, trace.workload.axes)
+            if name not in by_key.get(key, {}):
+                rejected[key].setdefault(name, "stale: its traces measured other content "
+                                         "under this name")
     results = {}
     for key in by_key.keys() | rejected.keys():
         medians = sorted((statistics.median(v), n) for n, v in by_key[key].items()
