@@ -145,7 +145,9 @@ class Runtime:
         """May this solution's code run here (fib_runtime.trust)? Logged once when not."""
         trusted = self._trusted.get(name)
         if trusted is None:
-            solution = self.db.solutions[name]
+            solution = self.db.solutions.get(name)
+            if solution is None:
+                return False
             trusted = self._trusted[name] = self.trust.solution(solution) is not None
             if not trusted:
                 log.warning("solution %s (author %s) of %s is not trusted and does not run; "
