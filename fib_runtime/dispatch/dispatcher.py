@@ -50,8 +50,7 @@ class Decision:
     """How one key of one definition is served in one convention."""
 
     solution: str | None  # None: the fallback (the decorated function)
-    reason: str  # measured | nearest | best_overall | miss | no_traces | unavailable |
-    # untrusted | ...
+    reason: str  # measured | nearest | best_overall | miss | no_traces | unavailable | untrusted
     via_key: Key | None = None  # the measured key the ranking came from
     call: Callable[..., Any] | None = None  # the solution in the caller's convention
 

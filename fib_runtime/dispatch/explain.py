@@ -76,8 +76,8 @@ def explain(definition: str, axes: Mapping[str, int],
                 status = "unavailable" if isinstance(runtime.build(name), Exception) else "ok"
             candidates.append((name, latency, status))
     via = decision.via_key
+    unbound = unbound_solutions(runtime, definition)
     return Explanation(definition, runtime.hardware.key, key_to_axes(dispatcher.definition, key),
                        None if via is None else key_to_axes(dispatcher.definition, via),
                        candidates, decision.solution or "fallback", decision.reason,
-                       tuple(n for n, _, _ in candidates
-                             if n in unbound_solutions(runtime, definition)))
+                       tuple(n for n, _, _ in candidates if n in unbound))

@@ -48,7 +48,7 @@ class TraceDB:
         self.root = root
         self.definitions: dict[str, Definition] = {}
         self.solutions: dict[str, Solution] = {}
-        self.solution_files: dict[str, Path] = {}  # name -> its file (or files, if refused)
+        self.solution_files: dict[str, Path] = {}  # name -> the file it was read from
         self._refused_names: dict[str, list[Path]] = {}
         self.load_errors: list[LoadProblem] = []
         self.missing_blobs: set[str] = set()
@@ -161,7 +161,7 @@ class TraceDB:
         name = solution.name
         group = self._refused_names.get(name)
         if group is None and name in self.solutions:
-            first = self.solution_files[name]
+            first = self.solution_files.pop(name)
             old = self.solutions.pop(name)
             self._solutions_by_def[old.definition].remove(old)
             group = self._refused_names[name] = [first]
