@@ -159,7 +159,7 @@ def install(db: TraceDB, catalogue: Catalogue | None = None) -> tuple[int, int]:
         if db.solutions.get(solution.name) != solution:
             db.add_solution(solution, replace=True, trust=False)
             written_sols += 1
-    from fib_runtime.trust import remember
+    from fib_runtime.trust.memory import remember
 
     remember(catalogue.solutions, catalogue.definitions.values())  # one write for all
     return written_defs, written_sols

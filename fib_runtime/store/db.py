@@ -260,7 +260,7 @@ class TraceDB:
         files.write_atomic(target, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         self.definitions[definition.name] = definition
         if trust:
-            from fib_runtime.trust import remember
+            from fib_runtime.trust.memory import remember
 
             remember(definitions=[definition])
         return target
@@ -286,7 +286,7 @@ class TraceDB:
         self.solution_files[solution.name] = target
         self._solutions_by_def[solution.definition].append(solution)
         if trust:
-            from fib_runtime.trust import remember
+            from fib_runtime.trust.memory import remember
 
             remember(solutions=[solution])
         return target

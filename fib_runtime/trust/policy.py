@@ -12,20 +12,16 @@ processes only receive what was decided.
 from __future__ import annotations
 
 import functools
-import hashlib
-import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-
-import orjson
 
 from fib_runtime.errors import BuildError
 from fib_runtime.schema import Definition, Solution
 from fib_runtime.schema.provenance import solution_digest
-from fib_runtime.trust.store import TrustStore, TrustStoreError, add, load_store
+from fib_runtime.trust.memory import definition_digest
+from fib_runtime.trust.store import TrustStore, load_store
 
-log = logging.getLogger("fib_runtime.trust")
 TRUST_ENV = "FIB_TRUST"  # "all": trust everything (e.g. a container built from a known image)
 
 
@@ -33,30 +29,9 @@ class Untrusted(BuildError):
     """A solution was not run: nobody trusted it (see `fib trust`)."""
 
 
-def definition_digest(definition: Definition) -> str:
-    """sha256 over the whole definition record (its reference code included)."""
-    body = orjson.dumps(definition.to_dict(), option=orjson.OPT_SORT_KEYS)
-    return "sha256:" + hashlib.sha256(body).hexdigest()
-
-
 def root_key(root: Path) -> str:
     """How a database folder is named in the store: its resolved absolute path."""
     return str(Path(root).expanduser().resolve())
-
-
-def remember(solutions: Iterable[Solution] = (),
-             definitions: Iterable[Definition] = ()) -> int:
-    """Trust these records by digest: the user's own fib wrote them. Returns how many were
-    new. Never raises: a store that cannot be written only costs a warning (the records
-    then need `fib trust` to run)."""
-    sols = {solution_digest(s): {"name": s.name} for s in solutions}
-    defs = {definition_digest(d): {"name": d.name} for d in definitions}
-    try:
-        return add("solutions", sols) + add("definitions", defs)
-    except (OSError, TrustStoreError, TimeoutError) as exc:
-        log.warning("could not remember %d solutions and %d definitions as trusted: %s",
-                    len(sols), len(defs), exc)
-        return 0
 
 
 class Trust:
