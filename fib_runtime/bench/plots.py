@@ -22,6 +22,7 @@ from fib_runtime.errors import FibError
 INSTALL_HINT = "pip install 'fib-runtime[report]'"
 _LOG_SPAN = 10.0
 _DPI = 100
+_LEGEND_COLUMNS = 3
 
 
 class PlotsUnavailable(FibError):
@@ -43,22 +44,31 @@ def draw(panel: Panel, path: Path) -> Path:
     from matplotlib.figure import Figure
 
     groups = panel.groups()[:MAX_GROUPS]
-    columns = min(3, len(groups))
-    rows = math.ceil(len(groups) / columns)
-    figure = Figure(figsize=(4.6 * columns + 2.6, 3.6 * rows + 0.7), dpi=_DPI,
-                    layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
     colours = _colours(panel)
+    handles = _legend(panel, colours)
+    width, height = figure_size(len(groups), len(handles))
+    columns = min(3, len(groups))
+    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(math.ceil(len(groups) / columns), columns, squeeze=False).ravel()
     for ax, group in zip(axes, groups, strict=False):
         _draw_group(ax, panel, group, colours)
     for ax in axes[len(groups):]:
         ax.set_visible(False)
     figure.suptitle(panel.name)
-    figure.legend(handles=_legend(panel, colours), loc="outside right upper", fontsize="small")
+    figure.legend(handles=handles, loc="outside lower center", fontsize="small",
+                  ncols=min(_LEGEND_COLUMNS, len(handles)), frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")
     return path
+
+
+def figure_size(subplots: int, legend_entries: int) -> tuple[float, float]:
+    """Inches of a panel's figure: up to 3 subplots a row, the legend below them."""
+    columns = min(3, subplots)
+    rows = math.ceil(subplots / columns)
+    legend_rows = math.ceil(legend_entries / _LEGEND_COLUMNS)
+    return max(6.8, 4.8 * columns + 0.6), 3.4 * rows + 0.7 + 0.25 * legend_rows
 
 
 def _colours(panel: Panel) -> dict[str, Any]:

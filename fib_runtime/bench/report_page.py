@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+import textwrap
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -69,7 +70,9 @@ def text_report(overview: Overview) -> str:
         lines.append("")
     if overview.skipped:
         lines.append("not plotted:")
-        lines += [f"  {line}" for line in skipped_lines(overview.skipped)]
+        lines += [textwrap.fill(line, 100, initial_indent="  ", subsequent_indent="    ",
+                                break_on_hyphens=False)
+                  for line in skipped_lines(overview.skipped)]
     return "\n".join(lines).rstrip()
 
 
@@ -114,6 +117,8 @@ def _section(index: int, panel: Panel, image: Path | None, out: Path) -> str:
     if image is not None:
         rel = image.relative_to(out).as_posix() if image.is_relative_to(out) else image
         parts.append(f"<img src='{html.escape(str(rel))}' alt='{html.escape(panel.name)}'>")
+    elif panel.plot_problem() is not None:
+        parts.append(f"<p class=note>No plot: {html.escape(str(panel.plot_problem()))}</p>")
     parts.append(_html_table(key_headers(panel), key_rows(panel)))
     held = held_out_rows(panel)
     if held:

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             images = {i: draw(overview.panels[i], args.out / image_name(overview.panels[i]))
                       for i in plottable}
     print(text_report(overview))
-    page = write_html(overview, images, args.out, source=str(db.root),
+    page = write_html(overview, images, args.out, source=str(db.root.resolve()),
                       note=str(missing) if missing else None)
     print(f"\nreport: {page} ({len(images)} plots)")
     if missing is not None:

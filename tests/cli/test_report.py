@@ -115,9 +115,10 @@ def test_report_writes_pngs_html_and_per_regime_tables(
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == ["toy_attn__H100__device.png", "toy_norm_h8__H100__device.png",
                     "toy_norm_h8__H100__eager.png", "toy_norm_h8__H200__device.png"]
-    # One subplot per panel: 7.2 x 4.3 in at 100 dpi; toy_attn: two (batch_size = 1, 2).
-    assert png_size(out / "toy_norm_h8__H100__eager.png") == (720, 430)
-    assert png_size(out / "toy_attn__H100__device.png") == (1180, 430)
+    # One subplot, 4 legend entries (2 rows): 6.8 x 4.6 in at 100 dpi; toy_attn: two
+    # subplots (batch_size = 1, 2) side by side, 3 legend entries.
+    assert png_size(out / "toy_norm_h8__H100__eager.png") == (680, 460)
+    assert png_size(out / "toy_attn__H100__device.png") == (1020, 435)
     for name in pngs:
         assert (out / name).stat().st_size > 10_000  # lines and text, not a blank canvas
     page = (out / "index.html").read_text()
@@ -149,6 +150,7 @@ def test_report_writes_pngs_html_and_per_regime_tables(
     # The same rows are in the page, and what could not be plotted is listed with why.
     assert "<td>batch_size=16</td><td>cuda</td><td>0.48 ms</td><td>orig</td>" in page
     assert "toy_fail on H100 device timing: only failures: COMPILE_ERROR x3" in page
+    assert "<p class=note>No plot: only failures: COMPILE_ERROR x3</p>" in page
     assert "not plotted:" in stdout and "only failures" in stdout
 
 
