@@ -205,7 +205,10 @@ def gather(db: TraceDB, definitions: Sequence[str] | None = None,
                 panel.held_out = points.pop((name, key, regime), [])
                 overview.panels.append(panel)
     for (name, key, regime), rest in sorted(points.items()):
-        if name in names:
+        if name not in db.definitions and not definitions:
+            overview.skipped.append(Skipped(name, key, regime, f"{len(rest)} held-out points "
+                                            "of a definition not in the database"))
+        elif name in names:
             overview.skipped.append(Skipped(name, key, regime, f"{len(rest)} held-out points "
                                             "but no traces of this hardware and regime"))
     return overview

@@ -26,9 +26,10 @@ H100 = "NVIDIA H100 80GB HBM3"
 H200 = "NVIDIA H200"
 BATCHES = (1, 16, 256)
 # (solution, regime) -> latency at batch 1; latencies grow with the batch. On the H100 the
-# device winner is `tri` and the eager winner `cuda`; the original never wins there.
+# device winner is `tri`, the eager winner `cuda`, and in CUDA graphs the original wins.
 H100_LATENCY = {("tri", "device"): 0.010, ("cuda", "device"): 0.020, ("orig", "device"): 0.050,
-                ("tri", "eager"): 0.060, ("cuda", "eager"): 0.030, ("orig", "eager"): 0.040}
+                ("tri", "eager"): 0.060, ("cuda", "eager"): 0.030, ("orig", "eager"): 0.040,
+                ("tri", "graph"): 0.012, ("cuda", "graph"): 0.011, ("orig", "graph"): 0.009}
 
 
 def _trace(definition: str, solution: str, axes: dict[str, int], latency: float,
@@ -114,7 +115,8 @@ def test_report_writes_pngs_html_and_per_regime_tables(
     stdout = capsys.readouterr().out
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == ["toy_attn__H100__device.png", "toy_norm_h8__H100__device.png",
-                    "toy_norm_h8__H100__eager.png", "toy_norm_h8__H200__device.png"]
+                    "toy_norm_h8__H100__eager.png", "toy_norm_h8__H100__graph.png",
+                    "toy_norm_h8__H200__device.png"]
     # One subplot, 4 legend entries (2 rows): 6.8 x 4.6 in at 100 dpi; toy_attn: two
     # subplots (batch_size = 1, 2) side by side, 3 legend entries.
     assert png_size(out / "toy_norm_h8__H100__eager.png") == (680, 460)
@@ -126,7 +128,7 @@ def test_report_writes_pngs_html_and_per_regime_tables(
 
     # The dispatched solution is the ranking's first of that regime: tri (device), cuda (eager).
     db = TraceDB.open(db_root)
-    for regime, expected in (("device", "tri"), ("eager", "cuda")):
+    for regime, expected in (("device", "tri"), ("eager", "cuda"), ("graph", "orig")):
         for batch in BATCHES:
             assert winner(db, "toy_norm_h8", "H100", regime, batch) == expected
     device = stdout.split("toy_norm_h8 on H100, device timing")[1].split("\n\n")[0]
@@ -136,6 +138,11 @@ def test_report_writes_pngs_html_and_per_regime_tables(
                      device)
     assert re.search(r"batch_size=16\s+cuda\s+0\.48 ms\s+orig\s+0\.64 ms\s+1\.33x\s+3\s+-",
                      eager)
+    graph = stdout.split("toy_norm_h8 on H100, graph timing")[1].split("\n\n")[0]
+    assert re.search(r"batch_size=256\s+orig\s+2\.304 ms\s+orig\s+2\.304 ms\s+1\.00x", graph)
+    # Regimes in the order device, eager, graph (not alphabetical).
+    assert stdout.index("H100, device timing") < stdout.index("H100, eager timing") \
+        < stdout.index("H100, graph timing")
     for batch in BATCHES:
         assert re.search(rf"batch_size={batch}\s+tri\s", device)
         assert re.search(rf"batch_size={batch}\s+cuda\s", eager)
@@ -188,7 +195,8 @@ def test_held_out_points_are_overlaid(db_root: Path, tmp_path: Path,
     held = _held_out(tmp_path / "choice.json", [
         _point("tri", 0.7, True), _point("cuda", 0.6, False), _point("orig", 3.0, False),
         _point("cuda", 1.9, True, timing="eager"), _point("tri", 3.5, False, timing="eager"),
-        _point("tri", 1.0, True, hardware="NVIDIA B200")])
+        _point("tri", 1.0, True, hardware="NVIDIA B200"),
+        _point("tri", 1.0, True, definition="toy_norm_h16")])
     out = tmp_path / "held"
     assert main(["report", str(db_root), "--out", str(out), "--definition", "toy_norm_h8",
                  "--held-out", str(held)]) == 0
@@ -201,6 +209,11 @@ def test_held_out_points_are_overlaid(db_root: Path, tmp_path: Path,
     h200 = stdout.split("toy_norm_h8 on H200, device timing")[1].split("\n\n")[0]
     assert "held-out" not in h200
     assert "toy_norm_h8 on B200 device timing: 1 held-out points but no traces" in stdout
+    assert "toy_norm_h16" not in stdout  # not among the definitions asked for
+    assert main(["report", str(db_root), "--out", str(out), "--no-plots",
+                 "--held-out", str(held)]) == 0
+    assert "toy_norm_h16 on H100 device timing: 1 held-out points of a definition not in " \
+        "the database" in capsys.readouterr().out
     # The overlay changes the drawing of the two H100 panels only.
     for name, changed in (("toy_norm_h8__H100__device.png", True),
                           ("toy_norm_h8__H100__eager.png", True),
