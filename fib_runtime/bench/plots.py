@@ -12,6 +12,7 @@ star with a red edge. An axis is logarithmic (base 2 for x) when it spans more t
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from fib_runtime.errors import FibError
 INSTALL_HINT = "pip install 'fib-runtime[report]'"
 _LOG_SPAN = 10.0
 _DPI = 100
+_MIN_VERSION = (3, 7)  # legends placed "outside" a constrained layout
 _LEGEND_COLUMNS = 3
 
 
@@ -32,10 +34,15 @@ class PlotsUnavailable(FibError):
 def require_matplotlib() -> None:
     """Raise PlotsUnavailable, saying how to install it, when matplotlib cannot be imported."""
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib
     except ImportError:
         raise PlotsUnavailable(f"matplotlib is not installed, so no plots were drawn: "
                                f"{INSTALL_HINT} (or pass --no-plots)") from None
+    version = tuple(int(p) for p in re.findall(r"\d+", matplotlib.__version__)[:2])
+    if version < _MIN_VERSION:
+        raise PlotsUnavailable(f"matplotlib {matplotlib.__version__} is too old (the plots "
+                               f"need >= {'.'.join(map(str, _MIN_VERSION))}), so no plots "
+                               f"were drawn: {INSTALL_HINT} (or pass --no-plots)")
 
 
 def draw(panel: Panel, path: Path) -> Path:

@@ -281,6 +281,18 @@ def test_without_matplotlib_tables_are_still_printed(
     assert main(["report", str(db_root), "--out", str(tmp_path / "t"), "--no-plots"]) == 0
 
 
+def test_too_old_matplotlib_is_refused_with_the_install_hint(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib
+
+    from fib_runtime.bench.plots import PlotsUnavailable, require_matplotlib
+
+    monkeypatch.setattr(matplotlib, "__version__", "3.5.3")
+    with pytest.raises(PlotsUnavailable, match=r"matplotlib 3\.5\.3 is too old .*>= 3\.7.*"
+                       r"pip install 'fib-runtime\[report\]'"):
+        require_matplotlib()
+
+
 def test_library_does_not_import_matplotlib() -> None:
     code = ("import sys, fib_runtime, fib_runtime.cli.main as m, fib_runtime.bench.plots; "
             "m.build_parser(); print('matplotlib' in sys.modules)")
