@@ -10,6 +10,7 @@ and the page written without plots; `--no-plots` never needs matplotlib.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from fib_runtime.paths import default_db_path
 from fib_runtime.store import TraceDB
 
 EXIT_NO_PLOTS = 2
+log = logging.getLogger("fib_runtime.report")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,11 +61,10 @@ def run(args: argparse.Namespace) -> int:
         except PlotsUnavailable as exc:
             missing = exc
         else:
-            images = {i: draw(overview.panels[i], args.out / image_name(overview.panels[i]))
-                      for i in plottable}
+            images = draw_all(overview, plottable, args.out)
     print(text_report(overview))
-    page = write_html(overview, images, args.out, source=str(db.root.resolve()),
-                      note=str(missing) if missing else None)
+    note = str(missing) if missing else "tables only (--no-plots)" if args.no_plots else None
+    page = write_html(overview, images, args.out, source=str(db.root.resolve()), note=note)
     print(f"\nreport: {page} ({len(images)} plots)")
     if missing is not None:
         print(f"fib: {missing}", file=sys.stderr)
@@ -89,3 +90,18 @@ def plan(overview: Overview) -> list[int]:
                 f"{hidden} more combinations of the other variable axes than the "
                 f"{MAX_GROUPS} drawn (their keys are in the table)"))
     return plottable
+
+
+def draw_all(overview: Overview, plottable: list[int], out: Path) -> dict[int, Path]:
+    """Draw the plottable panels; one that fails to draw is reported, not fatal."""
+    images = {}
+    for index in plottable:
+        panel = overview.panels[index]
+        try:
+            images[index] = draw(panel, out / image_name(panel))
+        except Exception as exc:  # a report shows what it can; the reason is listed
+            log.warning("drawing %s failed", panel.name, exc_info=True)
+            overview.skipped.append(Skipped(panel.definition.name, panel.hardware,
+                                            panel.regime, f"drawing failed: "
+                                            f"{type(exc).__name__}: {exc}"))
+    return images

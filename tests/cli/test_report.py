@@ -279,6 +279,29 @@ def test_without_matplotlib_tables_are_still_printed(
     assert "<td>batch_size=16</td><td>cuda</td>" in page
     # Tables only: matplotlib is not needed, so it is not an error.
     assert main(["report", str(db_root), "--out", str(tmp_path / "t"), "--no-plots"]) == 0
+    assert "tables only (--no-plots)" in (tmp_path / "t" / "index.html").read_text()
+
+
+def test_a_panel_that_fails_to_draw_is_listed_and_the_others_drawn(
+        db_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from fib_runtime.bench import plots
+    from fib_runtime.cli import report
+
+    def draw(panel: Any, path: Path) -> Path:
+        if panel.regime == "eager":
+            raise ValueError("bad data")
+        return plots.draw(panel, path)
+
+    monkeypatch.setattr(report, "draw", draw)
+    out = tmp_path / "out"
+    assert main(["report", str(db_root), "--out", str(out), "--definition",
+                 "toy_norm_h8"]) == 0
+    assert "toy_norm_h8 on H100 eager timing: drawing failed: ValueError: bad data" in \
+        capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "toy_norm_h8__H100__device.png", "toy_norm_h8__H100__graph.png",
+        "toy_norm_h8__H200__device.png"]
 
 
 def test_too_old_matplotlib_is_refused_with_the_install_hint(
