@@ -43,7 +43,7 @@ def call(*args, **kwargs):
     next(calls)
     try:
         return fn(*args)
-    except Exception as exc:
+    except BaseException as exc:
         return binding.failed(fn, key, args, exc)
 """
 
@@ -126,9 +126,10 @@ class Binding:
         return fn
 
     def failed(self, fn: Callable[..., Any], key: tuple[int, ...], args: tuple[Any, ...],
-               exc: Exception) -> Any:
-        """What a call raised: the fallback's own errors propagate; a solution's are
-        answered by the next candidate or the fallback."""
+               exc: BaseException) -> Any:
+        """What a call raised: the fallback's own errors propagate (even KeyboardInterrupt
+        and SystemExit); a solution's, whatever they are, are answered by the next
+        candidate or the fallback (see Dispatcher.failed)."""
         owner = self.owners.get(fn)
         key = self.hot.decode(key[1:])
         if owner is None or key is None:
