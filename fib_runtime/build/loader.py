@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -27,7 +28,6 @@ from fib_runtime.build.isolation import import_entry
 from fib_runtime.errors import BuildError
 from fib_runtime.paths import cache_path
 from fib_runtime.schema import Definition, Solution
-from fib_runtime.store.files import write_atomic
 
 log = logging.getLogger("fib_runtime.build")
 PYTHON_LANGUAGES = frozenset({"python", "triton"})
@@ -130,7 +130,9 @@ def _source_folder(solution: Solution, cache: Path) -> tuple[Path, str | None]:
 
 
 def _write_sources(folder: Path, solution: Solution) -> Path:
-    """Write the sources once (a `.complete` marker says they are all there)."""
+    """Write the sources once, under the folder's lock; the `.complete` marker, written
+    last, says they are all there. Files are written in place: a temporary name beside a
+    source name of 250 bytes would pass the 255-byte limit."""
     done = folder / ".complete"
     if done.exists():
         return folder
@@ -138,9 +140,17 @@ def _write_sources(folder: Path, solution: Solution) -> Path:
     with FileLock(str(folder) + ".lock"):
         if not done.exists():
             for source in solution.sources:
-                write_atomic(folder / source.path, source.content.encode())
-            done.touch()
+                _write_file(folder / source.path, source.content.encode())
+            _write_file(done, b"")
     return folder
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 _private: list[Path] = []
