@@ -166,6 +166,19 @@ def test_sources_that_fail_to_write_at_build_fall_back(tmp_path: Path,
     assert counters["hits"] == 2 and counters["fallbacks"] == {}
 
 
+def test_a_solution_name_over_255_bytes_is_served(tmp_path: Path) -> None:
+    """The name becomes a module and build-folder name: it is shortened there (the digest
+    keeps it unique), so the solution builds and serves."""
+    long_name = "n" * 300
+    make_db(tmp_path, {}, [(long_name, 4, 0.01, CPU)])
+    target = tmp_path / "solutions" / "tests" / "long.json"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(orjson.dumps(solution(long_name, DEF, code=tagged(7))))
+    with fib.enable_apply(tmp_path):
+        assert [served() for _ in range(2)] == [7.0, 7.0]
+        assert stats()["hits"] == 2 and stats()["build_problems"] == {}
+
+
 # -- 3. a solution that raises while being quarantined, from many threads -------------------
 
 SLOW_RAISE = """import time
