@@ -75,6 +75,7 @@ class Dispatcher:
         self.decisions: dict[tuple[str, Key], Decision] = {}
         self._via: dict[Key, Key | None] = {}
         self._listeners: list[Callable[[], None]] = []  # bound sites: forget cached choices
+        self.generation = 0  # bumped whenever cached choices are forgotten
 
     # -- state changes ----------------------------------------------------------------------
 
@@ -97,6 +98,7 @@ class Dispatcher:
             self._forget()
 
     def _forget(self) -> None:
+        self.generation += 1
         self.decisions.clear()
         self._via.clear()
         for listener in list(self._listeners):

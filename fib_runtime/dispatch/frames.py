@@ -99,6 +99,7 @@ class Binding:
         the fallback and never cached, so it cannot decide for the valid calls that share its
         hot key."""
         dispatcher = self.dispatcher
+        generation = dispatcher.generation
         convention = dispatcher.convention(hot[0])
         key = self.hot.decode(hot[1:])
         if args and key is not None:
@@ -122,7 +123,9 @@ class Binding:
             else:
                 fn = decision.call
                 self.owners[fn] = (decision.solution or "", convention)
-        self.served[hot] = fn
+        with dispatcher.lock:  # not a choice made before a quarantine or reload cleared them
+            if dispatcher.generation == generation:
+                self.served[hot] = fn
         return fn
 
     def failed(self, fn: Callable[..., Any], key: tuple[int, ...], args: tuple[Any, ...],

@@ -221,6 +221,34 @@ def test_quarantine_under_sixteen_threads_answers_every_call(tmp_path: Path) -> 
     assert counters["fallbacks"]["error"] == counters["errors"]["bad"]
 
 
+def test_a_choice_made_just_before_a_quarantine_is_not_kept(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """Another thread quarantines the solution between this call's decision and its
+    caching: the stale choice must not stay served (each later call would run the
+    quarantined solution, then the fallback)."""
+    from fib_runtime.dispatch.dispatcher import Dispatcher
+
+    make_db(tmp_path, {"bad": SLOW_RAISE, "good": tagged(2)},
+            [("bad", 4, 0.01, CPU), ("good", 4, 0.02, CPU)])
+    decide = Dispatcher.decide
+
+    def quarantined_meanwhile(self: Dispatcher, key: tuple, convention: str):  # type: ignore[no-untyped-def]
+        decision = decide(self, key, convention)
+        with self.lock:
+            self.counters.quarantined.add("bad")
+            self._forget()
+        return decision
+
+    with fib.enable_apply(tmp_path):
+        monkeypatch.setattr(Dispatcher, "decide", quarantined_meanwhile)
+        assert served() == 2.0  # the stale choice raised; the next candidate answered
+        monkeypatch.setattr(Dispatcher, "decide", decide)
+        assert [served() for _ in range(4)] == [2.0] * 4
+        counters = stats()
+    assert counters["errors"] == {"bad": 1} and counters["hits"] == 5
+
+
 # -- 4. SystemExit, KeyboardInterrupt and other BaseExceptions from a solution ---------------
 
 @pytest.mark.parametrize("body", ["import sys\n    sys.exit(3)", "raise KeyboardInterrupt",
