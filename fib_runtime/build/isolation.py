@@ -43,14 +43,14 @@ def import_entry(entry: Path, package: str) -> ModuleType:
         if module is not None:
             return module
         folder = str(entry.parent)
-        _ensure_package(package, folder)
-        own = own_names(entry.parent)
-        before = {k: v for k, v in sys.modules.items() if _top(k) in own}
-        hidden = {k: sys.modules.pop(k) for k in list(before) if _top(k) not in _PROTECTED}
         spec = importlib.util.spec_from_file_location(name, entry)
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot import {entry}")
+        _ensure_package(package, folder)
+        own = own_names(entry.parent)
         module = importlib.util.module_from_spec(spec)
+        before = {k: v for k, v in sys.modules.items() if _top(k) in own}
+        hidden = {k: sys.modules.pop(k) for k in list(before) if _top(k) not in _PROTECTED}
         sys.modules[name] = module  # e.g. dataclasses look their module up while it loads
         sys.path.insert(0, folder)
         importlib.invalidate_caches()  # the folder may have been written a moment ago
