@@ -155,6 +155,27 @@ def extras(data: Mapping[str, Any], known: frozenset[str]) -> Mapping[str, Any]:
     return {k: v for k, v in data.items() if k not in known}
 
 
+# Deeper records are refused at load: orjson writes at most 255 levels, so a deeper one
+# would load and then fail every time it is written or keyed (ls, retune, merge).
+MAX_DEPTH = 200
+
+
+def depth_problem(raw: bytes, value: Any) -> SchemaError | None:
+    """A SchemaError when the parsed `value` of the JSON text `raw` nests deeper than
+    MAX_DEPTH; cheap for the usual record (two byte counts), exact for the rare deep one."""
+    if raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH:
+        return None
+    level = [(value, 1)]
+    while level:
+        item, depth = level.pop()
+        if depth > MAX_DEPTH:
+            return SchemaError(f"nested deeper than {MAX_DEPTH} levels")
+        children = item.values() if type(item) is dict else item if type(item) is list else ()
+        level.extend((child, depth + 1) for child in children
+                     if type(child) is dict or type(child) is list)
+    return None
+
+
 def put(out: dict[str, Any], key: str, value: Any) -> None:
     """Write an optional field only when it is set."""
     if value is not None:
