@@ -291,15 +291,17 @@ class TraceDB:
     def _append(self, records: Iterable[Trace], where: Callable[[Path, str, str], Path], *,
                 want_workloads: bool, lock: bool = True) -> int:
         by_file: dict[Path, list[tuple[Trace, dict[str, Any]]]] = defaultdict(list)
+        targets: dict[str, Path] = {}
         for trace in records:
             if trace.is_workload != want_workloads:
                 kind = "workload" if want_workloads else "benchmark trace"
                 raise StoreError(f"not a {kind}: definition '{trace.definition}', "
                                  f"workload {trace.workload.uuid}")
-            op_type = self._definition(trace.definition).op_type
-            target = where(self.root, op_type, trace.definition)
-            if target not in by_file:
-                self._inside(target)
+            target = targets.get(trace.definition)
+            if target is None:
+                op_type = self._definition(trace.definition).op_type
+                target = self._inside(where(self.root, op_type, trace.definition))
+                targets[trace.definition] = target
             by_file[target].append((trace, self._checked(writable.check_trace, trace, target)))
         written = 0
         for target, batch in by_file.items():

@@ -8,6 +8,7 @@ field, raised before anything is created.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ DECISION_FOLDERS = (DEFINITIONS, SOLUTIONS, TRACES)
 # A file name is at most 255 bytes on common filesystems; a name also gets a suffix
 # (".jsonl", a shard, "_<uuid>.safetensors"), so the name itself is held well below that.
 NAME_MAX_BYTES = 200
+_UNSAFE_CHAR = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
 def unsafe_reason(value: Any) -> str | None:
@@ -30,10 +32,10 @@ def unsafe_reason(value: Any) -> str | None:
         return f"expected a string, got {type(value).__name__}"
     if value in ("", ".", ".."):
         return f"{value!r} is not a usable file name"
-    if "/" in value or "\\" in value:
-        return f"{value!r} contains a path separator"
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        return f"{value!r} contains a control character (NUL, newline, ...)"
+    bad = _UNSAFE_CHAR.search(value)
+    if bad is not None:
+        what = "a path separator" if bad[0] in "/\\" else "a control character (NUL, ...)"
+        return f"{value!r} contains {what}"
     if len(value.encode("utf-8", "surrogatepass")) > NAME_MAX_BYTES:
         return f"is longer than {NAME_MAX_BYTES} bytes"
     return None
