@@ -24,9 +24,13 @@ RECORD_FOLDERS = {layout.DEFINITIONS: ".json", layout.SOLUTIONS: ".json",
 
 
 def odd_entries(root: Path) -> list[LoadProblem]:
-    """Every entry of the record folders (and `blob/`) that the loader would skip, and why."""
+    """Every entry of the record folders that the loader would skip, and why.
+
+    `blob/` is left out: a blob that is not a readable file is a missing blob, which the
+    loader already reports (datasets are often cloned without them, e.g. as dangling
+    git-annex links)."""
     problems: list[LoadProblem] = []
-    for folder, suffix in (*RECORD_FOLDERS.items(), (layout.BLOB, ".safetensors")):
+    for folder, suffix in RECORD_FOLDERS.items():
         path = root / folder
         try:
             mode = os.lstat(path).st_mode
