@@ -25,7 +25,7 @@ from fib_runtime.bench.compare import Tolerance
 from fib_runtime.bench.item import Settings, WorkloadTask, evaluate_item, missing_blob
 from fib_runtime.bench.pool import DeviceInfo, WorkerHandle
 from fib_runtime.bench.report import Outcome, RetuneReport, Unusable, summarise
-from fib_runtime.errors import RetuneError
+from fib_runtime.errors import FibError, RetuneError
 from fib_runtime.hardware import target_matches
 from fib_runtime.schema import (
     Correctness,
@@ -181,7 +181,7 @@ class _Retune:
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self._measured: dict[tuple[str, str], set[tuple[str, str]]] = {}
-        self.write_failure: OSError | None = None
+        self.write_failure: Exception | None = None
         self.lost = 0
         self._bar: Any = None
 
@@ -314,8 +314,8 @@ class _Retune:
             try:
                 self.db.append_traces(traces)
                 return True
-            except OSError as exc:  # a full disk, a read-only database: nothing half-written
-                self.write_failure = exc
+            except (OSError, FibError) as exc:  # a full disk, a read-only database, a path
+                self.write_failure = exc        # the store refuses: nothing half-written
                 self.stop.set()
         self.lost += len(traces)
         return False
@@ -335,13 +335,14 @@ class _Retune:
 
 
 class TracesNotWritten(RetuneError):
-    """Retune stopped because the database refused a write (full disk, read-only mount).
+    """Retune stopped because a trace could not be written (full disk, read-only mount, a
+    record the store refuses).
 
     `lost` results were measured but not written; what is on disk is whole (an append is
     all-or-nothing), so a later retune resumes where this one stopped.
     """
 
-    def __init__(self, root: Path, cause: OSError, lost: int, report: RetuneReport) -> None:
+    def __init__(self, root: Path, cause: Exception, lost: int, report: RetuneReport) -> None:
         super().__init__(f"{root}: retune stopped, a trace could not be written ({cause}); "
                          f"{lost} measured results were not written and "
                          f"{len(report.outcomes)} were; the files are whole, run retune again "
