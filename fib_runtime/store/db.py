@@ -15,7 +15,6 @@ import orjson
 from fib_runtime.errors import FibError, SchemaError, StoreError
 from fib_runtime.hardware import hardware_key
 from fib_runtime.schema import Definition, SafetensorsInput, Solution, Trace, writable
-from fib_runtime.schema._parse import depth_problem
 from fib_runtime.store import files, layout, shards
 
 log = logging.getLogger("fib_runtime.store")
@@ -122,12 +121,7 @@ class TraceDB:
     def _load_json(self, path: Path, parse: Callable[[Any], R], index: Callable[[R], None]
                    ) -> None:
         try:
-            raw = path.read_bytes()
-            data = orjson.loads(raw)
-            deep = depth_problem(raw, data)
-            if deep is not None:
-                raise deep
-            index(parse(data))
+            index(parse(orjson.loads(path.read_bytes())))
         except (orjson.JSONDecodeError, FibError, OSError) as exc:
             self._problem(path, None, exc)
         except (RecursionError, MemoryError):  # a hostile record; the rest still loads
@@ -144,11 +138,7 @@ class TraceDB:
             if not line.strip():
                 continue
             try:
-                data = loads(line)
-                deep = depth_problem(line, data)
-                if deep is not None:
-                    raise deep
-                trace = parse(data)
+                trace = parse(loads(line))
             except (orjson.JSONDecodeError, FibError) as exc:
                 self._problem(path, number, exc)
                 continue

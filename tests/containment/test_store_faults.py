@@ -91,7 +91,8 @@ def test_an_unknown_field_nested_300_deep_is_a_load_problem_and_ls_and_retune_wo
     db = TraceDB.open(tmp_path / "db")
     assert len(db.workloads_for(DEF)) == 1
     [problem] = db.load_errors
-    assert problem.line == 2 and "nested deeper" in problem.reason
+    assert problem.line == 2 and problem.field == "future"
+    assert "nested deeper" in problem.reason
     assert main(["ls", str(tmp_path / "db")]) == 0
     assert f"{DEF}" in capsys.readouterr().out
     if where == "input":  # one retune is enough to show it gets past that workload
@@ -99,11 +100,11 @@ def test_an_unknown_field_nested_300_deep_is_a_load_problem_and_ls_and_retune_wo
         assert [o.status for o in report.outcomes] == ["PASSED"]
 
 
-def test_an_unknown_field_nested_150_deep_still_loads_and_round_trips(tmp_path: Path) -> None:
+def test_an_unknown_field_nested_100_deep_still_loads_and_round_trips(tmp_path: Path) -> None:
     toy_db(tmp_path, batches=())
     line = orjson.loads(orjson.dumps(factories.workload(batch=5)))
     line["workload"]["future"] = "@DEEP@"
-    raw = orjson.dumps(line).replace(b'"@DEEP@"', nested(150))
+    raw = orjson.dumps(line).replace(b'"@DEEP@"', nested(100))
     path = tmp_path / layout.WORKLOADS / "rmsnorm" / f"{DEF}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(raw + b"\n")
@@ -203,3 +204,23 @@ def test_fib_retune_on_a_read_only_database_exits_non_zero_and_says_what_was_los
     assert code == 1
     assert "Read-only file system" in err and "results were not written" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("where", ["correctness", "libs"])
+def test_free_form_trace_fields_nested_300_deep_are_load_problems(tmp_path: Path,
+                                                                  where: str) -> None:
+    toy_db(tmp_path, batches=())
+    line = factories.trace()
+    evaluation = line["evaluation"]
+    if where == "correctness":
+        evaluation["correctness"]["extra"] = {"x": "@DEEP@"}
+    else:
+        evaluation["environment"]["libs"]["x"] = "@DEEP@"
+    raw = orjson.dumps(line).replace(b'"@DEEP@"', nested(300))
+    path = tmp_path / layout.TRACES / "rmsnorm" / f"{DEF}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(raw + b"\n" + orjson.dumps(factories.trace()) + b"\n")
+    db = TraceDB.open(tmp_path)
+    assert len(db.traces_for(DEF)) == 1
+    [problem] = db.load_errors
+    assert problem.line == 1 and "nested deeper" in problem.reason
