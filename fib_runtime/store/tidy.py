@@ -47,9 +47,10 @@ def leftovers(root: Path, *, min_age_s: float = DEFAULT_MIN_AGE_S,
     """Orphan temporary files and unreferenced blobs older than `min_age_s`."""
     now = time.time() if now is None else now
     found = Leftovers()
-    for path, st in _regular_files(root, skip={".fib"}):
-        if _TMP_NAME.match(path.name) and now - st.st_mtime >= min_age_s:
-            found.temporary.append(path)
+    for folder in (*layout.DECISION_FOLDERS, layout.WORKLOADS, layout.BLOB):
+        for path, st in _regular_files(root / folder):
+            if _TMP_NAME.match(path.name) and now - st.st_mtime >= min_age_s:
+                found.temporary.append(path)
     blob_root = root / layout.BLOB
     if blob_root.is_dir():
         referenced = _referenced_blobs(root, found)
@@ -116,16 +117,13 @@ def _referenced_blobs(root: Path, found: Leftovers) -> set[Path] | None:
     return referenced
 
 
-def _regular_files(base: Path, skip: frozenset[str] | set[str] = frozenset()
-                   ) -> Iterator[tuple[Path, os.stat_result]]:
+def _regular_files(base: Path) -> Iterator[tuple[Path, os.stat_result]]:
     """Regular files under `base`, links not followed, nothing opened."""
     try:
-        entries = list(os.scandir(base))
+        entries = sorted(os.scandir(base), key=lambda e: e.name)
     except OSError:
         return
     for entry in entries:
-        if entry.name in skip:
-            continue
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError:

@@ -155,3 +155,37 @@ def test_blobs_are_not_touched_while_a_workload_folder_is_unreadable(tmp_path: P
     found = tidy.leftovers(db.root)
     assert found.blobs == [] and "blobs are not checked" in found.kept[0]
     assert orphan.exists()
+
+
+KILLED_WRITER = """
+import os, sys, time
+from pathlib import Path
+from fib_runtime.store import files
+os.fsync = lambda fd: time.sleep(600)  # killed while its temporary file is half done
+files.write_atomic(Path(sys.argv[1]), b"{}")
+"""
+
+
+def test_the_temporary_file_of_a_sigkilled_writer_is_found_and_removed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    toy_db(tmp_path)
+    target = tmp_path / layout.DEFINITIONS / "rmsnorm" / "late.json"
+    repo = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)], cwd=repo,
+                             env={**os.environ, "PYTHONPATH": str(repo)})
+    deadline = time.monotonic() + 60
+    while not list(target.parent.glob(".late.json.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tidy.leftovers(tmp_path).temporary == []  # too fresh: maybe a live writer
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    [orphan] = target.parent.glob(".late.json.*.tmp")
+    os.utime(orphan, (OLD, OLD))  # ... and then it was left for an hour
+    code, out = validate(capsys, str(tmp_path), "--fix")
+    assert f"removed: {orphan.relative_to(tmp_path)}" in out
+    assert not orphan.exists() and not target.exists()
+    assert code == 0
