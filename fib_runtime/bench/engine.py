@@ -26,7 +26,7 @@ from fib_runtime.bench.gate import trusted_only
 from fib_runtime.bench.item import Settings, WorkloadTask, evaluate_item, missing_blob
 from fib_runtime.bench.pool import DeviceInfo, WorkerHandle
 from fib_runtime.bench.report import Outcome, RetuneReport, Unusable, summarise
-from fib_runtime.errors import RetuneError
+from fib_runtime.errors import FibError, RetuneError
 from fib_runtime.hardware import target_matches
 from fib_runtime.ranking import measures
 from fib_runtime.schema import (
@@ -107,6 +107,7 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
         run.report.untrusted = untrusted
         if items:
             run.summarise(items, retune_on_cluster(run, items, cluster, progress=progress))
+        run.raise_if_lost()
         return run.report
     handles = [WorkerHandle(d, db.root, startup_timeout=(config or RetuneConfig()).startup_timeout)
                for d in resolve_devices(devices)]
@@ -129,6 +130,7 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
         for handle in handles:
             handle.stop()
     run.summarise(items, infos)
+    run.raise_if_lost()
     return run.report
 
 
@@ -186,6 +188,8 @@ class _Retune:
         # (definition, hardware key) -> (solution, workload) -> digests its traces carry
         self._measured: dict[tuple[str, str], dict[tuple[str, str], set[str | None]]] = {}
         self._digests: dict[str, str] = {}
+        self.write_failure: Exception | None = None
+        self.lost = 0
         self._bar: Any = None
 
     # -- progress -------------------------------------------------------------------------
@@ -318,7 +322,8 @@ class _Retune:
         if not traces:
             return
         with self._lock:
-            self.db.append_traces(traces)
+            if not self.write_traces(traces):
+                return
             measured = self._measured.setdefault((name, info.key), {})
             for solution, result, _ in results:
                 measured.setdefault((solution.name, wl.uuid), set()).add(self.digest(solution))
@@ -327,6 +332,23 @@ class _Retune:
                                                     device))
         self._advance(len(traces), name)
 
+    def write_traces(self, traces: list[Trace]) -> bool:
+        """Append traces (under the lock); on a write failure count them lost and stop."""
+        if self.write_failure is None:
+            try:
+                self.db.append_traces(traces)
+                return True
+            except (OSError, FibError) as exc:  # a full disk, a read-only database, a path
+                self.write_failure = exc        # the store refuses: nothing half-written
+                self.stop.set()
+        self.lost += len(traces)
+        return False
+
+    def raise_if_lost(self) -> None:
+        """After the run: a RetuneError saying what was not written, if anything was not."""
+        if self.write_failure is not None:
+            raise TracesNotWritten(self.db.root, self.write_failure, self.lost, self.report)
+
     def summarise(self, items: list[WorkloadTask], infos: list[DeviceInfo]) -> None:
         for name in dict.fromkeys(i.definition.name for i in items):
             definition = self.db.definitions[name]
@@ -334,6 +356,22 @@ class _Retune:
                 bucket for key in sorted({i.key for i in infos})
                 for bucket in summarise(definition, self.db.traces_for(name, key),
                                         self.db.solutions, key)]
+
+
+class TracesNotWritten(RetuneError):
+    """Retune stopped because a trace could not be written (full disk, read-only mount, a
+    record the store refuses).
+
+    `lost` results were measured but not written; what is on disk is whole (an append is
+    all-or-nothing), so a later retune resumes where this one stopped.
+    """
+
+    def __init__(self, root: Path, cause: Exception, lost: int, report: RetuneReport) -> None:
+        super().__init__(f"{root}: retune stopped, a trace could not be written ({cause}); "
+                         f"{lost} measured results were not written and "
+                         f"{len(report.outcomes)} were; the files are whole, run retune again "
+                         "once the database is writable to measure the rest")
+        self.cause, self.lost, self.report = cause, lost, report
 
 
 def make_trace(definition: str, workload: Trace, solution: str, result: dict[str, Any],

@@ -43,7 +43,7 @@ def call(*args, **kwargs):
     next(calls)
     try:
         return fn(*args)
-    except Exception as exc:
+    except BaseException as exc:
         return binding.failed(fn, key, args, exc)
 """
 
@@ -99,6 +99,7 @@ class Binding:
         the fallback and never cached, so it cannot decide for the valid calls that share its
         hot key."""
         dispatcher = self.dispatcher
+        generation = dispatcher.generation
         convention = dispatcher.convention(hot[0])
         key = self.hot.decode(hot[1:])
         if args and key is not None:
@@ -122,13 +123,16 @@ class Binding:
             else:
                 fn = decision.call
                 self.owners[fn] = (decision.solution or "", convention)
-        self.served[hot] = fn
+        with dispatcher.lock:  # not a choice made before a quarantine or reload cleared them
+            if dispatcher.generation == generation:
+                self.served[hot] = fn
         return fn
 
     def failed(self, fn: Callable[..., Any], key: tuple[int, ...], args: tuple[Any, ...],
-               exc: Exception) -> Any:
-        """What a call raised: the fallback's own errors propagate; a solution's are
-        answered by the next candidate or the fallback."""
+               exc: BaseException) -> Any:
+        """What a call raised: the fallback's own errors propagate (even KeyboardInterrupt
+        and SystemExit); a solution's, whatever they are, are answered by the next
+        candidate or the fallback (see Dispatcher.failed)."""
         owner = self.owners.get(fn)
         key = self.hot.decode(key[1:])
         if owner is None or key is None:

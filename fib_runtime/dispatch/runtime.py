@@ -55,10 +55,6 @@ class Runtime:
         db = self._db if self._db is not None else TraceDB.open(self.root, create=True,
                                                                  workloads=False)
         self._db = None  # a later reload reads the folder again
-        previous = getattr(self, "db", None)
-        if previous is not None and any(previous.solutions.get(n, s) != s
-                                        for n, s in db.solutions.items()):
-            self._builds = BuildCache()  # a solution changed under its name: build it anew
         self.db = db
         self._trust_stamp = stamp()  # before reading the store: a later change reloads
         self.trust = Trust(self.root, db.definitions)

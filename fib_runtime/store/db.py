@@ -111,7 +111,12 @@ class TraceDB:
 
     def _files(self, folder: str, suffix: str) -> list[Path]:
         base = self.root / folder
-        return sorted(p for p in base.rglob(f"*{suffix}") if p.is_file()) if base.is_dir() else []
+        found = sorted(base.rglob(f"*{suffix}")) if base.is_dir() else []
+        for path in found:
+            if path.is_symlink() and not path.exists():
+                self.load_errors.append(LoadProblem(self._rel(path), None, None,
+                                                    "a dangling symbolic link (skipped)"))
+        return [p for p in found if p.is_file()]
 
     def _rel(self, path: Path) -> str:
         return str(path.relative_to(self.root))
@@ -124,10 +129,11 @@ class TraceDB:
     def _load_json(self, path: Path, parse: Callable[[Any], R], index: Callable[[R], None]
                    ) -> None:
         try:
-            record = parse(orjson.loads(path.read_bytes()))
-            index(record)
+            index(parse(orjson.loads(path.read_bytes())))
         except (orjson.JSONDecodeError, FibError, OSError) as exc:
             self._problem(path, None, exc)
+        except (RecursionError, MemoryError):  # a hostile record; the rest still loads
+            self._problem(path, None, SchemaError("nested too deeply to load"))
 
     def _load_jsonl(self, path: Path, *, workloads: bool) -> None:
         try:
@@ -144,6 +150,9 @@ class TraceDB:
             except (orjson.JSONDecodeError, FibError) as exc:
                 self._problem(path, number, exc)
                 continue
+            except (RecursionError, MemoryError):
+                self._problem(path, number, SchemaError("nested too deeply to load"))
+                continue
             if workloads and not trace.is_workload:
                 self._problem(path, number, SchemaError(
                     "a workload line must have null solution and evaluation", field="solution"))
@@ -151,6 +160,7 @@ class TraceDB:
             index(trace)
 
     def _index_definition(self, definition: Definition) -> None:
+        layout.check_definition(definition)
         if definition.name in self.definitions:
             raise StoreError(f"duplicate definition name '{definition.name}'")
         self.definitions[definition.name] = definition
@@ -158,6 +168,7 @@ class TraceDB:
     def _index_solution(self, solution: Solution, path: Path) -> None:
         """Index a loaded solution. Two files with one name: neither is used (which one the
         name and its traces belong to cannot be told), and each is a load problem."""
+        layout.check_solution(solution)
         name = solution.name
         group = self._refused_names.get(name)
         if group is None and name in self.solutions:
@@ -255,7 +266,8 @@ class TraceDB:
         fib writes it) its reference is remembered as trusted (fib_runtime.trust)."""
         if definition.name in self.definitions and not replace:
             raise StoreError(f"definition '{definition.name}' already exists in {self.root}")
-        target = layout.definition_file(self.root, definition.op_type, definition.name)
+        target = self._inside(layout.definition_file(self.root, definition.op_type,
+                                                     definition.name))
         data = self._checked(writable.check_definition, definition, target)
         files.write_atomic(target, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         self.definitions[definition.name] = definition
@@ -270,15 +282,16 @@ class TraceDB:
         """Write a solution file atomically and index it; with `trust` (the user's own fib
         writes it, not a copy from another database) its content is remembered as trusted."""
         definition = self._definition(solution.definition)
-        if solution.name in self.solutions:
-            if not replace:
-                raise StoreError(f"solution '{solution.name}' already exists in {self.root}")
-            old = self.solutions[solution.name]
-            self._solutions_by_def[old.definition].remove(old)
-        target = layout.solution_file(self.root, solution.author, definition.op_type,
-                                      solution.definition, solution.name)
+        if solution.name in self.solutions and not replace:
+            raise StoreError(f"solution '{solution.name}' already exists in {self.root}")
+        target = self._inside(layout.solution_file(self.root, solution.author,
+                                                   definition.op_type, solution.definition,
+                                                   solution.name))
         data = self._checked(writable.check_solution, solution, target)
         files.write_atomic(target, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        old = self.solutions.get(solution.name)
+        if old is not None:
+            self._solutions_by_def[old.definition].remove(old)
         old_file = self.solution_files.get(solution.name)
         if old_file is not None and old_file != target:
             old_file.unlink(missing_ok=True)  # e.g. another author: one file per name
@@ -308,13 +321,17 @@ class TraceDB:
     def _append(self, records: Iterable[Trace], where: Callable[[Path, str, str], Path], *,
                 want_workloads: bool, lock: bool = True) -> int:
         by_file: dict[Path, list[tuple[Trace, dict[str, Any]]]] = defaultdict(list)
+        targets: dict[str, Path] = {}
         for trace in records:
             if trace.is_workload != want_workloads:
                 kind = "workload" if want_workloads else "benchmark trace"
                 raise StoreError(f"not a {kind}: definition '{trace.definition}', "
                                  f"workload {trace.workload.uuid}")
-            op_type = self._definition(trace.definition).op_type
-            target = where(self.root, op_type, trace.definition)
+            target = targets.get(trace.definition)
+            if target is None:
+                op_type = self._definition(trace.definition).op_type
+                target = self._inside(where(self.root, op_type, trace.definition))
+                targets[trace.definition] = target
             by_file[target].append((trace, self._checked(writable.check_trace, trace, target)))
         written = 0
         for target, batch in by_file.items():
@@ -331,6 +348,11 @@ class TraceDB:
             return check(record)
         except SchemaError as exc:
             raise exc.located(self._rel(target)) from None
+
+    def _inside(self, target: Path) -> Path:
+        """`target` unless it resolves outside the root (a symlink inside the database)."""
+        files.inside(self.root, str(target.relative_to(self.root)))
+        return target
 
     def _definition(self, name: str) -> Definition:
         try:
