@@ -3,8 +3,9 @@
 It answers requests over a pipe, one at a time:
 - `("prepare", {definition, workload, warmup, iters})`: materialise the workload's inputs,
   run and time the reference once; later evaluations reuse both.
-- `("evaluate", {solution, warmup, iters, tolerance})`: build (cached per solution), call once
-  on fresh data, check the outputs on the canonical inputs, then time it.
+- `("evaluate", {solution, warmup, iters, tolerance, timings})`: build (cached per solution),
+  call once on fresh data, check the outputs on the canonical inputs, then time it in each
+  timing regime asked for (see `timing`; a regime this device cannot time is reported).
 Requests and answers are plain dicts. A crash or a hang here costs the parent one worker,
 never the whole retune.
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 from fib_runtime.bench.compare import as_tuple, check_outputs
 from fib_runtime.bench.inputs import Inputs, materialise
-from fib_runtime.bench.timing import median_latency_ms
+from fib_runtime.bench.timing import get_timer, median_latency_ms
 from fib_runtime.build import BuildCache, build_reference, value_returning
 from fib_runtime.errors import BuildError, InputError
 from fib_runtime.schema import Definition, Solution, Status, Workload
@@ -79,6 +80,11 @@ class _Worker:
         return {"ok": True, "reference_latency_ms": latency}
 
     def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
+        result = self._evaluate(request)
+        result.setdefault("timings", list(request.get("timings") or ["device"]))
+        return result
+
+    def _evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
         prepared = self.prepared
         if prepared is None:
             raise RuntimeError("evaluate before a successful prepare")
@@ -109,13 +115,25 @@ class _Worker:
                                      "extra": check.extra}
         if check.status is not Status.PASSED:
             return result
+        timings = list(request.get("timings") or ["device"])
+        latencies: dict[str, float] = {}
+        unavailable: dict[str, str] = {}
         try:
-            result["latency_ms"] = median_latency_ms(
-                call, inputs.args, device=self.device, refill=inputs.refill,
-                warmup=request["warmup"], iters=request["iters"])
-            inputs.restore()
+            for timing in timings:
+                timer = get_timer(timing)
+                reason = timer.unavailable(self.device)
+                if reason is not None:
+                    unavailable[timing] = reason
+                    continue
+                latencies[timing] = timer.measure(
+                    call, inputs.args, device=self.device, refill=inputs.refill,
+                    warmup=request["warmup"], iters=request["iters"])
+                inputs.restore()
         except (Exception, SystemExit) as exc:
             return self._failed(Status.RUNTIME_ERROR, exc)
+        result.update(timings=timings, latencies_ms=latencies, unavailable=unavailable)
+        if latencies:
+            result["latency_ms"] = next(iter(latencies.values()))
         return result
 
     def _failed(self, status: Status, exc: BaseException) -> dict[str, Any]:

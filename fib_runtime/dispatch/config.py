@@ -9,6 +9,8 @@ from fib_runtime.errors import FibError
 
 MissPolicy = Literal["nearest", "best_overall", "fallback"]
 OtherHardware = Literal["never", "same_arch"]
+Timing = Literal["auto", "device", "eager", "graph"]
+TIMING_CHOICES = ("auto", "device", "eager", "graph")
 
 
 @dataclass(frozen=True)
@@ -24,12 +26,25 @@ class DefinitionConfig:
     other_hardware: OtherHardware = "never"  # use traces of other GPUs of the same arch?
     quarantine_after: int = 3  # errors before a solution is dropped for the definition
     validate_outputs: bool = False  # debug: check output shapes/dtypes of every call
+    # Which timing regime ranks the solutions: "auto" = a call resolved while a CUDA graph
+    # is captured uses the graph ranking, any other call the eager one (each falls back to
+    # device time where it has no traces); or pin one regime for every call.
+    timing: Timing = "auto"
 
     def __post_init__(self) -> None:
         if self.miss not in ("nearest", "best_overall", "fallback"):
             raise FibError(f"dispatch config: unknown miss policy {self.miss!r}")
         if self.other_hardware not in ("never", "same_arch"):
             raise FibError(f"dispatch config: unknown other_hardware {self.other_hardware!r}")
+        if self.timing not in TIMING_CHOICES:
+            raise FibError(f"dispatch config: unknown timing {self.timing!r}; expected one of "
+                           f"{', '.join(TIMING_CHOICES)}")
+
+    def regimes(self) -> tuple[str, str]:
+        """The regimes whose rankings serve (eager calls, calls inside graph capture)."""
+        if self.timing == "auto":
+            return "eager", "graph"
+        return self.timing, self.timing
 
     def admits(self, solution: str) -> bool:
         allowed = self.allow is None or solution in self.allow

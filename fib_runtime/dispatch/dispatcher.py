@@ -1,5 +1,6 @@
-"""One definition's dispatch: its ranking, the decision per key and convention, its counters
-and its quarantine. Call sites are generated frames bound to it (see `frames`)."""
+"""One definition's dispatch: its rankings (one per timing regime), the decision per regime,
+key and convention, its counters and its quarantine. Call sites are generated frames bound
+to it (see `frames`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from fib_runtime.errors import BuildError, FibError
 from fib_runtime.keys import Key, key_expression
 from fib_runtime.ranking import Ranking, best_overall, nearest_key
 from fib_runtime.schema import Definition
+from fib_runtime.schema.provenance import DEVICE
 
 log = logging.getLogger("fib_runtime.dispatch")
 
@@ -52,6 +54,7 @@ class Decision:
     reason: str  # measured | nearest | best_overall | miss | no_traces | unavailable | ...
     via_key: Key | None = None  # the measured key the ranking came from
     call: Callable[..., Any] | None = None  # the solution in the caller's convention
+    original: bool = False  # the engine's own function is fastest: the site calls it
 
 
 class Dispatcher:
@@ -69,8 +72,8 @@ class Dispatcher:
         self._build = build
         self.table = table
         self.policy = policy
-        self.decisions: dict[tuple[str, Key], Decision] = {}
-        self._via: dict[Key, Key | None] = {}
+        self.decisions: dict[tuple[str, str, Key], Decision] = {}
+        self._via: dict[tuple[str, Key], Key | None] = {}
         self._listeners: list[Callable[[], None]] = []  # bound sites: forget cached choices
 
     # -- state changes ----------------------------------------------------------------------
@@ -109,42 +112,54 @@ class Dispatcher:
             return DESTINATION
         return None
 
-    def ranking(self, key: Key) -> tuple[Ranking | None, Key | None, str]:
-        """The ranking that serves `key`, the measured key it came from, and why."""
-        rankings = self.table.rankings
+    def ranking(self, key: Key, timing: str = DEVICE) -> tuple[Ranking | None, Key | None, str]:
+        """The ranking that serves `key` in a timing regime, the measured key it came from,
+        and why."""
+        timing = self.effective(timing)
+        rankings = self.table.for_timing(timing)
         if key in rankings:
             return rankings[key], key, "measured"
         if not rankings:
             return None, None, "no_traces"
         if self.policy.miss == "nearest":
             with self.lock:
-                if key not in self._via:
-                    self._via[key] = nearest_key(rankings, key)
+                if (timing, key) not in self._via:
+                    self._via[(timing, key)] = nearest_key(rankings, key)
                     self.counters.nearest += 1
-                via = self._via[key]
+                via = self._via[(timing, key)]
             return rankings[via] if via is not None else None, via, "nearest"
         if self.policy.miss == "best_overall":
             return best_overall(rankings), None, "best_overall"
         return None, None, "miss"
 
-    def decide(self, key: Key, convention: str) -> Decision:
-        """The decision for a key in a convention, made once and kept until a change."""
-        decision = self.decisions.get((convention, key))
+    def effective(self, timing: str) -> str:
+        """The regime whose ranking serves `timing`: itself, or device time when it has no
+        traces for this definition."""
+        return timing if timing in self.table.regimes else DEVICE
+
+    def decide(self, key: Key, convention: str, timing: str = DEVICE) -> Decision:
+        """The decision for a key in a convention and a timing regime, made once and kept
+        until a change."""
+        timing = self.effective(timing)
+        decision = self.decisions.get((timing, convention, key))
         if decision is None:
             with self.lock:
-                decision = self.decisions.get((convention, key))
+                decision = self.decisions.get((timing, convention, key))
                 if decision is None:
-                    decision = self._choose(key, convention)
-                    self.decisions[(convention, key)] = decision
+                    decision = self._choose(key, convention, timing=timing)
+                    self.decisions[(timing, convention, key)] = decision
         return decision
 
-    def _choose(self, key: Key, convention: str, exclude: str | None = None) -> Decision:
-        ranking, via, reason = self.ranking(key)
+    def _choose(self, key: Key, convention: str, exclude: str | None = None,
+                timing: str = DEVICE) -> Decision:
+        ranking, via, reason = self.ranking(key, timing)
         if ranking is None:
             return Decision(None, reason, via)
         for name in ranking.names:
             if name in self.counters.quarantined or name == exclude:
                 continue
+            if name in self.table.originals:  # the site calls its own function directly
+                return Decision(name, reason, via, original=True)
             built = self._build(name)
             if isinstance(built, BuildError):
                 continue
@@ -169,7 +184,7 @@ class Dispatcher:
     # -- failures ---------------------------------------------------------------------------
 
     def failed(self, solution: str, key: Key, convention: str, args: tuple[Any, ...],
-               exc: Exception) -> tuple[bool, Any]:
+               exc: Exception, timing: str = DEVICE) -> tuple[bool, Any]:
         """A solution raised on a call: count it, quarantine it after enough errors, and
         answer with the next candidate. Returns (answered, result); not answered means the
         caller falls back. Strict mode re-raises."""
@@ -184,7 +199,7 @@ class Dispatcher:
                             self.definition.name, solution, self.counters.errors[solution],
                             type(exc).__name__, exc)
                 self._forget()
-            alternative = self._choose(key, convention, exclude=solution)
+            alternative = self._choose(key, convention, exclude=solution, timing=timing)
         if alternative.call is None:
             return False, None
         try:

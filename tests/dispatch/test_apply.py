@@ -239,9 +239,9 @@ def test_many_threads_resolve_each_key_once(two_solutions: Path,
     builds = []
     original = Dispatcher._choose
 
-    def counting(self, key, convention, exclude=None):  # type: ignore[no-untyped-def]
+    def counting(self, key, convention, exclude=None, **kw):  # type: ignore[no-untyped-def]
         builds.append(key)
-        return original(self, key, convention, exclude)
+        return original(self, key, convention, exclude, **kw)
 
     monkeypatch.setattr(Dispatcher, "_choose", counting)
     with fib.enable_apply(two_solutions):
