@@ -35,11 +35,13 @@ def unwrapped(fn: Callable[..., Any]) -> Callable[..., Any]:
     return getattr(fn, MARK, fn)
 
 
-def original_name(fn: Callable[..., Any]) -> str:
-    """The solution name of an original: `original-<module>.<qualname>`, file-safe."""
+def original_name(definition: str, fn: Callable[..., Any]) -> str:
+    """The solution name of an original: `<definition>__original__<module>.<qualname>`,
+    file-safe (one function may serve several definitions)."""
     fn = unwrapped(fn)
     where = f"{getattr(fn, '__module__', None) or '?'}.{getattr(fn, '__qualname__', '?')}"
-    return "original-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in where)
+    return f"{definition}__original__" + "".join(c if c.isalnum() or c in "-_." else "_"
+                                                 for c in where)
 
 
 def original_problem(fn: Callable[..., Any]) -> str | None:
@@ -97,7 +99,7 @@ def original_solution(definition: Definition, fn: Callable[..., Any]) -> Solutio
                   f'raise ImportError({(UNTIMEABLE + problem)!r})\n')
         description = UNTIMEABLE + problem
     spec = BuildSpec("python", ("any",), f"{_ENTRY}::run", destination_passing_style=False)
-    return Solution(original_name(fn), definition.name, ORIGINAL_AUTHOR, spec,
+    return Solution(original_name(definition.name, fn), definition.name, ORIGINAL_AUTHOR, spec,
                     (SourceFile(_ENTRY, source),), description)
 
 

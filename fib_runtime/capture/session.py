@@ -73,7 +73,7 @@ class CaptureSession:
         from fib_runtime.original import is_original, original_name, original_solution
 
         with self._lock:
-            key = (name, original_name(fn))
+            key = (name, original_name(name, fn))
             if key in self._originals:
                 return
             self._originals.add(key)
