@@ -7,7 +7,8 @@
   re-fill. What a call costs replayed from a CUDA graph, without the graph's own overhead.
 - `eager`: the per-call cost of back-to-back calls with no sync between them, the host's
   launch path included (what an eager engine pays): per round, re-fill, sync, start, N calls
-  in a row, end, sync; the per-call time is the round's total / N; the median over rounds.
+  in a row (N = max(10, iters)), end, sync; the per-call time is the round's total / N; the
+  median over 7 rounds.
 - `graph`: the call captured in a CUDA graph (after a warm-up on a side stream) and replayed;
   the median per-replay time, L2 flushed before each replay (GPU only).
 
@@ -146,7 +147,9 @@ def eager_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
     if iters < 1:
         raise ValueError("iters must be at least 1")
     refill = _warm(fn, args, refill or (lambda _i: None), warmup)
-    per_round = max(2, iters // 5)
+    # Enough calls that the last kernel's own time (the tail after the last launch) is a
+    # small part of the round: with few calls it favours kernels with a short device time.
+    per_round = max(10, iters)
     cuda = _is_cuda(device)
     times = []
     for r in range(_EAGER_ROUNDS):
