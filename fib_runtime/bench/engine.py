@@ -29,7 +29,7 @@ from fib_runtime.bench.pool import DeviceInfo, WorkerHandle
 from fib_runtime.bench.report import Outcome, RetuneReport, Unusable, summarise
 from fib_runtime.bench.timing import get_timer, parse_timings
 from fib_runtime.errors import RetuneError
-from fib_runtime.hardware import target_matches
+from fib_runtime.hardware import CPU_KEY, target_matches
 from fib_runtime.original import untimeable_reason
 from fib_runtime.schema import (
     Correctness,
@@ -225,7 +225,7 @@ class _Retune:
 
     def timings_on(self, info: DeviceInfo) -> tuple[str, ...]:
         """The asked-for regimes this device can time (the others are noted once)."""
-        device = "cpu" if info.key == "cpu" else "cuda"
+        device = "cpu" if info.key == CPU_KEY else "cuda"
         usable = []
         for timing in self.config.timings:
             reason = get_timer(timing).unavailable(device)
