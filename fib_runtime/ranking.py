@@ -142,6 +142,31 @@ def nearest_key(measured: Iterable[Key], key: Key) -> Key | None:
     return chosen
 
 
+def interpolated(rankings: Mapping[Key, Ranking], key: Key) -> Ranking | None:
+    """For a definition with one variable axis and a key between two measured keys: the
+    candidates measured at both, ordered by their latency interpolated linearly in
+    log(latency) over log(axis). None outside the measured range or with several axes
+    (then the nearest key serves). A winner that changes between two measured sizes is
+    then chosen by where the key lies between them, not by which one is nearer."""
+    if len(key) != 1:
+        return None
+    value = key[0]
+    lower = max((k for k in rankings if k[0] < value), default=None)
+    upper = min((k for k in rankings if k[0] > value), default=None)
+    if lower is None or upper is None:
+        return None
+    low = dict(zip(rankings[lower].names, rankings[lower].latencies_ms, strict=True))
+    high = dict(zip(rankings[upper].names, rankings[upper].latencies_ms, strict=True))
+    both = [n for n in low if n in high and low[n] > 0 and high[n] > 0]
+    if not both:
+        return None
+    span = math.log(upper[0]) - math.log(max(lower[0], 1))
+    t = (math.log(value) - math.log(max(lower[0], 1))) / span if span > 0 else 0.0
+    estimates = sorted((math.exp((1 - t) * math.log(low[n]) + t * math.log(high[n])), n)
+                       for n in both)
+    return Ranking(tuple(n for _, n in estimates), tuple(e for e, _ in estimates))
+
+
 def best_overall(rankings: Mapping[Key, Ranking]) -> Ranking | None:
     """Solutions ordered by how many keys they win, then by geometric-mean slowdown."""
     if not rankings:

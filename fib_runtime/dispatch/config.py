@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from fib_runtime.errors import FibError
 
-MissPolicy = Literal["nearest", "best_overall", "fallback"]
+MissPolicy = Literal["interpolate", "nearest", "best_overall", "fallback"]
 OtherHardware = Literal["never", "same_arch"]
 Timing = Literal["auto", "device", "eager", "graph"]
 TIMING_CHOICES = ("auto", "device", "eager", "graph")
@@ -19,7 +19,10 @@ class DefinitionConfig:
 
     max_abs_error: float | None = None  # ignore traces whose error exceeds these
     max_rel_error: float | None = None
-    miss: MissPolicy = "nearest"  # what an unmeasured key uses
+    # What an unmeasured key uses: "interpolate" (one variable axis, between two measured
+    # keys: latencies interpolated; else the nearest key), "nearest", "best_overall" or
+    # "fallback" (the original function).
+    miss: MissPolicy = "interpolate"
     strict: bool = False  # re-raise solution errors instead of falling back
     allow: tuple[str, ...] | None = None  # only these solutions (None: all)
     deny: tuple[str, ...] = ()
@@ -32,7 +35,7 @@ class DefinitionConfig:
     timing: Timing = "auto"
 
     def __post_init__(self) -> None:
-        if self.miss not in ("nearest", "best_overall", "fallback"):
+        if self.miss not in ("interpolate", "nearest", "best_overall", "fallback"):
             raise FibError(f"dispatch config: unknown miss policy {self.miss!r}")
         if self.other_hardware not in ("never", "same_arch"):
             raise FibError(f"dispatch config: unknown other_hardware {self.other_hardware!r}")

@@ -17,7 +17,7 @@ from fib_runtime.dispatch.config import DefinitionConfig
 from fib_runtime.dispatch.table import DefinitionTable
 from fib_runtime.errors import BuildError, FibError
 from fib_runtime.keys import Key, key_expression
-from fib_runtime.ranking import Ranking, best_overall, nearest_key
+from fib_runtime.ranking import Ranking, best_overall, interpolated, nearest_key
 from fib_runtime.schema import Definition
 from fib_runtime.schema.provenance import DEVICE
 
@@ -51,7 +51,7 @@ class Decision:
     """How one key of one definition is served in one convention."""
 
     solution: str | None  # None: the fallback (the decorated function)
-    reason: str  # measured | nearest | best_overall | miss | no_traces | unavailable | ...
+    reason: str  # measured | interpolated | nearest | best_overall | miss | no_traces | ...
     via_key: Key | None = None  # the measured key the ranking came from
     call: Callable[..., Any] | None = None  # the solution in the caller's convention
     original: bool = False  # the engine's own function is fastest: the site calls it
@@ -121,12 +121,16 @@ class Dispatcher:
             return rankings[key], key, "measured"
         if not rankings:
             return None, None, "no_traces"
-        if self.policy.miss == "nearest":
+        if self.policy.miss in ("nearest", "interpolate"):
             with self.lock:
                 if (timing, key) not in self._via:
                     self._via[(timing, key)] = nearest_key(rankings, key)
                     self.counters.nearest += 1
                 via = self._via[(timing, key)]
+            if self.policy.miss == "interpolate":
+                between = interpolated(rankings, key)  # once per key: decisions are kept
+                if between is not None:
+                    return between, via, "interpolated"
             return rankings[via] if via is not None else None, via, "nearest"
         if self.policy.miss == "best_overall":
             return best_overall(rankings), None, "best_overall"

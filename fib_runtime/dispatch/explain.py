@@ -32,7 +32,9 @@ class Explanation:
         lines = [f"definition:  {self.definition}", f"hardware:    {self.hardware_key}",
                  f"axes:        {self.axes}", f"timing:      {self.timing}"]
         if self.measured_axes is not None and self.measured_axes != self.axes:
-            lines.append(f"measured:    {self.measured_axes} (nearest)")
+            how = "; latencies interpolated between the measured keys around it" \
+                if self.reason == "interpolated" else ""
+            lines.append(f"measured:    {self.measured_axes} (nearest{how})")
         for name, latency, status in self.candidates:
             lines.append(f"  {latency:10.4f} ms  {name}  [{status}]")
         if not self.candidates:

@@ -162,3 +162,18 @@ def test_tables_cache_keeps_regimes_and_originals(three_regimes: Path) -> None:
         table = runtime.tables["toy_norm_h8"]
         assert set(table.regimes) == {"eager", "graph"}
         assert table.for_timing("graph")[(32,)].names[0] == "three"
+
+
+def test_a_key_between_two_measured_keys_is_ranked_by_interpolation(tmp_path: Path) -> None:
+    """one wins at 16 but is 4x slower at 64; two is flat: at 24 (nearer 16) the
+    interpolated latencies choose two, where nearest would choose one."""
+    make_db(tmp_path, {"one": SCALE_CODE.format(tag=1), "two": SCALE_CODE.format(tag=2)},
+            [("one", 16, 0.010, CPU), ("two", 16, 0.011, CPU),
+             ("one", 64, 0.040, CPU), ("two", 64, 0.012, CPU)])
+    with fib.enable_apply(tmp_path):
+        assert served_by(24) == 2.0
+        assert served_by(17) == 1.0  # close to 16: one is still estimated faster
+        assert served_by(200) == 2.0  # outside the measured range: the nearest key (64)
+        assert explain("toy_norm_h8", {"batch_size": 24}).reason == "interpolated"
+    with fib.enable_apply(tmp_path, {"default": {"miss": "nearest"}}):
+        assert served_by(24) == 1.0
