@@ -35,8 +35,8 @@ def test_capture_retune_dispatch_on_cpu(tmp_path: Path,
     assert db.load_errors == []
     captured = sorted(t.workload.axes["batch_size"] for t in db.workloads_for("rmsnorm_h4096"))
     assert captured == [1, 96]
-    # two CPU solutions and the original, two workloads, two regimes
-    assert report.counts().get("PASSED", 0) >= 12
+    # two CPU solutions and the original, two workloads, eager
+    assert report.counts().get("PASSED", 0) >= 6
     assert any("__original__" in o.solution for o in report.outcomes)
     assert [(r.definition, r.batch) for r in rows] == [("rmsnorm_h4096", 1),
                                                       ("rmsnorm_h4096", 96)]

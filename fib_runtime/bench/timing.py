@@ -140,7 +140,8 @@ def _cpu_median(fn: Callable[..., Any], args: list[Any], refill: Refill, iters: 
 
 
 def eager_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
-                     refill: Refill | None = None, warmup: int = 10, iters: int = 50) -> float:
+                     refill: Refill | None = None, warmup: int = 10, iters: int = 50,
+                     rounds: int = _EAGER_ROUNDS) -> float:
     """Eager regime: median over rounds of (N back-to-back calls) / N, in ms."""
     import torch
 
@@ -152,7 +153,7 @@ def eager_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
     per_round = max(10, iters)
     cuda = _is_cuda(device)
     times = []
-    for r in range(_EAGER_ROUNDS):
+    for r in range(rounds):
         refill(r)
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
