@@ -7,8 +7,8 @@
   re-fill. What a call costs replayed from a CUDA graph, without the graph's own overhead.
 - `eager`: the per-call cost of back-to-back calls with no sync between them, the host's
   launch path included (what an eager engine pays): per round, re-fill, sync, start, N calls
-  in a row (N = max(10, iters)), end, sync; the per-call time is the round's total / N; the
-  median over 7 rounds.
+  in a row (N = max(10, iters) on a GPU, iters / rounds on a CPU), end, sync; the per-call
+  time is the round's total / N; the median over 7 rounds.
 - `graph`: the call captured in a CUDA graph (after a warm-up on a side stream) and replayed;
   the median per-replay time, L2 flushed before each replay (GPU only).
 
@@ -148,10 +148,11 @@ def eager_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
     if iters < 1:
         raise ValueError("iters must be at least 1")
     refill = _warm(fn, args, refill or (lambda _i: None), warmup)
-    # Enough calls that the last kernel's own time (the tail after the last launch) is a
-    # small part of the round: with few calls it favours kernels with a short device time.
-    per_round = max(10, iters)
+    # On a GPU, enough calls that the last kernel's own time (the tail after the last
+    # launch) is a small part of the round: with few it favours short device times. A CPU
+    # call is synchronous (no tail): about `iters` calls in all.
     cuda = _is_cuda(device)
+    per_round = max(10, iters) if cuda else max(1, iters // rounds)
     times = []
     for r in range(rounds):
         refill(r)
