@@ -48,7 +48,9 @@ def test_capture_retune_dispatch_on_cpu(tmp_path: Path,
 
 
 def test_a_speedup_below_one_states_the_noise() -> None:
-    faster = Row("d", 1, "original", "measured", 1.0, 1.2, 0.03)
-    slower = Row("d", 1, "original", "measured", 1.02, 1.0, 0.05)
+    faster = Row("d", 1, "d__triton", "measured", 1.0, 1.2, 0.03)
+    slower = Row("d", 1, "d__triton", "measured", 1.02, 1.0, 0.05)
+    original = Row("d", 1, "d__original__engine.norm", "measured", 1.02, 1.0, 0.05)
     assert speedup_text(faster) == "1.20x"
     assert speedup_text(slower) == "0.98x (noise ±5%)"
+    assert speedup_text(original) == "0.98x, same code (noise ±5%)"

@@ -291,7 +291,7 @@ class _Retune:
         by_name = {s.name: s for s in todo}
         done = 0
 
-        def on_result(solution: str, result: dict[str, Any], reference_ms: float) -> None:
+        def on_result(solution: str, result: dict[str, Any], reference_ms: Any) -> None:
             nonlocal done
             done += 1
             self.record(item, by_name[solution], result, reference_ms, info, handle.device)
@@ -329,7 +329,7 @@ class _Retune:
         self._advance(not_measured, item.definition.name)
 
     def record(self, item: WorkloadTask, solution: Solution, result: dict[str, Any],
-               reference_ms: float, info: DeviceInfo, device: str) -> None:
+               reference_ms: Any, info: DeviceInfo, device: str) -> None:
         """Append one evaluation's trace now."""
         self.record_all(item, [(solution, result, reference_ms)], info, device)
 
@@ -368,10 +368,13 @@ class _Retune:
 
 
 def make_trace(definition: str, workload: Trace, solution: str, result: dict[str, Any],
-               reference_ms: float, info: DeviceInfo, timing: str = DEVICE) -> Trace:
+               reference_ms: float | Mapping[str, float], info: DeviceInfo,
+               timing: str = DEVICE) -> Trace:
     """The trace of one evaluation (a worker's answer) in one timing regime on the device
     `info` describes. A regime other than `device` is stamped into the environment."""
     status = Status(result["status"])
+    if isinstance(reference_ms, Mapping):  # the reference timed in each regime
+        reference_ms = float(reference_ms.get(timing, reference_ms.get(DEVICE, 0.0)))
     correctness = performance = None
     raw = result.get("correctness")
     if raw is not None:

@@ -17,7 +17,8 @@ from fib_runtime.errors import StoreError, WorkerLost
 from fib_runtime.schema import Definition, SafetensorsInput, Solution, Trace
 from fib_runtime.store import TraceDB
 
-OnResult = Callable[[str, dict[str, Any], float], None]
+# (solution name, worker answer, reference ms: one number, or one per timing regime)
+OnResult = Callable[[str, dict[str, Any], "float | dict[str, float]"], None]
 
 
 @dataclass(frozen=True)
@@ -95,15 +96,19 @@ def evaluate_item(handle: WorkerHandle, definition: dict[str, Any], workload: di
 
 
 def _prepare(handle: WorkerHandle, definition: dict[str, Any], workload: dict[str, Any],
-             settings: Settings) -> tuple[float | None, str]:
+             settings: Settings) -> tuple[float | dict[str, float] | None, str]:
     """Materialise the workload and run its reference in the worker."""
     request = {"definition": definition, "workload": workload, "warmup": settings.warmup,
-               "iters": settings.iters}
+               "iters": settings.iters, "timings": list(settings.timings)}
     try:
         answer = handle.request("prepare", request, settings.reference_timeout)
     except WorkerLost as lost:
         answer = {"ok": False, "reason": f"preparing the workload failed: {lost.log}"}
     if answer["ok"]:
+        per_timing = answer.get("reference_latencies_ms")
+        if per_timing:
+            return {**{k: float(v) for k, v in per_timing.items()},
+                    "device": float(answer["reference_latency_ms"])}, ""
         return float(answer["reference_latency_ms"]), ""
     return None, str(answer["reason"])
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fib_runtime.keys import Key, axes_to_key
-from fib_runtime.ranking import rank
+from fib_runtime.ranking import in_regime, rank
 from fib_runtime.render import render_table
 from fib_runtime.schema import Definition, Solution, Trace
 
@@ -93,7 +93,7 @@ def summarise(definition: Definition, traces: Sequence[Trace],
     ranked as dispatch ranks them (its default policy)."""
     buckets = []
     results = rank(definition, traces, solutions, hardware_key, timing=timing)
-    references = _reference_latencies(definition, traces)
+    references = _reference_latencies(definition, [t for t in traces if in_regime(t, timing)])
     for key, result in sorted(results.items()):
         axes = tuple(zip(definition.var_axes, key, strict=True))
         failures = tuple(sorted(result.rejected.items()))
