@@ -8,16 +8,23 @@ and serving goes on with the original functions.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 
 from fib_runtime.dispatch import sites
+
+log = logging.getLogger("fib_runtime")
+
+# What could not be started from the environment, one line per switch (reported once).
+problems: list[str] = []
 
 
 def start_dispatch() -> None:
     if _truthy("FIB_ENABLE_APPLY") and sites.current_runtime() is None:
         from fib_runtime.dispatch.api import enable_apply
 
-        enable_apply()
+        _guarded("FIB_ENABLE_APPLY", "dispatch", enable_apply)
 
 
 def start_capture() -> None:
@@ -25,7 +32,17 @@ def start_capture() -> None:
         from fib_runtime.capture.session import active_session, enable_capture
 
         if active_session() is None:
-            enable_capture()
+            _guarded("FIB_ENABLE_TRACING", "capture", enable_capture)
+
+
+def _guarded(variable: str, feature: str, start: Callable[[], object]) -> None:
+    """Start a feature; if it cannot start (a bad config, an unreadable database), say so
+    once and leave it off: the decorated functions keep answering."""
+    try:
+        start()
+    except Exception as exc:
+        problems.append(f"{variable}: {feature} stays off: {type(exc).__name__}: {exc}")
+        log.error("%s", problems[-1])
 
 
 def _truthy(name: str) -> bool:

@@ -45,8 +45,16 @@ class BuildError(FibError):
     """A solution cannot be turned into a callable on this machine."""
 
 
-class CaptureConfigError(FibError):
+class ConfigError(FibError):
+    """A config (file or dict) is malformed; the message names the file and field."""
+
+
+class CaptureConfigError(ConfigError):
     """A capture config (file or dict) is malformed; the message names the file and field."""
+
+
+class DispatchConfigError(ConfigError):
+    """A dispatch config (file or dict) is malformed; the message names the file and field."""
 
 
 class InputError(FibError):

@@ -9,5 +9,7 @@ if ! "$py" -c "import importlib.metadata as m, sys; sys.exit(m.version('flashinf
   pip_q --no-deps flashinfer-bench==0.1.2
   pip_q "pydantic>=2" "docstring-parser>=0.16"
 fi
+# matplotlib for `fib report`'s plots (the `report` extra), so its tests run in CI.
+"$py" -c "import matplotlib" 2>/dev/null || pip_q "matplotlib>=3.7"
 cd "$root"
 exec python -m pytest -q "$@"

@@ -1,59 +1,73 @@
-"""Turn a Solution (or a definition's reference) into a Python callable, once."""
+"""Turn a Solution (or a definition's reference) into a Python callable, once.
+
+Sources are written once into a content-addressed folder of the build cache
+($FIB_CACHE_PATH/builds). A cache that cannot be written (a full disk, a read-only mount,
+a path that is a file) does not stop serving: the sources go to a private temporary folder
+of this process instead, and the Built says so (`note`). Anything else that stops a build
+is a BuildError: the solution is unavailable here, and its calls fall back.
+"""
 
 from __future__ import annotations
 
+import atexit
 import hashlib
-import importlib.util
 import logging
-import sys
+import os
+import shutil
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from filelock import FileLock
 
+from fib_runtime.build.isolation import import_entry
 from fib_runtime.errors import BuildError
 from fib_runtime.paths import cache_path
 from fib_runtime.schema import Definition, Solution
-from fib_runtime.store.files import write_atomic
 
 log = logging.getLogger("fib_runtime.build")
 PYTHON_LANGUAGES = frozenset({"python", "triton"})
+_NAME_CHARS = 48  # of the solution's name in its module and folder name (a part <= 255 bytes)
 
 
 @dataclass(frozen=True)
 class Built:
-    """A solution's entry point, callable in the solution's own convention."""
+    """A solution's entry point, callable in the solution's own convention. `note` says
+    why it was built outside the build cache, when it was."""
 
     name: str
     fn: Callable[..., Any]
     dps: bool
+    note: str | None = None
 
 
 class BuildCache:
-    """Each solution built once, by name; a failure is kept too (unavailable here)."""
+    """Each solution built once, by name and content; a failure is kept too (unavailable
+    here). `get` never raises."""
 
     def __init__(self) -> None:
-        self._built: dict[str, Built | BuildError] = {}
+        self._built: dict[tuple[str, str], Built | BuildError] = {}
         self._lock = threading.Lock()
 
     def get(self, solution: Solution) -> Built | BuildError:
-        built = self._built.get(solution.name)
+        key = (solution.name, _digest(solution))
+        built = self._built.get(key)
         if built is None:
             with self._lock:
-                built = self._built.get(solution.name)
+                built = self._built.get(key)
                 if built is None:
                     try:
                         built = build_solution(solution)
-                    except BuildError as exc:
-                        built = exc
+                    except Exception as exc:
+                        built = exc if isinstance(exc, BuildError) else BuildError(
+                            f"{solution.name}: {type(exc).__name__}: {exc}")
                         log.warning("solution %s is unavailable here: %s", solution.name,
-                                    str(exc).splitlines()[0])
-                    self._built[solution.name] = built
+                                    str(built).splitlines()[0])
+                    self._built[key] = built
         return built
 
 
@@ -62,9 +76,9 @@ def build_solution(solution: Solution, cache: Path | None = None) -> Built:
     if solution.spec.language.lower() not in PYTHON_LANGUAGES:
         raise BuildError(f"{solution.name}: language '{solution.spec.language}' cannot be "
                          "built here (python and triton can)")
-    folder = _source_folder(solution, cache or cache_path())
+    folder, note = _source_folder(solution, cache or cache_path())
     try:
-        module = _import_file(folder / solution.spec.entry_file, _module_name(solution))
+        module = import_entry(folder / solution.spec.entry_file, _module_name(solution))
         fn = getattr(module, solution.spec.entry_function)
     except BaseException as exc:  # a solution's import may raise anything, even SystemExit
         raise BuildError(f"{solution.name}: {type(exc).__name__}: {exc}\n"
@@ -72,7 +86,7 @@ def build_solution(solution: Solution, cache: Path | None = None) -> Built:
     if not callable(fn):
         raise BuildError(f"{solution.name}: entry point {solution.spec.entry_point} "
                          "is not callable")
-    return Built(solution.name, fn, solution.spec.dps)
+    return Built(solution.name, fn, solution.spec.dps, note)
 
 
 def build_reference(definition: Definition) -> Callable[..., Any]:
@@ -87,20 +101,38 @@ def build_reference(definition: Definition) -> Callable[..., Any]:
 
 def _digest(solution: Solution) -> str:
     digest = hashlib.blake2b(digest_size=8)
-    digest.update(solution.spec.language.encode())
+    digest.update(solution.name.encode() + b"\0" + solution.spec.language.encode())
     for source in solution.sources:
         digest.update(source.path.encode() + b"\0" + source.content.encode() + b"\0")
     return digest.hexdigest()
 
 
 def _module_name(solution: Solution) -> str:
-    safe = "".join(c if c.isalnum() else "_" for c in solution.name)
-    return f"fib_solution_{safe}_{_digest(solution)}"
+    """Unique per name and content; also the name of its build folder."""
+    safe = "".join(c if c.isascii() and c.isalnum() else "_" for c in solution.name)
+    return f"fib_solution_{safe[:_NAME_CHARS]}_{_digest(solution)}"
 
 
-def _source_folder(solution: Solution, cache: Path) -> Path:
-    """Write the sources once into a content-addressed folder of the build cache."""
-    folder = cache / "builds" / _module_name(solution)
+def _source_folder(solution: Solution, cache: Path) -> tuple[Path, str | None]:
+    """The folder holding the solution's sources, and why it is not the cache's, if not."""
+    name = _module_name(solution)
+    try:
+        return _write_sources(cache / "builds" / name, solution), None
+    except OSError as exc:
+        note = f"build cache {cache} is not writable ({type(exc).__name__}: {exc})"
+    try:
+        folder = _write_sources(_private_root() / name, solution)
+    except OSError as exc:
+        raise BuildError(f"{solution.name}: its sources cannot be written: {note}; "
+                         f"nor in a private folder: {type(exc).__name__}: {exc}") from exc
+    log.warning("%s: %s; built in a private temporary folder", solution.name, note)
+    return folder, note
+
+
+def _write_sources(folder: Path, solution: Solution) -> Path:
+    """Write the sources once, under the folder's lock; the `.complete` marker, written
+    last, says they are all there. Files are written in place: a temporary name beside a
+    source name of 250 bytes would pass the 255-byte limit."""
     done = folder / ".complete"
     if done.exists():
         return folder
@@ -108,22 +140,27 @@ def _source_folder(solution: Solution, cache: Path) -> Path:
     with FileLock(str(folder) + ".lock"):
         if not done.exists():
             for source in solution.sources:
-                write_atomic(folder / source.path, source.content.encode())
-            done.touch()
+                _write_file(folder / source.path, source.content.encode())
+            _write_file(done, b"")
     return folder
 
 
-def _import_file(path: Path, name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise BuildError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))  # sibling source files may import each other
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(path.parent))
-    sys.modules[name] = module
-    return module
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+_private: list[Path] = []
+_private_lock = threading.Lock()
+
+
+def _private_root() -> Path:
+    """This process's own build folder (removed at exit), for when the cache is unusable."""
+    with _private_lock:
+        if not _private:
+            _private.append(Path(tempfile.mkdtemp(prefix="fib-builds-")))
+            atexit.register(shutil.rmtree, _private[0], ignore_errors=True)
+        return _private[0]

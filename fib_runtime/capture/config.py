@@ -11,11 +11,14 @@ from typing import Any
 
 import orjson
 
+from fib_runtime.config_fields import check_bool, check_choice, check_int, check_number, names
 from fib_runtime.errors import CaptureConfigError, FibError
 
 DUMP_MODES = ("none", "int", "named", "all")
 KEY_MODES = ("axes", "kv_bucket")
 CONFIG_ENV = "FIB_CAPTURE_CONFIG"
+_E = CaptureConfigError
+MAX_FLUSH_INTERVAL_S = 86400.0  # longer waits overflow the writer thread's timer
 
 
 @dataclass(frozen=True)
@@ -48,18 +51,18 @@ class CapturePolicy:
     kv_indptr: str = "kv_indptr"
 
     def __post_init__(self) -> None:
-        _positive_or_none(self.per_key, "per_key")
-        _positive_or_none(self.max_workloads, "max_workloads", zero_ok=True)
-        _positive_or_none(self.max_blob_bytes, "max_blob_bytes", zero_ok=True)
-        if not isinstance(self.sample, (int, float)) or not 0.0 <= self.sample <= 1.0:
-            raise CaptureConfigError(f"field 'sample': must be a number in [0, 1], "
-                                     f"got {self.sample!r}")
-        if self.dump not in DUMP_MODES:
-            raise CaptureConfigError(f"field 'dump': must be one of {', '.join(DUMP_MODES)}, "
-                                     f"got {self.dump!r}")
-        if self.key not in KEY_MODES:
-            raise CaptureConfigError(f"field 'key': must be one of {', '.join(KEY_MODES)}, "
-                                     f"got {self.key!r}")
+        check_int(self.per_key, "per_key", _E, low=1, none_ok=True)
+        check_int(self.max_workloads, "max_workloads", _E, low=0, none_ok=True)
+        check_int(self.max_blob_bytes, "max_blob_bytes", _E, low=0, none_ok=True)
+        check_number(self.sample, "sample", _E, high=1.0)
+        check_choice(self.dump, "dump", _E, DUMP_MODES)
+        object.__setattr__(self, "dump_inputs", names(self.dump_inputs, "dump_inputs", _E))
+        check_choice(self.key, "key", _E, KEY_MODES)
+        object.__setattr__(self, "shape_axes",
+                           names(self.shape_axes, "shape_axes", _E, none_ok=True))
+        if type(self.kv_indptr) is not str:
+            raise CaptureConfigError(f"field 'kv_indptr': must be an input name, "
+                                     f"got {self.kv_indptr!r}")
         if self.dump == "named" and not self.dump_inputs:
             raise CaptureConfigError("field 'dump_inputs': required when dump is 'named'")
 
@@ -92,12 +95,23 @@ class CaptureConfig:
     shard: str | None = None
 
     def __post_init__(self) -> None:
-        if type(self.queue_size) is not int or self.queue_size < 1:
-            raise CaptureConfigError(f"field 'queue_size': must be an integer >= 1, "
-                                     f"got {self.queue_size!r}")
-        _positive_or_none(self.max_total_blob_bytes, "max_total_blob_bytes", zero_ok=True)
-        if not isinstance(self.flush_interval_s, (int, float)) or self.flush_interval_s <= 0:
-            raise CaptureConfigError("field 'flush_interval_s': must be a positive number")
+        if not isinstance(self.default, CapturePolicy):
+            raise CaptureConfigError(f"field 'default': must be a CapturePolicy, "
+                                     f"got {self.default!r}")
+        if not isinstance(self.definitions, Mapping) or not all(
+                type(k) is str and isinstance(v, CapturePolicy)
+                for k, v in self.definitions.items()):
+            raise CaptureConfigError("field 'definitions': must map names or patterns to "
+                                     f"CapturePolicy, got {self.definitions!r}")
+        check_int(self.queue_size, "queue_size", _E, low=1)
+        check_int(self.max_total_blob_bytes, "max_total_blob_bytes", _E, low=0, none_ok=True)
+        # inf or a huge value overflows the writer's wait and kills it; NaN makes it spin.
+        check_number(self.flush_interval_s, "flush_interval_s", _E, low_included=False,
+                     high=MAX_FLUSH_INTERVAL_S)
+        if self.seed is not None and type(self.seed) is not int:
+            raise CaptureConfigError(f"field 'seed': must be an integer or null, "
+                                     f"got {self.seed!r}")
+        check_bool(self.handle_signals, "handle_signals", _E)
         if self.shard is not None:
             _check_shard(self.shard)
 
@@ -184,15 +198,8 @@ def _policy(raw: Any, base: CapturePolicy, where: str) -> CapturePolicy:
     if unknown:
         raise CaptureConfigError(f"field '{where}': unknown field(s) {', '.join(unknown)}; "
                                  f"known: {', '.join(sorted(known))}")
-    values = dict(raw)
-    for name in ("dump_inputs", "shape_axes"):
-        if values.get(name) is not None:
-            if not isinstance(values[name], list) or not all(
-                    isinstance(v, str) for v in values[name]):
-                raise CaptureConfigError(f"field '{where}.{name}': must be a list of names")
-            values[name] = tuple(values[name])
     try:
-        return replace(base, **values)
+        return replace(base, **raw)
     except CaptureConfigError as exc:
         raise CaptureConfigError(f"in '{where}': {exc}") from None
 
@@ -207,11 +214,3 @@ def _check_shard(shard: Any) -> None:
     except FibError as exc:
         raise CaptureConfigError(f"field 'shard': {exc}") from None
 
-
-def _positive_or_none(value: Any, name: str, *, zero_ok: bool = False) -> None:
-    if value is None:
-        return
-    low = 0 if zero_ok else 1
-    if type(value) is not int or value < low:
-        raise CaptureConfigError(f"field '{name}': must be an integer >= {low} or null, "
-                                 f"got {value!r}")

@@ -15,6 +15,7 @@ _COMMAND_MODULES = (
     "fib_runtime.cli.db",
     "fib_runtime.cli.catalogue",
     "fib_runtime.cli.retune",
+    "fib_runtime.cli.report",
     "fib_runtime.cli.explain",
     "fib_runtime.cli.demo",
     "fib_runtime.cli.merge",

@@ -1,16 +1,27 @@
-"""Dispatch configuration: a default policy plus per-definition overrides."""
+"""Dispatch configuration: a default policy plus per-definition overrides.
+
+Every field is checked at construction: a wrong type or value raises DispatchConfigError
+naming the field (and the file, when the config was read from one).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, Literal
 
-from fib_runtime.errors import FibError
+import orjson
+
+from fib_runtime.config_fields import check_bool, check_choice, check_int, check_number, names
+from fib_runtime.errors import DispatchConfigError
 
 MissPolicy = Literal["interpolate", "nearest", "best_overall", "fallback"]
 OtherHardware = Literal["never", "same_arch"]
 Timing = Literal["auto", "device", "eager", "graph"]
+MISS_POLICIES = ("interpolate", "nearest", "best_overall", "fallback")
+OTHER_HARDWARE = ("never", "same_arch")
 TIMING_CHOICES = ("auto", "device", "eager", "graph")
+_E = DispatchConfigError
 
 
 @dataclass(frozen=True)
@@ -35,13 +46,16 @@ class DefinitionConfig:
     timing: Timing = "auto"
 
     def __post_init__(self) -> None:
-        if self.miss not in ("interpolate", "nearest", "best_overall", "fallback"):
-            raise FibError(f"dispatch config: unknown miss policy {self.miss!r}")
-        if self.other_hardware not in ("never", "same_arch"):
-            raise FibError(f"dispatch config: unknown other_hardware {self.other_hardware!r}")
-        if self.timing not in TIMING_CHOICES:
-            raise FibError(f"dispatch config: unknown timing {self.timing!r}; expected one of "
-                           f"{', '.join(TIMING_CHOICES)}")
+        check_number(self.max_abs_error, "max_abs_error", _E, none_ok=True)
+        check_number(self.max_rel_error, "max_rel_error", _E, none_ok=True)
+        check_choice(self.miss, "miss", _E, MISS_POLICIES)
+        check_bool(self.strict, "strict", _E)
+        object.__setattr__(self, "allow", names(self.allow, "allow", _E, none_ok=True))
+        object.__setattr__(self, "deny", names(self.deny, "deny", _E))
+        check_choice(self.other_hardware, "other_hardware", _E, OTHER_HARDWARE)
+        check_int(self.quarantine_after, "quarantine_after", _E, low=1)
+        check_bool(self.validate_outputs, "validate_outputs", _E)
+        check_choice(self.timing, "timing", _E, TIMING_CHOICES)
 
     def regimes(self) -> tuple[str, str]:
         """The regimes whose rankings serve (eager calls, calls inside graph capture)."""
@@ -66,23 +80,65 @@ class DispatchConfig:
     definitions: dict[str, DefinitionConfig] = field(default_factory=dict)
     check_interval_s: float = 5.0  # how often a background thread looks for DB changes
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.default, DefinitionConfig):
+            raise _E(f"field 'default': must be a DefinitionConfig, got {self.default!r}")
+        if not isinstance(self.definitions, dict) or not all(
+                type(k) is str and isinstance(v, DefinitionConfig)
+                for k, v in self.definitions.items()):
+            raise _E("field 'definitions': must map definition names to DefinitionConfig, "
+                     f"got {self.definitions!r}")
+        # 0 turns the background check off; a day at most (longer overflows a thread wait).
+        check_number(self.check_interval_s, "check_interval_s", _E, high=86400.0)
+
     def for_definition(self, name: str) -> DefinitionConfig:
         return self.definitions.get(name, self.default)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DispatchConfig:
-        """Parse `{"default": {...}, "definitions": {name: {...}}, "check_interval_s": 5}`."""
-        known = {f.name for f in fields(DefinitionConfig)}
+    def from_dict(cls, data: Any, *, file: str | Path | None = None) -> DispatchConfig:
+        """Parse `{"default": {...}, "definitions": {name: {...}}, "check_interval_s": 5}`;
+        `file` (where it was read from) prefixes every error message."""
+        try:
+            return cls._from_dict(data)
+        except DispatchConfigError as exc:
+            where = f"{file}: " if file else ""
+            raise DispatchConfigError(f"{where}dispatch config: {exc}") from None
 
-        def parse(raw: dict[str, Any], where: str, base: DefinitionConfig) -> DefinitionConfig:
-            unknown = set(raw) - known
-            if unknown:
-                raise FibError(f"dispatch config: {where}: unknown keys {sorted(unknown)}")
-            values = {k: tuple(v) if k in ("allow", "deny") and v is not None else v
-                      for k, v in raw.items()}
-            return replace(base, **values)
+    @classmethod
+    def _from_dict(cls, data: Any) -> DispatchConfig:
+        if not isinstance(data, dict):
+            raise _E(f"must be an object, got {type(data).__name__}")
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise _E(f"unknown keys {sorted(unknown)}")
+        default = _parse(data.get("default", {}), "default", DefinitionConfig())
+        raw = data.get("definitions", {})
+        if not isinstance(raw, dict):
+            raise _E(f"field 'definitions': must be an object, got {raw!r}")
+        overrides = {name: _parse(item, f"definitions.{name}", default)
+                     for name, item in raw.items()}
+        return cls(default, overrides, data.get("check_interval_s", 5.0))
 
-        default = parse(data.get("default", {}), "default", DefinitionConfig())
-        overrides = {name: parse(raw, f"definitions.{name}", default)
-                     for name, raw in data.get("definitions", {}).items()}
-        return cls(default, overrides, float(data.get("check_interval_s", 5.0)))
+    @classmethod
+    def load(cls, path: str | Path) -> DispatchConfig:
+        """Read a JSON config file (DispatchConfigError names the file and field)."""
+        path = Path(path).expanduser()
+        try:
+            data = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise DispatchConfigError(f"{path}: cannot read the dispatch config: {exc}") \
+                from None
+        return cls.from_dict(data, file=path)
+
+
+def _parse(raw: Any, where: str, base: DefinitionConfig) -> DefinitionConfig:
+    """One definition's entry: only the fields that differ from `base`."""
+    if not isinstance(raw, dict):
+        raise _E(f"field '{where}': must be an object, got {raw!r}")
+    unknown = set(raw) - {f.name for f in fields(DefinitionConfig)}
+    if unknown:
+        raise _E(f"field '{where}': unknown keys {sorted(unknown)}")
+    try:
+        return replace(base, **raw)
+    except DispatchConfigError as exc:
+        raise _E(str(exc).replace("field '", f"field '{where}.", 1)) from None

@@ -38,12 +38,15 @@ class Counters:
     fallbacks: Counter[str] = field(default_factory=Counter)  # calls, by reason
     errors: Counter[str] = field(default_factory=Counter)  # by solution
     quarantined: set[str] = field(default_factory=set)
+    # solution -> why it cannot be built here, or why it was built outside the build cache
+    build_problems: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         calls = int(repr(self.calls)[6:-1])  # "count(N)": read without advancing it
         return {"calls": calls, "hits": calls - sum(self.fallbacks.values()),
                 "nearest": self.nearest, "fallbacks": dict(self.fallbacks),
-                "errors": dict(self.errors), "quarantined": sorted(self.quarantined)}
+                "errors": dict(self.errors), "quarantined": sorted(self.quarantined),
+                "build_problems": dict(self.build_problems)}
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class Dispatcher:
         self.decisions: dict[tuple[str, str, Key], Decision] = {}
         self._via: dict[tuple[str, Key], Key | None] = {}
         self._listeners: list[Callable[[], None]] = []  # bound sites: forget cached choices
+        self.generation = 0  # bumped whenever cached choices are forgotten
 
     # -- state changes ----------------------------------------------------------------------
 
@@ -97,6 +101,7 @@ class Dispatcher:
             self._forget()
 
     def _forget(self) -> None:
+        self.generation += 1
         self.decisions.clear()
         self._via.clear()
         for listener in list(self._listeners):
@@ -150,7 +155,13 @@ class Dispatcher:
             with self.lock:
                 decision = self.decisions.get((timing, convention, key))
                 if decision is None:
-                    decision = self._choose(key, convention, timing=timing)
+                    try:
+                        decision = self._choose(key, convention, timing=timing)
+                    except Exception as exc:  # our own fault: serve with the fallback
+                        log.error("%s: no decision for %s (%s-style): %s: %s",
+                                  self.definition.name, key, convention,
+                                  type(exc).__name__, exc)
+                        decision = Decision(None, "internal_error")
                     self.decisions[(timing, convention, key)] = decision
         return decision
 
@@ -166,7 +177,11 @@ class Dispatcher:
                 return Decision(name, reason, via, original=True)
             built = self._build(name)
             if isinstance(built, BuildError):
+                self.counters.build_problems[name] = \
+                    "unavailable: " + str(built).partition("\n")[0]
                 continue
+            if built.note is not None:
+                self.counters.build_problems[name] = built.note
             try:
                 call = self._adapt(built, convention)
             except FibError as exc:  # e.g. scalar outputs cannot be pre-allocated
@@ -188,10 +203,15 @@ class Dispatcher:
     # -- failures ---------------------------------------------------------------------------
 
     def failed(self, solution: str, key: Key, convention: str, args: tuple[Any, ...],
-               exc: Exception, timing: str = DEVICE) -> tuple[bool, Any]:
+               exc: BaseException, timing: str = DEVICE) -> tuple[bool, Any]:
         """A solution raised on a call: count it, quarantine it after enough errors, and
         answer with the next candidate. Returns (answered, result); not answered means the
-        caller falls back. Strict mode re-raises."""
+        caller falls back. Strict mode re-raises.
+
+        Any exception counts, SystemExit and KeyboardInterrupt included: serving never
+        fails because of a solution. A Ctrl-C that lands while a solution runs cannot be
+        told from one the solution raised, so it is absorbed like a solution error (the
+        call is answered by the fallback); the next one reaches the application."""
         if self.policy.strict:
             raise exc
         with self.lock:
@@ -203,12 +223,15 @@ class Dispatcher:
                             self.definition.name, solution, self.counters.errors[solution],
                             type(exc).__name__, exc)
                 self._forget()
-            alternative = self._choose(key, convention, exclude=solution, timing=timing)
+            try:
+                alternative = self._choose(key, convention, exclude=solution, timing=timing)
+            except Exception:  # logged by decide() when it happens there too
+                alternative = Decision(None, "internal_error")
         if alternative.call is None:
             return False, None
         try:
             return True, alternative.call(*args)
-        except Exception:
+        except BaseException:
             with self.lock:
                 self.counters.errors[alternative.solution or ""] += 1
             return False, None

@@ -51,7 +51,7 @@ def call(*args, **kwargs):
     next(calls)
     try:
         return fn(*args)
-    except Exception as exc:
+    except BaseException as exc:
         return binding.failed(fn, key, args, exc)
 """
 
@@ -117,6 +117,7 @@ class Binding:
         the fallback and never cached, so it cannot decide for the valid calls that share its
         hot key."""
         dispatcher = self.dispatcher
+        generation = dispatcher.generation
         convention = dispatcher.convention(hot[0])
         key = self.hot.decode(hot[1:])
         if args and key is not None:
@@ -137,8 +138,10 @@ class Binding:
             eager, graph = dispatcher.policy.regimes()
             fn = self._serve(key, convention, eager)
             fn_graph = fn if graph == eager else self._serve(key, convention, graph)
-        self.served[hot] = fn
-        self.served_graph[hot] = fn_graph
+        with dispatcher.lock:  # not a choice made before a quarantine or reload cleared them
+            if dispatcher.generation == generation:
+                self.served[hot] = fn
+                self.served_graph[hot] = fn_graph
         return fn_graph if graphs.capturing() else fn
 
     def _serve(self, key: Key, convention: str, timing: str) -> Callable[..., Any]:
@@ -153,9 +156,10 @@ class Binding:
         return decision.call
 
     def failed(self, fn: Callable[..., Any], key: tuple[int, ...], args: tuple[Any, ...],
-               exc: Exception) -> Any:
-        """What a call raised: the fallback's own errors propagate; a solution's are
-        answered by the next candidate or the fallback."""
+               exc: BaseException) -> Any:
+        """What a call raised: the fallback's own errors propagate (even KeyboardInterrupt
+        and SystemExit); a solution's, whatever they are, are answered by the next
+        candidate or the fallback (see Dispatcher.failed)."""
         owner = self.owners.get(fn)
         key = self.hot.decode(key[1:])
         if owner is None or key is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 from fib_runtime.schema._parse import (
@@ -25,6 +24,8 @@ _SPEC_KEYS = frozenset({
 })
 _SOURCE_KEYS = frozenset({"path", "content"})
 _SOLUTION_KEYS = frozenset({"name", "definition", "author", "description", "spec", "sources"})
+MAX_NAME_BYTES = 255  # of one path part (NAME_MAX on Linux and macOS)
+MAX_PATH_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,7 @@ class Solution:
         paths = [s.path for s in sources]
         if len(set(paths)) != len(paths):
             raise fail("sources", "duplicate source paths")
+        _check_file_folder_clash(paths)
         if spec.entry_file not in paths:
             raise fail("spec.entry_point", f"file '{spec.entry_file}' is not among the sources")
         return cls(
@@ -142,7 +144,30 @@ def _parse_source(value: Any, path: str) -> SourceFile:
 
 
 def check_relative_path(rel: str, field_path: str) -> None:
-    """Refuse a path that is empty, absolute or escapes its folder."""
-    pure = PurePosixPath(rel.replace("\\", "/"))
-    if not rel or pure.is_absolute() or ".." in pure.parts or rel.startswith("~"):
+    """Refuse a path that cannot name a file inside its folder on every system: empty,
+    absolute, escaping (`..`, `~`), with a NUL, an empty or `.` part, or a part over 255
+    bytes (a file name's limit) or a whole over 4096 bytes."""
+    parts = rel.replace("\\", "/").split("/")
+    if not rel or rel.startswith("~") or parts[0] == "" or ".." in parts:
         raise fail(field_path, f"path {rel!r} must stay inside the solution's folder")
+    if "\0" in rel:
+        raise fail(field_path, f"path {rel!r} contains a NUL character")
+    if "" in parts or "." in parts:
+        raise fail(field_path, f"path {rel!r} has an empty or '.' part")
+    if any(len(part.encode(errors="surrogatepass")) > MAX_NAME_BYTES for part in parts) or \
+            len(rel.encode(errors="surrogatepass")) > MAX_PATH_BYTES:
+        raise fail(field_path, f"path {rel[:40]!r}... is too long (a part may have "
+                   f"{MAX_NAME_BYTES} bytes, the whole {MAX_PATH_BYTES})")
+
+
+def _check_file_folder_clash(paths: list[str]) -> None:
+    """A source that is also the folder of another (`pkg` and `pkg/a.py`) cannot be written."""
+    normal = [p.replace("\\", "/") for p in paths]
+    files = set(normal)
+    for i, path in enumerate(normal):
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder in files:
+                raise fail(f"sources[{i}].path",
+                           f"path {path!r} needs a folder '{folder}', which is also a source file")

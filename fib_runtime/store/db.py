@@ -108,7 +108,12 @@ class TraceDB:
 
     def _files(self, folder: str, suffix: str) -> list[Path]:
         base = self.root / folder
-        return sorted(p for p in base.rglob(f"*{suffix}") if p.is_file()) if base.is_dir() else []
+        found = sorted(base.rglob(f"*{suffix}")) if base.is_dir() else []
+        for path in found:
+            if path.is_symlink() and not path.exists():
+                self.load_errors.append(LoadProblem(self._rel(path), None, None,
+                                                    "a dangling symbolic link (skipped)"))
+        return [p for p in found if p.is_file()]
 
     def _rel(self, path: Path) -> str:
         return str(path.relative_to(self.root))

@@ -87,7 +87,10 @@ def fingerprint(root: Path, folders: Iterable[str]) -> str:
             continue
         for path in sorted(base.rglob("*")):
             if path.suffix in (".json", ".jsonl"):
-                st = path.stat()
+                try:
+                    st = path.stat()
+                except OSError:  # a dangling link (a load problem) or a file just removed
+                    continue
                 digest.update(f"{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n"
                               .encode())
     return digest.hexdigest()

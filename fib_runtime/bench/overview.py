@@ -1,0 +1,256 @@
+"""What `fib report` shows, gathered from a database without drawing anything.
+
+One panel per (definition, hardware key, timing regime): every solution's median latency at
+each measured workload key and the dispatched choice there -- what `fib_runtime.ranking`
+ranks first when fed the traces of that regime only, the rule dispatch serves by. Solutions
+whose author is `ORIGINAL_AUTHOR` stand for the engine's own function ("the original").
+
+The x axis of a panel's plot is its one variable axis; with several, the one taking the most
+distinct values across the measured keys (ties: the first in the definition's order). Each
+combination of the other variable axes is drawn as its own subplot (the most measured
+first, at most `MAX_GROUPS`); the table always lists every key.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from fib_runtime.bench.held_out import HeldOutPoint
+from fib_runtime.errors import FibError
+from fib_runtime.keys import Key
+from fib_runtime.ranking import rank
+from fib_runtime.schema import Definition, Solution, Trace
+from fib_runtime.schema.provenance import ORIGINAL_AUTHOR, TIMINGS, timing_of
+from fib_runtime.store import TraceDB
+
+MAX_GROUPS = 6  # subplots per panel (combinations of the non-x variable axes)
+Axes = tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured workload key of a panel: the dispatched choice and the original."""
+
+    axes: Axes
+    dispatched: str | None
+    latency_ms: float | None
+    original: str | None  # the fastest original measured here (None: none ranked)
+    original_ms: float | None
+    original_note: str  # why the original has no latency here ("" when it has one)
+    candidates: int
+    not_ranked: tuple[tuple[str, str], ...]  # (solution, why)
+
+    @property
+    def speedup(self) -> float | None:
+        """The original's latency over the dispatched one's (>1: dispatch is faster)."""
+        if self.original_ms is None or not self.latency_ms:
+            return None
+        return self.original_ms / self.latency_ms
+
+
+@dataclass(frozen=True)
+class Group:
+    """The keys of one subplot: the non-x variable axes fixed at `fixed`."""
+
+    fixed: Axes
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True)
+class HeldOutRow:
+    """One held-out size: the dispatched call against the fastest solution timed there."""
+
+    axes: Axes
+    dispatched: str | None
+    dispatched_ms: float | None
+    fastest: str
+    fastest_ms: float
+
+    @property
+    def ratio(self) -> float | None:
+        """Dispatched latency over the fastest (1.0: dispatch picked the fastest)."""
+        return None if self.dispatched_ms is None else self.dispatched_ms / self.fastest_ms
+
+
+@dataclass
+class Panel:
+    """One definition on one hardware key in one timing regime."""
+
+    definition: Definition
+    hardware: str
+    regime: str
+    rows: list[Row]
+    latencies: dict[str, dict[Key, float]]  # solution -> key -> median latency (ms)
+    originals: frozenset[str]
+    held_out: list[HeldOutPoint] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.definition.name} on {self.hardware}, {self.regime} timing"
+
+    @property
+    def var_axes(self) -> tuple[str, ...]:
+        return self.definition.var_axes
+
+    def keys(self) -> list[Key]:
+        return [tuple(v for _, v in row.axes) for row in self.rows]
+
+    def dispatched(self) -> dict[Key, str]:
+        """The dispatched solution at every key where one is ranked."""
+        return {key: row.dispatched for key, row in zip(self.keys(), self.rows, strict=True)
+                if row.dispatched is not None}
+
+    def x_axis(self) -> str | None:
+        """The variable axis on the x axis (see the module doc); None without any."""
+        if not self.var_axes:
+            return None
+        distinct = [len({key[i] for key in self.keys()}) for i in range(len(self.var_axes))]
+        return self.var_axes[max(range(len(distinct)), key=lambda i: (distinct[i], -i))]
+
+    def groups(self) -> list[Group]:
+        """Every combination of the non-x variable axes, the most measured first."""
+        x = self.x_axis()
+        if x is None:
+            return []
+        others = [i for i, a in enumerate(self.var_axes) if a != x]
+        by_fixed: dict[Axes, list[Key]] = defaultdict(list)
+        for key in self.keys():
+            by_fixed[tuple((self.var_axes[i], key[i]) for i in others)].append(key)
+        order = sorted(by_fixed, key=lambda f: (-len(by_fixed[f]), f))
+        return [Group(fixed, tuple(by_fixed[fixed])) for fixed in order]
+
+    def plot_problem(self) -> str | None:
+        """Why this panel cannot be drawn (None: it can)."""
+        if not self.var_axes:
+            return "no variable axis, nothing to plot against (see the table)"
+        if not self.latencies:
+            failures = Counter(why for row in self.rows for _, why in row.not_ranked)
+            return "only failures: " + ", ".join(f"{why} x{n}" for why, n in
+                                                 sorted(failures.items()))
+        return None
+
+    def held_out_rows(self) -> list[HeldOutRow]:
+        """Per held-out size, the dispatched call against the fastest solution timed."""
+        by_axes: dict[Axes, list[HeldOutPoint]] = defaultdict(list)
+        for point in self.held_out:
+            by_axes[point.axes].append(point)
+        rows = []
+        for axes, points in sorted(by_axes.items()):
+            fastest = min(points, key=lambda p: (p.latency_ms, p.solution))
+            chosen = next((p for p in points if p.dispatched), None)
+            rows.append(HeldOutRow(axes, chosen.solution if chosen else None,
+                                   chosen.latency_ms if chosen else None,
+                                   fastest.solution, fastest.latency_ms))
+        return rows
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Something that could not be plotted, and why."""
+
+    definition: str
+    hardware: str | None
+    regime: str | None
+    reason: str
+
+    @property
+    def where(self) -> str:
+        parts = [self.definition, self.hardware and f"on {self.hardware}",
+                 self.regime and f"{self.regime} timing"]
+        return " ".join(p for p in parts if p)
+
+
+@dataclass
+class Overview:
+    """Every panel of a database, and what could not be shown."""
+
+    panels: list[Panel] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    traces: int = 0  # benchmark traces looked at
+
+
+def gather(db: TraceDB, definitions: Sequence[str] | None = None,
+           held_out: Iterable[HeldOutPoint] = ()) -> Overview:
+    """The panels of `definitions` (default: every definition of the database)."""
+    unknown = [n for n in definitions or () if n not in db.definitions]
+    if unknown:
+        raise FibError(f"{db.root}: unknown definition(s): {', '.join(unknown)}")
+    names = list(dict.fromkeys(definitions)) if definitions else sorted(db.definitions)
+    points: dict[tuple[str, str, str], list[HeldOutPoint]] = defaultdict(list)
+    for point in held_out:
+        points[(point.definition, point.hardware, point.timing)].append(point)
+    overview = Overview()
+    for name in names:
+        definition = db.definitions[name]
+        hardware = sorted(db.hardware_keys(name))
+        if not hardware:
+            overview.skipped.append(Skipped(name, None, None,
+                                            "no traces (run `fib retune` first)"))
+        for key in hardware:
+            traces = db.traces_for(name, key)
+            overview.traces += len(traces)
+            by_regime: dict[str, list[Trace]] = defaultdict(list)
+            for trace in traces:
+                by_regime[timing_of(trace.evaluation)].append(trace)  # type: ignore[arg-type]
+            for regime in sorted(by_regime, key=_regime_order):
+                panel = _panel(definition, key, regime, by_regime[regime], db.solutions)
+                if panel is None:
+                    overview.skipped.append(Skipped(
+                        name, key, regime, f"{len(by_regime[regime])} traces, none with "
+                        f"every variable axis ({', '.join(definition.var_axes)})"))
+                    continue
+                panel.held_out = points.pop((name, key, regime), [])
+                overview.panels.append(panel)
+    for (name, key, regime), rest in sorted(points.items()):
+        if name not in db.definitions and not definitions:
+            overview.skipped.append(Skipped(name, key, regime, f"{len(rest)} held-out points "
+                                            "of a definition not in the database"))
+        elif name in names:
+            overview.skipped.append(Skipped(name, key, regime, f"{len(rest)} held-out points "
+                                            "but no traces of this hardware and regime"))
+    return overview
+
+
+def regime_argument(regime: str) -> dict[str, str]:
+    """`timing=regime` where `rank` selects the traces of one regime itself (the regime work
+    adds that argument, defaulting to device); nothing where it ranks whatever it is given."""
+    return {"timing": regime} if "timing" in inspect.signature(rank).parameters else {}
+
+
+def _regime_order(regime: str) -> tuple[int, str]:
+    return (TIMINGS.index(regime) if regime in TIMINGS else len(TIMINGS), regime)
+
+
+def _panel(definition: Definition, hardware: str, regime: str, traces: list[Trace],
+           solutions: dict[str, Solution]) -> Panel | None:
+    """The panel of one regime's traces (None: no trace gives a workload key)."""
+    results = rank(definition, traces, solutions, hardware, **regime_argument(regime))
+    if not results:
+        return None
+    originals = frozenset(s.name for s in solutions.values()
+                          if s.definition == definition.name and s.author == ORIGINAL_AUTHOR)
+    latencies: dict[str, dict[Key, float]] = defaultdict(dict)
+    rows = []
+    for key, result in sorted(results.items()):
+        ranking = result.ranking
+        for name, latency in zip(ranking.names, ranking.latencies_ms, strict=True):
+            latencies[name][key] = latency
+        ranked_originals = [n for n in ranking.names if n in originals]
+        original = ranked_originals[0] if ranked_originals else None
+        note = ""
+        if original is None:
+            refused = sorted(f"{n}: {why}" for n, why in result.rejected.items()
+                             if n in originals)
+            note = "; ".join(refused) or ("not measured" if originals else "no original")
+        rows.append(Row(
+            axes=tuple(zip(definition.var_axes, key, strict=True)),
+            dispatched=ranking.names[0] if ranking.names else None,
+            latency_ms=ranking.latencies_ms[0] if ranking.names else None,
+            original=original,
+            original_ms=latencies[original][key] if original else None,
+            original_note=note, candidates=len(ranking.names),
+            not_ranked=tuple(sorted(result.rejected.items()))))
+    return Panel(definition, hardware, regime, rows, dict(latencies), originals)

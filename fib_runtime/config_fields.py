@@ -1,0 +1,65 @@
+"""Typed checks of config fields (dispatch and capture): each wrong value raises the config's
+own FibError subclass with a message that names the field and shows the value.
+
+JSON has no tuples, so the list checks accept a list or a tuple and return a tuple; `bool`
+is never taken for a number, nor a string for a list of names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from fib_runtime.errors import ConfigError
+
+
+def _fail(error: type[ConfigError], field: str, wanted: str, value: Any) -> ConfigError:
+    return error(f"field '{field}': must be {wanted}, got {value!r}")
+
+
+def check_bool(value: Any, field: str, error: type[ConfigError]) -> None:
+    if type(value) is not bool:
+        raise _fail(error, field, "true or false", value)
+
+
+def check_int(value: Any, field: str, error: type[ConfigError], *, low: int,
+              none_ok: bool = False) -> None:
+    """An integer >= low (or None where allowed)."""
+    if value is None and none_ok:
+        return
+    if type(value) is not int or value < low:
+        raise _fail(error, field, f"an integer >= {low}" + (" or null" if none_ok else ""),
+                    value)
+
+
+def check_number(value: Any, field: str, error: type[ConfigError], *, low: float = 0.0,
+                 high: float | None = None, low_included: bool = True,
+                 none_ok: bool = False) -> None:
+    """A finite number in [low, high] (or (low, high] when not `low_included`)."""
+    if value is None and none_ok:
+        return
+    if isinstance(value, (int, float)) and type(value) is not bool and math.isfinite(value) \
+            and (value >= low if low_included else value > low) \
+            and (high is None or value <= high):
+        return
+    bounds = f"{'[' if low_included else '('}{low:g}, {'inf)' if high is None else f'{high:g}]'}"
+    raise _fail(error, field, f"a finite number in {bounds}" + (" or null" if none_ok else ""),
+                value)
+
+
+def check_choice(value: Any, field: str, error: type[ConfigError],
+                 choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if type(value) is not str or value not in choices:
+        raise _fail(error, field, f"one of {', '.join(choices)}", value)
+
+
+def names(value: Any, field: str, error: type[ConfigError], *,
+          none_ok: bool = False) -> tuple[str, ...] | None:
+    """A list (or tuple) of strings as a tuple; None where allowed."""
+    if value is None and none_ok:
+        return None
+    if isinstance(value, (list, tuple)) and all(type(v) is str for v in value):
+        return tuple(value)
+    raise _fail(error, field, "a list of names" + (" or null" if none_ok else ""), value)
