@@ -30,7 +30,7 @@ from _common import print_table, write_json
 
 import fib_runtime as fib
 from fib_runtime.capture import capture_stats, enable_capture
-from fib_runtime.dispatch import set_recorder_factory
+from fib_runtime.dispatch.sites import set_recorder_factory
 from fib_runtime.hardware import current_hardware
 from fib_runtime.keys import make_key_extractor
 from fib_runtime.schema import Definition, Solution, Trace

@@ -19,7 +19,6 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +27,15 @@ from fib_runtime.bench.item import Settings, WorkloadTask, evaluate_item, missin
 from fib_runtime.bench.pool import DeviceInfo, WorkerHandle
 from fib_runtime.bench.report import Outcome, RetuneReport, Unusable, summarise
 from fib_runtime.bench.timing import get_timer, parse_timings
-from fib_runtime.errors import RetuneError
+from fib_runtime.bench.trace_record import make_trace
+from fib_runtime.errors import FibError, RetuneError
 from fib_runtime.hardware import CPU_KEY, target_matches
 from fib_runtime.original import untimeable_reason
 from fib_runtime.schema import (
-    Correctness,
-    Environment,
-    Evaluation,
-    Performance,
     Solution,
-    Status,
     Trace,
 )
-from fib_runtime.schema.provenance import DEVICE, stamped, timing_of
+from fib_runtime.schema.provenance import DEVICE, timing_of
 from fib_runtime.store import TraceDB
 
 log = logging.getLogger("fib_runtime.bench")
@@ -112,6 +107,7 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
                    config=config or RetuneConfig())
         if items:
             run.summarise(items, retune_on_cluster(run, items, cluster, progress=progress))
+        run.raise_if_lost()
         return run.report
     handles = [WorkerHandle(d, db.root, startup_timeout=(config or RetuneConfig()).startup_timeout)
                for d in resolve_devices(devices)]
@@ -133,6 +129,7 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
         for handle in handles:
             handle.stop()
     run.summarise(items, infos)
+    run.raise_if_lost()
     return run.report
 
 
@@ -190,6 +187,8 @@ class _Retune:
         self._lock = threading.Lock()
         # Per (definition, hardware key): the latest trace of each (solution, workload, timing).
         self._measured: dict[tuple[str, str], dict[tuple[str, str, str], Trace]] = {}
+        self.write_failure: Exception | None = None
+        self.lost = 0
         self._bar: Any = None
 
     # -- progress -------------------------------------------------------------------------
@@ -346,7 +345,8 @@ class _Retune:
         if not traces:
             return
         with self._lock:
-            self.db.append_traces([trace for _, _, trace in traces])
+            if not self.write_traces([trace for _, _, trace in traces]):
+                return
             measured = self._measured.setdefault((name, info.key), {})
             for solution, timing, trace in traces:
                 measured[(solution.name, wl.uuid, timing)] = trace
@@ -356,6 +356,23 @@ class _Retune:
                     if trace.evaluation else "", performance.latency_ms if performance else None,
                     device, timing))
         self._advance(len(results), name)
+
+    def write_traces(self, traces: list[Trace]) -> bool:
+        """Append traces (under the lock); on a write failure count them lost and stop."""
+        if self.write_failure is None:
+            try:
+                self.db.append_traces(traces)
+                return True
+            except (OSError, FibError) as exc:  # a full disk, a read-only database, a path
+                self.write_failure = exc        # the store refuses: nothing half-written
+                self.stop.set()
+        self.lost += len(traces)
+        return False
+
+    def raise_if_lost(self) -> None:
+        """After the run: a RetuneError saying what was not written, if anything was not."""
+        if self.write_failure is not None:
+            raise TracesNotWritten(self.db.root, self.write_failure, self.lost, self.report)
 
     def summarise(self, items: list[WorkloadTask], infos: list[DeviceInfo]) -> None:
         for name in dict.fromkeys(i.definition.name for i in items):
@@ -367,26 +384,17 @@ class _Retune:
                                         self.db.solutions, key, timing)]
 
 
-def make_trace(definition: str, workload: Trace, solution: str, result: dict[str, Any],
-               reference_ms: float | Mapping[str, float], info: DeviceInfo,
-               timing: str = DEVICE) -> Trace:
-    """The trace of one evaluation (a worker's answer) in one timing regime on the device
-    `info` describes. A regime other than `device` is stamped into the environment."""
-    status = Status(result["status"])
-    if isinstance(reference_ms, Mapping):  # the reference timed in each regime
-        reference_ms = float(reference_ms.get(timing, reference_ms.get(DEVICE, 0.0)))
-    correctness = performance = None
-    raw = result.get("correctness")
-    if raw is not None:
-        correctness = Correctness(raw["max_relative_error"], raw["max_absolute_error"],
-                                  raw.get("extra"))
-    if status is Status.PASSED:
-        latency = float((result.get("latencies_ms") or {}).get(timing, result.get("latency_ms")))
-        performance = Performance(latency, reference_ms,
-                                  reference_ms / latency if latency > 0 else 0.0)
-    environment = Environment(info.name, info.libs, {"hardware_key": info.key})
-    if timing != DEVICE:
-        environment = stamped(environment, timing=timing)
-    evaluation = Evaluation(status, environment, datetime.now(timezone.utc).isoformat(),
-                            result.get("log") or None, correctness, performance)
-    return Trace(definition, workload.workload, solution, evaluation)
+class TracesNotWritten(RetuneError):
+    """Retune stopped because a trace could not be written (full disk, read-only mount, a
+    record the store refuses).
+
+    `lost` results were measured but not written; what is on disk is whole (an append is
+    all-or-nothing), so a later retune resumes where this one stopped.
+    """
+
+    def __init__(self, root: Path, cause: Exception, lost: int, report: RetuneReport) -> None:
+        super().__init__(f"{root}: retune stopped, a trace could not be written ({cause}); "
+                         f"{lost} measured results were not written and "
+                         f"{len(report.outcomes)} were; the files are whole, run retune again "
+                         "once the database is writable to measure the rest")
+        self.cause, self.lost, self.report = cause, lost, report

@@ -46,12 +46,18 @@ class CaptureQueue:
 
     The lock is re-entrant so that a signal handler flushing in the main thread cannot
     deadlock against an admission it interrupted.
+
+    `wake` is set when an admission takes the queue to its high-water mark (a quarter of
+    its capacity), so that a burst of new workloads is written at once rather than at the
+    writer's next interval; it is set on the crossing only, never per call.
     """
 
     def __init__(self, queue_size: int, max_total_bytes: int | None) -> None:
         self.lock = threading.RLock()
         self.queue: deque[Record] = deque()
         self.capacity = queue_size
+        self.high_water = max(1, queue_size // 4)
+        self.wake = threading.Event()
         self.max_total_bytes = max_total_bytes
         self.reserved_bytes = 0
         self.open = True
@@ -59,6 +65,7 @@ class CaptureQueue:
 
     def after_fork(self) -> None:
         self.lock = threading.RLock()
+        self.wake = threading.Event()
         self.queue.clear()
 
     def warn_once(self, tag: tuple[str, str], message: str, *args: Any) -> None:
@@ -206,13 +213,16 @@ class DefinitionRecorder:
                 and shared.reserved_bytes + size > shared.max_total_bytes:
             return self._refuse(key, "cap_total_bytes",
                                 f"max_total_blob_bytes={shared.max_total_bytes}")
-        if len(shared.queue) >= shared.capacity:
+        pending = len(shared.queue)
+        if pending >= shared.capacity:
             shared.warn_once(("*", "queue_full"), "capture queue full (%d records): calls are "
                              "dropped until the writer catches up; raise queue_size or lower "
                              "flush_interval_s", shared.capacity)
             return "queue_full"
         tensors, events = copy_to_host(dumps) if dumps else ({}, [])
         shared.queue.append(Record(self, key, hot, self._scalar_values(args), tensors, events))
+        if pending + 1 == shared.high_water:  # the crossing: wake the writer once
+            shared.wake.set()
         stats.admitted += 1
         stats.reserved_bytes += size
         shared.reserved_bytes += size

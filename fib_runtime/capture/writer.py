@@ -38,7 +38,8 @@ def kv_bucket(indptr: Any) -> int:
 
 
 class Writer:
-    """Drains the queue every `interval` seconds on a daemon thread, and on `flush()`.
+    """Drains the queue every `interval` seconds on a daemon thread, at once when the queue
+    reaches its high-water mark (the recorders set `wake`), and on `flush()`.
 
     Each flush waits for the records' device copies, applies the kv-bucket dedup, saves
     blobs, then appends each definition's workloads with one locked write per file
@@ -63,12 +64,20 @@ class Writer:
     def close(self) -> None:
         """Stop the thread and write what is left."""
         self._stop.set()
+        self._shared.wake.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join()
         self.flush()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        shared = self._shared
+        while True:
+            # Past the high-water mark after a flush (a burst still arriving): go on at once.
+            if len(shared.queue) < shared.high_water:
+                shared.wake.wait(self._interval)
+            shared.wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.flush()
             except Exception:  # never let the thread die; flush() counts what it lost
@@ -77,13 +86,8 @@ class Writer:
     def flush(self) -> int:
         """Write every queued record now; returns the number of workloads written."""
         with self._lock:
-            queue = self._shared.queue
             by_owner: dict[DefinitionRecorder, list[Trace]] = defaultdict(list)
-            for _ in range(len(queue)):  # what is queued now: callers keep adding
-                try:
-                    record = queue.popleft()
-                except IndexError:  # a flush re-entered from a signal handler took the rest
-                    break
+            for record in self._take():
                 trace = self._materialise(record)
                 if trace is not None:
                     by_owner[record.owner].append(trace)
@@ -98,6 +102,18 @@ class Writer:
                 owner.stats.recorded += len(traces)
                 written += len(traces)
             return written
+
+    def _take(self) -> list[Record]:
+        """What is queued now, taken at once so that a burst refills an empty queue while
+        these are written (in flight and queued together stay within twice the capacity)."""
+        queue = self._shared.queue
+        taken = []
+        for _ in range(len(queue)):  # callers keep adding
+            try:
+                taken.append(queue.popleft())
+            except IndexError:  # a flush re-entered from a signal handler took the rest
+                break
+        return taken
 
     def _materialise(self, record: Record) -> Trace | None:
         owner = record.owner

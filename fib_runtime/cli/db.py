@@ -8,8 +8,10 @@ from pathlib import Path
 
 from fib_runtime.paths import default_db_path
 from fib_runtime.render import render_table
-from fib_runtime.store import TraceDB
+from fib_runtime.store import TraceDB, tidy
 from fib_runtime.store.check import cross_check
+from fib_runtime.store.oddities import odd_entries
+from fib_runtime.store.tidy import DEFAULT_MIN_AGE_S
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(handler=run_ls)
     validate = sub.add_parser("validate", help="check every record; exit 1 on any problem")
     validate.add_argument("db", type=Path, help="database folder")
+    validate.add_argument("--fix", action="store_true",
+                          help="remove leftovers of killed writers: orphan *.tmp files and "
+                          "blobs no workload or trace refers to (without it they are listed)")
+    validate.add_argument("--min-age", type=float, default=DEFAULT_MIN_AGE_S, metavar="S",
+                          help="only leftovers untouched for S seconds count, so a live "
+                          "writer is never disturbed (default: %(default)s)")
     validate.set_defaults(handler=run_validate)
 
 
@@ -57,7 +65,7 @@ def run_validate(args: argparse.Namespace) -> int:
     db = TraceDB.open(args.db)
     workloads = sum(len(db.workloads_for(d)) for d in db.definitions)
     traces = sum(len(db.traces_for(d)) for d in db.definitions)
-    problems = [str(p) for p in [*db.load_errors, *cross_check(db)]]
+    problems = [str(p) for p in [*odd_entries(db.root), *db.load_errors, *cross_check(db)]]
     print(f"{db.root}: {len(db.definitions)} definitions, {len(db.solutions)} solutions, "
           f"{workloads} workloads, {traces} traces")
     if db.missing_blobs:
@@ -65,5 +73,21 @@ def run_validate(args: argparse.Namespace) -> int:
               f"(e.g. {min(db.missing_blobs)})")
     for problem in problems:
         print(f"error: {problem}")
+    report_leftovers(db.root, fix=args.fix, min_age_s=args.min_age)
     print(f"{len(problems)} problems" if problems else "ok")
     return 1 if problems else 0
+
+
+def report_leftovers(root: Path, *, fix: bool, min_age_s: float) -> None:
+    """List orphan temporary files and unreferenced blobs; remove them with `fix`."""
+    found = tidy.leftovers(root, min_age_s=min_age_s)
+    if fix:
+        for path in tidy.remove(root, found):
+            print(f"removed: {path.relative_to(root)}")
+    else:
+        for kind, paths in (("orphan temporary file", found.temporary),
+                            ("unreferenced blob", found.blobs)):
+            for path in paths:
+                print(f"leftover: {path.relative_to(root)}: {kind} (--fix removes it)")
+    for note in found.kept:
+        print(f"note: {note}")

@@ -149,10 +149,35 @@ def non_negative_int(value: Any, field: str) -> int:
 
 
 def extras(data: Mapping[str, Any], known: frozenset[str]) -> Mapping[str, Any]:
-    """Fields this version does not know, kept to be written back unchanged."""
+    """Fields this version does not know, kept to be written back unchanged (each at most
+    MAX_NESTING deep)."""
     if known.issuperset(data):
         return NO_EXTRAS
-    return {k: v for k, v in data.items() if k not in known}
+    unknown = {k: v for k, v in data.items() if k not in known}
+    for key, value in unknown.items():
+        shallow(value, key)
+    return unknown
+
+
+# Free-form values (unknown fields, correctness.extra, environment.libs) nested deeper are
+# refused: orjson writes at most 255 levels, so a deeper record would load and then fail
+# every time it is written or keyed (`fib ls`, retune, merge).
+MAX_NESTING = 128
+
+
+def shallow(value: Any, field: str) -> Any:
+    """`value` unless a free-form JSON value nests deeper than MAX_NESTING (SchemaError)."""
+    if type(value) is not dict and type(value) is not list:
+        return value
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_NESTING:
+            raise fail(field, f"nested deeper than {MAX_NESTING} levels")
+        children = item.values() if type(item) is dict else item
+        pending.extend((child, depth + 1) for child in children
+                       if type(child) is dict or type(child) is list)
+    return value
 
 
 def put(out: dict[str, Any], key: str, value: Any) -> None:

@@ -126,6 +126,8 @@ class Definition:
                 ast.parse(expr, mode="eval")
             except SyntaxError as exc:
                 raise fail(f"constraints[{i}]", f"not a Python expression: {exc.msg}") from None
+            except (RecursionError, MemoryError):
+                raise fail(f"constraints[{i}]", "nested too deeply to parse") from None
         return cls(
             name=name, op_type=text(data, "op_type", ""), axes=axes, inputs=inputs,
             outputs=outputs, reference=reference, description=opt(data, "description", str, ""),
@@ -254,5 +256,7 @@ def _check_reference(source: str) -> None:
     except SyntaxError as exc:
         raise SchemaError(f"does not parse: {exc.msg} (line {exc.lineno})",
                           field="reference") from None
+    except (RecursionError, MemoryError):  # a hostile nesting, thousands of levels deep
+        raise fail("reference", "nested too deeply to parse") from None
     if not any(isinstance(node, ast.FunctionDef) and node.name == "run" for node in tree.body):
         raise fail("reference", "must define a top-level function 'run'")

@@ -20,6 +20,7 @@ from fib_runtime.schema._parse import (
     opt,
     put,
     req,
+    shallow,
     text,
 )
 
@@ -207,7 +208,7 @@ class Evaluation:
             correctness = _new_correctness(
                 metric(raw, "max_relative_error", where, True),
                 metric(raw, "max_absolute_error", where, True),
-                opt(raw, "extra", dict, where),
+                shallow(opt(raw, "extra", dict, where), where + ".extra"),
                 extras(raw, _CORRECTNESS_KEYS))
         performance = None
         raw = opt(data, "performance", dict, path)
@@ -241,12 +242,12 @@ def _environment(env: dict[str, Any], path: str) -> Environment:
     hardware = text(env, "hardware", where)
     libs = omissible(env, "libs", dict, where) or {}
     if not _ENV_KEYS.issuperset(env):
-        return Environment(hardware, libs, extras(env, _ENV_KEYS))
+        return Environment(hardware, shallow(libs, where + ".libs"), extras(env, _ENV_KEYS))
     try:
         key = (hardware, tuple(libs.items()))
         known = _ENVIRONMENTS.get(key)
     except TypeError:  # unhashable library versions: keep this one as it is
-        return Environment(hardware, libs)
+        return Environment(hardware, shallow(libs, where + ".libs"))
     if known is None:
         if len(_ENVIRONMENTS) > 4096:
             _ENVIRONMENTS.clear()

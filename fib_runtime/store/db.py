@@ -126,10 +126,11 @@ class TraceDB:
     def _load_json(self, path: Path, parse: Callable[[Any], R], index: Callable[[R], None]
                    ) -> None:
         try:
-            record = parse(orjson.loads(path.read_bytes()))
-            index(record)
+            index(parse(orjson.loads(path.read_bytes())))
         except (orjson.JSONDecodeError, FibError, OSError) as exc:
             self._problem(path, None, exc)
+        except (RecursionError, MemoryError):  # a hostile record; the rest still loads
+            self._problem(path, None, SchemaError("nested too deeply to load"))
 
     def _load_jsonl(self, path: Path, *, workloads: bool) -> None:
         try:
@@ -146,6 +147,9 @@ class TraceDB:
             except (orjson.JSONDecodeError, FibError) as exc:
                 self._problem(path, number, exc)
                 continue
+            except (RecursionError, MemoryError):
+                self._problem(path, number, SchemaError("nested too deeply to load"))
+                continue
             if workloads and not trace.is_workload:
                 self._problem(path, number, SchemaError(
                     "a workload line must have null solution and evaluation", field="solution"))
@@ -153,11 +157,13 @@ class TraceDB:
             index(trace)
 
     def _index_definition(self, definition: Definition) -> None:
+        layout.check_definition(definition)
         if definition.name in self.definitions:
             raise StoreError(f"duplicate definition name '{definition.name}'")
         self.definitions[definition.name] = definition
 
     def _index_solution(self, solution: Solution) -> None:
+        layout.check_solution(solution)
         if solution.name in self.solutions:
             raise StoreError(f"duplicate solution name '{solution.name}'")
         self.solutions[solution.name] = solution
@@ -239,7 +245,8 @@ class TraceDB:
         """Write a definition file atomically and index it."""
         if definition.name in self.definitions and not replace:
             raise StoreError(f"definition '{definition.name}' already exists in {self.root}")
-        target = layout.definition_file(self.root, definition.op_type, definition.name)
+        target = self._inside(layout.definition_file(self.root, definition.op_type,
+                                                     definition.name))
         data = self._checked(writable.check_definition, definition, target)
         files.write_atomic(target, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         self.definitions[definition.name] = definition
@@ -248,15 +255,16 @@ class TraceDB:
     def add_solution(self, solution: Solution, *, replace: bool = False) -> Path:
         """Write a solution file atomically and index it."""
         definition = self._definition(solution.definition)
-        if solution.name in self.solutions:
-            if not replace:
-                raise StoreError(f"solution '{solution.name}' already exists in {self.root}")
-            old = self.solutions[solution.name]
-            self._solutions_by_def[old.definition].remove(old)
-        target = layout.solution_file(self.root, solution.author, definition.op_type,
-                                      solution.definition, solution.name)
+        if solution.name in self.solutions and not replace:
+            raise StoreError(f"solution '{solution.name}' already exists in {self.root}")
+        target = self._inside(layout.solution_file(self.root, solution.author,
+                                                   definition.op_type, solution.definition,
+                                                   solution.name))
         data = self._checked(writable.check_solution, solution, target)
         files.write_atomic(target, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        old = self.solutions.get(solution.name)
+        if old is not None:
+            self._solutions_by_def[old.definition].remove(old)
         self.solutions[solution.name] = solution
         self._solutions_by_def[solution.definition].append(solution)
         return target
@@ -278,13 +286,17 @@ class TraceDB:
     def _append(self, records: Iterable[Trace], where: Callable[[Path, str, str], Path], *,
                 want_workloads: bool, lock: bool = True) -> int:
         by_file: dict[Path, list[tuple[Trace, dict[str, Any]]]] = defaultdict(list)
+        targets: dict[str, Path] = {}
         for trace in records:
             if trace.is_workload != want_workloads:
                 kind = "workload" if want_workloads else "benchmark trace"
                 raise StoreError(f"not a {kind}: definition '{trace.definition}', "
                                  f"workload {trace.workload.uuid}")
-            op_type = self._definition(trace.definition).op_type
-            target = where(self.root, op_type, trace.definition)
+            target = targets.get(trace.definition)
+            if target is None:
+                op_type = self._definition(trace.definition).op_type
+                target = self._inside(where(self.root, op_type, trace.definition))
+                targets[trace.definition] = target
             by_file[target].append((trace, self._checked(writable.check_trace, trace, target)))
         written = 0
         for target, batch in by_file.items():
@@ -301,6 +313,11 @@ class TraceDB:
             return check(record)
         except SchemaError as exc:
             raise exc.located(self._rel(target)) from None
+
+    def _inside(self, target: Path) -> Path:
+        """`target` unless it resolves outside the root (a symlink inside the database)."""
+        files.inside(self.root, str(target.relative_to(self.root)))
+        return target
 
     def _definition(self, name: str) -> Definition:
         try:

@@ -34,7 +34,9 @@ def append_records(root: Path, target: Path, records: Iterable[dict[str, Any]], 
     taken, so it works where locks are not honoured (network filesystems).
 
     If an earlier writer died mid-line, a newline is written first so the new records stay
-    whole lines (the partial line is later reported and skipped by the loader).
+    whole lines (the partial line is later reported and skipped by the loader). A write that
+    fails part way (a full disk) is undone: the file is cut back to its old size, so the
+    append is all-or-nothing and the OSError is raised.
     """
     payload = b"".join(orjson.dumps(r) + b"\n" for r in records)
     if not payload:
@@ -46,12 +48,22 @@ def append_records(root: Path, target: Path, records: Iterable[dict[str, Any]], 
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 payload = b"\n" + payload
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view):]
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(fd, view):]
+            except BaseException:
+                _cut_back(fd, size)
+                raise
         finally:
             os.close(fd)
     return len(payload)
+
+
+def _cut_back(fd: int, size: int) -> None:
+    """Undo a partial append (under the file's lock, or in a file only we write)."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, size)
 
 
 def write_atomic(target: Path, data: bytes) -> None:
