@@ -3,7 +3,8 @@
 Used by dispatch (its decision tables), `fib retune`'s report and `fib explain`, so the
 winner a retune prints is the solution dispatch serves.
 
-The rule, per definition and hardware key:
+The rule, per definition, hardware key and timing regime (device | eager | graph, see
+fib_runtime.schema.provenance; each regime ranks only its own traces):
 - the latest trace of each (solution, workload) counts (a re-measured workload supersedes);
 - a trace is usable when it PASSED, its solution is known, admitted by the policy and targets
   this hardware, its workload carries every variable axis, and its errors are within the
@@ -25,6 +26,7 @@ from typing import Protocol
 from fib_runtime.hardware import target_matches
 from fib_runtime.keys import Key, axes_to_key
 from fib_runtime.schema import Definition, Solution, Status, Trace
+from fib_runtime.schema.provenance import DEVICE, timing_of
 
 
 class Policy(Protocol):
@@ -62,12 +64,14 @@ class KeyResult:
 
 
 def rank(definition: Definition, traces: Iterable[Trace], solutions: Mapping[str, Solution],
-         hardware_key: str, policy: Policy | None = None) -> dict[Key, KeyResult]:
-    """Rank the solutions of `definition` measured on `hardware_key` (see the module doc)."""
+         hardware_key: str, policy: Policy | None = None,
+         timing: str = DEVICE) -> dict[Key, KeyResult]:
+    """Rank the solutions of `definition` measured on `hardware_key` in one timing regime
+    (only its traces count; see the module doc)."""
     policy = policy or AcceptAll()
     latest: dict[tuple[str, str], Trace] = {}
     for trace in traces:
-        if trace.solution is not None:
+        if trace.solution is not None and in_regime(trace, timing):
             latest[(trace.solution, trace.workload.uuid)] = trace
     by_key: dict[Key, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     rejected: dict[Key, dict[str, str]] = defaultdict(dict)
@@ -89,6 +93,16 @@ def rank(definition: Definition, traces: Iterable[Trace], solutions: Mapping[str
         ranking = Ranking(tuple(n for _, n in medians), tuple(m for m, _ in medians))
         results[key] = KeyResult(ranking, dict(rejected[key]))
     return results
+
+
+def in_regime(trace: Trace, timing: str) -> bool:
+    """Whether a trace was timed in `timing` (a trace that does not say is device time)."""
+    return (timing_of(trace.evaluation) if trace.evaluation is not None else DEVICE) == timing
+
+
+def timings_in(traces: Iterable[Trace]) -> set[str]:
+    """The timing regimes that some trace was measured in."""
+    return {timing_of(t.evaluation) for t in traces if t.evaluation is not None}
 
 
 def _problem(trace: Trace, solution: Solution | None, hardware_key: str,
@@ -126,6 +140,31 @@ def nearest_key(measured: Iterable[Key], key: Key) -> Key | None:
         if best is None or order < best:
             best, chosen = order, candidate
     return chosen
+
+
+def interpolated(rankings: Mapping[Key, Ranking], key: Key) -> Ranking | None:
+    """For a definition with one variable axis and a key between two measured keys: the
+    candidates measured at both, ordered by their latency interpolated linearly in
+    log(latency) over log(axis). None outside the measured range or with several axes
+    (then the nearest key serves). A winner that changes between two measured sizes is
+    then chosen by where the key lies between them, not by which one is nearer."""
+    if len(key) != 1:
+        return None
+    value = key[0]
+    lower = max((k for k in rankings if k[0] < value), default=None)
+    upper = min((k for k in rankings if k[0] > value), default=None)
+    if lower is None or upper is None:
+        return None
+    low = dict(zip(rankings[lower].names, rankings[lower].latencies_ms, strict=True))
+    high = dict(zip(rankings[upper].names, rankings[upper].latencies_ms, strict=True))
+    both = [n for n in low if n in high and low[n] > 0 and high[n] > 0]
+    if not both:
+        return None
+    span = math.log(upper[0]) - math.log(max(lower[0], 1))
+    t = (math.log(value) - math.log(max(lower[0], 1))) / span if span > 0 else 0.0
+    estimates = sorted((math.exp((1 - t) * math.log(low[n]) + t * math.log(high[n])), n)
+                       for n in both)
+    return Ranking(tuple(n for _, n in estimates), tuple(e for e, _ in estimates))
 
 
 def best_overall(rankings: Mapping[Key, Ranking]) -> Ranking | None:

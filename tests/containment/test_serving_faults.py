@@ -238,8 +238,8 @@ def test_a_choice_made_just_before_a_quarantine_is_not_kept(tmp_path: Path,
             [("bad", 4, 0.01, CPU), ("good", 4, 0.02, CPU)])
     decide = Dispatcher.decide
 
-    def quarantined_meanwhile(self: Dispatcher, key: tuple, convention: str):  # type: ignore[no-untyped-def]
-        decision = decide(self, key, convention)
+    def quarantined_meanwhile(self: Dispatcher, key: tuple, convention: str, *regime):  # type: ignore[no-untyped-def]
+        decision = decide(self, key, convention, *regime)
         with self.lock:
             self.counters.quarantined.add("bad")
             self._forget()
