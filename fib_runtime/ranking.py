@@ -3,12 +3,13 @@
 Used by dispatch (its decision tables), `fib retune`'s report and `fib explain`, so the
 winner a retune prints is the solution dispatch serves.
 
-The rule, per definition and hardware key:
+The rule, per definition, hardware key and timing regime (device | eager | graph, see
+fib_runtime.schema.provenance; each regime ranks only its own traces):
 - a trace counts for the solution content it measured: one stamped with another digest than
   the current solution's is stale and ignored (named as the reason only where the solution
-  has no other trace at that key); one with no digest (flashinfer-bench's own)
-  is bound by name only and counts unless a stamped trace of that (solution, workload)
-  exists (`measures`);
+  has no other trace at that key); one with no digest (flashinfer-bench's own) is bound by
+  name only and counts unless a stamped trace of that (solution, workload) exists
+  (`measures`);
 - the latest counting trace of each (solution, workload) counts (a re-measured workload
   supersedes);
 - a trace is usable when it PASSED with a positive latency, its solution is known, admitted
@@ -32,7 +33,7 @@ from typing import Protocol
 from fib_runtime.hardware import target_matches
 from fib_runtime.keys import Key, axes_to_key
 from fib_runtime.schema import Definition, Solution, Status, Trace
-from fib_runtime.schema.provenance import digest_of, solution_digest
+from fib_runtime.schema.provenance import DEVICE, digest_of, solution_digest, timing_of
 
 
 class Policy(Protocol):
@@ -70,10 +71,12 @@ class KeyResult:
 
 
 def rank(definition: Definition, traces: Iterable[Trace], solutions: Mapping[str, Solution],
-         hardware_key: str, policy: Policy | None = None) -> dict[Key, KeyResult]:
-    """Rank the solutions of `definition` measured on `hardware_key` (see the module doc)."""
+         hardware_key: str, policy: Policy | None = None,
+         timing: str = DEVICE) -> dict[Key, KeyResult]:
+    """Rank the solutions of `definition` measured on `hardware_key` in one timing regime
+    (only its traces count; see the module doc)."""
     policy = policy or AcceptAll()
-    latest, stale = _latest(traces, solutions)
+    latest, stale = _latest((t for t in traces if in_regime(t, timing)), solutions)
     by_key: dict[Key, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     rejected: dict[Key, dict[str, str]] = defaultdict(dict)
     for (name, _), trace in latest.items():
@@ -135,6 +138,14 @@ def _latest(traces: Iterable[Trace], solutions: Mapping[str, Solution]
     latest = {p: t for p, t in unbound.items() if p not in other}
     latest.update(bound)
     return latest, {p: t for p, t in other.items() if p not in latest}
+def in_regime(trace: Trace, timing: str) -> bool:
+    """Whether a trace was timed in `timing` (a trace that does not say is device time)."""
+    return (timing_of(trace.evaluation) if trace.evaluation is not None else DEVICE) == timing
+
+
+def timings_in(traces: Iterable[Trace]) -> set[str]:
+    """The timing regimes that some trace was measured in."""
+    return {timing_of(t.evaluation) for t in traces if t.evaluation is not None}
 
 
 def _problem(trace: Trace, solution: Solution | None, hardware_key: str,
@@ -172,6 +183,31 @@ def nearest_key(measured: Iterable[Key], key: Key) -> Key | None:
         if best is None or order < best:
             best, chosen = order, candidate
     return chosen
+
+
+def interpolated(rankings: Mapping[Key, Ranking], key: Key) -> Ranking | None:
+    """For a definition with one variable axis and a key between two measured keys: the
+    candidates measured at both, ordered by their latency interpolated linearly in
+    log(latency) over log(axis). None outside the measured range or with several axes
+    (then the nearest key serves). A winner that changes between two measured sizes is
+    then chosen by where the key lies between them, not by which one is nearer."""
+    if len(key) != 1:
+        return None
+    value = key[0]
+    lower = max((k for k in rankings if k[0] < value), default=None)
+    upper = min((k for k in rankings if k[0] > value), default=None)
+    if lower is None or upper is None:
+        return None
+    low = dict(zip(rankings[lower].names, rankings[lower].latencies_ms, strict=True))
+    high = dict(zip(rankings[upper].names, rankings[upper].latencies_ms, strict=True))
+    both = [n for n in low if n in high and low[n] > 0 and high[n] > 0]
+    if not both:
+        return None
+    span = math.log(upper[0]) - math.log(max(lower[0], 1))
+    t = (math.log(value) - math.log(max(lower[0], 1))) / span if span > 0 else 0.0
+    estimates = sorted((math.exp((1 - t) * math.log(low[n]) + t * math.log(high[n])), n)
+                       for n in both)
+    return Ranking(tuple(n for _, n in estimates), tuple(e for e, _ in estimates))
 
 
 def best_overall(rankings: Mapping[Key, Ranking]) -> Ranking | None:

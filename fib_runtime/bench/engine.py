@@ -5,7 +5,9 @@ For each definition and each distinct workload, the worker of a device materiali
 inputs and runs the reference once; then each solution whose `target_hardware` admits the
 device is built, checked and timed in that worker. Every result becomes a trace, appended
 as soon as it exists, so an interrupted retune resumes where it stopped: a (solution,
-workload, hardware key) that already has a trace is skipped unless `force`.
+workload, hardware key, timing regime) that already has a trace is skipped unless `force`
+(the one rule: `_Retune.needs_measuring`). Each timing regime asked for (`timings`, see
+fib_runtime.bench.timing) gives its own trace, stamped with its regime.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +27,17 @@ from fib_runtime.bench.gate import trusted_only
 from fib_runtime.bench.item import Settings, WorkloadTask, evaluate_item, missing_blob
 from fib_runtime.bench.pool import DeviceInfo, WorkerHandle
 from fib_runtime.bench.report import Outcome, RetuneReport, Unusable, summarise
+from fib_runtime.bench.timing import get_timer, parse_timings
+from fib_runtime.bench.trace_record import make_trace
 from fib_runtime.errors import FibError, RetuneError
-from fib_runtime.hardware import target_matches
+from fib_runtime.hardware import CPU_KEY, target_matches
+from fib_runtime.original import untimeable_reason
 from fib_runtime.ranking import measures
 from fib_runtime.schema import (
-    Correctness,
-    Environment,
-    Evaluation,
-    Performance,
     Solution,
-    Status,
     Trace,
 )
-from fib_runtime.schema.provenance import digest_of, solution_digest, stamped
+from fib_runtime.schema.provenance import DEVICE, digest_of, solution_digest, timing_of
 from fib_runtime.store import TraceDB
 
 log = logging.getLogger("fib_runtime.bench")
@@ -56,6 +55,10 @@ class RetuneConfig:
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
     reference_timeout: float = 600.0
     startup_timeout: float = 300.0
+    timings: tuple[str, ...] = (DEVICE,)  # the timing regimes to measure
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "timings", parse_timings(self.timings))
 
 
 def resolve_devices(devices: str | Sequence[int | str] | None) -> list[str]:
@@ -181,12 +184,14 @@ class _Retune:
         self.db = db
         self.warmup, self.iters, self.timeout, self.force = warmup, iters, timeout, force
         self.config = config
-        self.settings = Settings(warmup, iters, timeout, config.reference_timeout)
+        self.settings = Settings(warmup, iters, timeout, config.reference_timeout,
+                                 config.timings)
         self.report = RetuneReport()
         self.stop = threading.Event()
         self._lock = threading.Lock()
-        # (definition, hardware key) -> (solution, workload) -> digests its traces carry
-        self._measured: dict[tuple[str, str], dict[tuple[str, str], set[str | None]]] = {}
+        # Per (definition, hardware key): the solution digests that the traces of each
+        # (solution, workload, timing) carry (None: a trace without one).
+        self._measured: dict[tuple[str, str], dict[tuple[str, str, str], set[str | None]]] = {}
         self._digests: dict[str, str] = {}
         self.write_failure: Exception | None = None
         self.lost = 0
@@ -217,25 +222,13 @@ class _Retune:
 
     # -- planning -------------------------------------------------------------------------
 
-    def todo(self, item: WorkloadTask, info: DeviceInfo) -> list[Solution]:
-        """The item's solutions that run on this device and still need measuring."""
-        name = item.definition.name
-        with self._lock:
-            measured = self._measured.get((name, info.key))
-            if measured is None:
-                measured = {}
-                for t in self.db.traces_for(name, info.key):
-                    measured.setdefault((t.solution or "", t.workload.uuid), set()).add(
-                        None if t.evaluation is None else digest_of(t.evaluation))
-                self._measured[(name, info.key)] = measured
-            todo = []
-            for solution in item.solutions:
-                if not target_matches(solution.spec.target_hardware, info.key):
-                    continue
-                if not self.force and self.already_measured(measured, solution, item):
-                    continue
-                todo.append(solution)
-        return todo
+    def needs_measuring(self, solution: Solution, workload: str, timing: str,
+                        measured: Mapping[tuple[str, str, str], set[str | None]]) -> bool:
+        """THE rule of what retune skips: a (solution, workload, timing) with a trace on this
+        hardware of the solution's current content is measured already, unless `force` (a
+        changed solution is measured again: ranking.measures)."""
+        digests = measured.get((solution.name, workload, timing))
+        return self.force or digests is None or not measures(digests, self.digest(solution))
 
     def digest(self, solution: Solution) -> str:
         """The solution's content digest (computed once per retune)."""
@@ -244,12 +237,56 @@ class _Retune:
             found = self._digests[solution.name] = solution_digest(solution)
         return found
 
-    def already_measured(self, measured: Mapping[tuple[str, str], set[str | None]],
-                         solution: Solution, item: WorkloadTask) -> bool:
-        """Has this solution's current content a trace on this workload (a changed solution
-        is measured again; see ranking.measures)?"""
-        digests = measured.get((solution.name, item.workload.workload.uuid))
-        return digests is not None and measures(digests, self.digest(solution))
+    def timings_on(self, info: DeviceInfo) -> tuple[str, ...]:
+        """The asked-for regimes this device can time (the others are noted once)."""
+        device = "cpu" if info.key == CPU_KEY else "cuda"
+        usable = []
+        for timing in self.config.timings:
+            reason = get_timer(timing).unavailable(device)
+            if reason is None:
+                usable.append(timing)
+                continue
+            self._note(f"{timing} timing not measured on {info.key}: {reason}")
+        return tuple(usable)
+
+    def _note(self, note: str) -> None:
+        """Say once, after the table, what this retune did not measure and why."""
+        with self._lock:
+            if note not in self.report.notes:
+                self.report.notes.append(note)
+
+    def regimes(self, item: WorkloadTask, info: DeviceInfo, solution: Solution
+                ) -> tuple[str, ...]:
+        """The regimes in which a solution still needs measuring on the item's workload."""
+        name = item.definition.name
+        with self._lock:
+            measured = self._measured.get((name, info.key))
+            if measured is None:
+                measured = {}
+                for t in self.db.traces_for(name, info.key):
+                    if t.evaluation is not None:
+                        measured.setdefault((t.solution or "", t.workload.uuid,
+                                             timing_of(t.evaluation)), set()).add(
+                            digest_of(t.evaluation))
+                self._measured[(name, info.key)] = measured
+        uuid = item.workload.workload.uuid
+        return tuple(t for t in self.timings_on(info)
+                     if self.needs_measuring(solution, uuid, t, measured))
+
+    def todo(self, item: WorkloadTask, info: DeviceInfo) -> list[Solution]:
+        """The item's solutions that run on this device and still need measuring."""
+        todo = []
+        for solution in item.solutions:
+            if not target_matches(solution.spec.target_hardware, info.key):
+                continue
+            reason = untimeable_reason(solution)
+            if reason is not None:
+                self._note(f"{item.definition.name}: the original {solution.name} is not "
+                           f"timed: {reason}")
+                continue
+            if self.regimes(item, info, solution):
+                todo.append(solution)
+        return todo
 
     # -- one device -----------------------------------------------------------------------
 
@@ -271,7 +308,7 @@ class _Retune:
         by_name = {s.name: s for s in todo}
         done = 0
 
-        def on_result(solution: str, result: dict[str, Any], reference_ms: float) -> None:
+        def on_result(solution: str, result: dict[str, Any], reference_ms: Any) -> None:
             nonlocal done
             done += 1
             self.record(item, by_name[solution], result, reference_ms, info, handle.device)
@@ -282,7 +319,8 @@ class _Retune:
                                    item.workload.workload.to_dict(),
                                    [s.to_dict() for s in todo], self.settings,
                                    self.config.tolerances.get(name), on_result,
-                                   self.stop.is_set)
+                                   self.stop.is_set,
+                                   lambda s: self.regimes(item, info, by_name[s]))
         if reason is not None:
             self.unusable(item, reason, len(todo) - done)
 
@@ -295,7 +333,8 @@ class _Retune:
     def admitted(item: WorkloadTask, info: DeviceInfo) -> int:
         """How many of the item's solutions may run on this device at all."""
         return sum(1 for s in item.solutions
-                   if target_matches(s.spec.target_hardware, info.key))
+                   if target_matches(s.spec.target_hardware, info.key)
+                   and untimeable_reason(s) is None)
 
     def unusable(self, item: WorkloadTask, reason: str, not_measured: int) -> None:
         """Note a workload that could not be prepared; its evaluations count as done."""
@@ -307,7 +346,7 @@ class _Retune:
         self._advance(not_measured, item.definition.name)
 
     def record(self, item: WorkloadTask, solution: Solution, result: dict[str, Any],
-               reference_ms: float, info: DeviceInfo, device: str) -> None:
+               reference_ms: Any, info: DeviceInfo, device: str) -> None:
         """Append one evaluation's trace now."""
         self.record_all(item, [(solution, result, reference_ms)], info, device)
 
@@ -316,21 +355,27 @@ class _Retune:
                    info: DeviceInfo, device: str) -> None:
         """Append the traces of several evaluations of one workload in one write."""
         name, wl = item.definition.name, item.workload.workload
-        traces = [make_trace(name, item.workload, solution.name, result, reference_ms, info,
-                             digest=self.digest(solution))
-                  for solution, result, reference_ms in results]
+        traces = [(solution, timing, make_trace(name, item.workload, solution.name, result,
+                                                reference_ms, info, timing,
+                                                digest=self.digest(solution)))
+                  for solution, result, reference_ms in results
+                  for timing in result.get("timings") or self.settings.timings
+                  if timing not in (result.get("unavailable") or {})]
         if not traces:
             return
         with self._lock:
-            if not self.write_traces(traces):
+            if not self.write_traces([trace for _, _, trace in traces]):
                 return
             measured = self._measured.setdefault((name, info.key), {})
-            for solution, result, _ in results:
-                measured.setdefault((solution.name, wl.uuid), set()).add(self.digest(solution))
-                self.report.outcomes.append(Outcome(name, wl.uuid, solution.name,
-                                                    result["status"], result.get("latency_ms"),
-                                                    device))
-        self._advance(len(traces), name)
+            for solution, timing, trace in traces:
+                measured.setdefault((solution.name, wl.uuid, timing), set()).add(
+                    self.digest(solution))
+                performance = trace.evaluation.performance if trace.evaluation else None
+                self.report.outcomes.append(Outcome(
+                    name, wl.uuid, solution.name, trace.evaluation.status.value
+                    if trace.evaluation else "", performance.latency_ms if performance else None,
+                    device, timing))
+        self._advance(len(results), name)
 
     def write_traces(self, traces: list[Trace]) -> bool:
         """Append traces (under the lock); on a write failure count them lost and stop."""
@@ -354,8 +399,9 @@ class _Retune:
             definition = self.db.definitions[name]
             self.report.buckets[name] = [
                 bucket for key in sorted({i.key for i in infos})
+                for timing in self.config.timings
                 for bucket in summarise(definition, self.db.traces_for(name, key),
-                                        self.db.solutions, key)]
+                                        self.db.solutions, key, timing)]
 
 
 class TracesNotWritten(RetuneError):
@@ -372,24 +418,3 @@ class TracesNotWritten(RetuneError):
                          f"{len(report.outcomes)} were; the files are whole, run retune again "
                          "once the database is writable to measure the rest")
         self.cause, self.lost, self.report = cause, lost, report
-
-
-def make_trace(definition: str, workload: Trace, solution: str, result: dict[str, Any],
-               reference_ms: float, info: DeviceInfo, *, digest: str | None = None) -> Trace:
-    """The trace of one evaluation (a worker's answer) on the device `info` describes,
-    stamped with the digest of the solution content it measured."""
-    status = Status(result["status"])
-    correctness = performance = None
-    raw = result.get("correctness")
-    if raw is not None:
-        correctness = Correctness(raw["max_relative_error"], raw["max_absolute_error"],
-                                  raw.get("extra"))
-    if status is Status.PASSED:
-        latency = float(result["latency_ms"])
-        performance = Performance(latency, reference_ms,
-                                  reference_ms / latency if latency > 0 else 0.0)
-    environment = stamped(Environment(info.name, info.libs, {"hardware_key": info.key}),
-                          digest=digest)
-    evaluation = Evaluation(status, environment, datetime.now(timezone.utc).isoformat(),
-                            result.get("log") or None, correctness, performance)
-    return Trace(definition, workload.workload, solution, evaluation)

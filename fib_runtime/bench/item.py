@@ -7,7 +7,7 @@ what counts as unusable are the same wherever the worker runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,7 +17,8 @@ from fib_runtime.errors import StoreError, WorkerLost
 from fib_runtime.schema import Definition, SafetensorsInput, Solution, Trace
 from fib_runtime.store import TraceDB
 
-OnResult = Callable[[str, dict[str, Any], float], None]
+# (solution name, worker answer, reference ms: one number, or one per timing regime)
+OnResult = Callable[[str, dict[str, Any], "float | dict[str, float]"], None]
 
 
 @dataclass(frozen=True)
@@ -57,27 +58,32 @@ class Settings:
     iters: int
     timeout: float
     reference_timeout: float
+    timings: tuple[str, ...] = ("device",)  # the regimes to time (fib_runtime.bench.timing)
 
 
 def evaluate_item(handle: WorkerHandle, definition: dict[str, Any], workload: dict[str, Any],
                   solutions: list[dict[str, Any]], settings: Settings,
                   tolerance: Tolerance | None, on_result: OnResult,
-                  stop: Callable[[], bool] = lambda: False) -> str | None:
+                  stop: Callable[[], bool] = lambda: False,
+                  timings_of: Callable[[str], Sequence[str]] | None = None) -> str | None:
     """Prepare `workload`, then evaluate each solution, calling `on_result(solution name,
     worker answer, reference ms)` as each finishes. Returns None, or why the workload is
-    unusable (then the solutions not yet reported get no result)."""
+    unusable (then the solutions not yet reported get no result). `timings_of(solution
+    name)` names the regimes still to time for a solution (default: the settings' all)."""
     reference_ms, reason = _prepare(handle, definition, workload, settings)
     if reference_ms is None:
         return reason
     for index, solution in enumerate(solutions):
         if stop():
             return None
+        timings = list(settings.timings if timings_of is None else timings_of(solution["name"]))
         request = {"solution": solution, "warmup": settings.warmup, "iters": settings.iters,
-                   "tolerance": tolerance}
+                   "tolerance": tolerance, "timings": timings}
         try:
             result = handle.request("evaluate", request, settings.timeout)
         except WorkerLost as lost:
-            result = {"status": lost.status, "log": lost.log, "fatal": True}
+            result = {"status": lost.status, "log": lost.log, "fatal": True,
+                      "timings": timings}
         on_result(solution["name"], result, reference_ms)
         if result.get("fatal"):
             handle.kill()  # the next request gets a fresh worker
@@ -90,15 +96,19 @@ def evaluate_item(handle: WorkerHandle, definition: dict[str, Any], workload: di
 
 
 def _prepare(handle: WorkerHandle, definition: dict[str, Any], workload: dict[str, Any],
-             settings: Settings) -> tuple[float | None, str]:
+             settings: Settings) -> tuple[float | dict[str, float] | None, str]:
     """Materialise the workload and run its reference in the worker."""
     request = {"definition": definition, "workload": workload, "warmup": settings.warmup,
-               "iters": settings.iters}
+               "iters": settings.iters, "timings": list(settings.timings)}
     try:
         answer = handle.request("prepare", request, settings.reference_timeout)
     except WorkerLost as lost:
         answer = {"ok": False, "reason": f"preparing the workload failed: {lost.log}"}
     if answer["ok"]:
+        per_timing = answer.get("reference_latencies_ms")
+        if per_timing:
+            return {**{k: float(v) for k, v in per_timing.items()},
+                    "device": float(answer["reference_latency_ms"])}, ""
         return float(answer["reference_latency_ms"]), ""
     return None, str(answer["reason"])
 

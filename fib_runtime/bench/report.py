@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fib_runtime.keys import Key, axes_to_key
-from fib_runtime.ranking import rank
+from fib_runtime.ranking import in_regime, rank
 from fib_runtime.render import render_table
 from fib_runtime.schema import Definition, Solution, Trace
 
@@ -23,6 +23,7 @@ class Outcome:
     status: str
     latency_ms: float | None
     device: str
+    timing: str = "device"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Bucket:
     speedup_vs_reference: float | None
     speedup_vs_runner_up: float | None
     failures: tuple[tuple[str, str], ...]
+    timing: str = "device"
 
 
 @dataclass
@@ -58,6 +60,7 @@ class RetuneReport:
     unusable: list[Unusable] = field(default_factory=list)
     buckets: dict[str, list[Bucket]] = field(default_factory=dict)
     untrusted: list[str] = field(default_factory=list)  # not run: nobody trusted their code
+    notes: list[str] = field(default_factory=list)  # regimes or originals not measured
 
     def counts(self) -> dict[str, int]:
         """Evaluations of this run by status."""
@@ -68,11 +71,12 @@ class RetuneReport:
         lines = []
         for name, buckets in self.buckets.items():
             lines.append(f"{name} on {', '.join(self.hardware)}")
-            rows = [[b.hardware, _axes_text(b.axes), b.winner or "-", _num(b.latency_ms, "ms"),
+            rows = [[b.hardware, b.timing, _axes_text(b.axes), b.winner or "-",
+                     _num(b.latency_ms, "ms"),
                      _num(b.speedup_vs_reference, "x"), _num(b.speedup_vs_runner_up, "x"),
                      ", ".join(f"{s}: {st}" for s, st in b.failures) or "-"]
                     for b in buckets]
-            lines.append(render_table(["hardware", "workload", "winner", "latency",
+            lines.append(render_table(["hardware", "timing", "workload", "winner", "latency",
                                        "vs reference", "vs runner-up", "not ranked"], rows,
                                       indent=2))
             lines.append("")
@@ -83,22 +87,24 @@ class RetuneReport:
             lines.append(f"not run, untrusted: {len(self.untrusted)} "
                          f"({', '.join(self.untrusted)}); `fib trust DB` (or --author, "
                          "--solution) trusts them")
+        lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
 
 def summarise(definition: Definition, traces: Sequence[Trace],
-              solutions: Mapping[str, Solution], hardware_key: str) -> list[Bucket]:
-    """The buckets of a definition from its traces on one hardware key, ranked as dispatch
-    ranks them (its default policy)."""
+              solutions: Mapping[str, Solution], hardware_key: str,
+              timing: str = "device") -> list[Bucket]:
+    """The buckets of a definition from its traces on one hardware key in one timing regime,
+    ranked as dispatch ranks them (its default policy)."""
     buckets = []
-    results = rank(definition, traces, solutions, hardware_key)
-    references = _reference_latencies(definition, traces)
+    results = rank(definition, traces, solutions, hardware_key, timing=timing)
+    references = _reference_latencies(definition, [t for t in traces if in_regime(t, timing)])
     for key, result in sorted(results.items()):
         axes = tuple(zip(definition.var_axes, key, strict=True))
         failures = tuple(sorted(result.rejected.items()))
         ranking = result.ranking
         if not ranking.names:
-            buckets.append(Bucket(hardware_key, axes, None, None, None, None, failures))
+            buckets.append(Bucket(hardware_key, axes, None, None, None, None, failures, timing))
             continue
         latency = ranking.latencies_ms[0]
         reference = references.get(key)
@@ -106,7 +112,7 @@ def summarise(definition: Definition, traces: Sequence[Trace],
             latency > 0 else None
         buckets.append(Bucket(hardware_key, axes, ranking.names[0], latency,
                               reference / latency if reference and latency > 0 else None,
-                              runner_up, failures))
+                              runner_up, failures, timing))
     return buckets
 
 

@@ -1,20 +1,85 @@
-"""Latency of one call: warm-up, then the median of N timed runs.
+"""Latency of one call, in a timing regime: a registry of timers, name -> Timer.
 
-On a GPU each run is timed with CUDA events on the current stream, after the inputs are
-re-filled with fresh data and the L2 cache is flushed (a write to a buffer of twice the L2
-size, at least 256 MB), both outside the timed region. On the CPU each run is timed with
-`time.perf_counter_ns`, after the same re-fill.
+- `device`: warm-up, then the median of N timed runs. On a GPU each run is timed with CUDA
+  events on the current stream, after the inputs are re-filled with fresh data and the L2
+  cache is flushed (a write to a buffer of twice the L2 size, at least 256 MB), both outside
+  the timed region. On the CPU each run is timed with `time.perf_counter_ns`, after the same
+  re-fill. What a call costs replayed from a CUDA graph, without the graph's own overhead.
+- `eager`: the per-call cost of back-to-back calls with no sync between them, the host's
+  launch path included (what an eager engine pays): per round, re-fill, sync, start, N calls
+  in a row (N = max(10, iters) on a GPU, iters / rounds on a CPU), end, sync; the per-call
+  time is the round's total / N; the median over 7 rounds.
+- `graph`: the call captured in a CUDA graph (after a warm-up on a side stream) and replayed;
+  the median per-replay time, L2 flushed before each replay (GPU only).
+
+A timer that cannot run on a device says why (`unavailable`); it is never emulated.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from fib_runtime.errors import FibError
+from fib_runtime.schema.provenance import DEVICE
 
 _MIN_FLUSH_BYTES = 256 << 20
 _flush_buffers: dict[int, Any] = {}
+_EAGER_ROUNDS = 7
+Refill = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Timer:
+    """One timing regime: `measure(fn, args, device=, refill=, warmup=, iters=) -> ms`."""
+
+    name: str
+    measure: Callable[..., float]
+    needs_gpu: bool = False
+
+    def unavailable(self, device: Any) -> str | None:
+        """Why this regime cannot be measured on `device` (None: it can)."""
+        if self.needs_gpu and not _is_cuda(device):
+            return f"the {self.name} regime needs a CUDA device (not {device})"
+        return None
+
+
+TIMERS: dict[str, Timer] = {}
+
+
+def register_timer(timer: Timer) -> Timer:
+    """Add (or replace) a timer in the registry."""
+    TIMERS[timer.name] = timer
+    return timer
+
+
+def get_timer(name: str) -> Timer:
+    timer = TIMERS.get(name)
+    if timer is None:
+        raise FibError(f"unknown timing regime {name!r}; known: {', '.join(TIMERS)}")
+    return timer
+
+
+def parse_timings(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """`"device,eager"` or ["device", "eager"] -> ("device", "eager"), each one known."""
+    if value is None:
+        return (DEVICE,)
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    names = tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
+    if not names:
+        raise FibError("no timing regime given")
+    for name in names:
+        get_timer(name)
+    return names
+
+
+def _is_cuda(device: Any) -> bool:
+    import torch
+
+    return torch.device(device).type == "cuda"
 
 
 def flush_buffer(device: Any) -> Any:
@@ -32,26 +97,30 @@ def flush_buffer(device: Any) -> Any:
     return buffer
 
 
+def _warm(fn: Callable[..., Any], args: list[Any], refill: Refill, warmup: int) -> Refill:
+    for i in range(warmup):
+        refill(i)
+        fn(*args)
+    return lambda i: refill(warmup + i)
+
+
 def median_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
-                      refill: Callable[[int], None] | None = None, warmup: int = 10,
+                      refill: Refill | None = None, warmup: int = 10,
                       iters: int = 50) -> float:
-    """Median latency of `fn(*args)` in milliseconds; `refill(i)` runs before run i."""
+    """Device regime: median latency of `fn(*args)` in ms; `refill(i)` runs before run i."""
     import torch
 
     if iters < 1:
         raise ValueError("iters must be at least 1")
-    refill = refill or (lambda _i: None)
-    for i in range(warmup):
-        refill(i)
-        fn(*args)
-    if torch.device(device).type != "cuda":
-        return _cpu_median(fn, args, lambda i: refill(warmup + i), iters)
+    refill = _warm(fn, args, refill or (lambda _i: None), warmup)
+    if not _is_cuda(device):
+        return _cpu_median(fn, args, refill, iters)
     flush = flush_buffer(device)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
     torch.cuda.synchronize(device)
     for i in range(iters):
-        refill(warmup + i)
+        refill(i)
         flush.zero_()
         starts[i].record()
         fn(*args)
@@ -60,8 +129,7 @@ def median_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends, strict=True))
 
 
-def _cpu_median(fn: Callable[..., Any], args: list[Any], refill: Callable[[int], None],
-                iters: int) -> float:
+def _cpu_median(fn: Callable[..., Any], args: list[Any], refill: Refill, iters: int) -> float:
     times = []
     for i in range(iters):
         refill(i)
@@ -69,3 +137,77 @@ def _cpu_median(fn: Callable[..., Any], args: list[Any], refill: Callable[[int],
         fn(*args)
         times.append(time.perf_counter_ns() - start)
     return statistics.median(times) / 1e6
+
+
+def eager_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
+                     refill: Refill | None = None, warmup: int = 10, iters: int = 50,
+                     rounds: int = _EAGER_ROUNDS) -> float:
+    """Eager regime: median over rounds of (N back-to-back calls) / N, in ms."""
+    import torch
+
+    if iters < 1:
+        raise ValueError("iters must be at least 1")
+    refill = _warm(fn, args, refill or (lambda _i: None), warmup)
+    # On a GPU, enough calls that the last kernel's own time (the tail after the last
+    # launch) is a small part of the round: with few it favours short device times. A CPU
+    # call is synchronous (no tail): about `iters` calls in all.
+    cuda = _is_cuda(device)
+    per_round = max(10, iters) if cuda else max(1, iters // rounds)
+    times = []
+    for r in range(rounds):
+        refill(r)
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize(device)
+            start.record()
+            for _ in range(per_round):
+                fn(*args)
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end) / per_round)
+        else:
+            begin = time.perf_counter_ns()
+            for _ in range(per_round):
+                fn(*args)
+            times.append((time.perf_counter_ns() - begin) / 1e6 / per_round)
+    return statistics.median(times)
+
+
+def graph_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
+                     refill: Refill | None = None, warmup: int = 10, iters: int = 50) -> float:
+    """Graph regime: median per-replay latency in ms of `fn(*args)` captured in a CUDA graph
+    (warm-up on a side stream first, as capture requires); L2 flushed before each replay."""
+    import torch
+
+    if not _is_cuda(device):
+        raise FibError(f"the graph regime needs a CUDA device (not {device})")
+    refill = refill or (lambda _i: None)
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for i in range(max(warmup, 3)):
+            refill(i)
+            fn(*args)
+    torch.cuda.current_stream(device).wait_stream(side)
+    torch.cuda.synchronize(device)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn(*args)
+    torch.cuda.synchronize(device)
+    flush = flush_buffer(device)
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    for i in range(iters):
+        refill(i)
+        flush.zero_()
+        starts[i].record()
+        graph.replay()
+        ends[i].record()
+    torch.cuda.synchronize(device)
+    del graph
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends, strict=True))
+
+
+register_timer(Timer(DEVICE, median_latency_ms))
+register_timer(Timer("eager", eager_latency_ms))
+register_timer(Timer("graph", graph_latency_ms, needs_gpu=True))

@@ -3,8 +3,9 @@
 It answers requests over a pipe, one at a time:
 - `("prepare", {definition, workload, warmup, iters})`: materialise the workload's inputs,
   run and time the reference once; later evaluations reuse both.
-- `("evaluate", {solution, warmup, iters, tolerance})`: build (cached per solution), call once
-  on fresh data, check the outputs on the canonical inputs, then time it.
+- `("evaluate", {solution, warmup, iters, tolerance, timings})`: build (cached per solution),
+  call once on fresh data, check the outputs on the canonical inputs, then time it in each
+  timing regime asked for (see `timing`; a regime this device cannot time is reported).
 Requests and answers are plain dicts. A crash or a hang here costs the parent one worker,
 never the whole retune.
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 from fib_runtime.bench.compare import as_tuple, check_outputs
 from fib_runtime.bench.inputs import Inputs, materialise
-from fib_runtime.bench.timing import median_latency_ms
+from fib_runtime.bench.timing import get_timer, median_latency_ms
 from fib_runtime.build import BuildCache, build_reference, value_returning
 from fib_runtime.errors import BuildError, InputError
 from fib_runtime.schema import Definition, Solution, Status, Workload
@@ -66,9 +67,23 @@ class _Worker:
             reference = build_reference(definition)
             expected = tuple(_detach(as_tuple(reference(*inputs.args))))
             self.sync()
-            latency = median_latency_ms(reference, inputs.args, device=self.device,
-                                        refill=inputs.refill, warmup=request["warmup"],
-                                        iters=request["iters"])
+            latencies = {}  # the reference in each regime: each trace's speedup_factor
+            for timing in request.get("timings") or ["device"]:
+                timer = get_timer(timing)
+                if timer.unavailable(self.device) is not None:
+                    continue
+                try:
+                    latencies[timing] = timer.measure(
+                        reference, inputs.args, device=self.device, refill=inputs.refill,
+                        warmup=request["warmup"], iters=request["iters"])
+                except Exception:  # e.g. a reference that cannot be graph-captured
+                    if timing == "device":
+                        raise
+                    self.sync()
+                inputs.restore()
+            latency = latencies.get("device") or median_latency_ms(
+                reference, inputs.args, device=self.device, refill=inputs.refill,
+                warmup=request["warmup"], iters=request["iters"])
             inputs.restore()
         except InputError as exc:
             return {"ok": False, "reason": str(exc)}
@@ -76,9 +91,15 @@ class _Worker:
             return {"ok": False, "reason": f"the reference fails on this workload: "
                     f"{type(exc).__name__}: {exc}\n{_clip(traceback.format_exc())}"}
         self.prepared = _Prepared(definition, inputs, expected)
-        return {"ok": True, "reference_latency_ms": latency}
+        return {"ok": True, "reference_latency_ms": latency,
+                "reference_latencies_ms": latencies}
 
     def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
+        result = self._evaluate(request)
+        result.setdefault("timings", list(request.get("timings") or ["device"]))
+        return result
+
+    def _evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
         prepared = self.prepared
         if prepared is None:
             raise RuntimeError("evaluate before a successful prepare")
@@ -109,13 +130,25 @@ class _Worker:
                                      "extra": check.extra}
         if check.status is not Status.PASSED:
             return result
+        timings = list(request.get("timings") or ["device"])
+        latencies: dict[str, float] = {}
+        unavailable: dict[str, str] = {}
         try:
-            result["latency_ms"] = median_latency_ms(
-                call, inputs.args, device=self.device, refill=inputs.refill,
-                warmup=request["warmup"], iters=request["iters"])
-            inputs.restore()
+            for timing in timings:
+                timer = get_timer(timing)
+                reason = timer.unavailable(self.device)
+                if reason is not None:
+                    unavailable[timing] = reason
+                    continue
+                latencies[timing] = timer.measure(
+                    call, inputs.args, device=self.device, refill=inputs.refill,
+                    warmup=request["warmup"], iters=request["iters"])
+                inputs.restore()
         except (Exception, SystemExit) as exc:
             return self._failed(Status.RUNTIME_ERROR, exc)
+        result.update(timings=timings, latencies_ms=latencies, unavailable=unavailable)
+        if latencies:
+            result["latency_ms"] = next(iter(latencies.values()))
         return result
 
     def _failed(self, status: Status, exc: BaseException) -> dict[str, Any]:

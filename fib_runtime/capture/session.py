@@ -6,7 +6,7 @@ import atexit
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -42,6 +42,7 @@ class CaptureSession:
         self._recorders: dict[str, DefinitionRecorder | None] = {}
         self._lock = threading.Lock()
         self._catalogue: dict[str, Definition] | None = None
+        self._originals: set[tuple[str, str]] = set()
 
     # -- the factory ---------------------------------------------------------------------
 
@@ -65,6 +66,32 @@ class CaptureSession:
         except Exception as exc:
             log.error("capture: %s is not captured: %s", name, exc)
             return None
+
+    def note_original(self, name: str, fn: Callable[..., Any]) -> None:
+        """Record a captured site's own function as a candidate solution, once (see
+        fib_runtime.original); one that cannot be timed is recorded saying why."""
+        from fib_runtime.original import is_original, original_name, original_solution
+
+        with self._lock:
+            key = (name, original_name(name, fn))
+            if key in self._originals:
+                return
+            self._originals.add(key)
+        try:
+            definition = self.db.definitions.get(name) or self._from_catalogue(name)
+            if definition is None:
+                return
+            solution = original_solution(definition, fn)
+            existing = self.db.solutions.get(solution.name)
+            if existing == solution:
+                return
+            if existing is not None and not is_original(existing):
+                log.warning("capture: %s: a solution named %s exists; the original is not "
+                            "recorded", name, solution.name)
+                return
+            self.db.add_solution(solution, replace=existing is not None)
+        except Exception as exc:
+            log.warning("capture: %s: the original function is not recorded: %s", name, exc)
 
     def _from_catalogue(self, name: str) -> Definition | None:
         """A built-in definition, written into the database so its workloads load."""
@@ -197,7 +224,8 @@ def _sync_factory() -> None:
     """Give dispatch the active session's factory (None when capture is off)."""
     with _switch:
         top = active_session()
-        set_recorder_factory(top.recorder_for if top is not None else None)
+        set_recorder_factory(top.recorder_for if top is not None else None,
+                             top.note_original if top is not None else None)
 
 
 def _after_fork_in_child() -> None:

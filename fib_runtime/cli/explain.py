@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--axes", required=True, help="variable axes, e.g. batch_size=37")
     parser.add_argument("--db", type=Path, default=default_db_path(),
                         help="database folder (default: %(default)s)")
+    parser.add_argument("--timing", choices=("device", "eager", "graph"), default=None,
+                        help="the regime of the call: eager (default, unless the dispatch "
+                        "config pins one) or graph (a call inside CUDA-graph capture)")
     parser.set_defaults(handler=run)
 
 
@@ -32,5 +35,5 @@ def parse_axes(text: str) -> dict[str, int]:
 
 def run(args: argparse.Namespace) -> int:
     runtime = Runtime(args.db, watch=False)
-    print(explain(args.definition, parse_axes(args.axes), runtime))
+    print(explain(args.definition, parse_axes(args.axes), runtime, args.timing))
     return 0

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from fib_runtime.bench import RetuneConfig, retune
+from fib_runtime.bench.timing import parse_timings
 from fib_runtime.errors import FibError
 from fib_runtime.paths import default_db_path
 
@@ -36,6 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: %(default)s)")
     parser.add_argument("--tolerance", action="append", default=[], metavar="DEF=ATOL,RTOL",
                         help="override the per-dtype tolerances for one definition")
+    parser.add_argument("--timing", default="device", metavar="device,eager,graph",
+                        help="timing regimes to measure, comma-separated, one trace each: "
+                        "device (CUDA events, L2 flushed), eager (back-to-back calls, host "
+                        "launch path included), graph (CUDA-graph replay; GPU only) "
+                        "(default: %(default)s)")
     parser.add_argument("--force", action="store_true",
                         help="measure again what already has a trace on this hardware")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -57,7 +63,8 @@ def parse_tolerance(text: str) -> tuple[str, tuple[float, float]]:
 def run(args: argparse.Namespace) -> int:
     if args.warmup < 0 or args.iters < 1 or args.timeout <= 0:
         raise FibError("--warmup must be >= 0, --iters >= 1 and --timeout > 0")
-    config = RetuneConfig(tolerances=dict(parse_tolerance(t) for t in args.tolerance))
+    config = RetuneConfig(tolerances=dict(parse_tolerance(t) for t in args.tolerance),
+                          timings=parse_timings(args.timing))
     report = retune(args.db, args.definition, args.solution, args.devices,
                     warmup=args.warmup, iters=args.iters, timeout=args.timeout,
                     force=args.force, progress=not args.no_progress, config=config,

@@ -60,6 +60,7 @@ def _decorate_named(name: str, fn: F) -> F:
     """The site's own function, carrying `fn`'s name, docstring and `__wrapped__`."""
     site = sites.Site(name, fn, traceable=True)
     wrapper = functools.update_wrapper(site.call, fn)
+    wrapper.__fib_original__ = fn  # type: ignore[attr-defined]  # see fib_runtime.original
     make_traceable(wrapper, name)
     return wrapper  # type: ignore[return-value]
 
@@ -77,6 +78,7 @@ def _decorate_resolved(resolver: Resolver, fn: F) -> F:
             site = by_name.setdefault(name, sites.Site(name, fn))
         return site.call(*args, **kwargs)
 
+    wrapper.__fib_original__ = fn  # type: ignore[attr-defined]  # see fib_runtime.original
     return wrapper  # type: ignore[return-value]
 
 

@@ -15,10 +15,12 @@ import orjson
 from fib_runtime.config_fields import check_bool, check_choice, check_int, check_number, names
 from fib_runtime.errors import DispatchConfigError
 
-MissPolicy = Literal["nearest", "best_overall", "fallback"]
+MissPolicy = Literal["interpolate", "nearest", "best_overall", "fallback"]
 OtherHardware = Literal["never", "same_arch"]
-MISS_POLICIES = ("nearest", "best_overall", "fallback")
+Timing = Literal["auto", "device", "eager", "graph"]
+MISS_POLICIES = ("interpolate", "nearest", "best_overall", "fallback")
 OTHER_HARDWARE = ("never", "same_arch")
+TIMING_CHOICES = ("auto", "device", "eager", "graph")
 _E = DispatchConfigError
 
 
@@ -28,13 +30,20 @@ class DefinitionConfig:
 
     max_abs_error: float | None = None  # ignore traces whose error exceeds these
     max_rel_error: float | None = None
-    miss: MissPolicy = "nearest"  # what an unmeasured key uses
+    # What an unmeasured key uses: "interpolate" (one variable axis, between two measured
+    # keys: latencies interpolated; else the nearest key), "nearest", "best_overall" or
+    # "fallback" (the original function).
+    miss: MissPolicy = "interpolate"
     strict: bool = False  # re-raise solution errors instead of falling back
     allow: tuple[str, ...] | None = None  # only these solutions (None: all)
     deny: tuple[str, ...] = ()
     other_hardware: OtherHardware = "never"  # use traces of other GPUs of the same arch?
     quarantine_after: int = 3  # errors before a solution is dropped for the definition
     validate_outputs: bool = False  # debug: check output shapes/dtypes of every call
+    # Which timing regime ranks the solutions: "auto" = a call resolved while a CUDA graph
+    # is captured uses the graph ranking, any other call the eager one (each falls back to
+    # device time where it has no traces); or pin one regime for every call.
+    timing: Timing = "auto"
 
     def __post_init__(self) -> None:
         check_number(self.max_abs_error, "max_abs_error", _E, none_ok=True)
@@ -46,6 +55,13 @@ class DefinitionConfig:
         check_choice(self.other_hardware, "other_hardware", _E, OTHER_HARDWARE)
         check_int(self.quarantine_after, "quarantine_after", _E, low=1)
         check_bool(self.validate_outputs, "validate_outputs", _E)
+        check_choice(self.timing, "timing", _E, TIMING_CHOICES)
+
+    def regimes(self) -> tuple[str, str]:
+        """The regimes whose rankings serve (eager calls, calls inside graph capture)."""
+        if self.timing == "auto":
+            return "eager", "graph"
+        return self.timing, self.timing
 
     def admits(self, solution: str) -> bool:
         allowed = self.allow is None or solution in self.allow

@@ -1,5 +1,6 @@
-"""One definition's dispatch: its ranking, the decision per key and convention, its counters
-and its quarantine. Call sites are generated frames bound to it (see `frames`)."""
+"""One definition's dispatch: its rankings (one per timing regime), the decision per regime,
+key and convention, its counters and its quarantine. Call sites are generated frames bound
+to it (see `frames`)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from fib_runtime.dispatch.config import DefinitionConfig
 from fib_runtime.dispatch.table import DefinitionTable
 from fib_runtime.errors import BuildError, FibError
 from fib_runtime.keys import Key, key_expression
-from fib_runtime.ranking import Ranking, best_overall, nearest_key
+from fib_runtime.ranking import Ranking, best_overall, interpolated, nearest_key
 from fib_runtime.schema import Definition
+from fib_runtime.schema.provenance import DEVICE
 from fib_runtime.trust import Untrusted
 
 log = logging.getLogger("fib_runtime.dispatch")
@@ -53,9 +55,10 @@ class Decision:
     """How one key of one definition is served in one convention."""
 
     solution: str | None  # None: the fallback (the decorated function)
-    reason: str  # measured | nearest | best_overall | miss | no_traces | unavailable | untrusted
+    reason: str  # measured | interpolated | nearest | best_overall | miss | untrusted | ...
     via_key: Key | None = None  # the measured key the ranking came from
     call: Callable[..., Any] | None = None  # the solution in the caller's convention
+    original: bool = False  # the engine's own function is fastest: the site calls it
 
 
 class Dispatcher:
@@ -73,8 +76,8 @@ class Dispatcher:
         self._build = build
         self.table = table
         self.policy = policy
-        self.decisions: dict[tuple[str, Key], Decision] = {}
-        self._via: dict[Key, Key | None] = {}
+        self.decisions: dict[tuple[str, str, Key], Decision] = {}
+        self._via: dict[tuple[str, Key], Key | None] = {}
         self._listeners: list[Callable[[], None]] = []  # bound sites: forget cached choices
         self.generation = 0  # bumped whenever cached choices are forgotten
 
@@ -115,49 +118,65 @@ class Dispatcher:
             return DESTINATION
         return None
 
-    def ranking(self, key: Key) -> tuple[Ranking | None, Key | None, str]:
-        """The ranking that serves `key`, the measured key it came from, and why."""
-        rankings = self.table.rankings
+    def ranking(self, key: Key, timing: str = DEVICE) -> tuple[Ranking | None, Key | None, str]:
+        """The ranking that serves `key` in a timing regime, the measured key it came from,
+        and why."""
+        timing = self.effective(timing)
+        rankings = self.table.for_timing(timing)
         if key in rankings:
             return rankings[key], key, "measured"
         if not rankings:
             return None, None, "no_traces"
-        if self.policy.miss == "nearest":
+        if self.policy.miss in ("nearest", "interpolate"):
             with self.lock:
-                if key not in self._via:
-                    self._via[key] = nearest_key(rankings, key)
+                if (timing, key) not in self._via:
+                    self._via[(timing, key)] = nearest_key(rankings, key)
                     self.counters.nearest += 1
-                via = self._via[key]
+                via = self._via[(timing, key)]
+            if self.policy.miss == "interpolate":
+                between = interpolated(rankings, key)  # once per key: decisions are kept
+                if between is not None:
+                    return between, via, "interpolated"
             return rankings[via] if via is not None else None, via, "nearest"
         if self.policy.miss == "best_overall":
             return best_overall(rankings), None, "best_overall"
         return None, None, "miss"
 
-    def decide(self, key: Key, convention: str) -> Decision:
-        """The decision for a key in a convention, made once and kept until a change."""
-        decision = self.decisions.get((convention, key))
+    def effective(self, timing: str) -> str:
+        """The regime whose ranking serves `timing`: itself, or device time when it has no
+        traces for this definition."""
+        return timing if timing in self.table.regimes else DEVICE
+
+    def decide(self, key: Key, convention: str, timing: str = DEVICE) -> Decision:
+        """The decision for a key in a convention and a timing regime, made once and kept
+        until a change."""
+        timing = self.effective(timing)
+        decision = self.decisions.get((timing, convention, key))
         if decision is None:
             with self.lock:
-                decision = self.decisions.get((convention, key))
+                decision = self.decisions.get((timing, convention, key))
                 if decision is None:
                     try:
-                        decision = self._choose(key, convention)
+                        decision = self._choose(key, convention, timing=timing)
                     except Exception as exc:  # our own fault: serve with the fallback
                         log.error("%s: no decision for %s (%s-style): %s: %s",
                                   self.definition.name, key, convention,
                                   type(exc).__name__, exc)
                         decision = Decision(None, "internal_error")
-                    self.decisions[(convention, key)] = decision
+                    self.decisions[(timing, convention, key)] = decision
         return decision
 
-    def _choose(self, key: Key, convention: str, exclude: str | None = None) -> Decision:
-        ranking, via, reason = self.ranking(key)
+    def _choose(self, key: Key, convention: str, exclude: str | None = None,
+                timing: str = DEVICE) -> Decision:
+        ranking, via, reason = self.ranking(key, timing)
         if ranking is None:
             return Decision(None, reason, via)
         untrusted = False
         for name in ranking.names:
             if name in self.counters.quarantined or name == exclude:
                 continue
+            if name in self.table.originals:  # the site calls its own function directly
+                return Decision(name, reason, via, original=True)
             built = self._build(name)
             if isinstance(built, BuildError):
                 refused = isinstance(built, Untrusted)  # never imported: `fib trust` runs it
@@ -190,7 +209,7 @@ class Dispatcher:
     # -- failures ---------------------------------------------------------------------------
 
     def failed(self, solution: str, key: Key, convention: str, args: tuple[Any, ...],
-               exc: BaseException) -> tuple[bool, Any]:
+               exc: BaseException, timing: str = DEVICE) -> tuple[bool, Any]:
         """A solution raised on a call: count it, quarantine it after enough errors, and
         answer with the next candidate. Returns (answered, result); not answered means the
         caller falls back. Strict mode re-raises.
@@ -211,7 +230,7 @@ class Dispatcher:
                             type(exc).__name__, exc)
                 self._forget()
             try:
-                alternative = self._choose(key, convention, exclude=solution)
+                alternative = self._choose(key, convention, exclude=solution, timing=timing)
             except Exception:  # logged by decide() when it happens there too
                 alternative = Decision(None, "internal_error")
         if alternative.call is None:

@@ -10,7 +10,11 @@ from fib_runtime.dispatch.dispatcher import VALUE
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError
 from fib_runtime.keys import axes_to_key, key_to_axes
+from fib_runtime.original import is_original, untimeable_reason
 from fib_runtime.schema.provenance import digest_of
+
+ORIGINAL_SERVED = ("the engine's own (decorated) function is the fastest candidate measured "
+                   "here, so dispatch calls it directly")
 
 
 @dataclass(frozen=True)
@@ -22,13 +26,17 @@ class Explanation:
     candidates: list[tuple[str, float, str]]  # (solution, latency ms, status here)
     decision: str  # solution name or "fallback"
     reason: str
+    timing: str = "device"  # the regime whose ranking decided
+    notes: tuple[str, ...] = ()
     unbound: tuple[str, ...] = ()  # candidates ranked on traces that carry no digest
 
     def __str__(self) -> str:
         lines = [f"definition:  {self.definition}", f"hardware:    {self.hardware_key}",
-                 f"axes:        {self.axes}"]
+                 f"axes:        {self.axes}", f"timing:      {self.timing}"]
         if self.measured_axes is not None and self.measured_axes != self.axes:
-            lines.append(f"measured:    {self.measured_axes} (nearest)")
+            how = "; latencies interpolated between the measured keys around it" \
+                if self.reason == "interpolated" else ""
+            lines.append(f"measured:    {self.measured_axes} (nearest{how})")
         for name, latency, status in self.candidates:
             lines.append(f"  {latency:10.4f} ms  {name}  [{status}]")
         if not self.candidates:
@@ -37,6 +45,7 @@ class Explanation:
             lines.append(f"unbound:     {', '.join(self.unbound)} (ranked on traces that do "
                          "not name the content they measured)")
         lines.append(f"decision:    {self.decision} ({self.reason})")
+        lines.extend(f"note:        {note}" for note in self.notes)
         return "\n".join(lines)
 
 
@@ -49,9 +58,10 @@ def unbound_solutions(runtime: Runtime, definition: str) -> set[str]:
 
 
 def explain(definition: str, axes: Mapping[str, int],
-            runtime: Runtime | None = None) -> Explanation:
+            runtime: Runtime | None = None, timing: str | None = None) -> Explanation:
     """The candidates and the decision for a value-returning call of one definition with
-    the given axes on this hardware: the dispatcher's own decision, made now if it was not."""
+    the given axes on this hardware, in a timing regime (default: the one an eager call
+    uses): the dispatcher's own decision, made now if it was not."""
     runtime = runtime or sites.current_runtime()
     if runtime is None:
         raise FibError("fib explain: dispatch is not enabled (enable_apply or pass a runtime)")
@@ -63,21 +73,33 @@ def explain(definition: str, axes: Mapping[str, int],
     except KeyError as exc:
         raise FibError(f"{definition}: missing axis {exc}; variable axes are "
                        f"{', '.join(dispatcher.definition.var_axes)}") from None
-    decision = dispatcher.decide(key, VALUE)
-    ranking, _, _ = dispatcher.ranking(key)
+    timing = timing or dispatcher.policy.regimes()[0]
+    decision = dispatcher.decide(key, VALUE, timing)
+    ranking, _, _ = dispatcher.ranking(key, timing)
+    if timing not in dispatcher.table.regimes and timing != "device":
+        timing = f"{timing} (no {timing} traces: device time)"
     candidates = []
     if ranking is not None:
         for name, latency in zip(ranking.names, ranking.latencies_ms, strict=True):
             if name in dispatcher.counters.quarantined:
                 status = "quarantined"
-            elif not runtime.is_trusted(name):  # not imported: `fib trust` runs it
-                status = "untrusted"
+            elif name not in dispatcher.table.originals and not runtime.is_trusted(name):
+                status = "untrusted"  # not imported: `fib trust` runs it
             else:
                 status = "unavailable" if isinstance(runtime.build(name), Exception) else "ok"
             candidates.append((name, latency, status))
     via = decision.via_key
     unbound = unbound_solutions(runtime, definition)
+    notes = [ORIGINAL_SERVED] if decision.original else []
+    for solution in runtime.db.solutions_for(definition):
+        why = untimeable_reason(solution)
+        if why is not None:
+            notes.append(f"the original {solution.name} is not a candidate: it cannot be "
+                         f"timed: {why}")
+        elif is_original(solution) and solution.name not in {c[0] for c in candidates}:
+            notes.append(f"the original {solution.name} has no usable trace here yet "
+                         "(run fib retune)")
     return Explanation(definition, runtime.hardware.key, key_to_axes(dispatcher.definition, key),
                        None if via is None else key_to_axes(dispatcher.definition, via),
-                       candidates, decision.solution or "fallback", decision.reason,
-                       tuple(n for n, _, _ in candidates if n in unbound))
+                       candidates, decision.solution or "fallback", decision.reason, timing,
+                       tuple(notes), tuple(n for n, _, _ in candidates if n in unbound))

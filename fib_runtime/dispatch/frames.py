@@ -8,6 +8,13 @@ decision, the graph-capture rule, keywords, failures) happens once per key in `B
 A frame is a code object that reads its state from one global, `DISPATCH` (the binding's
 lookup, call counter and the binding itself, unpacked once per call), so that a site can
 install it as the code of the decorated function itself: no wrapper frame per call.
+
+Timing regimes: a binding keeps two maps, the choices of the eager ranking (`served`) and
+those of the graph ranking (`served_graph`), and two states that read one or the other.
+While a CUDA graph is captured the site's DISPATCH holds the graph state (see `graphs`):
+the hit path is the same lookup either way. A key is resolved in both maps at once, outside
+capture, so keys warmed up eagerly (as engines do before capturing) serve their graph
+choice inside the capture.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from fib_runtime.dispatch import graphs
 from fib_runtime.dispatch.dispatcher import Dispatcher
 from fib_runtime.errors import FibError
 from fib_runtime.keys import HotKey, Key, make_key_extractor
@@ -62,21 +70,31 @@ class Binding:
         self.recorder = recorder
         self.hot = HotKey.of(dispatcher.definition)
         self.extract = make_key_extractor(dispatcher.definition)
-        self.served: dict[tuple[int, ...], Callable[..., Any]] = {}
-        self.owners: dict[Callable[..., Any], tuple[str, str]] = {}  # solution, convention
+        self.served: dict[tuple[int, ...], Callable[..., Any]] = {}  # eager calls
+        self.served_graph: dict[tuple[int, ...], Callable[..., Any]] = {}  # in graph capture
+        # solution, convention, timing regime
+        self.owners: dict[Callable[..., Any], tuple[str, str, str]] = {}
         self._counted: dict[str, Callable[..., Any]] = {}
-        # What the frame's global DISPATCH holds.
+        # What the frame's global DISPATCH holds: `state` for eager calls, `graph_state`
+        # while a CUDA graph is captured.
         self.state = (self.served.get, dispatcher.counters.calls, self)
+        self.graph_state = (self.served_graph.get, dispatcher.counters.calls, self)
         self.code = _dispatch_code(dispatcher.definition, recorder is not None)
-        self.frame: Callable[..., Any] = types.FunctionType(
-            self.code, {"__builtins__": builtins, "DISPATCH": self.state})
+        self.globals: dict[str, Any] = {"__builtins__": builtins,
+                                        "DISPATCH": self.state_for(graphs.capturing())}
+        self.frame: Callable[..., Any] = types.FunctionType(self.code, self.globals)
         self.unbind = dispatcher.on_change(self.clear)
 
+    def state_for(self, capturing: bool) -> tuple[Any, ...]:
+        """The DISPATCH state for calls outside (False) or inside (True) graph capture."""
+        return self.graph_state if capturing else self.state
+
     def clear(self) -> None:
-        """Forget cached choices (a quarantine). The dict object stays the same, so the
-        frame's bound lookup stays valid. `owners` is kept: a call in flight on another
+        """Forget cached choices (a quarantine). The dict objects stay the same, so the
+        frames' bound lookups stay valid. `owners` is kept: a call in flight on another
         thread may still need to know whose error it caught."""
         self.served.clear()
+        self.served_graph.clear()
 
     def fallback_for(self, reason: str) -> Callable[..., Any]:
         """The site's fallback, counting the calls it answers for this reason."""
@@ -113,20 +131,29 @@ class Binding:
         if key is None:
             return self.fallback_for("arguments")
         if convention is None:
-            fn = self.fallback_for("arguments")
+            fn = fn_graph = self.fallback_for("arguments")
         elif capturing_graph():
             return self.fallback_for("graph_capture")  # not cached: warm up keys ahead
         else:
-            decision = dispatcher.decide(key, convention)
-            if decision.call is None:
-                fn = self.fallback_for(decision.reason)
-            else:
-                fn = decision.call
-                self.owners[fn] = (decision.solution or "", convention)
+            eager, graph = dispatcher.policy.regimes()
+            fn = self._serve(key, convention, eager)
+            fn_graph = fn if graph == eager else self._serve(key, convention, graph)
         with dispatcher.lock:  # not a choice made before a quarantine or reload cleared them
             if dispatcher.generation == generation:
                 self.served[hot] = fn
-        return fn
+                self.served_graph[hot] = fn_graph
+        return fn_graph if graphs.capturing() else fn
+
+    def _serve(self, key: Key, convention: str, timing: str) -> Callable[..., Any]:
+        """What this site calls for a key in one regime: a solution, its own function when
+        that is fastest (a hit), or the counted fallback."""
+        decision = self.dispatcher.decide(key, convention, timing)
+        if decision.original:
+            return self.fallback
+        if decision.call is None:
+            return self.fallback_for(decision.reason)
+        self.owners[decision.call] = (decision.solution or "", convention, timing)
+        return decision.call
 
     def failed(self, fn: Callable[..., Any], key: tuple[int, ...], args: tuple[Any, ...],
                exc: BaseException) -> Any:
@@ -137,7 +164,7 @@ class Binding:
         key = self.hot.decode(key[1:])
         if owner is None or key is None:
             raise exc
-        answered, result = self.dispatcher.failed(owner[0], key, owner[1], args, exc)
+        answered, result = self.dispatcher.failed(owner[0], key, owner[1], args, exc, owner[2])
         return result if answered else self.fallback_for("error")(*args)
 
     def keywords(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from fib_runtime.dispatch import graphs
 from fib_runtime.dispatch.compile import register
 from fib_runtime.dispatch.frames import Binding, recording_frame
 from fib_runtime.dispatch.runtime import Runtime
@@ -38,11 +39,13 @@ class Recorder(Protocol):
 
 
 RecorderFactory = Callable[[str], Recorder | None]
+OriginalSink = Callable[[str, Callable[..., Any]], None]  # (definition, the site's function)
 
 _sites: weakref.WeakSet[Site] = weakref.WeakSet()
 _lock = threading.RLock()
 _runtime: Runtime | None = None
 _recorders: RecorderFactory | None = None
+_originals: OriginalSink | None = None
 _first_call_hooks: list[Callable[[], None]] = []
 _hooks_lock = threading.Lock()
 
@@ -54,6 +57,7 @@ class Site:
                  traceable: bool = False) -> None:
         self.name = name
         self.traceable = traceable  # a decorated function torch.compile may meet
+        self.original = fallback  # the engine's own function (None: not given)
         self.fallback = fallback or _no_fallback(name)
         self.binding: Binding | None = None  # while dispatching
         # SITE keeps the site alive exactly as long as its function is.
@@ -70,8 +74,16 @@ class Site:
     def dispatch_through(self, binding: Binding) -> None:
         """Every call runs the binding's dispatching frame, as this function's own code."""
         self.binding = binding
-        self._scope["DISPATCH"] = binding.state
+        self._scope["DISPATCH"] = binding.state_for(graphs.capturing())
         self.call.__code__ = binding.code
+
+    def serve_graph_choices(self, capturing: bool) -> None:
+        """Swap the map this site serves from: graph-capture choices or eager ones."""
+        binding = self.binding
+        if binding is not None:
+            state = binding.state_for(capturing)
+            binding.globals["DISPATCH"] = state
+            self._scope["DISPATCH"] = state
 
     def _first_call(self, *args: Any, **kwargs: Any) -> Any:
         _run_first_call_hooks()
@@ -123,18 +135,32 @@ def set_runtime(runtime: Runtime | None) -> None:
         _runtime = runtime
         if runtime is not None:
             runtime.on_reload(refresh_all)
+            graphs.install()  # a CUDA process: graph capture swaps the maps sites serve
     refresh_all()
+
+
+def _on_capture(capturing: bool) -> None:
+    """The first CUDA graph capture began (True) or the last ended (False)."""
+    with _lock:
+        for site in list(_sites):
+            site.serve_graph_choices(capturing)
+
+
+graphs.on_switch(_on_capture)
 
 
 def current_runtime() -> Runtime | None:
     return _runtime
 
 
-def set_recorder_factory(factory: RecorderFactory | None) -> None:
-    """Capture on (factory) / off (None): every site rebuilds its per-call path."""
-    global _recorders
+def set_recorder_factory(factory: RecorderFactory | None,
+                         originals: OriginalSink | None = None) -> None:
+    """Capture on (factory) / off (None): every site rebuilds its per-call path. `originals`
+    is told each captured site's own function (capture records it as a candidate)."""
+    global _recorders, _originals
     with _lock:
         _recorders = factory
+        _originals = originals if factory is not None else None
     refresh_all()
 
 
@@ -158,6 +184,11 @@ def refresh(site: Site) -> None:
                 recorder = _recorders(site.name)
             except Exception as exc:
                 log.warning("capture of %s is off: %s", site.name, exc)
+        if recorder is not None and _originals is not None and site.original is not None:
+            try:
+                _originals(site.name, site.original)
+            except Exception as exc:
+                log.warning("%s: the original function is not recorded: %s", site.name, exc)
         site.unbind()
         definition = dispatcher.definition if dispatcher is not None else \
             getattr(recorder, "definition", None)

@@ -1,10 +1,11 @@
-"""The decision table of a definition on this hardware, and its on-disk cache."""
+"""The decision tables of a definition on this hardware, one per timing regime, and their
+on-disk cache."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -12,8 +13,10 @@ import orjson
 from fib_runtime.dispatch.config import DispatchConfig
 from fib_runtime.hardware import arch_of_key
 from fib_runtime.keys import Key
-from fib_runtime.ranking import Ranking, rank
+from fib_runtime.original import is_original
+from fib_runtime.ranking import Ranking, rank, timings_in
 from fib_runtime.schema import Definition
+from fib_runtime.schema.provenance import DEVICE
 from fib_runtime.store import TraceDB
 from fib_runtime.store.files import write_atomic
 
@@ -22,9 +25,19 @@ log = logging.getLogger("fib_runtime.dispatch")
 
 @dataclass(frozen=True)
 class DefinitionTable:
-    """Per measured key, the candidates fastest first (an empty ranking: none passed)."""
+    """Per measured key, the candidates fastest first (an empty ranking: none passed), by
+    device time (`rankings`) and in each other regime that has traces (`regimes`); and the
+    candidates that are the engine's own function (`originals`, served by calling it)."""
 
     rankings: dict[Key, Ranking]
+    regimes: dict[str, dict[Key, Ranking]] = field(default_factory=dict)
+    originals: frozenset[str] = frozenset()
+
+    def for_timing(self, timing: str) -> dict[Key, Ranking]:
+        """The rankings of a regime; device time where that regime has no traces."""
+        if timing == DEVICE:
+            return self.rankings
+        return self.regimes.get(timing) or self.rankings
 
 
 def compile_table(db: TraceDB, definition: Definition, hardware_key: str,
@@ -41,8 +54,13 @@ def compile_table(db: TraceDB, definition: Definition, hardware_key: str,
                         definition.name, hardware_key, ", ".join(sources))
     # Traces of the same architecture rank as if measured here: their solutions must
     # target this hardware all the same.
-    results = rank(definition, traces, db.solutions, hardware_key, policy)
-    return DefinitionTable({key: result.ranking for key, result in results.items()})
+    def ranked(timing: str) -> dict[Key, Ranking]:
+        results = rank(definition, traces, db.solutions, hardware_key, policy, timing)
+        return {key: result.ranking for key, result in results.items()}
+
+    regimes = {t: ranked(t) for t in sorted(timings_in(traces) - {DEVICE})}
+    originals = frozenset(s.name for s in db.solutions_for(definition.name) if is_original(s))
+    return DefinitionTable(ranked(DEVICE), {t: r for t, r in regimes.items() if r}, originals)
 
 
 def cache_file(cache: Path, fingerprint: str, hardware_key: str, config: DispatchConfig) -> Path:
@@ -50,19 +68,32 @@ def cache_file(cache: Path, fingerprint: str, hardware_key: str, config: Dispatc
     return cache / "tables" / f"{fingerprint}-{hardware_key}-{digest}.json"
 
 
+def _dump(rankings: dict[Key, Ranking]) -> list[list[list[object]]]:
+    return [[list(k), list(r.names), list(r.latencies_ms)] for k, r in rankings.items()]
+
+
+def _parse(raw: list[list[list[object]]]) -> dict[Key, Ranking]:
+    return {tuple(k): Ranking(tuple(n), tuple(lat)) for k, n, lat in raw}  # type: ignore[misc]
+
+
 def save_tables(path: Path, tables: dict[str, DefinitionTable]) -> None:
-    data = {name: [[list(k), list(r.names), list(r.latencies_ms)]
-                   for k, r in table.rankings.items()]
+    data = {name: {"rankings": _dump(table.rankings),
+                   "regimes": {t: _dump(r) for t, r in table.regimes.items()},
+                   "originals": sorted(table.originals)}
             for name, table in tables.items()}
-    write_atomic(path, orjson.dumps(data))
+    write_atomic(path, orjson.dumps({"format": 2, "tables": data}))
 
 
 def load_tables(path: Path) -> dict[str, DefinitionTable] | None:
-    """The cached tables, or None when absent or unreadable (then they are rebuilt)."""
+    """The cached tables, or None when absent, unreadable or of an older format (then they
+    are rebuilt)."""
     try:
         data = orjson.loads(path.read_bytes())
-        return {name: DefinitionTable({tuple(k): Ranking(tuple(n), tuple(lat))
-                                       for k, n, lat in raw})
-                for name, raw in data.items()}
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        if data.get("format") != 2:
+            return None
+        return {name: DefinitionTable(_parse(raw["rankings"]),
+                                      {t: _parse(r) for t, r in raw["regimes"].items()},
+                                      frozenset(raw["originals"]))
+                for name, raw in data["tables"].items()}
+    except (OSError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
         return None

@@ -19,7 +19,7 @@ import orjson
 import torch
 
 import fib_runtime as fib
-from fib_runtime.bench import retune
+from fib_runtime.bench import RetuneConfig, retune
 from fib_runtime.catalogue import install
 from fib_runtime.hardware import CPU_KEY, current_hardware
 from fib_runtime.schema import (
@@ -31,6 +31,7 @@ from fib_runtime.schema import (
     Status,
     Trace,
 )
+from fib_runtime.schema.provenance import TIMING_KEY
 from fib_runtime.store import TraceDB
 
 NAME = "bench_scale_m_n4"
@@ -208,8 +209,11 @@ def write_our_database(root: Path) -> TraceDB:
             rmsnorm(torch.randn(m, 4096, dtype=torch.bfloat16),
                     torch.randn(4096, dtype=torch.bfloat16))
     db = TraceDB.open(root)
-    report = retune(db, definitions=["rmsnorm_h4096"], warmup=1, iters=2, progress=False)
-    assert report.counts().get("PASSED", 0) >= 2
+    # Traces of every timing regime the CPU has (the regime rides in environment.libs).
+    report = retune(db, definitions=["rmsnorm_h4096"], warmup=1, iters=2, progress=False,
+                    config=RetuneConfig(timings=("device", "eager")))
+    assert report.counts().get("PASSED", 0) >= 4
+    assert {o.timing for o in report.outcomes} == {"device", "eager"}
     db = TraceDB.open(root)
     every_status(db, "rmsnorm_h4096", db.solutions_for("rmsnorm_h4096")[0].name,
                  db.workloads_for("rmsnorm_h4096")[0])
@@ -227,6 +231,9 @@ def test_our_database_loads_there_with_nothing_dropped(bench_data: ModuleType,
                for d in t.workload.inputs.values())
 
     theirs = bench_data.TraceSet.from_path(str(tmp_path))  # raises at its first refusal
+    eager = [t for t in theirs.traces["rmsnorm_h4096"]
+             if t.evaluation.environment.libs.get(TIMING_KEY) == "eager"]
+    assert eager, "flashinfer-bench kept no trace of the eager regime"
     assert sorted(theirs.definitions) == sorted(db.definitions)
     assert sorted(s.name for sols in theirs.solutions.values() for s in sols) == \
         sorted(db.solutions)

@@ -168,18 +168,22 @@ def test_sources_that_fail_to_write_at_build_fall_back(tmp_path: Path,
     assert counters["hits"] == 2 and counters["fallbacks"] == {}
 
 
-def test_a_solution_name_over_255_bytes_is_served(tmp_path: Path) -> None:
-    """The name becomes a module and build-folder name: it is shortened there (the digest
-    keeps it unique), so the solution builds and serves."""
+def test_a_solution_name_over_255_bytes_is_a_load_problem_and_calls_fall_back(
+        tmp_path: Path) -> None:
+    """A record name names a path inside the database (the store confines it to 200 bytes):
+    the long-named solution is refused at load, the calls are answered by the fallback."""
+    from fib_runtime.store import TraceDB
+
     long_name = "n" * 300
     make_db(tmp_path, {}, [(long_name, 4, 0.01, CPU)])
     target = tmp_path / "solutions" / "tests" / "long.json"
     target.parent.mkdir(parents=True)
     target.write_bytes(orjson.dumps(solution(long_name, DEF, code=tagged(7))))
-    remember([Solution.from_dict(solution(long_name, DEF, code=tagged(7)))])  # written raw
+    problems = TraceDB.open(tmp_path).load_errors
+    assert any("long.json" in str(p) and "'name'" in str(p) for p in problems)
     with fib.enable_apply(tmp_path):
-        assert [served() for _ in range(2)] == [7.0, 7.0]
-        assert stats()["hits"] == 2 and stats()["build_problems"] == {}
+        assert [served() for _ in range(2)] == [0.0, 0.0]
+        assert stats()["hits"] == 0
 
 
 # -- 3. a solution that raises while being quarantined, from many threads -------------------
@@ -236,8 +240,8 @@ def test_a_choice_made_just_before_a_quarantine_is_not_kept(tmp_path: Path,
             [("bad", 4, 0.01, CPU), ("good", 4, 0.02, CPU)])
     decide = Dispatcher.decide
 
-    def quarantined_meanwhile(self: Dispatcher, key: tuple, convention: str):  # type: ignore[no-untyped-def]
-        decision = decide(self, key, convention)
+    def quarantined_meanwhile(self: Dispatcher, key: tuple, convention: str, *regime):  # type: ignore[no-untyped-def]
+        decision = decide(self, key, convention, *regime)
         with self.lock:
             self.counters.quarantined.add("bad")
             self._forget()

@@ -72,7 +72,7 @@ def test_other_hardware_traces_are_ignored(two_solutions: Path) -> None:
 
 
 def test_nearest_measured_key_in_log_space(two_solutions: Path) -> None:
-    with fib.enable_apply(two_solutions):
+    with fib.enable_apply(two_solutions, {"default": {"miss": "nearest"}}):
         assert served_by(37) == 1.0  # log2 distance: 37 is nearer 32 than 48
         assert served_by(44) == 2.0  # nearer 48
         assert served_by(40) == 2.0  # between 32 and 48; 40 -> 48 by log2 distance
@@ -239,9 +239,9 @@ def test_many_threads_resolve_each_key_once(two_solutions: Path,
     builds = []
     original = Dispatcher._choose
 
-    def counting(self, key, convention, exclude=None):  # type: ignore[no-untyped-def]
+    def counting(self, key, convention, exclude=None, **kw):  # type: ignore[no-untyped-def]
         builds.append(key)
-        return original(self, key, convention, exclude)
+        return original(self, key, convention, exclude, **kw)
 
     monkeypatch.setattr(Dispatcher, "_choose", counting)
     with fib.enable_apply(two_solutions):
@@ -296,9 +296,9 @@ def test_explain_cli(two_solutions: Path, capsys: pytest.CaptureFixture[str]) ->
                  "--db", str(two_solutions)]) == 0
     out = capsys.readouterr().out
     assert "hardware:    CPU" in out
-    assert "{'batch_size': 32} (nearest)" in out
+    assert "{'batch_size': 32} (nearest" in out
     assert out.index("  one  [ok]") < out.index("  two  [ok]")
-    assert "decision:    one (nearest)" in out
+    assert "decision:    one (interpolated)" in out  # between 32 and 48, nearer 32
     assert main(["explain", "toy_norm_h8", "--axes", "batch=x", "--db",
                  str(two_solutions)]) == 1
 
