@@ -153,10 +153,13 @@ def install(db: TraceDB, catalogue: Catalogue | None = None) -> tuple[int, int]:
     written_defs = written_sols = 0
     for definition in catalogue.definitions.values():
         if db.definitions.get(definition.name) != definition:
-            db.add_definition(definition, replace=True)
+            db.add_definition(definition, replace=True, trust=False)
             written_defs += 1
     for solution in catalogue.solutions:
         if db.solutions.get(solution.name) != solution:
-            db.add_solution(solution, replace=True)
+            db.add_solution(solution, replace=True, trust=False)
             written_sols += 1
+    from fib_runtime.trust.memory import remember
+
+    remember(catalogue.solutions, catalogue.definitions.values())  # one write for all
     return written_defs, written_sols

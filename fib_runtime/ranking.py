@@ -5,10 +5,16 @@ winner a retune prints is the solution dispatch serves.
 
 The rule, per definition, hardware key and timing regime (device | eager | graph, see
 fib_runtime.schema.provenance; each regime ranks only its own traces):
-- the latest trace of each (solution, workload) counts (a re-measured workload supersedes);
-- a trace is usable when it PASSED, its solution is known, admitted by the policy and targets
-  this hardware, its workload carries every variable axis, and its errors are within the
-  policy's tolerance;
+- a trace counts for the solution content it measured: one stamped with another digest than
+  the current solution's is stale and ignored (named as the reason only where the solution
+  has no other trace at that key); one with no digest (flashinfer-bench's own) is bound by
+  name only and counts unless a stamped trace of that (solution, workload) exists
+  (`measures`);
+- the latest counting trace of each (solution, workload) counts (a re-measured workload
+  supersedes);
+- a trace is usable when it PASSED with a positive latency, its solution is known, admitted
+  by the policy and targets this hardware, its workload carries every variable axis, and its
+  errors are within the policy's tolerance;
 - a solution is a candidate for a key when every latest trace of it at that key is usable;
   its latency there is the median of those traces' `latency_ms`;
 - candidates are ordered by that median, then by name.
@@ -16,17 +22,18 @@ fib_runtime.schema.provenance; each regime ranks only its own traces):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from fib_runtime.hardware import target_matches
 from fib_runtime.keys import Key, axes_to_key
 from fib_runtime.schema import Definition, Solution, Status, Trace
-from fib_runtime.schema.provenance import DEVICE, timing_of
+from fib_runtime.schema.provenance import DEVICE, digest_of, solution_digest, timing_of
 
 
 class Policy(Protocol):
@@ -69,10 +76,7 @@ def rank(definition: Definition, traces: Iterable[Trace], solutions: Mapping[str
     """Rank the solutions of `definition` measured on `hardware_key` in one timing regime
     (only its traces count; see the module doc)."""
     policy = policy or AcceptAll()
-    latest: dict[tuple[str, str], Trace] = {}
-    for trace in traces:
-        if trace.solution is not None and in_regime(trace, timing):
-            latest[(trace.solution, trace.workload.uuid)] = trace
+    latest, stale = _latest((t for t in traces if in_regime(t, timing)), solutions)
     by_key: dict[Key, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     rejected: dict[Key, dict[str, str]] = defaultdict(dict)
     for (name, _), trace in latest.items():
@@ -86,6 +90,12 @@ def rank(definition: Definition, traces: Iterable[Trace], solutions: Mapping[str
             by_key[key][name].append(latency)
         else:
             rejected[key].setdefault(name, problem)
+    for (name, _), trace in stale.items():  # said only where nothing else is known of it
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            key = axes_to_key(definition, trace.workload.axes)
+            if name not in by_key.get(key, {}):
+                rejected[key].setdefault(name, "stale: its traces measured other content "
+                                         "under this name")
     results = {}
     for key in by_key.keys() | rejected.keys():
         medians = sorted((statistics.median(v), n) for n, v in by_key[key].items()
@@ -95,6 +105,39 @@ def rank(definition: Definition, traces: Iterable[Trace], solutions: Mapping[str
     return results
 
 
+def measures(digests: Collection[str | None], current: str) -> bool:
+    """Do traces stamped with `digests` (None: no digest) of one (solution, workload) measure
+    the solution's current content? Yes when one is stamped with it, or when none is stamped
+    at all (a name-bound trace); a stamp of other content makes the unstamped ones stale too."""
+    return current in digests or all(d is None for d in digests)
+
+
+def _latest(traces: Iterable[Trace], solutions: Mapping[str, Solution]
+            ) -> tuple[dict[tuple[str, str], Trace], dict[tuple[str, str], Trace]]:
+    """Per (solution, workload): the latest trace that measures the current content, and
+    the pairs measured only with other content (stale)."""
+    current: dict[str, str | None] = {}
+    bound: dict[tuple[str, str], Trace] = {}
+    unbound: dict[tuple[str, str], Trace] = {}
+    other: dict[tuple[str, str], Trace] = {}
+    for trace in traces:
+        name = trace.solution
+        if name is None:
+            continue
+        if name not in current:
+            solution = solutions.get(name)
+            current[name] = None if solution is None else solution_digest(solution)
+        pair = (name, trace.workload.uuid)
+        digest = None if trace.evaluation is None else digest_of(trace.evaluation)
+        if digest is None or current[name] is None:  # unknown solutions are refused later
+            unbound[pair] = trace
+        elif digest == current[name]:
+            bound[pair] = trace
+        else:
+            other[pair] = trace
+    latest = {p: t for p, t in unbound.items() if p not in other}
+    latest.update(bound)
+    return latest, {p: t for p, t in other.items() if p not in latest}
 def in_regime(trace: Trace, timing: str) -> bool:
     """Whether a trace was timed in `timing` (a trace that does not say is device time)."""
     return (timing_of(trace.evaluation) if trace.evaluation is not None else DEVICE) == timing
@@ -113,7 +156,7 @@ def _problem(trace: Trace, solution: Solution | None, hardware_key: str,
         return "no evaluation"
     if evaluation.status is not Status.PASSED:
         return evaluation.status.value
-    if evaluation.performance is None:
+    if evaluation.performance is None or not evaluation.performance.latency_ms > 0:
         return "no latency"
     if solution is None:
         return "solution not in the database"

@@ -59,3 +59,13 @@ def bench_data() -> ModuleType:
 
         return data
     return pytest.importorskip("flashinfer_bench.data")
+
+
+@pytest.fixture(autouse=True)
+def isolated_trust(tmp_path_factory: pytest.TempPathFactory,
+                   monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A trust store of this test's own (never the user's), and no FIB_TRUST override."""
+    path = tmp_path_factory.mktemp("trust") / "trust.json"
+    monkeypatch.setenv("FIB_TRUST_PATH", str(path))
+    monkeypatch.delenv("FIB_TRUST", raising=False)
+    return path

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fib_runtime.bench.compare import Tolerance
+from fib_runtime.bench.gate import trusted_only
 from fib_runtime.bench.item import Settings, WorkloadTask, evaluate_item, missing_blob
 from fib_runtime.bench.pool import DeviceInfo, WorkerHandle
 from fib_runtime.bench.report import Outcome, RetuneReport, Unusable, summarise
@@ -31,11 +32,12 @@ from fib_runtime.bench.trace_record import make_trace
 from fib_runtime.errors import FibError, RetuneError
 from fib_runtime.hardware import CPU_KEY, target_matches
 from fib_runtime.original import untimeable_reason
+from fib_runtime.ranking import measures
 from fib_runtime.schema import (
     Solution,
     Trace,
 )
-from fib_runtime.schema.provenance import DEVICE, timing_of
+from fib_runtime.schema.provenance import DEVICE, digest_of, solution_digest, timing_of
 from fib_runtime.store import TraceDB
 
 log = logging.getLogger("fib_runtime.bench")
@@ -99,12 +101,13 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
         raise RetuneError("give either devices or a cluster, not both")
     if not isinstance(db, TraceDB):
         db = TraceDB.open(db)
-    items = _plan(db, definitions, solutions)
+    items, untrusted = trusted_only(db, _plan(db, definitions, solutions))
     if cluster is not None:
         from fib_runtime.bench.ray_pool import retune_on_cluster
 
         run = _Retune(db, warmup=warmup, iters=iters, timeout=timeout, force=force,
                    config=config or RetuneConfig())
+        run.report.untrusted = untrusted
         if items:
             run.summarise(items, retune_on_cluster(run, items, cluster, progress=progress))
         run.raise_if_lost()
@@ -113,6 +116,7 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
                for d in resolve_devices(devices)]
     run = _Retune(db, warmup=warmup, iters=iters, timeout=timeout, force=force,
                config=config or RetuneConfig())
+    run.report.untrusted = untrusted
     if not items:
         return run.report
     try:
@@ -185,8 +189,10 @@ class _Retune:
         self.report = RetuneReport()
         self.stop = threading.Event()
         self._lock = threading.Lock()
-        # Per (definition, hardware key): the latest trace of each (solution, workload, timing).
-        self._measured: dict[tuple[str, str], dict[tuple[str, str, str], Trace]] = {}
+        # Per (definition, hardware key): the solution digests that the traces of each
+        # (solution, workload, timing) carry (None: a trace without one).
+        self._measured: dict[tuple[str, str], dict[tuple[str, str, str], set[str | None]]] = {}
+        self._digests: dict[str, str] = {}
         self.write_failure: Exception | None = None
         self.lost = 0
         self._bar: Any = None
@@ -217,10 +223,19 @@ class _Retune:
     # -- planning -------------------------------------------------------------------------
 
     def needs_measuring(self, solution: Solution, workload: str, timing: str,
-                        measured: Mapping[tuple[str, str, str], Trace]) -> bool:
-        """THE rule of what retune skips: a (solution, workload, timing) whose latest trace
-        on this hardware exists is measured already, unless `force`."""
-        return self.force or (solution.name, workload, timing) not in measured
+                        measured: Mapping[tuple[str, str, str], set[str | None]]) -> bool:
+        """THE rule of what retune skips: a (solution, workload, timing) with a trace on this
+        hardware of the solution's current content is measured already, unless `force` (a
+        changed solution is measured again: ranking.measures)."""
+        digests = measured.get((solution.name, workload, timing))
+        return self.force or digests is None or not measures(digests, self.digest(solution))
+
+    def digest(self, solution: Solution) -> str:
+        """The solution's content digest (computed once per retune)."""
+        found = self._digests.get(solution.name)
+        if found is None:
+            found = self._digests[solution.name] = solution_digest(solution)
+        return found
 
     def timings_on(self, info: DeviceInfo) -> tuple[str, ...]:
         """The asked-for regimes this device can time (the others are noted once)."""
@@ -247,9 +262,12 @@ class _Retune:
         with self._lock:
             measured = self._measured.get((name, info.key))
             if measured is None:
-                measured = {(t.solution or "", t.workload.uuid, timing_of(t.evaluation)): t
-                            for t in self.db.traces_for(name, info.key)
-                            if t.evaluation is not None}
+                measured = {}
+                for t in self.db.traces_for(name, info.key):
+                    if t.evaluation is not None:
+                        measured.setdefault((t.solution or "", t.workload.uuid,
+                                             timing_of(t.evaluation)), set()).add(
+                            digest_of(t.evaluation))
                 self._measured[(name, info.key)] = measured
         uuid = item.workload.workload.uuid
         return tuple(t for t in self.timings_on(info)
@@ -338,7 +356,8 @@ class _Retune:
         """Append the traces of several evaluations of one workload in one write."""
         name, wl = item.definition.name, item.workload.workload
         traces = [(solution, timing, make_trace(name, item.workload, solution.name, result,
-                                                reference_ms, info, timing))
+                                                reference_ms, info, timing,
+                                                digest=self.digest(solution)))
                   for solution, result, reference_ms in results
                   for timing in result.get("timings") or self.settings.timings
                   if timing not in (result.get("unavailable") or {})]
@@ -349,7 +368,8 @@ class _Retune:
                 return
             measured = self._measured.setdefault((name, info.key), {})
             for solution, timing, trace in traces:
-                measured[(solution.name, wl.uuid, timing)] = trace
+                measured.setdefault((solution.name, wl.uuid, timing), set()).add(
+                    self.digest(solution))
                 performance = trace.evaluation.performance if trace.evaluation else None
                 self.report.outcomes.append(Outcome(
                     name, wl.uuid, solution.name, trace.evaluation.status.value

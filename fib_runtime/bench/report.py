@@ -59,6 +59,7 @@ class RetuneReport:
     skipped: int = 0
     unusable: list[Unusable] = field(default_factory=list)
     buckets: dict[str, list[Bucket]] = field(default_factory=dict)
+    untrusted: list[str] = field(default_factory=list)  # not run: nobody trusted their code
     notes: list[str] = field(default_factory=list)  # regimes or originals not measured
 
     def counts(self) -> dict[str, int]:
@@ -82,6 +83,10 @@ class RetuneReport:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts().items())) or "none"
         lines.append(f"evaluated: {len(self.outcomes)} ({counts}); already measured: "
                      f"{self.skipped}; workloads unusable: {len(self.unusable)}")
+        if self.untrusted:
+            lines.append(f"not run, untrusted: {len(self.untrusted)} "
+                         f"({', '.join(self.untrusted)}); `fib trust DB` (or --author, "
+                         "--solution) trusts them")
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 

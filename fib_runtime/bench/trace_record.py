@@ -20,9 +20,10 @@ from fib_runtime.schema.provenance import DEVICE, stamped
 
 def make_trace(definition: str, workload: Trace, solution: str, result: dict[str, Any],
                reference_ms: float | Mapping[str, float], info: DeviceInfo,
-               timing: str = DEVICE) -> Trace:
+               timing: str = DEVICE, *, digest: str | None = None) -> Trace:
     """The trace of one evaluation (a worker's answer) in one timing regime on the device
-    `info` describes. A regime other than `device` is stamped into the environment."""
+    `info` describes. A regime other than `device` and the digest of the solution content
+    measured are stamped into the environment."""
     status = Status(result["status"])
     if isinstance(reference_ms, Mapping):  # the reference timed in each regime
         reference_ms = float(reference_ms.get(timing, reference_ms.get(DEVICE, 0.0)))
@@ -36,8 +37,9 @@ def make_trace(definition: str, workload: Trace, solution: str, result: dict[str
         performance = Performance(latency, reference_ms,
                                   reference_ms / latency if latency > 0 else 0.0)
     environment = Environment(info.name, info.libs, {"hardware_key": info.key})
-    if timing != DEVICE:
-        environment = stamped(environment, timing=timing)
+    if timing != DEVICE or digest is not None:
+        environment = stamped(environment, timing=None if timing == DEVICE else timing,
+                              digest=digest)
     evaluation = Evaluation(status, environment, datetime.now(timezone.utc).isoformat(),
                             result.get("log") or None, correctness, performance)
     return Trace(definition, workload.workload, solution, evaluation)

@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "fib_runtime.cli.explain",
     "fib_runtime.cli.demo",
     "fib_runtime.cli.merge",
+    "fib_runtime.cli.trust",
 )
 
 

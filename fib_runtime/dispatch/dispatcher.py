@@ -20,6 +20,7 @@ from fib_runtime.keys import Key, key_expression
 from fib_runtime.ranking import Ranking, best_overall, interpolated, nearest_key
 from fib_runtime.schema import Definition
 from fib_runtime.schema.provenance import DEVICE
+from fib_runtime.trust import Untrusted
 
 log = logging.getLogger("fib_runtime.dispatch")
 
@@ -54,7 +55,7 @@ class Decision:
     """How one key of one definition is served in one convention."""
 
     solution: str | None  # None: the fallback (the decorated function)
-    reason: str  # measured | interpolated | nearest | best_overall | miss | no_traces | ...
+    reason: str  # measured | interpolated | nearest | best_overall | miss | untrusted | ...
     via_key: Key | None = None  # the measured key the ranking came from
     call: Callable[..., Any] | None = None  # the solution in the caller's convention
     original: bool = False  # the engine's own function is fastest: the site calls it
@@ -170,6 +171,7 @@ class Dispatcher:
         ranking, via, reason = self.ranking(key, timing)
         if ranking is None:
             return Decision(None, reason, via)
+        untrusted = False
         for name in ranking.names:
             if name in self.counters.quarantined or name == exclude:
                 continue
@@ -177,8 +179,10 @@ class Dispatcher:
                 return Decision(name, reason, via, original=True)
             built = self._build(name)
             if isinstance(built, BuildError):
+                refused = isinstance(built, Untrusted)  # never imported: `fib trust` runs it
+                untrusted = untrusted or refused
                 self.counters.build_problems[name] = \
-                    "unavailable: " + str(built).partition("\n")[0]
+                    ("untrusted: " if refused else "unavailable: ") + str(built).partition("\n")[0]
                 continue
             if built.note is not None:
                 self.counters.build_problems[name] = built.note
@@ -189,6 +193,8 @@ class Dispatcher:
                             name, convention, exc)
                 continue
             return Decision(name, reason, via, call)
+        if untrusted:  # a candidate was measured but nobody trusted its code
+            return Decision(None, "untrusted", via)
         return Decision(None, "unavailable" if ranking.names else "no_passing_solution", via)
 
     def _adapt(self, built: Built, convention: str) -> Callable[..., Any]:

@@ -11,6 +11,7 @@ from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError
 from fib_runtime.keys import axes_to_key, key_to_axes
 from fib_runtime.original import is_original, untimeable_reason
+from fib_runtime.schema.provenance import digest_of
 
 ORIGINAL_SERVED = ("the engine's own (decorated) function is the fastest candidate measured "
                    "here, so dispatch calls it directly")
@@ -27,6 +28,7 @@ class Explanation:
     reason: str
     timing: str = "device"  # the regime whose ranking decided
     notes: tuple[str, ...] = ()
+    unbound: tuple[str, ...] = ()  # candidates ranked on traces that carry no digest
 
     def __str__(self) -> str:
         lines = [f"definition:  {self.definition}", f"hardware:    {self.hardware_key}",
@@ -39,9 +41,20 @@ class Explanation:
             lines.append(f"  {latency:10.4f} ms  {name}  [{status}]")
         if not self.candidates:
             lines.append("  no usable traces for this hardware")
+        if self.unbound:
+            lines.append(f"unbound:     {', '.join(self.unbound)} (ranked on traces that do "
+                         "not name the content they measured)")
         lines.append(f"decision:    {self.decision} ({self.reason})")
         lines.extend(f"note:        {note}" for note in self.notes)
         return "\n".join(lines)
+
+
+def unbound_solutions(runtime: Runtime, definition: str) -> set[str]:
+    """Solutions with traces on this hardware that do not name the content they measured
+    (flashinfer-bench's own traces): ranked by name only."""
+    return {t.solution for t in runtime.db.traces_for(definition, runtime.hardware.key)
+            if t.solution is not None and t.evaluation is not None
+            and digest_of(t.evaluation) is None}
 
 
 def explain(definition: str, axes: Mapping[str, int],
@@ -70,10 +83,13 @@ def explain(definition: str, axes: Mapping[str, int],
         for name, latency in zip(ranking.names, ranking.latencies_ms, strict=True):
             if name in dispatcher.counters.quarantined:
                 status = "quarantined"
+            elif name not in dispatcher.table.originals and not runtime.is_trusted(name):
+                status = "untrusted"  # not imported: `fib trust` runs it
             else:
                 status = "unavailable" if isinstance(runtime.build(name), Exception) else "ok"
             candidates.append((name, latency, status))
     via = decision.via_key
+    unbound = unbound_solutions(runtime, definition)
     notes = [ORIGINAL_SERVED] if decision.original else []
     for solution in runtime.db.solutions_for(definition):
         why = untimeable_reason(solution)
@@ -86,4 +102,4 @@ def explain(definition: str, axes: Mapping[str, int],
     return Explanation(definition, runtime.hardware.key, key_to_axes(dispatcher.definition, key),
                        None if via is None else key_to_axes(dispatcher.definition, via),
                        candidates, decision.solution or "fallback", decision.reason, timing,
-                       tuple(notes))
+                       tuple(notes), tuple(n for n, _, _ in candidates if n in unbound))

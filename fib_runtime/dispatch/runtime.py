@@ -24,6 +24,7 @@ from fib_runtime.paths import cache_path, default_db_path
 from fib_runtime.store import TraceDB
 from fib_runtime.store.files import fingerprint
 from fib_runtime.store.layout import DECISION_FOLDERS
+from fib_runtime.trust import Trust, Untrusted, stamp
 
 log = logging.getLogger("fib_runtime.dispatch")
 
@@ -55,6 +56,9 @@ class Runtime:
                                                                  workloads=False)
         self._db = None  # a later reload reads the folder again
         self.db = db
+        self._trust_stamp = stamp()  # before reading the store: a later change reloads
+        self.trust = Trust(self.root, db.definitions)
+        self._trusted: dict[str, bool] = {}
         cached = cache_file(cache_path(), self.fingerprint, self.hardware.key, self.config)
         tables = load_tables(cached)
         if tables is None or set(tables) != set(db.definitions):
@@ -84,7 +88,9 @@ class Runtime:
         self._listeners.append(listener)
 
     def changed(self) -> bool:
-        return fingerprint(self.root, DECISION_FOLDERS) != self.fingerprint
+        """The database or the trust store changed since the last load."""
+        return (fingerprint(self.root, DECISION_FOLDERS) != self.fingerprint
+                or stamp() != self._trust_stamp)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.config.check_interval_s):
@@ -121,11 +127,29 @@ class Runtime:
         return self.tables.get(name) or DefinitionTable({})
 
     def build(self, name: str) -> Built | BuildError:
-        """A solution of the database built once; a failure marks it unavailable here."""
+        """A solution of the database built once; a failure marks it unavailable here. An
+        untrusted solution is never imported: Untrusted (decided once per load, not per call)."""
         solution = self.db.solutions.get(name)
         if solution is None:
             return BuildError(f"solution '{name}' is not in {self.root}")
+        if not self.is_trusted(name):
+            return Untrusted(f"solution '{name}' of {self.root} is not trusted; "
+                             f"`fib trust {self.root}` (or --author, --solution) runs it")
         return self._builds.get(solution)
+
+    def is_trusted(self, name: str) -> bool:
+        """May this solution's code run here (fib_runtime.trust)? Logged once when not."""
+        trusted = self._trusted.get(name)
+        if trusted is None:
+            solution = self.db.solutions.get(name)
+            if solution is None:
+                return False
+            trusted = self._trusted[name] = self.trust.solution(solution) is not None
+            if not trusted:
+                log.warning("solution %s (author %s) of %s is not trusted and does not run; "
+                            "`fib trust %s` trusts it", name, solution.author, self.root,
+                            self.root)
+        return trusted
 
     def stats(self) -> dict[str, dict[str, Any]]:
         return {name: d.stats() for name, d in self.dispatchers.items() if d is not None}

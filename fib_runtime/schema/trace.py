@@ -215,7 +215,7 @@ class Evaluation:
         if raw is not None:
             where = path + ".performance"
             performance = _new_performance(
-                metric(raw, "latency_ms", where, False),
+                _latency(raw, where),
                 metric(raw, "reference_latency_ms", where, False),
                 metric(raw, "speedup_factor", where, False),
                 extras(raw, _PERFORMANCE_KEYS))
@@ -234,6 +234,18 @@ class Evaluation:
 
 
 _ENVIRONMENTS: dict[tuple[str, tuple[tuple[str, Any], ...]], Environment] = {}
+
+
+def _latency(performance: dict[str, Any], path: str) -> float | int:
+    """A solution's measured latency: a finite number >= 0 (negative and NaN are refused
+    by `metric`; an infinite latency is no measurement, and would rank as one)."""
+    value = metric(performance, "latency_ms", path, False)
+    if value == _INFINITY:
+        raise fail(f"{path}.latency_ms", "must be finite, got Infinity")
+    return value
+
+
+_INFINITY = float("inf")
 
 
 def _environment(env: dict[str, Any], path: str) -> Environment:

@@ -48,6 +48,8 @@ class TraceDB:
         self.root = root
         self.definitions: dict[str, Definition] = {}
         self.solutions: dict[str, Solution] = {}
+        self.solution_files: dict[str, Path] = {}  # name -> the file it was read from
+        self._refused_names: dict[str, list[Path]] = {}
         self.load_errors: list[LoadProblem] = []
         self.missing_blobs: set[str] = set()
         self._solutions_by_def: dict[str, list[Solution]] = defaultdict(list)
@@ -94,7 +96,8 @@ class TraceDB:
         for path in self._files(layout.DEFINITIONS, ".json"):
             self._load_json(path, Definition.from_dict, self._index_definition)
         for path in self._files(layout.SOLUTIONS, ".json"):
-            self._load_json(path, Solution.from_dict, self._index_solution)
+            self._load_json(path, Solution.from_dict,
+                            lambda solution, path=path: self._index_solution(solution, path))
         for path in self._files(layout.WORKLOADS, ".jsonl") if workloads else ():
             self._load_jsonl(path, workloads=True)
         for path in self._files(layout.TRACES, ".jsonl") if traces else ():
@@ -162,11 +165,27 @@ class TraceDB:
             raise StoreError(f"duplicate definition name '{definition.name}'")
         self.definitions[definition.name] = definition
 
-    def _index_solution(self, solution: Solution) -> None:
+    def _index_solution(self, solution: Solution, path: Path) -> None:
+        """Index a loaded solution. Two files with one name: neither is used (which one the
+        name and its traces belong to cannot be told), and each is a load problem."""
         layout.check_solution(solution)
-        if solution.name in self.solutions:
-            raise StoreError(f"duplicate solution name '{solution.name}'")
-        self.solutions[solution.name] = solution
+        name = solution.name
+        group = self._refused_names.get(name)
+        if group is None and name in self.solutions:
+            first = self.solution_files.pop(name)
+            old = self.solutions.pop(name)
+            self._solutions_by_def[old.definition].remove(old)
+            group = self._refused_names[name] = [first]
+            self.load_errors.append(LoadProblem(self._rel(first), None, "name", (
+                f"duplicate solution name '{name}', also in {self._rel(path)}; neither is "
+                "used")))
+        if group is not None:
+            others = ", ".join(self._rel(p) for p in group)
+            group.append(path)
+            raise SchemaError(f"duplicate solution name '{name}', also in {others}; neither "
+                              "is used", field="name")
+        self.solutions[name] = solution
+        self.solution_files[name] = path
         self._solutions_by_def[solution.definition].append(solution)
 
     def _index_trace(self, trace: Trace) -> None:
@@ -241,8 +260,10 @@ class TraceDB:
 
     # -- writing ------------------------------------------------------------------------
 
-    def add_definition(self, definition: Definition, *, replace: bool = False) -> Path:
-        """Write a definition file atomically and index it."""
+    def add_definition(self, definition: Definition, *, replace: bool = False,
+                       trust: bool = True) -> Path:
+        """Write a definition file atomically and index it; with `trust` (the user's own
+        fib writes it) its reference is remembered as trusted (fib_runtime.trust)."""
         if definition.name in self.definitions and not replace:
             raise StoreError(f"definition '{definition.name}' already exists in {self.root}")
         target = self._inside(layout.definition_file(self.root, definition.op_type,
@@ -250,10 +271,16 @@ class TraceDB:
         data = self._checked(writable.check_definition, definition, target)
         files.write_atomic(target, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         self.definitions[definition.name] = definition
+        if trust:
+            from fib_runtime.trust.memory import remember
+
+            remember(definitions=[definition])
         return target
 
-    def add_solution(self, solution: Solution, *, replace: bool = False) -> Path:
-        """Write a solution file atomically and index it."""
+    def add_solution(self, solution: Solution, *, replace: bool = False,
+                     trust: bool = True) -> Path:
+        """Write a solution file atomically and index it; with `trust` (the user's own fib
+        writes it, not a copy from another database) its content is remembered as trusted."""
         definition = self._definition(solution.definition)
         if solution.name in self.solutions and not replace:
             raise StoreError(f"solution '{solution.name}' already exists in {self.root}")
@@ -265,8 +292,16 @@ class TraceDB:
         old = self.solutions.get(solution.name)
         if old is not None:
             self._solutions_by_def[old.definition].remove(old)
+        old_file = self.solution_files.get(solution.name)
+        if old_file is not None and old_file != target:
+            old_file.unlink(missing_ok=True)  # e.g. another author: one file per name
         self.solutions[solution.name] = solution
+        self.solution_files[solution.name] = target
         self._solutions_by_def[solution.definition].append(solution)
+        if trust:
+            from fib_runtime.trust.memory import remember
+
+            remember(solutions=[solution])
         return target
 
     def append_workloads(self, workloads: Iterable[Trace], *, shard: str | None = None) -> int:

@@ -134,7 +134,7 @@ class _Merger:
             have = self.dest.definitions.get(name)
             if have is None:
                 if not self.dry_run:
-                    self.dest.add_definition(definition)
+                    self.dest.add_definition(definition, trust=False)
                 else:
                     self.dest.definitions[name] = definition
                 self.report.definitions += 1
@@ -156,7 +156,7 @@ class _Merger:
                                    f"'{solution.definition}'")
             elif have is None:
                 if not self.dry_run:
-                    self.dest.add_solution(solution)
+                    self.dest.add_solution(solution, trust=False)
                 else:
                     self.dest.solutions[name] = solution
                 self.report.solutions += 1

@@ -20,6 +20,7 @@ from fib_runtime.build import BuildCache, loader
 from fib_runtime.errors import BuildError, SchemaError
 from fib_runtime.schema import Solution, SourceFile
 from fib_runtime.store import TraceDB
+from fib_runtime.trust import remember
 from tests.dispatch.helpers import SCALE_CODE, make_db
 from tests.factories import solution
 
@@ -159,6 +160,7 @@ def test_sources_that_fail_to_write_at_build_fall_back(tmp_path: Path,
     assert isinstance(built, BuildError) and "cannot be written" in str(built)
     db = TraceDB.open(tmp_path / "db")
     db.solutions["clash"] = clash
+    remember([clash])  # forced in past the writer: trusted as the user's own
     with fib.enable_apply(db):
         assert [served() for _ in range(2)] == [2.0, 2.0]
         counters = stats()

@@ -1,0 +1,40 @@
+"""Remembering what the user's own fib writes: trusted by content digest.
+
+Kept apart from the policy so the store (`TraceDB.add_solution`) can call it without
+depending on the catalogue the policy compares with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+
+import orjson
+
+from fib_runtime.schema import Definition, Solution
+from fib_runtime.schema.provenance import solution_digest
+from fib_runtime.trust.store import TrustStoreError, add
+
+log = logging.getLogger("fib_runtime.trust")
+
+
+def definition_digest(definition: Definition) -> str:
+    """sha256 over the whole definition record (its reference code included)."""
+    body = orjson.dumps(definition.to_dict(), option=orjson.OPT_SORT_KEYS)
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def remember(solutions: Iterable[Solution] = (),
+             definitions: Iterable[Definition] = ()) -> int:
+    """Trust these records by digest: the user's own fib wrote them. Returns how many were
+    new. Never raises: a store that cannot be written only costs a warning (the records
+    then need `fib trust` to run)."""
+    sols = {solution_digest(s): {"name": s.name} for s in solutions}
+    defs = {definition_digest(d): {"name": d.name} for d in definitions}
+    try:
+        return add("solutions", sols) + add("definitions", defs)
+    except (OSError, TrustStoreError, TimeoutError) as exc:
+        log.warning("could not remember %d solutions and %d definitions as trusted: %s",
+                    len(sols), len(defs), exc)
+        return 0
