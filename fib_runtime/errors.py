@@ -62,7 +62,7 @@ class InputError(FibError):
 
 
 class RetuneError(FibError):
-    """A retune cannot start as asked (unknown definition, solution or device)."""
+    """A retune cannot start as asked (unknown definition, solution or device) or stopped."""
 
 
 class ClusterError(FibError):
@@ -77,3 +77,16 @@ class WorkerLost(FibError):
         super().__init__(log_text)
         self.status = status
         self.log = log_text
+
+
+class TracesNotWritten(RetuneError):
+    """Retune stopped because a trace could not be written (full disk, read-only mount, a
+    record the store refuses). `lost` measured results were not written; what is on disk is
+    whole (an append is all-or-nothing), so a later retune resumes where this one stopped."""
+
+    def __init__(self, root: object, cause: Exception, lost: int, written: int) -> None:
+        super().__init__(f"{root}: retune stopped, a trace could not be written ({cause}); "
+                         f"{lost} measured results were not written and {written} were; the "
+                         "files are whole, run retune again once the database is writable to "
+                         "measure the rest")
+        self.cause, self.lost, self.written = cause, lost, written

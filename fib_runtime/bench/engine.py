@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,10 +25,11 @@ from fib_runtime.bench.compare import Tolerance
 from fib_runtime.bench.gate import trusted_only
 from fib_runtime.bench.item import Settings, WorkloadTask, evaluate_item, missing_blob
 from fib_runtime.bench.pool import DeviceInfo, WorkerHandle
+from fib_runtime.bench.progress import Progress
 from fib_runtime.bench.report import Outcome, RetuneReport, Unusable, summarise
 from fib_runtime.bench.timing import get_timer, parse_timings
 from fib_runtime.bench.trace_record import make_trace
-from fib_runtime.errors import FibError, RetuneError
+from fib_runtime.errors import FibError, RetuneError, TracesNotWritten
 from fib_runtime.hardware import CPU_KEY, target_matches
 from fib_runtime.original import untimeable_reason
 from fib_runtime.ranking import measures
@@ -123,13 +123,13 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
         infos = _start_all(handles)
         run.report.hardware = sorted({f"{i.name} ({i.key})" for i in infos})
         total = sum(len(run.todo(item, infos[0])) for item in items)
-        run.open_progress(total, progress)
+        run.progress.open(total, progress)
         work: queue.SimpleQueue[WorkloadTask] = queue.SimpleQueue()
         for item in items:
             work.put(item)
         _run_all(run, handles, work)
     finally:
-        run.close_progress()
+        run.progress.close()
         for handle in handles:
             handle.stop()
     run.summarise(items, infos)
@@ -195,30 +195,7 @@ class _Retune:
         self._digests: dict[str, str] = {}
         self.write_failure: Exception | None = None
         self.lost = 0
-        self._bar: Any = None
-
-    # -- progress -------------------------------------------------------------------------
-
-    def open_progress(self, total: int, enabled: bool) -> None:
-        from tqdm import tqdm
-
-        self._bar = tqdm(total=total, file=sys.stderr, disable=not enabled, unit="eval",
-                         dynamic_ncols=True, desc="retune")
-
-    def grow_progress(self, count: int) -> None:
-        """More evaluations to do (a cluster's hardware kind joined)."""
-        if self._bar is not None and count:
-            self._bar.total += count
-            self._bar.refresh()
-
-    def close_progress(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-    def _advance(self, count: int, label: str) -> None:
-        if self._bar is not None:
-            self._bar.set_postfix_str(label, refresh=False)
-            self._bar.update(count)
+        self.progress = Progress()
 
     # -- planning -------------------------------------------------------------------------
 
@@ -343,7 +320,7 @@ class _Retune:
                     reason.splitlines()[0])
         with self._lock:
             self.report.unusable.append(Unusable(item.definition.name, wl.uuid, reason))
-        self._advance(not_measured, item.definition.name)
+        self.progress.advance(not_measured, item.definition.name)
 
     def record(self, item: WorkloadTask, solution: Solution, result: dict[str, Any],
                reference_ms: Any, info: DeviceInfo, device: str) -> None:
@@ -375,7 +352,7 @@ class _Retune:
                     name, wl.uuid, solution.name, trace.evaluation.status.value
                     if trace.evaluation else "", performance.latency_ms if performance else None,
                     device, timing))
-        self._advance(len(results), name)
+        self.progress.advance(len(results), name)
 
     def write_traces(self, traces: list[Trace]) -> bool:
         """Append traces (under the lock); on a write failure count them lost and stop."""
@@ -392,7 +369,8 @@ class _Retune:
     def raise_if_lost(self) -> None:
         """After the run: a RetuneError saying what was not written, if anything was not."""
         if self.write_failure is not None:
-            raise TracesNotWritten(self.db.root, self.write_failure, self.lost, self.report)
+            raise TracesNotWritten(self.db.root, self.write_failure, self.lost,
+                                   len(self.report.outcomes))
 
     def summarise(self, items: list[WorkloadTask], infos: list[DeviceInfo]) -> None:
         for name in dict.fromkeys(i.definition.name for i in items):
@@ -403,18 +381,3 @@ class _Retune:
                 for bucket in summarise(definition, self.db.traces_for(name, key),
                                         self.db.solutions, key, timing)]
 
-
-class TracesNotWritten(RetuneError):
-    """Retune stopped because a trace could not be written (full disk, read-only mount, a
-    record the store refuses).
-
-    `lost` results were measured but not written; what is on disk is whole (an append is
-    all-or-nothing), so a later retune resumes where this one stopped.
-    """
-
-    def __init__(self, root: Path, cause: Exception, lost: int, report: RetuneReport) -> None:
-        super().__init__(f"{root}: retune stopped, a trace could not be written ({cause}); "
-                         f"{lost} measured results were not written and "
-                         f"{len(report.outcomes)} were; the files are whole, run retune again "
-                         "once the database is writable to measure the rest")
-        self.cause, self.lost, self.report = cause, lost, report

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from fib_runtime.bench.compare import Tolerance
 from fib_runtime.bench.pool import WorkerHandle
+from fib_runtime.bench.progress import Progress
 from fib_runtime.errors import StoreError, WorkerLost
 from fib_runtime.schema import Definition, SafetensorsInput, Solution, Trace
 from fib_runtime.store import TraceDB
@@ -45,9 +46,7 @@ class Run(Protocol):
     def record_all(self, item: WorkloadTask,
                    results: list[tuple[Solution, dict[str, Any], float]], info: Any,
                    device: str) -> None: ...
-    def open_progress(self, total: int, enabled: bool) -> None: ...
-    def grow_progress(self, count: int) -> None: ...
-    def close_progress(self) -> None: ...
+    progress: Progress
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ class KeyQueues:
         """A worker of `info.key` is ready: the first one of its key brings the key's work."""
         if info.key not in self.by_key:
             self.by_key[info.key] = deque(self.items)
-            self.run.grow_progress(sum(len(self.run.todo(i, info)) for i in self.items))
+            self.run.progress.grow(sum(len(self.run.todo(i, info)) for i in self.items))
 
     def next_for(self, info: DeviceInfo) -> tuple[WorkloadTask, list[Solution]] | None:
         """The next workload with something left to measure on this key."""
@@ -333,11 +333,11 @@ def retune_on_cluster(run: Run, items: list[WorkloadTask], cluster: str, *, prog
     if not slots:
         raise ClusterError(f"the Ray cluster {cluster!r} has no alive node with a GPU or CPU")
     driver = ClusterDriver(ray, run, items, slots)
-    run.open_progress(0, progress)
+    run.progress.open(0, progress)
     try:
         return driver.run_all()
     finally:
-        run.close_progress()
+        run.progress.close()
         driver.shutdown()
 
 
