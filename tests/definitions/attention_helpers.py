@@ -49,12 +49,14 @@ def import_solution(path: Path) -> ModuleType:
 
 
 def solutions(hardware: set[str]) -> list[tuple[str, Callable]]:
-    """(variant, entry point) of every solution whose target_hardware meets `hardware`."""
+    """(variant, entry point) of every solution of the page-size-1 decode definitions whose
+    target_hardware meets `hardware` (the page-size-16 ones take other inputs)."""
     found = []
     for path in solution_files():
         entries = [
             e for e in declared_solutions(path)
-            if not e["target_hardware"] or hardware & set(e["target_hardware"])
+            if set(e["definitions"]) & set(DEFINITIONS.values())
+            and (not e["target_hardware"] or hardware & set(e["target_hardware"]))
         ]
         if entries:
             module = import_solution(path)
