@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from fib_runtime.capture import disable_capture
-from fib_runtime.schema import Definition
+from fib_runtime.schema import Definition, Trace
 from fib_runtime.store import TraceDB
 from tests.factories import definition
 
@@ -75,3 +75,17 @@ def run_child(code: str, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
     env.update(kwargs.pop("env", {}))
     return subprocess.Popen([sys.executable, "-c", code, *args], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def capture_in_processes(root: Path, worker: str, processes: int, per_process: int,
+                         env: dict[str, str] | None = None) -> list[Trace]:
+    """Run `processes` copies of the `worker` script (argv: root, index, count), then parse
+    every workload line they wrote for NORM (the file must end with a newline)."""
+    children = [run_child(worker, str(root), str(w), str(per_process), env=env or {})
+                for w in range(processes)]
+    for child in children:
+        _, err = child.communicate(timeout=240)
+        assert child.returncode == 0, err
+    raw = (root / f"workloads/rmsnorm/{NORM}.jsonl").read_bytes().split(b"\n")
+    assert raw[-1] == b""  # the file ends with a newline
+    return [Trace.from_dict(orjson.loads(line)) for line in raw[:-1]]  # each line parses
