@@ -8,7 +8,7 @@ is never taken for a number, nor a string for a list of names.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fib_runtime.errors import ConfigError
@@ -16,6 +16,16 @@ from fib_runtime.errors import ConfigError
 
 def _fail(error: type[ConfigError], field: str, wanted: str, value: Any) -> ConfigError:
     return error(f"field '{field}': must be {wanted}, got {value!r}")
+
+
+def check_policies(default: Any, definitions: Any, policy: type, error: type[ConfigError],
+                   keys: str) -> None:
+    """`default` is a `policy`; `definitions` maps names (`keys` says which) to `policy`."""
+    if not isinstance(default, policy):
+        raise _fail(error, "default", f"a {policy.__name__}", default)
+    if not isinstance(definitions, Mapping) or not all(
+            type(k) is str and isinstance(v, policy) for k, v in definitions.items()):
+        raise _fail(error, "definitions", f"map {keys} to {policy.__name__}", definitions)
 
 
 def check_bool(value: Any, field: str, error: type[ConfigError]) -> None:

@@ -11,7 +11,14 @@ from typing import Any
 
 import orjson
 
-from fib_runtime.config_fields import check_bool, check_choice, check_int, check_number, names
+from fib_runtime.config_fields import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_policies,
+    names,
+)
 from fib_runtime.errors import CaptureConfigError, FibError
 
 DUMP_MODES = ("none", "int", "named", "all")
@@ -95,14 +102,8 @@ class CaptureConfig:
     shard: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.default, CapturePolicy):
-            raise CaptureConfigError(f"field 'default': must be a CapturePolicy, "
-                                     f"got {self.default!r}")
-        if not isinstance(self.definitions, Mapping) or not all(
-                type(k) is str and isinstance(v, CapturePolicy)
-                for k, v in self.definitions.items()):
-            raise CaptureConfigError("field 'definitions': must map names or patterns to "
-                                     f"CapturePolicy, got {self.definitions!r}")
+        check_policies(self.default, self.definitions, CapturePolicy, _E,
+                       "names or patterns")
         check_int(self.queue_size, "queue_size", _E, low=1)
         check_int(self.max_total_blob_bytes, "max_total_blob_bytes", _E, low=0, none_ok=True)
         # inf or a huge value overflows the writer's wait and kills it; NaN makes it spin.

@@ -12,7 +12,14 @@ from typing import Any, Literal
 
 import orjson
 
-from fib_runtime.config_fields import check_bool, check_choice, check_int, check_number, names
+from fib_runtime.config_fields import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_policies,
+    names,
+)
 from fib_runtime.errors import DispatchConfigError
 
 MissPolicy = Literal["interpolate", "nearest", "best_overall", "fallback"]
@@ -81,13 +88,8 @@ class DispatchConfig:
     check_interval_s: float = 5.0  # how often a background thread looks for DB changes
 
     def __post_init__(self) -> None:
-        if not isinstance(self.default, DefinitionConfig):
-            raise _E(f"field 'default': must be a DefinitionConfig, got {self.default!r}")
-        if not isinstance(self.definitions, dict) or not all(
-                type(k) is str and isinstance(v, DefinitionConfig)
-                for k, v in self.definitions.items()):
-            raise _E("field 'definitions': must map definition names to DefinitionConfig, "
-                     f"got {self.definitions!r}")
+        check_policies(self.default, self.definitions, DefinitionConfig, _E,
+                       "definition names")
         # 0 turns the background check off; a day at most (longer overflows a thread wait).
         check_number(self.check_interval_s, "check_interval_s", _E, high=86400.0)
 
