@@ -11,22 +11,12 @@ and leave every other call to vLLM's own implementation (see `ops.py`).
 
 from __future__ import annotations
 
-from fib_runtime.adapters import routing
+from fib_runtime.adapters.plugin import register_engine
 
 
 def register() -> None:
     """The `vllm.general_plugins` entry point (idempotent)."""
-    if not routing.enabled():
-        return
-    from fib_runtime.adapters.vllm.ops import install
-
-    install()
-    try:  # FIB_FLASHINFER=1: FlashInfer's own API too
-        from fib_runtime.adapters.flashinfer import install_from_env
-
-        install_from_env()
-    except ImportError:  # flashinfer is not installed
-        pass
+    register_engine("fib_runtime.adapters.vllm.ops")
 
 
 __all__ = ["register"]
