@@ -15,6 +15,7 @@ FIB_SOLUTIONS = [
             "fused_add_rmsnorm_residual_h4096": "fused_add_rmsnorm_residual_eps1e5",
             "fused_add_rmsnorm_residual_h*": "fused_add_rmsnorm_residual_eps1e6",
         },
+        "dtypes": ["bfloat16", "float16", "float32"],
         "language": "triton",
         "destination_passing_style": True,
         "target_hardware": ["nvidia"],

@@ -12,6 +12,7 @@ FIB_SOLUTIONS = [
         "families": ["rope"],
         "definitions": ["rope_with_cos_sin_cache_neox_style_*"],
         "entry_point": "run",
+        "dtypes": ["bfloat16", "float16", "float32"],
         "language": "triton",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],
