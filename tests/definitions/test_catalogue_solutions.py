@@ -18,6 +18,7 @@ from catalogue_cases import (
     CASES,
     CATALOGUE,
     DEFINITIONS,
+    ROOT,
     entry,
     example_inputs,
     import_file,
@@ -25,8 +26,9 @@ from catalogue_cases import (
     solution_file,
 )
 
+from fib_runtime import families
 from fib_runtime.bench.compare import as_tuple, check_outputs
-from fib_runtime.build import Built, value_returning
+from fib_runtime.build import Built, build_reference, value_returning
 
 GPU_BATCHES = (1, 7, 33, 255, 1000, 4097, 16384)
 CUDA = torch.cuda.is_available()
@@ -158,3 +160,56 @@ def test_matches_reference_on_gpu(name: str):
         _check(name, batch, device="cuda")
     _check(name, 33, device="cuda", scale=1e-3)
 
+
+def _weights(hidden: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """A contiguous weight and the layouts a caller may pass instead (same values or not)."""
+    return {"contiguous": torch.randn(hidden).to(dtype),
+            "strided": torch.randn(2 * hidden).to(dtype)[::2],
+            "stride_0": torch.randn(1).to(dtype).expand(hidden),
+            "offset": torch.randn(hidden + 3).to(dtype)[3:]}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("stem", ["triton_rowwise", "triton_multirow"])
+def test_triton_norms_read_weights_of_any_layout(stem: str, dtype: torch.dtype):
+    module = import_file(solution_file(f"rmsnorm_h4096__{stem}"))
+    x, r = torch.randn(2, 5, 48).to(dtype)
+    for layout, w in _weights(48, dtype).items():
+        want = _rmsnorm_fp32(x, w, 1e-6, dtype)
+        torch.testing.assert_close(module.rmsnorm_eps1e6(x, w), want, msg=layout)
+        want = _rmsnorm_fp32(x.float() + r.float(), w, 1e-5, dtype)
+        torch.testing.assert_close(module.fused_add_rmsnorm_eps1e5(x, r, w), want, msg=layout)
+
+
+def test_triton_engine_fused_norm_takes_any_layout():
+    """The engines' destination-passing fused norm: strided or stride-0 weights, columns
+    with a stride in the inputs and in the outputs (which may alias the inputs)."""
+    module = import_file(solution_file("fused_add_rmsnorm_residual_h4096__triton_rowwise"))
+    x, r = torch.randn(2, 5, 48).bfloat16()
+    for layout, w in _weights(48, torch.bfloat16).items():
+        s = x.float() + r.float()
+        want = _rmsnorm_fp32(s, w, 1e-5)
+        out, res = torch.empty_like(x), torch.empty_like(r)
+        module.fused_add_rmsnorm_residual_eps1e5(x, r, w, out, res)
+        torch.testing.assert_close(out, want, msg=layout)
+        torch.testing.assert_close(res, s.bfloat16(), rtol=2 ** -7, atol=0, msg=layout)
+    columns_x, columns_r = x.t().contiguous().t(), r.t().contiguous().t()
+    module.fused_add_rmsnorm_residual_eps1e5(columns_x, columns_r, w, columns_x, columns_r)
+    torch.testing.assert_close(columns_x, want)
+    torch.testing.assert_close(columns_r, s.bfloat16(), rtol=2 ** -7, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_triton_rope_reads_positions_of_any_layout(dtype: torch.dtype):
+    definition = families.resolve("rope", DEFINITIONS, head_size=32, rotary_dim=32)
+    run = import_file(ROOT / "rope" / "solutions" / "triton_rope.py").run
+    q, k = torch.randn(4, 3, 32).to(dtype), torch.randn(4, 1, 32).to(dtype)
+    cache = torch.randn(9, 32)
+    layouts = {"contiguous": torch.tensor([0, 5, 8, 2]),
+               "strided": torch.tensor([0, 7, 5, 7, 8, 7, 2, 7])[::2],
+               "stride_0": torch.tensor([6]).expand(4),
+               "int32": torch.tensor([1, 2, 3, 4], dtype=torch.int32)}
+    for layout, positions in layouts.items():
+        expected = build_reference(definition)(q, k, cache, positions.long())
+        for got, want in zip(run(q, k, cache, positions), expected, strict=True):
+            torch.testing.assert_close(got, want, atol=2e-2, rtol=2e-2, msg=layout)

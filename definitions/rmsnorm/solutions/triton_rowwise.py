@@ -102,6 +102,8 @@ def _launch(
     if unit != 1:
         x = x.contiguous()
         stride_x = x.shape[1]
+    if weight.stride(0) != 1:  # the kernel reads the weight as contiguous
+        weight = weight.contiguous()
     rows, hidden = x.shape
     out = torch.empty_like(x)  # contiguous: x is 2-D with unit column stride
     if rows == 0:
