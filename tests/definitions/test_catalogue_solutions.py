@@ -161,19 +161,22 @@ def test_matches_reference_on_gpu(name: str):
     _check(name, 33, device="cuda", scale=1e-3)
 
 
+DEVICE = "cuda" if CUDA else "cpu"  # the layout tests: the GPU where there is one
+
+
 def _weights(hidden: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """A contiguous weight and the layouts a caller may pass instead (same values or not)."""
-    return {"contiguous": torch.randn(hidden).to(dtype),
-            "strided": torch.randn(2 * hidden).to(dtype)[::2],
-            "stride_0": torch.randn(1).to(dtype).expand(hidden),
-            "offset": torch.randn(hidden + 3).to(dtype)[3:]}
+    return {"contiguous": torch.randn(hidden).to(DEVICE, dtype),
+            "strided": torch.randn(2 * hidden).to(DEVICE, dtype)[::2],
+            "stride_0": torch.randn(1).to(DEVICE, dtype).expand(hidden),
+            "offset": torch.randn(hidden + 3).to(DEVICE, dtype)[3:]}
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("stem", ["triton_rowwise", "triton_multirow"])
 def test_triton_norms_read_weights_of_any_layout(stem: str, dtype: torch.dtype):
     module = import_file(solution_file(f"rmsnorm_h4096__{stem}"))
-    x, r = torch.randn(2, 5, 48).to(dtype)
+    x, r = torch.randn(2, 5, 48).to(DEVICE, dtype)
     for layout, w in _weights(48, dtype).items():
         want = _rmsnorm_fp32(x, w, 1e-6, dtype)
         torch.testing.assert_close(module.rmsnorm_eps1e6(x, w), want, msg=layout)
@@ -185,7 +188,7 @@ def test_triton_engine_fused_norm_takes_any_layout():
     """The engines' destination-passing fused norm: strided or stride-0 weights, columns
     with a stride in the inputs and in the outputs (which may alias the inputs)."""
     module = import_file(solution_file("fused_add_rmsnorm_residual_h4096__triton_rowwise"))
-    x, r = torch.randn(2, 5, 48).bfloat16()
+    x, r = torch.randn(2, 5, 48).to(DEVICE, torch.bfloat16)
     for layout, w in _weights(48, torch.bfloat16).items():
         s = x.float() + r.float()
         want = _rmsnorm_fp32(s, w, 1e-5)
@@ -203,12 +206,12 @@ def test_triton_engine_fused_norm_takes_any_layout():
 def test_triton_rope_reads_positions_of_any_layout(dtype: torch.dtype):
     definition = families.resolve("rope", DEFINITIONS, head_size=32, rotary_dim=32)
     run = import_file(ROOT / "rope" / "solutions" / "triton_rope.py").run
-    q, k = torch.randn(4, 3, 32).to(dtype), torch.randn(4, 1, 32).to(dtype)
-    cache = torch.randn(9, 32)
-    layouts = {"contiguous": torch.tensor([0, 5, 8, 2]),
-               "strided": torch.tensor([0, 7, 5, 7, 8, 7, 2, 7])[::2],
-               "stride_0": torch.tensor([6]).expand(4),
-               "int32": torch.tensor([1, 2, 3, 4], dtype=torch.int32)}
+    q, k = torch.randn(4, 3, 32).to(DEVICE, dtype), torch.randn(4, 1, 32).to(DEVICE, dtype)
+    cache = torch.randn(9, 32, device=DEVICE)
+    layouts = {"contiguous": torch.tensor([0, 5, 8, 2], device=DEVICE),
+               "strided": torch.tensor([0, 7, 5, 7, 8, 7, 2, 7], device=DEVICE)[::2],
+               "stride_0": torch.tensor([6], device=DEVICE).expand(4),
+               "int32": torch.tensor([1, 2, 3, 4], dtype=torch.int32, device=DEVICE)}
     for layout, positions in layouts.items():
         expected = build_reference(definition)(q, k, cache, positions.long())
         for got, want in zip(run(q, k, cache, positions), expected, strict=True):
