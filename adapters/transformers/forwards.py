@@ -97,9 +97,11 @@ def fused_gate_up(module: torch.nn.Module, gate: torch.Tensor,
     if (gate.shape != up.shape or gate.dtype != up.dtype or gate.device != up.device
             or (gate.is_cuda and torch.cuda.is_current_stream_capturing())):
         return None
-    with torch.no_grad():
+    # a normal tensor even under inference_mode: the parameters become views of it, and an
+    # inference tensor could never be trained or updated in place afterwards
+    with torch.inference_mode(False), torch.no_grad():
         weight = torch.cat((gate, up))
-    gate.data, up.data = weight[:gate.shape[0]], weight[gate.shape[0]:]  # one copy, not two
+        gate.data, up.data = weight[:gate.shape[0]], weight[gate.shape[0]:]  # one copy
     module.__dict__[GATE_UP] = (weight, gate.data_ptr(), up.data_ptr())
     return weight
 

@@ -174,3 +174,16 @@ def test_retune_times_the_adapter_originals(tmp_path: Path) -> None:
     statuses = {o.solution: o.status for o in report.outcomes}
     assert {s.name for s in originals} == set(statuses)
     assert set(statuses.values()) == {"PASSED"}, statuses
+
+
+def test_fusing_again_under_inference_mode_leaves_the_model_trainable(tmp_path: Path) -> None:
+    ids = torch.randint(0, VOCAB, (2, 5))
+    unpatched, model = make("llama"), make("llama")
+    apply(model, db=tmp_path / "db")
+    model.float().bfloat16()  # new parameter tensors: the next routed call fuses again
+    with torch.inference_mode():
+        assert torch.equal(model(ids).logits, logits(unpatched, ids))
+    expected = _train_step(unpatched, ids)
+    got = _train_step(model, ids)
+    assert all(torch.equal(got[name], grad) for name, grad in expected.items())
+    torch.optim.SGD(model.parameters(), lr=0.5).step()  # in place, outside inference mode
