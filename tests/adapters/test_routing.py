@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from fib_runtime.adapters import routing
+
+from fib_runtime import families
+from fib_runtime.catalogue import load_catalogue
 
 
 def test_each_dtype_finds_its_own_definition_and_never_another() -> None:
@@ -22,3 +26,19 @@ def test_family_names_are_the_bfloat16_definitions_the_engines_route() -> None:
     assert "silu_and_mul_i14336" in names and "rmsnorm_h4096" in names
     assert not any(n.endswith(("_fp16", "_fp32", "_bf16")) for n in names)
     assert all(routing.definition_size(n) > 0 for n in names)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+def test_engine_lookup_and_family_resolution_agree(dtype: str) -> None:
+    """What an engine adapter routes to is what `families.resolve` (the transformers
+    adapter) names, for every shipped size, in every dtype."""
+    catalogue = load_catalogue().definitions
+    for name in routing.family_names(["rmsnorm", "silu_and_mul"]):
+        size, eps = routing.definition_size(name), routing.definition_eps(name)
+        if name.startswith("rmsnorm_"):
+            family, constants = "rmsnorm", {"hidden_size": size, "eps": eps}
+        else:
+            family, constants = "silu_and_mul", {"intermediate_size": size}
+        resolved = families.resolve(family, catalogue, dtype, **constants)
+        assert routing.definition_for(family, size, eps, dtype) == resolved.name
+        assert resolved.name in catalogue  # a shipped size: its variant is in the catalogue
