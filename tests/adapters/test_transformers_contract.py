@@ -16,6 +16,7 @@ from fib_runtime.adapters.transformers import apply
 
 import fib_runtime as fib
 from fib_runtime.bench import retune
+from fib_runtime.dispatch import sites
 from fib_runtime.original import is_original, untimeable_reason
 from fib_runtime.store import TraceDB
 from tests.adapters.hf_models import (
@@ -174,6 +175,19 @@ def test_retune_times_the_adapter_originals(tmp_path: Path) -> None:
     statuses = {o.solution: o.status for o in report.outcomes}
     assert {s.name for s in originals} == set(statuses)
     assert set(statuses.values()) == {"PASSED"}, statuses
+    # the only measured candidates: dispatch calls the originals themselves, which compute
+    # exactly what the unpatched modules compute
+    expected = logits(model, ids)
+    with fib.enable_apply(tmp_path / "db", {"check_interval_s": 0}):
+        assert torch.equal(logits(model, ids), expected)
+        served = {name: {fn.__module__ + "." + fn.__qualname__
+                         for s in sites.sites_of(name) if s.binding is not None
+                         for fn in s.binding.served.values()} for name in routing.definitions}
+    assert served == {
+        "rmsnorm_h64_eps1e-5": {"fib_runtime.adapters.transformers.ops.rmsnorm_eps1em05"},
+        "silu_and_mul_i160": {"fib_runtime.adapters.transformers.ops.silu_and_mul"},
+        "rope_with_cos_sin_cache_neox_style_d16_rd16": {
+            "fib_runtime.adapters.transformers.rope.rope_llama"}}
 
 
 def test_fusing_again_under_inference_mode_leaves_the_model_trainable(tmp_path: Path) -> None:
