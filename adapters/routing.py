@@ -61,10 +61,15 @@ def reference_constant(reference: str, name: str) -> float | None:
 def definition_for(family: str, size: int, eps: float | None, dtype: str) -> str | None:
     """The catalogue definition computing `family` at this size, eps and dtype, or None.
 
-    `dtype` is the definition's spelling ("bfloat16"); eps is compared against the
-    reference's EPS literal with a relative tolerance of 1e-6 (None: no eps, e.g. activations).
+    `dtype` is the definition's spelling ("bfloat16"; "float16" / "float32" find the
+    `_fp16` / `_fp32` variants); eps is compared against the reference's EPS literal with a
+    relative tolerance of 1e-6 (None: no eps, e.g. activations).
     """
-    name = FAMILIES[family].format(size)
+    from fib_runtime.families import DTYPE_SUFFIXES, dtype_name
+
+    if dtype not in DTYPE_SUFFIXES:
+        return None
+    name = dtype_name(FAMILIES[family].format(size), dtype)
     definition = _catalogue_definitions().get(name)
     if definition is None:
         return None
@@ -88,9 +93,12 @@ def definition_size(name: str) -> int:
 
 
 def family_names(families: Iterable[str]) -> list[str]:
-    """Every catalogue definition of these families."""
+    """Every catalogue definition of these families in bfloat16 (no dtype variants)."""
+    from fib_runtime.families import split_dtype
+
     prefixes = tuple(FAMILIES[f].format("") for f in families)
-    return sorted(n for n in _catalogue_definitions() if n.startswith(prefixes))
+    return sorted(n for n in _catalogue_definitions()
+                  if n.startswith(prefixes) and split_dtype(n)[1] is None)
 
 
 def wrapper(engine: str, name: str, fallback: Callable[..., Any]) -> Callable[..., Any]:

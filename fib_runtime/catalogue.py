@@ -5,6 +5,12 @@ so no import is needed) listing the definitions it serves; `install` writes them
 database as FlashInfer Trace Solutions whose single source is the file itself. An entry that
 declares `"families": [...]` also serves the definitions generated from those family
 templates (`fib_runtime.families`) that its patterns match.
+
+The catalogue also holds every shipped definition of `families.VARIED_OP_TYPES` in the
+other float dtypes (`rmsnorm_h4096_fp16`, `gemm_n4096_k4096_bf16`; see
+`fib_runtime.families`). An entry serves a name with a dtype suffix only when it lists that
+dtype in `"dtypes": [...]` (the dtypes its functions compute correctly); its patterns match
+the name without the suffix.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 import orjson
 
 from fib_runtime.errors import SchemaError
-from fib_runtime.families import family_of
+from fib_runtime.families import DTYPE_SUFFIXES, dtype_variants, family_of, split_dtype
 from fib_runtime.schema import BuildSpec, Definition, Solution, SourceFile
 from fib_runtime.store import TraceDB
 
@@ -28,6 +34,7 @@ AUTHOR = "fib-runtime"
 _ENTRY_KEYS = frozenset({
     "variant", "definitions", "entry_point", "entry_points", "language",
     "destination_passing_style", "target_hardware", "dependencies", "description", "families",
+    "dtypes",
 })
 
 
@@ -48,8 +55,8 @@ def catalogue_root() -> Path:
 
 def load_catalogue(root: Path | None = None,
                    generated: Iterable[Definition] = ()) -> Catalogue:
-    """Read every built-in definition and expand every solution file's entries, over the
-    built-in definitions and the `generated` family definitions (which are included)."""
+    """Read every built-in definition, add its dtype variants, and expand every solution
+    file's entries over those and the `generated` family definitions (which are included)."""
     root = root or catalogue_root()
     definitions: dict[str, Definition] = {}
     for path in sorted(root.glob("*/*.json")):
@@ -58,6 +65,7 @@ def load_catalogue(root: Path | None = None,
         except SchemaError as exc:
             raise exc.located(str(path)) from None
         definitions[definition.name] = definition
+    definitions.update({v.name: v for d in list(definitions.values()) for v in dtype_variants(d)})
     extra = {d.name: d for d in generated if d.name not in definitions}
     solutions = []
     for path in sorted(root.glob("*/solutions/*.py")):
@@ -103,14 +111,26 @@ def entry_functions(entry: dict[str, Any], definitions: Iterable[str], path: Pat
     catch-all `rmsnorm_h*`; a `None` function means "not served", e.g. eps values the file
     has no function for). Patterns are exact names or shell patterns. A pattern that matches
     nothing is an error, except in an entry serving `families` (its patterns also anticipate
-    generated names).
+    generated names). Names with a dtype suffix take part only when the entry's `dtypes`
+    lists their dtype, and patterns match them without the suffix.
     """
-    names = list(definitions)
+    dtypes = entry.get("dtypes", [])
+    if not isinstance(dtypes, list) or not set(dtypes) <= set(DTYPE_SUFFIXES):
+        raise SchemaError(f"dtypes must be a list of {', '.join(DTYPE_SUFFIXES)}",
+                          file=str(path), field=f"{field}.dtypes")
+    # each name this entry may serve (its dtype listed, or none in the name) -> the name
+    # its patterns match: without the dtype suffix
+    bases = {}
+    for name in definitions:
+        base, dtype = split_dtype(name)
+        if dtype is None or dtype in dtypes:
+            bases[name] = base
     lenient = bool(entry.get("families"))
     if "entry_points" in entry:
         chosen: dict[str, str | None] = {}
         for pattern, function in entry["entry_points"].items():
-            matched = [n for n in fnmatch.filter(names, pattern) if n not in chosen]
+            matched = [n for n, b in bases.items()
+                       if n not in chosen and fnmatch.fnmatchcase(b, pattern)]
             if not matched and not lenient and function is not None:
                 raise SchemaError(f"no definition left for '{pattern}'", file=str(path),
                                   field=f"{field}.entry_points")
@@ -118,7 +138,7 @@ def entry_functions(entry: dict[str, Any], definitions: Iterable[str], path: Pat
         return {n: f for n, f in chosen.items() if f is not None}
     matched = []
     for pattern in entry["definitions"]:
-        found = fnmatch.filter(names, pattern)
+        found = [n for n, b in bases.items() if fnmatch.fnmatchcase(b, pattern)]
         if not found and not lenient:
             raise SchemaError(f"no definition matches '{pattern}'", file=str(path),
                               field=f"{field}.definitions")

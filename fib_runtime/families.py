@@ -7,6 +7,13 @@ eps into a Definition with the official naming scheme (`rmsnorm_h2560`,
 an eps that differs from the official one for that name goes into the name
 (`rmsnorm_h4096_eps1e-6`). Generated definitions carry the tag `family:<name>`, so the
 catalogue's solutions that declare the family serve them (see `fib_runtime.catalogue`).
+
+Every family comes in bfloat16, float16 and float32. A name without a dtype suffix is in
+its family's official dtype (float16 for gemm, as the official data has it; bfloat16 for
+the others); any other dtype is the last part of the name (`rmsnorm_h4096_fp16`,
+`rmsnorm_h2560_eps1e-5_fp32`, `gemm_n4096_k4096_bf16`): the same axes, constants and
+reference, with every tensor of the official dtype in the variant's dtype. The catalogue
+holds these variants of every shipped definition of VARIED_OP_TYPES.
 """
 
 from __future__ import annotations
@@ -24,6 +31,12 @@ FAMILY_TAG = "family:"
 # generated name without an `_eps` suffix stands for.
 DEFAULT_EPS = 1e-6
 _EPS_IN_REFERENCE = re.compile(r"^\s*EPS\s*=\s*([0-9.eE+-]+)\s*$", re.MULTILINE)
+# The dtypes every family comes in, and the suffix a name takes for a dtype other than its
+# family's official one.
+DTYPE_SUFFIXES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+_SUFFIXED = {f"_{suffix}": dtype for dtype, suffix in DTYPE_SUFFIXES.items()}
+# Op types whose shipped definitions the catalogue also holds in the other dtypes.
+VARIED_OP_TYPES = frozenset({"rmsnorm", "fused_add_rmsnorm", "activation", "gemm", "rope"})
 
 
 @dataclass(frozen=True)
@@ -35,7 +48,8 @@ class Family:
     scheme: str  # the naming scheme, for `fib catalogue ls`
     constants: tuple[str, ...]
     make_name: Callable[..., str]
-    build: Callable[..., dict[str, Any]]
+    build: Callable[..., dict[str, Any]]  # the definition in the official dtype
+    dtype: str = "bfloat16"  # the official dtype: names without a dtype suffix
 
 
 def eps_label(eps: float) -> str:
@@ -55,6 +69,52 @@ def family_of(definition: Definition) -> str | None:
         if tag.startswith(FAMILY_TAG):
             return tag[len(FAMILY_TAG):]
     return None
+
+
+def split_dtype(name: str) -> tuple[str, str | None]:
+    """('rmsnorm_h4096', 'float16') for 'rmsnorm_h4096_fp16'; (name, None) for a name in its
+    official dtype."""
+    for suffix, dtype in _SUFFIXED.items():
+        if name.endswith(suffix):
+            return name[:-len(suffix)], dtype
+    return name, None
+
+
+def dtype_name(name: str, dtype: str, official: str = "bfloat16") -> str:
+    """The name of `name`'s `dtype` variant (`name` itself for the official dtype)."""
+    if dtype not in DTYPE_SUFFIXES:
+        raise SchemaError(f"no definitions in {dtype} (known: {', '.join(DTYPE_SUFFIXES)})")
+    return name if dtype == official else f"{name}_{DTYPE_SUFFIXES[dtype]}"
+
+
+def dtype_of(definition: Definition) -> str:
+    """The dtype a definition computes in: its first output's."""
+    return next(iter(definition.outputs.values())).dtype
+
+
+def with_dtype(definition: Definition, dtype: str) -> Definition:
+    """The `dtype` variant of a definition in its official dtype (itself for that dtype)."""
+    official = dtype_of(definition)
+    if dtype == official:
+        return definition
+    data = definition.to_dict()
+    for specs in (data["inputs"], data["outputs"]):
+        for spec in specs.values():
+            if spec["dtype"] == official:
+                spec["dtype"] = dtype
+    data["name"] = dtype_name(definition.name, dtype, official)
+    data["description"] = (f"The {dtype} variant of {definition.name}: the same computation "
+                           f"with every {official} tensor in {dtype}. "
+                           f"{definition.description or ''}").strip()
+    return Definition.from_dict(data)
+
+
+def dtype_variants(definition: Definition) -> list[Definition]:
+    """A shipped definition's variants in the other dtypes ([] where it has none)."""
+    if definition.op_type not in VARIED_OP_TYPES or split_dtype(definition.name)[1]:
+        return []
+    official = dtype_of(definition)
+    return [with_dtype(definition, dtype) for dtype in DTYPE_SUFFIXES if dtype != official]
 
 
 def _axis(kind: str, description: str, value: int | None = None) -> dict[str, Any]:
@@ -185,38 +245,39 @@ def _rope(name: str, head_size: int, rotary_dim: int, dtype: str) -> dict[str, A
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("rmsnorm", "rmsnorm", "rmsnorm_h{hidden_size}[_eps{eps}]", ("hidden_size", "eps"),
-           lambda hidden_size, **_: f"rmsnorm_h{hidden_size}",
-           lambda name, hidden_size, eps, dtype="bfloat16":
-               _norm(name, False, hidden_size, eps, dtype)),
-    Family("fused_add_rmsnorm", "rmsnorm", "fused_add_rmsnorm_h{hidden_size}[_eps{eps}]",
+    Family("rmsnorm", "rmsnorm", "rmsnorm_h{hidden_size}[_eps{eps}][_fp16|_fp32]",
            ("hidden_size", "eps"),
+           lambda hidden_size, **_: f"rmsnorm_h{hidden_size}",
+           lambda name, hidden_size, eps: _norm(name, False, hidden_size, eps, "bfloat16")),
+    Family("fused_add_rmsnorm", "rmsnorm",
+           "fused_add_rmsnorm_h{hidden_size}[_eps{eps}][_fp16|_fp32]", ("hidden_size", "eps"),
            lambda hidden_size, **_: f"fused_add_rmsnorm_h{hidden_size}",
-           lambda name, hidden_size, eps, dtype="bfloat16":
-               _norm(name, True, hidden_size, eps, dtype)),
-    Family("silu_and_mul", "activation", "silu_and_mul_i{intermediate_size}",
+           lambda name, hidden_size, eps: _norm(name, True, hidden_size, eps, "bfloat16")),
+    Family("silu_and_mul", "activation", "silu_and_mul_i{intermediate_size}[_fp16|_fp32]",
            ("intermediate_size",),
            lambda intermediate_size, **_: f"silu_and_mul_i{intermediate_size}",
-           lambda name, intermediate_size, dtype="bfloat16":
-               _silu_and_mul(name, intermediate_size, dtype)),
-    Family("gemm", "gemm", "gemm_n{N}_k{K}", ("n", "k"),
+           lambda name, intermediate_size: _silu_and_mul(name, intermediate_size, "bfloat16")),
+    Family("gemm", "gemm", "gemm_n{N}_k{K}[_bf16|_fp32]", ("n", "k"),
            lambda n, k, **_: f"gemm_n{n}_k{k}",
-           lambda name, n, k, dtype="float16": _gemm(name, n, k, dtype)),
-    Family("rope", "rope", "rope_with_cos_sin_cache_neox_style_d{head_size}_rd{rotary_dim}",
+           lambda name, n, k: _gemm(name, n, k, "float16"), "float16"),
+    Family("rope", "rope",
+           "rope_with_cos_sin_cache_neox_style_d{head_size}_rd{rotary_dim}[_fp16|_fp32]",
            ("head_size", "rotary_dim"),
            lambda head_size, rotary_dim, **_:
                f"rope_with_cos_sin_cache_neox_style_d{head_size}_rd{rotary_dim}",
-           lambda name, head_size, rotary_dim, dtype="bfloat16":
-               _rope(name, head_size, rotary_dim, dtype)),
+           lambda name, head_size, rotary_dim: _rope(name, head_size, rotary_dim, "bfloat16")),
 )}
 
 
-def resolve(family: str, known: Mapping[str, Definition], **constants: Any) -> Definition:
-    """The definition of `family` for `constants`: the known one (catalogue or database) of
-    that name when its eps agrees, else one generated from the template.
+def resolve(family: str, known: Mapping[str, Definition], dtype: str | None = None,
+            **constants: Any) -> Definition:
+    """The definition of `family` for `constants` in `dtype` (default: the family's official
+    one): the known one (catalogue or database) of that name when its eps agrees, else one
+    generated from the template.
 
     Norm families take `eps`; a name's official eps is the known definition's, or
-    DEFAULT_EPS for a hidden size nobody defined; any other eps is spelled in the name.
+    DEFAULT_EPS for a hidden size nobody defined; any other eps is spelled in the name,
+    before the dtype suffix.
     """
     spec = FAMILIES.get(family)
     if spec is None:
@@ -228,7 +289,13 @@ def resolve(family: str, known: Mapping[str, Definition], **constants: Any) -> D
         official = eps_of(base) if base is not None else DEFAULT_EPS
         if official is None or float(eps) != official:
             name = f"{name}_eps{eps_label(float(eps))}"
-    if name in known and (eps is None or eps_of(known[name]) == float(eps)):
-        return known[name]
-    data = spec.build(name, **constants)
-    return Definition.from_dict(data)
+
+    def agrees(found: Definition | None) -> bool:
+        return found is not None and (eps is None or eps_of(found) == float(eps))
+
+    full = dtype_name(name, dtype or spec.dtype, spec.dtype)
+    if agrees(known.get(full)):
+        return known[full]
+    base = known[name] if agrees(known.get(name)) else Definition.from_dict(
+        spec.build(name, **constants))
+    return with_dtype(base, dtype or spec.dtype)

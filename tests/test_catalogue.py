@@ -64,12 +64,30 @@ def test_definitions_list_with_one_entry_point(tmp_path: Path) -> None:
     ('"entry_points": {"norm_h*": "eps_b", "norm_h16": "eps_a"},', "no definition left"),
     ('"definitions": ["gemm_*"], "entry_point": "eps_a",', "no definition matches"),
     ('"definitions": ["norm_h8"], "entry_point": "eps_a", "speed": 1,', "unknown keys"),
+    ('"definitions": ["norm_h8"], "entry_point": "eps_a", "dtypes": ["float64"],',
+     "dtypes must be a list"),
 ])
 def test_bad_declarations_name_the_file(tmp_path: Path, serves: str, needle: str) -> None:
     root = make_catalogue(tmp_path, serves)
     with pytest.raises(SchemaError, match=needle) as info:
         load_catalogue(root)
     assert "plain.py" in str(info.value)
+
+
+def test_dtype_variants_are_served_by_the_entries_that_list_their_dtype(tmp_path: Path) -> None:
+    root = make_catalogue(tmp_path, '"entry_points": {"norm_h16": "eps_a", "norm_h*": "eps_b"}, '
+                                    '"dtypes": ["float32", "float16"],')
+    catalogue = load_catalogue(root)
+    # the toy definitions are float32: the catalogue adds their bfloat16 and float16 variants
+    variant = catalogue.definitions["norm_h8_fp16"]
+    assert catalogue.definitions["norm_h8_bf16"].outputs["y"].dtype == "bfloat16"
+    assert {s.dtype for s in [*variant.inputs.values(), *variant.outputs.values()]} == {
+        "float16"}
+    assert variant.reference == catalogue.definitions["norm_h8"].reference
+    entry_points = {s.name: s.spec.entry_point for s in catalogue.solutions}
+    # patterns match a variant's name without its dtype suffix; bfloat16 is not listed
+    assert entry_points == {f"norm_h{h}{d}__plain": f"plain.py::{'eps_a' if h == 16 else 'eps_b'}"
+                            for h in (8, 16, 32) for d in ("", "_fp16")}
 
 
 def test_a_computed_declaration_is_refused(tmp_path: Path) -> None:

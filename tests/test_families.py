@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fib_runtime import families
+from fib_runtime.bench.compare import check_outputs
 from fib_runtime.build.loader import build_reference, build_solution
 from fib_runtime.catalogue import install, load_catalogue
 from fib_runtime.errors import SchemaError
@@ -32,10 +33,28 @@ def known():  # type: ignore[no-untyped-def]
     ("gemm", {"n": 2560, "k": 9728}, "gemm_n2560_k9728"),
     ("rope", {"head_size": 128, "rotary_dim": 64},
      "rope_with_cos_sin_cache_neox_style_d128_rd64"),
+    # other dtypes than the family's official one: a suffix, after the eps
+    ("rmsnorm", {"hidden_size": 2560, "eps": 1e-6, "dtype": "float16"}, "rmsnorm_h2560_fp16"),
+    ("rmsnorm", {"hidden_size": 2560, "eps": 1e-5, "dtype": "float32"},
+     "rmsnorm_h2560_eps1e-5_fp32"),
+    ("rmsnorm", {"hidden_size": 4096, "eps": 1e-5, "dtype": "float16"}, "rmsnorm_h4096_fp16"),
+    ("rmsnorm", {"hidden_size": 4096, "eps": 1e-5, "dtype": "bfloat16"}, "rmsnorm_h4096"),
+    ("fused_add_rmsnorm", {"hidden_size": 4096, "eps": 1e-6, "dtype": "float32"},
+     "fused_add_rmsnorm_h4096_eps1e-6_fp32"),
+    ("silu_and_mul", {"intermediate_size": 9728, "dtype": "float32"}, "silu_and_mul_i9728_fp32"),
+    ("gemm", {"n": 4096, "k": 4096, "dtype": "bfloat16"}, "gemm_n4096_k4096_bf16"),
+    ("gemm", {"n": 2560, "k": 9728, "dtype": "float16"}, "gemm_n2560_k9728"),
+    ("rope", {"head_size": 64, "rotary_dim": 64, "dtype": "float16"},
+     "rope_with_cos_sin_cache_neox_style_d64_rd64_fp16"),
 ])
 def test_names_follow_the_official_scheme(known, family, constants, name) -> None:  # type: ignore[no-untyped-def]
     definition = families.resolve(family, known, **constants)
     assert definition.name == name
+    dtype = constants.get("dtype", families.FAMILIES[family].dtype)
+    assert families.dtype_of(definition) == dtype
+    floats = {s.dtype for s in [*definition.inputs.values(), *definition.outputs.values()]
+              if s.dtype.startswith(("float", "bfloat"))}
+    assert floats == {dtype} | ({"float32"} if family == "rope" else set())  # rope's cache
     if "eps" in constants:
         assert families.eps_of(definition) == constants["eps"]
         assert definition.axes["hidden_size"].value == constants["hidden_size"]
@@ -45,16 +64,22 @@ def test_names_follow_the_official_scheme(known, family, constants, name) -> Non
         assert families.family_of(definition) == family
 
 
-def test_unknown_family_is_an_error(known) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_family_or_dtype_is_an_error(known) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(SchemaError, match="unknown definition family"):
         families.resolve("layernorm", known, hidden_size=8)
+    with pytest.raises(SchemaError, match="no definitions in float64"):
+        families.resolve("rmsnorm", known, hidden_size=8, eps=1e-6, dtype="float64")
 
 
 def test_generated_definitions_get_the_family_solutions(known, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     generated = [families.resolve("rmsnorm", known, hidden_size=2560, eps=1e-5),
                  families.resolve("rmsnorm", known, hidden_size=2560, eps=3e-7),
                  families.resolve("silu_and_mul", known, intermediate_size=9728),
-                 families.resolve("gemm", known, n=2560, k=9728)]
+                 families.resolve("gemm", known, n=2560, k=9728),
+                 families.resolve("rmsnorm", known, hidden_size=2560, eps=1e-5, dtype="float32"),
+                 families.resolve("silu_and_mul", known, intermediate_size=9728,
+                                  dtype="float16"),
+                 families.resolve("gemm", known, n=2560, k=9728, dtype="float32")]
     db = TraceDB.open(tmp_path / "db", create=True)
     install(db, load_catalogue(generated=generated))
     db = TraceDB.open(tmp_path / "db")
@@ -65,6 +90,12 @@ def test_generated_definitions_get_the_family_solutions(known, tmp_path: Path) -
     assert variants["rmsnorm_h2560_eps3e-7"] == []  # no solution has a function for that eps
     assert variants["silu_and_mul_i9728"] == ["cpu_chunked", "flashinfer", "torch", "triton"]
     assert "torch" in variants["gemm_n2560_k9728"]
+    # Each solution serves the dtypes it declares: FlashInfer has no float32 kernels, the
+    # Triton GEMM would round float32 operands to tf32.
+    assert variants["rmsnorm_h2560_eps1e-5_fp32"] == [
+        "cpu_chunked", "torch", "triton_multirow", "triton_rowwise"]
+    assert variants["silu_and_mul_i9728_fp16"] == ["cpu_chunked", "flashinfer", "torch", "triton"]
+    assert variants["gemm_n2560_k9728_fp32"] == ["cpu_fp32", "torch"]
     # The shipped definitions keep their solutions; a re-install is a no-op that keeps the
     # generated ones served.
     assert len(db.solutions_for("rmsnorm_h4096")) == 5
@@ -87,23 +118,26 @@ def test_family_solution_matches_the_generated_reference(known, eps: float,
         families.resolve("rmsnorm", known, hidden_size=2560, eps=other))(x, w), atol=1e-2)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
 @pytest.mark.parametrize(("head", "rotary"), [(32, 32), (64, 32)])
 def test_rope_solutions_match_the_generated_reference(known, head: int, rotary: int,  # type: ignore[no-untyped-def]
-                                                      tmp_path: Path) -> None:
-    definition = families.resolve("rope", known, head_size=head, rotary_dim=rotary)
+                                                      dtype: str, tmp_path: Path) -> None:
+    definition = families.resolve("rope", known, head_size=head, rotary_dim=rotary, dtype=dtype)
     solutions = [s for s in load_catalogue(generated=[definition]).solutions
                  if s.definition == definition.name]
     assert sorted(s.name.split("__")[1] for s in solutions) == ["torch", "triton"]
     torch.manual_seed(0)
-    q = torch.randn(5, 8, head).bfloat16()[:, ::2]  # strided heads, read in place
-    k = torch.randn(5, 2, head).bfloat16()
+    q = torch.randn(5, 8, head).to(getattr(torch, dtype))[:, ::2]  # strided heads, in place
+    k = torch.randn(5, 2, head).to(getattr(torch, dtype))
     cache, positions = torch.randn(9, rotary), torch.tensor([0, 3, 8, 2, 2])
+    before = [t.clone() for t in (q, k, cache, positions)]
     expected = build_reference(definition)(q, k, cache, positions)
     for solution in solutions:  # Triton runs in its interpreter without a GPU
         out = build_solution(solution, tmp_path / "cache").fn(q, k, cache, positions)
-        for got, want in zip(out, expected, strict=True):
-            assert got.shape == want.shape and got.dtype == want.dtype
-            torch.testing.assert_close(got.float(), want.float(), atol=7e-2, rtol=2e-2)
+        check = check_outputs(definition, out, expected)  # retune's tolerances for the dtype
+        assert check.status.value == "PASSED", (solution.name, check.log)
+        assert all(torch.equal(a, b) for a, b in zip(before, (q, k, cache, positions),
+                                                       strict=True)), solution.name
 
 
 def test_catalogue_ls_lists_families(capsys: pytest.CaptureFixture[str]) -> None:

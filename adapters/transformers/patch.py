@@ -20,6 +20,7 @@ from fib_runtime.adapters.transformers.forwards import (
     GATE_UP,
     ROUTE,
     Route,
+    fused_gate_up,
     mlp_forward,
     norm_forward,
 )
@@ -110,7 +111,7 @@ def remove(model: nn.Module) -> int:
         module.__dict__.pop("forward", None)
         if saved is not _NO_FORWARD:
             module.__dict__["forward"] = saved
-        module._buffers.pop(GATE_UP, None)
+        module.__dict__.pop(GATE_UP, None)
         if _kind(module) == "rope":
             rope.unbind(module)
         restored += 1
@@ -138,10 +139,22 @@ def _const(definition: Definition, axis: str) -> int | None:
     return value.value if isinstance(value, AxisConst) else None
 
 
+def _dtype_name(dtype: torch.dtype | None) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _unsupported(dtype: torch.dtype | None) -> str | None:
+    """Why no family definition fits a dtype (None: one does)."""
+    name = _dtype_name(dtype)
+    if name in families.DTYPE_SUFFIXES:
+        return None
+    return f"dtype {name}: definitions come in {', '.join(families.DTYPE_SUFFIXES)}"
+
+
 def _dtype_reason(definition: Definition, tensor: torch.Tensor, input_name: str) -> str | None:
     dtype = definition.inputs[input_name].dtype
     if tensor.dtype != torch_dtype(dtype):
-        return f"dtype {str(tensor.dtype).removeprefix('torch.')} != {dtype} of {definition.name}"
+        return f"dtype {_dtype_name(tensor.dtype)} != {dtype} of {definition.name}"
     return None
 
 
@@ -163,8 +176,12 @@ def _plan_norm(module: nn.Module, known: Mapping[str, Definition], pinned: str |
     if not isinstance(weight, torch.Tensor) or weight.dim() != 1 or eps is None:
         return "no 1-D weight or eps"
     hidden = weight.numel()
+    unsupported = _unsupported(weight.dtype)
+    if unsupported:
+        return unsupported
     definition = (_pinned(known, pinned, "rmsnorm") if pinned else
-                  families.resolve("rmsnorm", known, hidden_size=hidden, eps=float(eps)))
+                  families.resolve("rmsnorm", known, _dtype_name(weight.dtype),
+                                   hidden_size=hidden, eps=float(eps)))
     if isinstance(definition, str):
         return definition
     if "residual" in definition.inputs:
@@ -194,8 +211,12 @@ def _plan_mlp(module: nn.Module, known: Mapping[str, Definition], pinned: str | 
     inter = gate.weight.shape[0]
     if up.weight.shape != gate.weight.shape:
         return "gate and up projections differ in shape"
+    unsupported = _unsupported(gate.weight.dtype)
+    if unsupported:
+        return unsupported
     definition = (_pinned(known, pinned, "activation") if pinned else
-                  families.resolve("silu_and_mul", known, intermediate_size=inter))
+                  families.resolve("silu_and_mul", known, _dtype_name(gate.weight.dtype),
+                                   intermediate_size=inter))
     if isinstance(definition, str):
         return definition
     if _const(definition, "intermediate_size") != inter:
@@ -214,8 +235,12 @@ def _plan_rope(module: nn.Module, known: Mapping[str, Definition], pinned: str |
     if getattr(config, "partial_rotary_factor", 1.0) != 1.0:
         return "partial rotary embedding (the routed path rotates the whole head)"
     head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    unsupported = _unsupported(dtype)
+    if unsupported:
+        return unsupported
     definition = (_pinned(known, pinned, "rope") if pinned else
-                  families.resolve("rope", known, head_size=head, rotary_dim=head))
+                  families.resolve("rope", known, _dtype_name(dtype), head_size=head,
+                                   rotary_dim=head))
     if isinstance(definition, str):
         return definition
     if (_const(definition, "head_size"), _const(definition, "rotary_dim")) != (head, head):
@@ -252,8 +277,8 @@ def _bind(module: nn.Module, kind: str, definition: Definition) -> str:
     if kind == "rmsnorm":
         eps = families.eps_of(definition)
         dtype = torch_dtype(definition.inputs["hidden_states"].dtype)
-        module.__dict__[ROUTE] = Route(definition.name,
-                                       ops.rmsnorm_site(definition.name, float(eps)), dtype)
+        site = ops.site(definition.name, ops.rmsnorm_original(float(eps)))
+        module.__dict__[ROUTE] = Route(definition.name, site, dtype)
         try:
             if hub.kernelize(module, module.weight.device.type):
                 return "kernels"
@@ -264,17 +289,15 @@ def _bind(module: nn.Module, kind: str, definition: Definition) -> str:
         return "instance"
     if kind == "rope":
         dtype = torch_dtype(definition.inputs["q"].dtype)
-        site = rope.rope_site(definition.name, rope.original_of(module))
+        modeling = rope.modeling_module(module)
+        assert modeling is not None  # _plan_rope checked it
+        site = ops.site(definition.name, rope.rope_original(modeling))
         rope.bind(module, Route(definition.name, site, dtype))
         return "instance + apply_rotary_pos_emb"
-    gate, up = module.gate_proj.weight, module.up_proj.weight
-    inter = gate.shape[0]
-    with torch.no_grad():
-        fused = torch.cat([gate.data, up.data])
-    gate.data, up.data = fused[:inter], fused[inter:]  # one copy of the weights, not two
-    module.register_buffer(GATE_UP, fused, persistent=False)
+    # fused now, not on the first call (and again on any call after the weights changed)
+    fused_gate_up(module, module.gate_proj.weight, module.up_proj.weight)
     dtype = torch_dtype(definition.inputs["gate_up"].dtype)
-    module.__dict__[ROUTE] = Route(definition.name, ops.silu_and_mul_site(definition.name),
+    module.__dict__[ROUTE] = Route(definition.name, ops.site(definition.name, ops.silu_and_mul),
                                    dtype)
     module.forward = types.MethodType(mlp_forward, module)
     return "instance"

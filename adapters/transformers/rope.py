@@ -7,12 +7,15 @@ cos/sin into the `rope_with_cos_sin_cache_neox_style_*` definition's inputs (a c
 cache of the step's tokens and their row numbers, built once per step, not per layer) and
 remembers them. The modeling module's `apply_rotary_pos_emb` is replaced by a function that
 routes only calls whose cos/sin are those a routed rotary module produced (so an unrouted
-model in the same process keeps its own path), and calls the original otherwise. Under
-torch.compile the original runs (the per-step cache lives outside the graph).
+model in the same process keeps its own path), and calls the original otherwise: under
+torch.compile (the per-step cache lives outside the graph) and where gradients are needed.
+The rope site's fallback is `rope_<model>` of this module (made on first access, so retune
+imports and times it): transformers' own function in the definition's layout.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 import types
@@ -21,15 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from fib_runtime.adapters.transformers.forwards import ROUTE
+from fib_runtime.adapters.transformers.forwards import ROUTE, needs_grad
 from torch import nn
 
-import fib_runtime as fib
-
 GLOBAL = "apply_rotary_pos_emb"
+ORIGINAL = "rope_"  # rope_<model>: the rope original of transformers.models.<model>
+_MODELING = "transformers.models.{0}.modeling_{0}"
 _lock = threading.Lock()
 _originals: dict[str, tuple[Callable[..., Any], int]] = {}  # module name -> (original, users)
-_sites: dict[str, Callable[..., Any]] = {}
 
 
 @dataclass
@@ -47,20 +49,42 @@ class Step:
 _step = threading.local()
 
 
-def rope_site(definition: str, original: Callable[..., Any]) -> Callable[..., Any]:
-    """The `fib.apply` site of a rope definition; its fallback is transformers' own rotary
-    embedding, in the definition's [tokens, heads, head] layout."""
-    site = _sites.get(definition)
-    if site is None:
-        def rope(q: torch.Tensor, k: torch.Tensor, cos_sin_cache: torch.Tensor,
-                 positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            cos, sin = cos_sin_cache[positions].to(q.dtype).chunk(2, dim=-1)
-            cos, sin = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)
-            return original(q, k, cos, sin, 1)  # [tokens, 1, head] against [tokens, heads, head]
+def rope_original(modeling: types.ModuleType) -> Callable[..., Any]:
+    """The rope original of a modeling module: `rope_<model>` of this module for
+    `transformers.models.<model>.modeling_<model>`; for another module (remote code) a
+    function retune cannot import, so it notes it as not timeable."""
+    model = modeling.__name__.rsplit(".", 1)[-1].removeprefix("modeling_")
+    if modeling.__name__ == _MODELING.format(model):
+        found: Callable[..., Any] = __getattr__(ORIGINAL + model)
+        return found
+    return _rope(_unrouted(modeling), ORIGINAL + modeling.__name__.replace(".", "_"),
+                 modeling.__name__)
 
-        rope.__name__ = rope.__qualname__ = f"fib_{definition}"
-        site = _sites.setdefault(definition, fib.apply(definition)(rope))
-    return site
+
+def __getattr__(name: str) -> Any:
+    """Make `rope_<model>` on first access (PEP 562), in this process or in retune's worker."""
+    if not name.startswith(ORIGINAL):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        modeling = importlib.import_module(_MODELING.format(name[len(ORIGINAL):]))
+        original = _unrouted(modeling)
+    except (ImportError, AttributeError):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    return globals().setdefault(name, _rope(original, name, modeling.__name__))
+
+
+def _rope(original: Callable[..., Any], name: str, where: str) -> Callable[..., Any]:
+    """transformers' own `apply_rotary_pos_emb` (the one it had before routing) in the rope
+    definitions' [tokens, heads, head] layout."""
+    def rope(q: torch.Tensor, k: torch.Tensor, cos_sin_cache: torch.Tensor,
+             positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = cos_sin_cache[positions].to(q.dtype).chunk(2, dim=-1)
+        cos, sin = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)
+        return original(q, k, cos, sin, 1)  # [tokens, 1, head] against [tokens, heads, head]
+
+    rope.__name__ = rope.__qualname__ = name
+    rope.__doc__ = f"transformers' apply_rotary_pos_emb of {where}."
+    return rope
 
 
 def rotary_forward(module: nn.Module, x: torch.Tensor, position_ids: torch.Tensor) -> Any:
@@ -86,7 +110,8 @@ def _routed_rotary(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(q, k, cos, sin, unsqueeze_dim)
         step = getattr(_step, "current", None)
         if (step is None or cos is not step.cos or sin is not step.sin or unsqueeze_dim != 1
-                or q.dtype != step.dtype or q.shape[-1] != cos.shape[-1]):
+                or q.dtype != step.dtype or q.shape[-1] != cos.shape[-1]
+                or needs_grad(q, k)):
             return original(q, k, cos, sin, unsqueeze_dim)
         batch, heads_q, seq, head = q.shape
         q_out, k_out = step.site(q.transpose(1, 2).reshape(-1, heads_q, head),
@@ -118,11 +143,11 @@ def bind(module: nn.Module, route: Any) -> None:
     module.forward = types.MethodType(rotary_forward, module)
 
 
-def original_of(module: nn.Module) -> Callable[..., Any]:
-    """transformers' own `apply_rotary_pos_emb` of the module's modeling file."""
-    modeling = modeling_module(module)
-    current = getattr(modeling, GLOBAL)
-    return _originals.get(modeling.__name__, (getattr(current, "__wrapped__", current), 0))[0]
+def _unrouted(modeling: types.ModuleType) -> Callable[..., Any]:
+    """transformers' own `apply_rotary_pos_emb` of a modeling module (ours unwrapped)."""
+    with _lock:
+        saved = _originals.get(modeling.__name__)
+    return saved[0] if saved else getattr(modeling, GLOBAL)
 
 
 def unbind(module: nn.Module) -> None:

@@ -2,7 +2,9 @@
 itself (no op type is named here), and example inputs for any definition.
 
 Adding an op to the catalogue is two files (definition JSON, solution module): the generic
-tests pick both up from here.
+tests pick both up from here. The dtype variants of the shipped definitions are sampled
+(`CASES`): every solution of the official dtypes, and of the variants one per solution file,
+entry function and dtype, on its smallest definition.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from typing import Any
 from fib_runtime.bench.inputs import Inputs, materialise
 from fib_runtime.build import build_reference
 from fib_runtime.catalogue import catalogue_root, load_catalogue
-from fib_runtime.schema import AxisVar, Definition, Workload
+from fib_runtime.families import split_dtype
+from fib_runtime.schema import AxisVar, Definition, Solution, Workload
 
 ROOT = catalogue_root()
 CATALOGUE = load_catalogue(ROOT)
 DEFINITIONS: dict[str, Definition] = CATALOGUE.definitions
 DEFINITION_PATHS = sorted(ROOT.glob("*/*.json"))
 SOLUTION_PATHS = sorted(ROOT.glob("*/solutions/*.py"))
+OFFICIAL_NAMES = sorted(n for n in DEFINITIONS if split_dtype(n)[1] is None)
 # A scalar input gets this value (a softmax scale, say): any finite value checks semantics.
 SCALAR_VALUE = 0.125
 
@@ -35,6 +39,28 @@ def solution_file(solution_name: str) -> Path:
     solution = next(s for s in CATALOGUE.solutions if s.name == solution_name)
     return ROOT / CATALOGUE.definitions[solution.definition].op_type / "solutions" / \
         solution.sources[0].path
+
+
+def _size(definition: Definition) -> int:
+    return sum(definition.const_axes.values())
+
+
+def _sampled(solutions: list[Solution]) -> list[Solution]:
+    chosen: dict[tuple[str, ...], Solution] = {}
+    for solution in solutions:
+        definition = DEFINITIONS[solution.definition]
+        dtype = split_dtype(definition.name)[1]
+        if dtype is None:
+            chosen[(solution.name,)] = solution
+            continue
+        key = (definition.op_type, solution.spec.entry_point, solution.name.split("__")[1], dtype)
+        if key not in chosen or _size(definition) < _size(DEFINITIONS[chosen[key].definition]):
+            chosen[key] = solution
+    return sorted(chosen.values(), key=lambda s: s.name)
+
+
+# The solutions the generic tests run: all of the official dtypes, a sample of the variants.
+CASES = _sampled(CATALOGUE.solutions)
 
 
 def import_file(path: Path) -> ModuleType:

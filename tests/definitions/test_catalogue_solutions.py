@@ -15,8 +15,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from catalogue_cases import (
+    CASES,
     CATALOGUE,
     DEFINITIONS,
+    ROOT,
     entry,
     example_inputs,
     import_file,
@@ -24,8 +26,9 @@ from catalogue_cases import (
     solution_file,
 )
 
+from fib_runtime import families
 from fib_runtime.bench.compare import as_tuple, check_outputs
-from fib_runtime.build import Built, value_returning
+from fib_runtime.build import Built, build_reference, value_returning
 
 GPU_BATCHES = (1, 7, 33, 255, 1000, 4097, 16384)
 CUDA = torch.cuda.is_available()
@@ -49,15 +52,14 @@ def _interpretable(solution) -> bool:
     return largest <= INTERPRETER_MAX_ELEMENTS // 64
 
 
-CPU_CASES = sorted(s.name for s in CATALOGUE.solutions if _runs_on_cpu(s) and _interpretable(s))
-GPU_CASES = sorted(s.name for s in CATALOGUE.solutions
-                   if {"any", "nvidia"} & set(s.spec.target_hardware))
+CPU_CASES = sorted(s.name for s in CASES if _runs_on_cpu(s) and _interpretable(s))
+GPU_CASES = sorted(s.name for s in CASES if {"any", "nvidia"} & set(s.spec.target_hardware))
 SOLUTIONS = {s.name: s for s in CATALOGUE.solutions}
 
 
 def _check(name: str, var: int, device: str = "cpu", scale: float = 1.0) -> None:
-    """The solution matches the reference within retune's tolerances and leaves its inputs
-    untouched."""
+    """The solution matches the reference within retune's tolerances, leaves its inputs
+    untouched (float32 ones too, where `.float()` is no copy) and returns no view of them."""
     solution = SOLUTIONS[name]
     definition = DEFINITIONS[solution.definition]
     call = value_returning(Built(name, entry(name), solution.spec.dps), definition)
@@ -66,9 +68,13 @@ def _check(name: str, var: int, device: str = "cpu", scale: float = 1.0) -> None
     got = call(*inputs.args)
     check = check_outputs(definition, got, expected)
     written = [i for i, a in inputs.canonical.items() if not torch.equal(a, inputs.args[i])]
+    storages = {a.untyped_storage().data_ptr() for a in inputs.args if torch.is_tensor(a)}
+    aliased = [i for i, out in enumerate(as_tuple(got))
+               if torch.is_tensor(out) and out.untyped_storage().data_ptr() in storages]
     inputs.restore()
     assert check.status.value == "PASSED", check.log
     assert not written, f"inputs {written} were written"
+    assert not aliased, f"outputs {aliased} are views of an input"
 
 
 @pytest.mark.parametrize("name", CPU_CASES)
@@ -80,9 +86,10 @@ def test_matches_reference_on_cpu(name: str):
     _check(name, 3, scale=1e-3)
 
 
-def _rmsnorm_fp32(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+def _rmsnorm_fp32(x: torch.Tensor, w: torch.Tensor, eps: float,
+                  dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     x = x.float()
-    return (x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps) * w.float()).bfloat16()
+    return (x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps) * w.float()).to(dtype)
 
 
 @pytest.mark.parametrize("stem", ["triton_rowwise", "triton_multirow"])
@@ -152,3 +159,60 @@ def test_matches_reference_on_gpu(name: str):
     for batch in GPU_BATCHES:
         _check(name, batch, device="cuda")
     _check(name, 33, device="cuda", scale=1e-3)
+
+
+DEVICE = "cuda" if CUDA else "cpu"  # the layout tests: the GPU where there is one
+
+
+def _weights(hidden: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """A contiguous weight and the layouts a caller may pass instead (same values or not)."""
+    return {"contiguous": torch.randn(hidden).to(DEVICE, dtype),
+            "strided": torch.randn(2 * hidden).to(DEVICE, dtype)[::2],
+            "stride_0": torch.randn(1).to(DEVICE, dtype).expand(hidden),
+            "offset": torch.randn(hidden + 3).to(DEVICE, dtype)[3:]}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("stem", ["triton_rowwise", "triton_multirow"])
+def test_triton_norms_read_weights_of_any_layout(stem: str, dtype: torch.dtype):
+    module = import_file(solution_file(f"rmsnorm_h4096__{stem}"))
+    x, r = torch.randn(2, 5, 48).to(DEVICE, dtype)
+    for layout, w in _weights(48, dtype).items():
+        want = _rmsnorm_fp32(x, w, 1e-6, dtype)
+        torch.testing.assert_close(module.rmsnorm_eps1e6(x, w), want, msg=layout)
+        want = _rmsnorm_fp32(x.float() + r.float(), w, 1e-5, dtype)
+        torch.testing.assert_close(module.fused_add_rmsnorm_eps1e5(x, r, w), want, msg=layout)
+
+
+def test_triton_engine_fused_norm_takes_any_layout():
+    """The engines' destination-passing fused norm: strided or stride-0 weights, columns
+    with a stride in the inputs and in the outputs (which may alias the inputs)."""
+    module = import_file(solution_file("fused_add_rmsnorm_residual_h4096__triton_rowwise"))
+    x, r = torch.randn(2, 5, 48).to(DEVICE, torch.bfloat16)
+    for layout, w in _weights(48, torch.bfloat16).items():
+        s = x.float() + r.float()
+        want = _rmsnorm_fp32(s, w, 1e-5)
+        out, res = torch.empty_like(x), torch.empty_like(r)
+        module.fused_add_rmsnorm_residual_eps1e5(x, r, w, out, res)
+        torch.testing.assert_close(out, want, msg=layout)
+        torch.testing.assert_close(res, s.bfloat16(), rtol=2 ** -7, atol=0, msg=layout)
+    columns_x, columns_r = x.t().contiguous().t(), r.t().contiguous().t()
+    module.fused_add_rmsnorm_residual_eps1e5(columns_x, columns_r, w, columns_x, columns_r)
+    torch.testing.assert_close(columns_x, want)
+    torch.testing.assert_close(columns_r, s.bfloat16(), rtol=2 ** -7, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_triton_rope_reads_positions_of_any_layout(dtype: torch.dtype):
+    definition = families.resolve("rope", DEFINITIONS, head_size=32, rotary_dim=32)
+    run = import_file(ROOT / "rope" / "solutions" / "triton_rope.py").run
+    q, k = torch.randn(4, 3, 32).to(DEVICE, dtype), torch.randn(4, 1, 32).to(DEVICE, dtype)
+    cache = torch.randn(9, 32, device=DEVICE)
+    layouts = {"contiguous": torch.tensor([0, 5, 8, 2], device=DEVICE),
+               "strided": torch.tensor([0, 7, 5, 7, 8, 7, 2, 7], device=DEVICE)[::2],
+               "stride_0": torch.tensor([6], device=DEVICE).expand(4),
+               "int32": torch.tensor([1, 2, 3, 4], dtype=torch.int32, device=DEVICE)}
+    for layout, positions in layouts.items():
+        expected = build_reference(definition)(q, k, cache, positions.long())
+        for got, want in zip(run(q, k, cache, positions), expected, strict=True):
+            torch.testing.assert_close(got, want, atol=2e-2, rtol=2e-2, msg=layout)

@@ -9,6 +9,7 @@ FIB_SOLUTIONS = [
         "families": ["silu_and_mul"],
         "definitions": ["silu_and_mul_i*"],
         "entry_point": "silu_and_mul",
+        "dtypes": ["bfloat16", "float16", "float32"],
         "language": "python",
         "destination_passing_style": False,
         "target_hardware": ["cpu"],
@@ -33,6 +34,7 @@ def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     out = torch.empty((tokens, inter), dtype=gate_up.dtype, device=gate_up.device)
     for start in range(0, tokens, step):
         chunk = gate_up[start : start + step]
-        gate = F.silu(chunk[:, :inter].float(), inplace=True)
+        # a float32 copy (`.float()` would be the input itself for float32)
+        gate = F.silu(chunk[:, :inter].to(torch.float32, copy=True), inplace=True)
         out[start : start + step] = gate.mul_(chunk[:, inter:])
     return out

@@ -9,6 +9,7 @@ FIB_SOLUTIONS = [
         "families": ["silu_and_mul"],
         "definitions": ["silu_and_mul_i*"],
         "entry_point": "silu_and_mul",
+        "dtypes": ["bfloat16", "float16", "float32"],
         "language": "python",
         "destination_passing_style": False,
         "target_hardware": ["any"],
@@ -25,5 +26,5 @@ FIB_SOLUTIONS = [
 @torch.no_grad()
 def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     inter = gate_up.shape[-1] // 2
-    gate = gate_up[:, :inter].float()
+    gate = gate_up[:, :inter].to(torch.float32, copy=True)  # never the input, float32 too
     return F.silu(gate, inplace=True).mul_(gate_up[:, inter:]).to(gate_up.dtype)

@@ -12,6 +12,7 @@ FIB_SOLUTIONS = [
         "families": ["silu_and_mul"],
         "definitions": ["silu_and_mul_i*"],
         "entry_point": "silu_and_mul",
+        "dtypes": ["bfloat16", "float16", "float32"],
         "language": "triton",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],

@@ -10,12 +10,13 @@ FIB_SOLUTIONS = [
             "fused_add_rmsnorm_residual_h4096": "fused_add_rmsnorm_residual_eps1e5",
             "fused_add_rmsnorm_residual_h*": "fused_add_rmsnorm_residual_eps1e6",
         },
+        "dtypes": ["bfloat16", "float16", "float32"],
         "language": "python",
         "destination_passing_style": False,
         "target_hardware": ["any"],
         "dependencies": ["torch"],
         "description": (
-            "Plain PyTorch: the float32 sum, its bfloat16 rounding as the new residual, and "
+            "Plain PyTorch: the float32 sum, rounded to the input dtype as the new residual, and "
             "torch.nn.functional.rms_norm on the float32 sum. Runs anywhere (the CPU baseline); "
             "on GPU it pays several launches and a float32 temporary."
         ),
@@ -25,7 +26,7 @@ FIB_SOLUTIONS = [
 
 def _fused(hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
            eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    x = hidden_states.float().add_(residual)
+    x = hidden_states.to(torch.float32, copy=True).add_(residual)  # never the input
     output = F.rms_norm(x, (x.shape[-1],), weight.float(), eps).to(hidden_states.dtype)
     return output, x.to(residual.dtype)
 

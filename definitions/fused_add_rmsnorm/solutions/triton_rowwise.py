@@ -15,6 +15,7 @@ FIB_SOLUTIONS = [
             "fused_add_rmsnorm_residual_h4096": "fused_add_rmsnorm_residual_eps1e5",
             "fused_add_rmsnorm_residual_h*": "fused_add_rmsnorm_residual_eps1e6",
         },
+        "dtypes": ["bfloat16", "float16", "float32"],
         "language": "triton",
         "destination_passing_style": True,
         "target_hardware": ["nvidia"],
@@ -68,10 +69,12 @@ def _config(hidden: int) -> tuple[int, int]:
 _rows = FastLauncher(_add_rmsnorm_kernel)
 
 
-def _row_stride(t: torch.Tensor) -> int:
-    if t.dim() != 2 or t.stride(1) != 1:
-        raise ValueError("fused_add_rmsnorm_residual: 2-D tensors with unit column stride")
-    return t.stride(0)
+def _unit_columns(t: torch.Tensor) -> torch.Tensor:
+    """`t`, or a contiguous copy where its columns have a stride (the kernel's rows are
+    unit-stride); a 1-D weight likewise."""
+    if t.dim() > 2:
+        raise ValueError("fused_add_rmsnorm_residual: 2-D activations and a 1-D weight")
+    return t if t.stride(-1) == 1 else t.contiguous()
 
 
 def _launch(hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
@@ -79,10 +82,14 @@ def _launch(hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.T
     rows, hidden = hidden_states.shape
     if rows == 0:
         return
+    x, res, w = _unit_columns(hidden_states), _unit_columns(residual), _unit_columns(weight)
+    out, res_out = _unit_columns(output), _unit_columns(residual_out)  # copies: written back
     block, warps = _config(hidden)
-    _rows((rows, 1, 1), hidden_states, residual, weight, output, residual_out,
-          _row_stride(hidden_states), _row_stride(residual), _row_stride(output),
-          _row_stride(residual_out), hidden, eps, block, num_warps=warps)
+    _rows((rows, 1, 1), x, res, w, out, res_out, x.stride(0), res.stride(0), out.stride(0),
+          res_out.stride(0), hidden, eps, block, num_warps=warps)
+    for given, written in ((output, out), (residual_out, res_out)):
+        if written is not given:
+            given.copy_(written)
 
 
 def fused_add_rmsnorm_residual_eps1e5(

@@ -8,14 +8,15 @@ FIB_SOLUTIONS = [
         "families": ["gemm"],
         "definitions": ["gemm_n*_k*"],
         "entry_point": "gemm",
+        "dtypes": ["bfloat16", "float16", "float32"],
         "language": "python",
         "destination_passing_style": False,
         "target_hardware": ["any"],
         "dependencies": ["torch"],
         "description": (
             "torch.matmul(A, B.t()): cuBLAS with its own heuristics on GPU (the bar for prefill-"
-            "sized M), ATen's float16 GEMM on CPU, which is competitive only for very small M "
-            "there."
+            "sized M), ATen's float16/bfloat16 GEMM on CPU, which is competitive only for very "
+            "small M there."
         ),
     },
 ]

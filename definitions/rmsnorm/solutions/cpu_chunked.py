@@ -14,6 +14,7 @@ FIB_SOLUTIONS = [
             "rmsnorm_h4096": "rmsnorm_eps1e5",
             "rmsnorm_h*": "rmsnorm_eps1e6",
         },
+        "dtypes": ["bfloat16", "float16", "float32"],
         "language": "python",
         "destination_passing_style": False,
         "target_hardware": ["cpu"],
@@ -38,6 +39,7 @@ FIB_SOLUTIONS = [
             "fused_add_rmsnorm_h4096": "fused_add_rmsnorm_eps1e5",
             "fused_add_rmsnorm_h*": "fused_add_rmsnorm_eps1e6",
         },
+        "dtypes": ["bfloat16", "float16", "float32"],
         "language": "python",
         "destination_passing_style": False,
         "target_hardware": ["cpu"],
@@ -79,7 +81,7 @@ def _fused_add_rmsnorm(
     out = torch.empty_like(hidden_states)
     for start in range(0, hidden_states.shape[0], step):
         rows = slice(start, start + step)
-        x = hidden_states[rows].float().add_(residual[rows])
+        x = hidden_states[rows].to(torch.float32, copy=True).add_(residual[rows])
         out[rows] = F.rms_norm(x, (hidden,), weight32, eps)
     return out
 

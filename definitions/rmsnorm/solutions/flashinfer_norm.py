@@ -18,6 +18,7 @@ FIB_SOLUTIONS = [
             "rmsnorm_h*": "rmsnorm_eps1e6",
             "fused_add_rmsnorm_h*": "fused_add_rmsnorm_eps1e6",
         },
+        "dtypes": ["bfloat16", "float16"],
         "language": "python",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],

@@ -19,6 +19,7 @@ FIB_SOLUTIONS = [
             "rmsnorm_h*": "rmsnorm_eps1e6",
             "fused_add_rmsnorm_h*": "fused_add_rmsnorm_eps1e6",
         },
+        "dtypes": ["bfloat16", "float16", "float32"],
         "language": "python",
         "destination_passing_style": False,
         "target_hardware": ["any"],
@@ -34,7 +35,7 @@ FIB_SOLUTIONS = [
 
 
 def _rmsnorm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """Bfloat16 in, bfloat16 out; rms_norm accumulates in float32 and rounds once."""
+    """Any float dtype in and out; rms_norm accumulates in float32 and rounds once."""
     return F.rms_norm(hidden_states, (hidden_states.shape[-1],), weight, eps)
 
 
@@ -42,7 +43,7 @@ def _fused_add_rmsnorm(
     hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
 ) -> torch.Tensor:
     """The sum stays in float32, as the definition asks."""
-    x = hidden_states.float().add_(residual)
+    x = hidden_states.to(torch.float32, copy=True).add_(residual)  # never the input
     return F.rms_norm(x, (x.shape[-1],), weight.float(), eps).to(hidden_states.dtype)
 
 

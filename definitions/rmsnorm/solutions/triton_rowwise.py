@@ -19,6 +19,7 @@ FIB_SOLUTIONS = [
             "rmsnorm_h4096": "rmsnorm_eps1e5",
             "rmsnorm_h*": "rmsnorm_eps1e6",
         },
+        "dtypes": ["bfloat16", "float16", "float32"],
         "language": "triton",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],
@@ -42,6 +43,7 @@ FIB_SOLUTIONS = [
             "fused_add_rmsnorm_h4096": "fused_add_rmsnorm_eps1e5",
             "fused_add_rmsnorm_h*": "fused_add_rmsnorm_eps1e6",
         },
+        "dtypes": ["bfloat16", "float16", "float32"],
         "language": "triton",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],
@@ -100,6 +102,8 @@ def _launch(
     if unit != 1:
         x = x.contiguous()
         stride_x = x.shape[1]
+    if weight.stride(0) != 1:  # the kernel reads the weight as contiguous
+        weight = weight.contiguous()
     rows, hidden = x.shape
     out = torch.empty_like(x)  # contiguous: x is 2-D with unit column stride
     if rows == 0:

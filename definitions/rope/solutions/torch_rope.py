@@ -8,6 +8,7 @@ FIB_SOLUTIONS = [
         "families": ["rope"],
         "definitions": ["rope_with_cos_sin_cache_neox_style_*"],
         "entry_point": "run",
+        "dtypes": ["bfloat16", "float16", "float32"],
         "language": "python",
         "destination_passing_style": False,
         "target_hardware": ["any"],

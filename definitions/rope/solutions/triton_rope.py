@@ -12,6 +12,7 @@ FIB_SOLUTIONS = [
         "families": ["rope"],
         "definitions": ["rope_with_cos_sin_cache_neox_style_*"],
         "entry_point": "run",
+        "dtypes": ["bfloat16", "float16", "float32"],
         "language": "triton",
         "destination_passing_style": False,
         "target_hardware": ["nvidia"],
@@ -20,7 +21,8 @@ FIB_SOLUTIONS = [
             "Triton, one program per (token, head) over the q heads then the k heads: loads "
             "the position's cos/sin row once, rotates the first rotary_dim dimensions in "
             "float32, copies the rest, stores once. One launch for q and k (an eager "
-            "rotate-half formulation costs about ten), strided inputs read in place."
+            "rotate-half formulation costs about ten); strided q/k rows and heads read in place, "
+            "strided positions copied first."
         ),
     },
 ]
@@ -63,7 +65,7 @@ def _unit_last(x: torch.Tensor) -> torch.Tensor:
 
 def run(q: torch.Tensor, k: torch.Tensor, cos_sin_cache: torch.Tensor,
         positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    q, k = _unit_last(q), _unit_last(k)
+    q, k, positions = _unit_last(q), _unit_last(k), _unit_last(positions)
     cache = cos_sin_cache.contiguous()
     tokens, heads_q, head = q.shape
     heads_k = k.shape[1]
