@@ -2,15 +2,16 @@
 
 A dispatching frame reads the key inline (the argument count, then each variable axis in
 its hot form, `args[i].numel()` or `args[i].shape[j]`, then the first tensor's dtype and
-device, see keys.HotKey), does one dict lookup, tests the call against the solutions'
-contract (the other tensors' dtypes, every tensor's layout, grad: see contract) and calls
-what it found. Everything else (the decision, the dtype and device rule, the graph-capture
-rule, keywords, failures) happens once per key in `Binding`; a call that fails the test is
-answered by the original function, counted under its reason.
+device, see keys.HotKey), does one dict lookup, tests the per-call part of the solutions'
+contract (every tensor's layout, grad: see contract) and calls what it found. Everything
+else (the decision, the dtype and device rules, the graph-capture rule, keywords, failures)
+happens once per key in `Binding`; a call that fails the test is answered by the original
+function, counted under its reason.
 
 A frame is a code object that reads its state from one global, `DISPATCH` (the binding's
-lookup, call counter and the binding itself, unpacked once per call), so that a site can
-install it as the code of the decorated function itself: no wrapper frame per call.
+lookup, call counter, the binding itself and the contract's constants, unpacked once per
+call), so that a site can install it as the code of the decorated function itself: no
+wrapper frame per call.
 
 Timing regimes: a binding keeps two maps, the choices of the eager ranking (`served`) and
 those of the graph ranking (`served_graph`), and two states that read one or the other.
