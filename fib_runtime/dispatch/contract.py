@@ -14,13 +14,14 @@ reason:
 - `grad`: autograd records the call (grad mode on and a floating input requires grad):
   solutions have no backward, so training gets the original's gradients.
 
-Where it is checked: the dtype and device of the first tensor input are part of the hot key
-(keys.HotKey), and the first call of each key checks every other tensor's dtype and device:
-decided once per key, and kept (the first call decides for its key). Layouts and autograd
-can change from call to call at one key, so every tensor's layout and the grad test are read
-on every call by one generated expression (`fit_source`) inside the dispatching frame.
-Under torch.compile the dtype and grad tests are made at trace time (`traceable`), so a call
-that needs gradients traces the original function instead of the opaque custom op.
+Where it is checked: the dtype of the first tensor input is part of the hot key (keys.HotKey),
+and so is its device in a CUDA process; the first call of each key checks every other
+tensor's dtype and device: decided once per key, and kept (the first call decides for its
+key). Layouts and autograd can change from call to call at one key, so every tensor's layout
+and the grad test are read on every call by one generated expression (`fit_source`) inside
+the dispatching frame. Under torch.compile the dtype and grad tests are made at trace time
+(`traceable`), so a call that needs gradients traces the original function instead of the
+opaque custom op.
 """
 
 from __future__ import annotations
@@ -115,6 +116,14 @@ class Contract:
                 return False
         return not (torch.is_grad_enabled()
                     and any(args[i].requires_grad for i in self.grad_inputs))
+
+
+def several_devices() -> bool:
+    """Can this process's tensors be on more than one device (a CUDA process)? Without
+    CUDA every tensor is on the CPU, and the hot key needs no device term."""
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def serving_device() -> int:

@@ -30,7 +30,14 @@ from collections.abc import Callable
 from typing import Any
 
 from fib_runtime.dispatch import graphs
-from fib_runtime.dispatch.contract import DEVICE, DTYPE, Contract, runs_on, serving_device
+from fib_runtime.dispatch.contract import (
+    DEVICE,
+    DTYPE,
+    Contract,
+    runs_on,
+    serving_device,
+    several_devices,
+)
 from fib_runtime.dispatch.dispatcher import Dispatcher
 from fib_runtime.errors import FibError
 from fib_runtime.keys import HotKey, Key, make_key_extractor
@@ -76,7 +83,7 @@ class Binding:
         self.dispatcher = dispatcher
         self.fallback = fallback
         self.recorder = recorder
-        self.hot = HotKey.of(dispatcher.definition)
+        self.hot = HotKey.of(dispatcher.definition, device=several_devices())
         self.contract = Contract.of(dispatcher.definition)
         self.extract = make_key_extractor(dispatcher.definition)
         self.served: dict[tuple[int, ...], Callable[..., Any]] = {}  # eager calls
@@ -90,7 +97,7 @@ class Binding:
         constants = self.contract.constants()
         self.state = (self.served.get, dispatcher.counters.calls, self, *constants)
         self.graph_state = (self.served_graph.get, dispatcher.counters.calls, self, *constants)
-        self.code = _dispatch_code(dispatcher.definition, recorder is not None)
+        self.code = _dispatch_code(dispatcher.definition, self.hot, recorder is not None)
         self.globals: dict[str, Any] = {"__builtins__": builtins,
                                         "DISPATCH": self.state_for(graphs.capturing())}
         self.frame: Callable[..., Any] = types.FunctionType(self.code, self.globals)
@@ -218,12 +225,12 @@ class Binding:
         return self.frame(*ordered)
 
 
-def _dispatch_code(definition: Definition, recording: bool) -> types.CodeType:
+def _dispatch_code(definition: Definition, hot: HotKey, recording: bool) -> types.CodeType:
     """The code of a dispatching frame for a definition (see the module doc)."""
     contract = Contract.of(definition)
     source = _DISPATCH_TEMPLATE.format(
         constants=", ".join(contract.constant_names()), fit=contract.fit_source(),
-        items=", ".join(HotKey.of(definition).items),
+        items=", ".join(hot.items),
         record="binding.recorder(binding.extract(args), args)" if recording else "pass")
     namespace: dict[str, Any] = {}
     exec(compile(source, f"<fib dispatch {definition.name}>", "exec"), namespace)
