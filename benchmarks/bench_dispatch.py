@@ -7,7 +7,11 @@ Rows, each timed against calling the chosen solution directly (the same work by 
   solution called destination-passing style (results copied), and destination-passing;
 - a hit whose solution does real tensor work (`x * w + 1`, 4x8);
 - a hit on a 4-var-axis attention-like definition;
-- the first call of a new key (nearest resolution), the fallback path, dispatch switched off.
+- the first call of a new key (nearest resolution), the fallback path, dispatch switched off;
+- the value-returning hit again under torch.no_grad() (how engines serve), against a floor
+  timed in the same block;
+- pieces of a hit, and the terms of the call contract (dispatch.contract): a dtype or device
+  term in the hot key, and each per-call test.
 Targets: <= 0.5 us added per hit for 1 var axis (<= 1.0 us for 4), and <= 2x the same-run
 floor: a plain Python function that builds one tuple and does one dict get. Cases are
 interleaved in rounds (shuffled each round) and medians reported, since hosts are noisy.
@@ -164,6 +168,7 @@ def first_call_ns(batches: range) -> tuple[float, float]:
 
 
 FLOOR = "floor: one tuple from x.shape[0], one dict get"
+NO_GRAD = "hit, 1 var axis, value-returning, under torch.no_grad() (x its own floor)"
 
 
 def measure(calls: int, rounds: int) -> list[dict[str, Any]]:
@@ -178,6 +183,8 @@ def measure(calls: int, rounds: int) -> list[dict[str, Any]]:
     x37 = torch.ones(37, 64)
     table = {(8,): norm}
     table_get = table.get
+    typed = {(2, 512): norm, (2, 512, torch.float32): norm, (2, 512, -1): norm}
+    typed_get, grad_enabled, float32 = typed.get, torch.is_grad_enabled, torch.float32
 
     def floor(x: Any, w: Any) -> Any:  # one tuple built from the argument, one dict get
         return table_get((x.shape[0],))
@@ -232,10 +239,29 @@ def measure(calls: int, rounds: int) -> list[dict[str, Any]]:
                                                      None),
                 "piece: one dict get": (lambda: table_get((8,)), lambda: (8,), None),
                 "piece: next(counter)": (lambda: next(counter), lambda: None, None),
+                # The contract's terms (dispatch.contract): in the key, or tested per call.
+                "piece: dtype term in the key": (
+                    lambda: typed_get((2, x.numel(), x.dtype)),
+                    lambda: typed_get((2, x.numel())), None),
+                "piece: device term in the key": (
+                    lambda: typed_get((2, x.numel(), x.get_device())),
+                    lambda: typed_get((2, x.numel())), None),
+                "piece: per-call test x.dtype is D": (
+                    lambda: x.dtype is float32, lambda: None, None),
+                "piece: per-call test x.is_contiguous()": (
+                    lambda: x.is_contiguous(), lambda: None, None),
+                "piece: per-call test x.requires_grad": (
+                    lambda: x.requires_grad, lambda: None, None),
+                "piece: per-call test torch.is_grad_enabled()": (
+                    lambda: grad_enabled(), lambda: None, None),
             }
             timed = paired_ns({case: (fib_fn, direct) for case, (fib_fn, direct, _) in
                                cases.items()}, calls=calls, rounds=rounds)
             first, second = first_call_ns(range(1000, 1400))
+            with torch.no_grad():  # how engines serve: the grad test is one call
+                quiet = paired_ns({NO_GRAD: (lambda: norm(x, w), lambda: ident(x, w)),
+                                   FLOOR: (lambda: floor(x, w), lambda: None)},
+                                  calls=calls, rounds=rounds)
     disabled = paired_ns({"off": (lambda: norm(x, w), lambda: off(x, w))}, calls=calls,
                          rounds=rounds)["off"]
     floor_ns = timed[FLOOR][2]
@@ -250,6 +276,10 @@ def measure(calls: int, rounds: int) -> list[dict[str, Any]]:
                  "direct_ns": second, "added_ns": first - second, "target_ns": None})
     for row in rows:
         row["x_floor"] = row["added_ns"] / floor_ns if floor_ns > 0 else None
+    quiet_floor = quiet[FLOOR][2]
+    rows.append({"case": NO_GRAD, "call_ns": quiet[NO_GRAD][0], "direct_ns": quiet[NO_GRAD][1],
+                 "added_ns": quiet[NO_GRAD][2], "target_ns": 500.0,
+                 "x_floor": quiet[NO_GRAD][2] / quiet_floor if quiet_floor > 0 else None})
     return rows
 
 

@@ -60,15 +60,19 @@ def axes_to_key(definition: Definition, axes: dict[str, int]) -> Key:
 class HotKey:
     """The form of a key that dispatch's hot path reads: per variable axis, `numel()` of the
     input that carries it when no other variable axis shapes that input (one int from C, no
-    torch.Size built), else the shape entry. `decode` turns it back into the workload key;
-    a call whose other dimensions differ from the definition's decodes to another key, which
-    is why the first call of each hot key is checked against the shapes (see frames)."""
+    torch.Size built), else the shape entry; then the dtype of the first tensor input and,
+    where tensors can be on several devices (a CUDA process), its device index, so that a
+    call of another dtype or device is another key (decided once, see dispatch.contract).
+    `decode` turns it back into the workload key; a call whose other dimensions differ from
+    the definition's decodes to another key, which is why the first call of each hot key is
+    checked against the shapes (see frames)."""
 
-    items: tuple[str, ...]  # Python source per axis, over `args`
+    items: tuple[str, ...]  # Python source per axis, then of the dtype and the device
     scales: tuple[int, ...]  # numel / axis value per axis; 0: the item is the value itself
+    tensor: int = 0  # trailing items of the first tensor: 0, 1 (dtype) or 2 (and device)
 
     @classmethod
-    def of(cls, definition: Definition, args: str = "args") -> HotKey:
+    def of(cls, definition: Definition, args: str = "args", device: bool = True) -> HotKey:
         bindings = definition.axis_bindings()
         plain = key_items(definition, args)  # raises ShapeError for unbound axes
         items, scales = [], []
@@ -83,16 +87,27 @@ class HotKey:
             else:
                 items.append(item)
                 scales.append(0)
-        return cls(tuple(items), tuple(scales))
+        first = next((i for i, s in enumerate(definition.inputs.values()) if s.shape is not None),
+                     None)
+        tensor = [] if first is None else [f"{args}[{first}].dtype"] + (
+            [f"{args}[{first}].get_device()"] if device else [])
+        return cls((*items, *tensor), tuple(scales), len(tensor))
 
-    def decode(self, hot: Sequence[int]) -> Key | None:
-        """The workload key of a hot key (None when a numel is not a whole number of rows)."""
+    def decode(self, hot: Sequence[Any]) -> Key | None:
+        """The workload key of a hot key (without the leading argument count); None when a
+        numel is not a whole number of rows."""
         key = []
-        for value, scale in zip(hot, self.scales, strict=True):
+        for value, scale in zip(hot, self.scales, strict=False):
             if scale and value % scale:
                 return None
             key.append(value // scale if scale else value)
         return tuple(key)
 
-    def encode(self, key: Key) -> tuple[int, ...]:
-        return tuple(v * s if s else v for v, s in zip(key, self.scales, strict=True))
+    def tensor_of(self, hot: Sequence[Any]) -> tuple[Any, int]:
+        """The (dtype, device index) a hot key ends with; None and -1 where it has none."""
+        tail = list(hot[len(hot) - self.tensor:]) if self.tensor else []
+        return (tail[0] if tail else None), (tail[1] if len(tail) > 1 else -1)
+
+    def encode(self, key: Key, dtype: Any = None, device: int = -1) -> tuple[Any, ...]:
+        values = tuple(v * s if s else v for v, s in zip(key, self.scales, strict=True))
+        return (*values, *(dtype, device)[:self.tensor])

@@ -2,8 +2,11 @@
 
 A value-returning caller of a destination-passing solution gets its outputs allocated by a
 function whose shapes are read inline from the inputs (`a[0].shape[0]`, constants as
-literals); a destination-passing caller of a value-returning solution gets the results
-copied into its buffers. No per-call axis derivation or validation.
+literals), in the definition's dtypes (dispatch serves only calls of those dtypes, see
+dispatch.contract); a destination-passing caller of a value-returning solution gets the
+results copied into its buffers. Either way a destination-passing call returns its output
+buffers as the value-returning call returns its results (a tensor, or a tuple), whatever
+the solution itself returns. No per-call axis derivation or validation.
 """
 
 from __future__ import annotations
@@ -31,24 +34,29 @@ def value_returning(built: Built, definition: Definition) -> Callable[..., Any]:
         shape = _shape_source(definition, name)
         lines.append(f"    o{i} = a{device_of}.new_empty({shape}, dtype=d{i})")
     lines.append(f"    fn({', '.join(inputs + outputs)})")
-    returned = outputs[0] if len(outputs) == 1 else "(" + ", ".join(outputs) + ",)"
-    lines.append(f"    return {returned}")
+    lines.append(f"    return {_returned(outputs)}")
     return _generate(lines, namespace, f"value-returning {built.name}")
 
 
 def destination_passing(built: Built, definition: Definition) -> Callable[..., Any]:
-    """Call with the inputs then the pre-allocated outputs, which are filled in place."""
-    if built.dps:
-        return built.fn
+    """Call with the inputs then the pre-allocated outputs, which are filled in place; the
+    outputs are returned as a value-returning call returns them (a tensor, or a tuple)."""
     inputs = [f"a{i}" for i in range(len(definition.inputs))]
     outputs = [f"o{i}" for i in range(len(definition.outputs))]
-    lines = [f"def call({', '.join(inputs + outputs)}):",
-             f"    r = fn({', '.join(inputs)})"]
-    if len(outputs) == 1:
-        lines.append("    o0.copy_(r)")
+    lines = [f"def call({', '.join(inputs + outputs)}):"]
+    if built.dps:
+        lines.append(f"    fn({', '.join(inputs + outputs)})")
+    elif len(outputs) == 1:
+        lines.append(f"    o0.copy_(fn({', '.join(inputs)}))")
     else:
+        lines.append(f"    r = fn({', '.join(inputs)})")
         lines += [f"    o{i}.copy_(r[{i}])" for i in range(len(outputs))]
+    lines.append(f"    return {_returned(outputs)}")
     return _generate(lines, {"fn": built.fn}, f"destination-passing {built.name}")
+
+
+def _returned(outputs: list[str]) -> str:
+    return outputs[0] if len(outputs) == 1 else "(" + ", ".join(outputs) + ",)"
 
 
 def _shape_source(definition: Definition, output: str) -> str:

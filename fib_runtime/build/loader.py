@@ -37,12 +37,15 @@ _NAME_CHARS = 48  # of the solution's name in its module and folder name (a part
 @dataclass(frozen=True)
 class Built:
     """A solution's entry point, callable in the solution's own convention. `note` says
-    why it was built outside the build cache, when it was."""
+    why it was built outside the build cache, when it was; `targets` and `language` are its
+    spec's (where it may run)."""
 
     name: str
     fn: Callable[..., Any]
     dps: bool
     note: str | None = None
+    targets: tuple[str, ...] = ()
+    language: str = "python"
 
 
 class BuildCache:
@@ -86,7 +89,8 @@ def build_solution(solution: Solution, cache: Path | None = None) -> Built:
     if not callable(fn):
         raise BuildError(f"{solution.name}: entry point {solution.spec.entry_point} "
                          "is not callable")
-    return Built(solution.name, fn, solution.spec.dps, note)
+    return Built(solution.name, fn, solution.spec.dps, note, solution.spec.target_hardware,
+                 solution.spec.language.lower())
 
 
 def build_reference(definition: Definition) -> Callable[..., Any]:

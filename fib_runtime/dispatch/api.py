@@ -61,7 +61,7 @@ def _decorate_named(name: str, fn: F) -> F:
     site = sites.Site(name, fn, traceable=True)
     wrapper = functools.update_wrapper(site.call, fn)
     wrapper.__fib_original__ = fn  # type: ignore[attr-defined]  # see fib_runtime.original
-    make_traceable(wrapper, name)
+    make_traceable(wrapper, name, fn)
     return wrapper  # type: ignore[return-value]
 
 
@@ -169,8 +169,7 @@ def warmup(definitions: Iterable[str] | None = None,
             key = axes_to_key(dispatcher.definition, dict(values))
             for site in sites.sites_of(name):
                 if site.binding is not None:
-                    site.binding.resolve((dispatcher.n_inputs, *site.binding.hot.encode(key)),
-                                         ())
+                    site.binding.warm(key)
     return built
 
 

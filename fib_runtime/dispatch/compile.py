@@ -4,6 +4,13 @@ Eager calls never pay for this: the custom op replaces a decorated function only
 dynamo traces it (torch.compiler.substitute_in_graph), and its real implementation is the
 ordinary dispatch path. The fake implementation returns outputs with the definition's
 shapes and dtypes.
+
+What dynamo traces is decided at trace time: the custom op for a value-returning call of
+the definition's dtypes that autograd does not record (see contract.Contract.traceable);
+the decorated function's own code for anything else, and whenever the op is not registered
+(dispatch never enabled with a database that has the definition). Dynamo guards on what
+the decision read (grad mode, the inputs' dtypes and requires_grad, the registry), so a
+training step traces the original with its autograd formula, at no runtime cost.
 """
 
 from __future__ import annotations
@@ -13,20 +20,21 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from fib_runtime.errors import FibError
+from fib_runtime.dispatch.contract import Contract
 from fib_runtime.schema import AxisConst, Definition
 from fib_runtime.tensors import first_device, torch_dtype
 
 log = logging.getLogger("fib_runtime.dispatch")
 NAMESPACE = "fib"
 _SCALAR_TYPES = {"bool": "bool", "int64": "int", "int32": "int", "int16": "int", "int8": "int"}
-_ops: dict[str, tuple[Any, tuple[str, ...]]] = {}
+_ops: dict[str, tuple[Any, tuple[str, ...], Contract]] = {}
 _lock = threading.Lock()
 _library: Any = None
 
 
-def make_traceable(wrapper: Callable[..., Any], name: str) -> None:
-    """Let dynamo see `wrapper` as the custom op of definition `name`.
+def make_traceable(wrapper: Callable[..., Any], name: str,
+                   original: Callable[..., Any]) -> None:
+    """Let dynamo see `wrapper` as the custom op of definition `name`, or as `original`.
 
     The op itself is registered eagerly (see `register`) when dispatch or capture is switched
     on, because dynamo traces this replacement and cannot trace a registration.
@@ -39,13 +47,12 @@ def make_traceable(wrapper: Callable[..., Any], name: str) -> None:
     def traced(*args: Any, **kwargs: Any) -> Any:
         entry = _ops.get(name)
         if entry is None:
-            raise FibError(f"{name}: torch.compile needs fib.enable_apply (or capture) with a "
-                           "database that has this definition")
-        op, names = entry
+            return original(*args, **kwargs)
+        op, names, contract = entry
         ordered = list(args) + [kwargs[n] for n in names[len(args):] if n in kwargs]
-        if len(ordered) != len(names):
-            raise FibError(f"{name}: under torch.compile only value-returning calls with the "
-                           f"definition's {len(names)} inputs are supported")
+        if len(ordered) != len(names) or len(args) + len(kwargs) != len(names) or \
+                not contract.traceable(ordered):
+            return original(*args, **kwargs)
         return op(*ordered)
 
     try:
@@ -73,7 +80,7 @@ def register(definition: Definition, eager: Callable[..., Any]) -> None:
                                     lambda *args: _fake_outputs(definition, args),
                                     lib=_library)
         op = getattr(getattr(torch.ops, NAMESPACE), op_name)
-        _ops[definition.name] = (op, tuple(definition.inputs))
+        _ops[definition.name] = (op, tuple(definition.inputs), Contract.of(definition))
 
 
 def _schema(definition: Definition) -> str:

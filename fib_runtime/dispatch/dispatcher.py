@@ -59,6 +59,7 @@ class Decision:
     via_key: Key | None = None  # the measured key the ranking came from
     call: Callable[..., Any] | None = None  # the solution in the caller's convention
     original: bool = False  # the engine's own function is fastest: the site calls it
+    built: Built | None = None  # the solution `call` runs (where it may run)
 
 
 class Dispatcher:
@@ -192,7 +193,7 @@ class Dispatcher:
                 log.warning("%s: %s cannot serve %s-style calls: %s", self.definition.name,
                             name, convention, exc)
                 continue
-            return Decision(name, reason, via, call)
+            return Decision(name, reason, via, call, built=built)
         if untrusted:  # a candidate was measured but nobody trusted its code
             return Decision(None, "untrusted", via)
         return Decision(None, "unavailable" if ranking.names else "no_passing_solution", via)

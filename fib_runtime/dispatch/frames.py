@@ -1,13 +1,17 @@
 """The per-call paths of a call site, generated once per (site, dispatcher): the hot path.
 
 A dispatching frame reads the key inline (the argument count, then each variable axis in
-its hot form, `args[i].numel()` or `args[i].shape[j]`, see keys.HotKey), does one dict
-lookup and calls what it finds. Everything else (the
-decision, the graph-capture rule, keywords, failures) happens once per key in `Binding`.
+its hot form, `args[i].numel()` or `args[i].shape[j]`, then the first tensor's dtype and
+device, see keys.HotKey), does one dict lookup, tests the per-call part of the solutions'
+contract (every tensor's layout, grad: see contract) and calls what it found. Everything
+else (the decision, the dtype and device rules, the graph-capture rule, keywords, failures)
+happens once per key in `Binding`; a call that fails the test is answered by the original
+function, counted under its reason.
 
 A frame is a code object that reads its state from one global, `DISPATCH` (the binding's
-lookup, call counter and the binding itself, unpacked once per call), so that a site can
-install it as the code of the decorated function itself: no wrapper frame per call.
+lookup, call counter, the binding itself and the contract's constants, unpacked once per
+call), so that a site can install it as the code of the decorated function itself: no
+wrapper frame per call.
 
 Timing regimes: a binding keeps two maps, the choices of the eager ranking (`served`) and
 those of the graph ranking (`served_graph`), and two states that read one or the other.
@@ -26,6 +30,14 @@ from collections.abc import Callable
 from typing import Any
 
 from fib_runtime.dispatch import graphs
+from fib_runtime.dispatch.contract import (
+    DEVICE,
+    DTYPE,
+    Contract,
+    runs_on,
+    serving_device,
+    several_devices,
+)
 from fib_runtime.dispatch.dispatcher import Dispatcher
 from fib_runtime.errors import FibError
 from fib_runtime.keys import HotKey, Key, make_key_extractor
@@ -37,11 +49,12 @@ Recorder = Callable[[Key, tuple[Any, ...]], None]
 
 _DISPATCH_TEMPLATE = """
 def call(*args, **kwargs):
-    served_get, calls, binding = DISPATCH
+    served_get, calls, binding, {constants} = DISPATCH
     if kwargs:
         return binding.keywords(args, kwargs)
     try:
         key = (len(args), {items})
+        fit = {fit}
     except Exception:
         return binding.fallback(*args)
     {record}
@@ -49,6 +62,8 @@ def call(*args, **kwargs):
     if fn is None:
         fn = binding.resolve(key, args)
     next(calls)
+    if not fit:
+        return binding.refused(fn, args)
     try:
         return fn(*args)
     except BaseException as exc:
@@ -68,18 +83,21 @@ class Binding:
         self.dispatcher = dispatcher
         self.fallback = fallback
         self.recorder = recorder
-        self.hot = HotKey.of(dispatcher.definition)
+        self.hot = HotKey.of(dispatcher.definition, device=several_devices())
+        self.contract = Contract.of(dispatcher.definition)
         self.extract = make_key_extractor(dispatcher.definition)
         self.served: dict[tuple[int, ...], Callable[..., Any]] = {}  # eager calls
         self.served_graph: dict[tuple[int, ...], Callable[..., Any]] = {}  # in graph capture
+        self.warmed: set[tuple[Any, ...]] = set()  # decided by fib.warmup, not yet called
         # solution, convention, timing regime
         self.owners: dict[Callable[..., Any], tuple[str, str, str]] = {}
         self._counted: dict[str, Callable[..., Any]] = {}
         # What the frame's global DISPATCH holds: `state` for eager calls, `graph_state`
         # while a CUDA graph is captured.
-        self.state = (self.served.get, dispatcher.counters.calls, self)
-        self.graph_state = (self.served_graph.get, dispatcher.counters.calls, self)
-        self.code = _dispatch_code(dispatcher.definition, recorder is not None)
+        constants = self.contract.constants()
+        self.state = (self.served.get, dispatcher.counters.calls, self, *constants)
+        self.graph_state = (self.served_graph.get, dispatcher.counters.calls, self, *constants)
+        self.code = _dispatch_code(dispatcher.definition, self.hot, recorder is not None)
         self.globals: dict[str, Any] = {"__builtins__": builtins,
                                         "DISPATCH": self.state_for(graphs.capturing())}
         self.frame: Callable[..., Any] = types.FunctionType(self.code, self.globals)
@@ -95,6 +113,7 @@ class Binding:
         thread may still need to know whose error it caught."""
         self.served.clear()
         self.served_graph.clear()
+        self.warmed.clear()
 
     def fallback_for(self, reason: str) -> Callable[..., Any]:
         """The site's fallback, counting the calls it answers for this reason."""
@@ -109,51 +128,81 @@ class Binding:
             self._counted[reason] = counted
         return counted
 
-    def resolve(self, hot: tuple[int, ...], args: tuple[Any, ...]) -> Callable[..., Any]:
+    def resolve(self, hot: tuple[Any, ...], args: tuple[Any, ...]) -> Callable[..., Any]:
         """First call of a (count, hot key) on this site: decide, cache, return the callable.
 
-        `args` empty: a warm-up, nothing to check. Otherwise the hot key must agree with the
-        shapes; a call that does not (other dimensions than the definition's) is answered by
-        the fallback and never cached, so it cannot decide for the valid calls that share its
-        hot key."""
+        The hot key must agree with the shapes; a call that does not (other dimensions than
+        the definition's) is answered by the fallback and never cached, so it cannot decide
+        for the valid calls that share its hot key. A call outside the contract for its whole
+        key (a tensor of another dtype, tensors on several devices, a device the chosen
+        solution does not run on: see contract) is cached as a counted fallback.
+
+        `args` empty: a warm-up (fib.warmup). The key is decided and its solutions built,
+        nothing is cached: its first call, even inside CUDA-graph capture, makes the checks
+        above without building anything."""
         dispatcher = self.dispatcher
         generation = dispatcher.generation
         convention = dispatcher.convention(hot[0])
         key = self.hot.decode(hot[1:])
+        dtype, device = self.hot.tensor_of(hot)
+        refused = None
         if args and key is not None:
             try:
                 valid = self.extract(args) == key and \
                     dispatcher.definition.axes_from_inputs(args[:dispatcher.n_inputs]) is not None
             except Exception:
                 valid = False
-            if not valid:
-                key = None
+            key = key if valid else None
+            refused = self.contract.first_call(args)
         if key is None:
             return self.fallback_for("arguments")
         if convention is None:
             fn = fn_graph = self.fallback_for("arguments")
-        elif capturing_graph():
+        elif self.contract.wrong_dtype(dtype) or refused is not None:
+            fn = fn_graph = self.fallback_for(refused or DTYPE)
+        elif capturing_graph() and hot not in self.warmed:
             return self.fallback_for("graph_capture")  # not cached: warm up keys ahead
         else:
             eager, graph = dispatcher.policy.regimes()
-            fn = self._serve(key, convention, eager)
-            fn_graph = fn if graph == eager else self._serve(key, convention, graph)
+            fn = self._serve(key, convention, eager, device)
+            fn_graph = fn if graph == eager else self._serve(key, convention, graph, device)
+        if not args:
+            self.warmed.add(hot)
+            return fn
         with dispatcher.lock:  # not a choice made before a quarantine or reload cleared them
             if dispatcher.generation == generation:
                 self.served[hot] = fn
                 self.served_graph[hot] = fn_graph
         return fn_graph if graphs.capturing() else fn
 
-    def _serve(self, key: Key, convention: str, timing: str) -> Callable[..., Any]:
+    def warm(self, key: Key) -> None:
+        """Decide a workload key ahead of its first call (fib.warmup), for value-returning
+        calls of the definition's dtype on the current device."""
+        contract = self.contract
+        dtype = None if contract.primary is None else contract.dtypes[contract.primary]
+        self.resolve((contract.n_inputs, *self.hot.encode(key, dtype, serving_device())), ())
+
+    def _serve(self, key: Key, convention: str, timing: str, device: int) -> Callable[..., Any]:
         """What this site calls for a key in one regime: a solution, its own function when
-        that is fastest (a hit), or the counted fallback."""
+        that is fastest (a hit), or the counted fallback (also when the solution does not
+        run on the call's device)."""
         decision = self.dispatcher.decide(key, convention, timing)
         if decision.original:
             return self.fallback
         if decision.call is None:
             return self.fallback_for(decision.reason)
+        built = decision.built
+        if built is not None and not runs_on(built.targets, built.language, device):
+            return self.fallback_for(DEVICE)
         self.owners[decision.call] = (decision.solution or "", convention, timing)
         return decision.call
+
+    def refused(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """A call outside the contract (see contract): a solution's key is answered by the
+        fallback, counted under the reason; the fallbacks answer their own calls."""
+        if fn not in self.owners:
+            return fn(*args)
+        return self.fallback_for(self.contract.reason(args))(*args)
 
     def failed(self, fn: Callable[..., Any], key: tuple[int, ...], args: tuple[Any, ...],
                exc: BaseException) -> Any:
@@ -176,10 +225,12 @@ class Binding:
         return self.frame(*ordered)
 
 
-def _dispatch_code(definition: Definition, recording: bool) -> types.CodeType:
+def _dispatch_code(definition: Definition, hot: HotKey, recording: bool) -> types.CodeType:
     """The code of a dispatching frame for a definition (see the module doc)."""
+    contract = Contract.of(definition)
     source = _DISPATCH_TEMPLATE.format(
-        items=", ".join(HotKey.of(definition).items),
+        constants=", ".join(contract.constant_names()), fit=contract.fit_source(),
+        items=", ".join(hot.items),
         record="binding.recorder(binding.extract(args), args)" if recording else "pass")
     namespace: dict[str, Any] = {}
     exec(compile(source, f"<fib dispatch {definition.name}>", "exec"), namespace)

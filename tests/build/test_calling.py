@@ -47,14 +47,24 @@ def test_destination_style_call_of_a_value_solution_fills_the_buffers() -> None:
     call = destination_passing(Built("s", value_solution, False), TWO_OUTPUTS)
     x, idx = torch.randn(5, 8), torch.arange(3)
     y, count = torch.zeros(5, 8, dtype=torch.bfloat16), torch.zeros(3, dtype=torch.int32)
-    assert call(x, idx, y, count) is None
+    result = call(x, idx, y, count)
+    assert result[0] is y and result[1] is count  # the outputs, as a value call returns them
     torch.testing.assert_close(y, (x * 2).bfloat16())
     assert count.tolist() == [1, 2, 3]
 
 
 def test_the_same_convention_is_the_solution_itself() -> None:
     assert value_returning(Built("s", value_solution, False), TWO_OUTPUTS) is value_solution
-    assert destination_passing(Built("s", dps_solution, True), TWO_OUTPUTS) is dps_solution
+
+
+def test_a_destination_passing_solution_returns_its_buffers() -> None:
+    """Whatever the solution returns (None here), the call returns the outputs."""
+    call = destination_passing(Built("s", dps_solution, True), TWO_OUTPUTS)
+    x, idx = torch.randn(5, 8), torch.arange(3)
+    y, count = torch.zeros(5, 8, dtype=torch.bfloat16), torch.zeros(3, dtype=torch.int32)
+    result = call(x, idx, y, count)
+    assert result[0] is y and result[1] is count
+    assert count.tolist() == [1, 2, 3]
 
 
 def test_a_scalar_output_cannot_be_allocated() -> None:

@@ -122,10 +122,10 @@ def test_value_returning_and_destination_passing(tmp_path: Path) -> None:
         y = torch.zeros(4, 8)
 
         @fib.apply("toy_norm_h8")
-        def toy_dps(x: torch.Tensor, weight: torch.Tensor, y: torch.Tensor) -> None:
-            y.copy_(x * weight)
+        def toy_dps(x: torch.Tensor, weight: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return y.copy_(x * weight)
 
-        assert toy_dps(x, w, y) is None
+        assert toy_dps(x, w, y) is y  # returns its output, as the original does
         assert float(y[0, 0]) == 3.0
 
 
@@ -346,6 +346,13 @@ def test_hot_keys_decode_to_the_workload_key() -> None:
     key = (3, 4096, 4, 120)  # batch, pages, indptr length, indices
     assert hot.decode(hot.encode(key)) == key
     assert hot.decode((32 * 128 * 3 + 1, 1024, 4, 120)) is None  # not whole rows
+    # The first tensor's dtype and device end the key; without CUDA only its dtype.
+    assert hot.items[-2:] == ("args[0].dtype", "args[0].get_device()")
+    assert hot.tensor_of(hot.encode(key, torch.bfloat16, 1)) == (torch.bfloat16, 1)
+    cpu = HotKey.of(attention, device=False)
+    assert cpu.items[-1] == "args[0].dtype" and cpu.encode(key, torch.float16)[-1] is \
+        torch.float16
+    assert cpu.tensor_of(cpu.encode(key, torch.float16)) == (torch.float16, -1)
 
 
 def test_reload_keeps_counters_consistent(two_solutions: Path) -> None:

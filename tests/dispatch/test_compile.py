@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 import fib_runtime as fib
@@ -32,3 +33,41 @@ def test_fullgraph_compile_runs_the_dispatched_solution(tmp_path: Path) -> None:
     with torch._subclasses.fake_tensor.FakeTensorMode():
         result = fake(torch.empty(5, 8), torch.empty(8))
         assert tuple(result.shape) == (5, 8) and result.dtype == torch.float32
+
+
+@fib.apply("never_enabled_norm_h8")
+def never_enabled(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return x * weight + 2
+
+
+def test_fullgraph_compile_where_dispatch_was_never_enabled() -> None:
+    """No database ever held this definition, so its custom op was never registered: the
+    compiled graph is the decorated function's own code."""
+    compiled = torch.compile(lambda x, w: never_enabled(x, w) - 1, fullgraph=True,
+                             backend="eager")
+    x, w = torch.randn(4, 8), torch.randn(8)
+    assert torch.equal(compiled(x, w), never_enabled.__wrapped__(x, w) - 1)
+
+
+def test_a_routed_hf_block_compiles_fullgraph_where_dispatch_was_never_enabled(
+        tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    from fib_runtime.adapters.transformers import apply, remove
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(hidden_size=48, intermediate_size=104, vocab_size=32,
+                                      num_hidden_layers=1, num_attention_heads=2,
+                                      num_key_value_heads=1)
+    model = transformers.LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    ids = torch.randint(0, 32, (2, 5))
+    with torch.no_grad():
+        expected = model(ids).logits
+    routing = apply(model, db=tmp_path / "db")
+    try:
+        assert "model.layers.0.mlp" in routing.routed
+        compiled = torch.compile(model, fullgraph=True, backend="eager")
+        with torch.no_grad():
+            got = compiled(ids).logits
+    finally:
+        remove(model)
+    torch.testing.assert_close(got, expected, atol=2e-2, rtol=2e-2)

@@ -1,0 +1,146 @@
+"""What a call must be for a solution to serve it: the solution's contract.
+
+A solution is measured by retune on what the FlashInfer Trace format describes, and nothing
+else: every tensor of the definition's dtype, contiguous, on the device it targets, and no
+autograd. A call outside that is answered by the original function and counted under its
+reason:
+
+- `dtype`: a tensor argument's dtype is not the definition's (an fp32 call of a bfloat16
+  definition; a float32 weight beside bfloat16 activations);
+- `device`: the tensors are not on a device the solution runs on (a CPU tensor and a Triton
+  kernel; a GPU other than the current one, where a kernel would launch);
+- `layout`: a tensor argument is not contiguous (strided rows, a transposed view, a
+  broadcast or strided weight): kernels read their arguments through pointers;
+- `grad`: autograd records the call (grad mode on and a floating input requires grad):
+  solutions have no backward, so training gets the original's gradients.
+
+Where it is checked: the dtype of the first tensor input is part of the hot key (keys.HotKey),
+and so is its device in a CUDA process; the first call of each key checks every other
+tensor's dtype and device: decided once per key, and kept (the first call decides for its
+key). Layouts and autograd can change from call to call at one key, so every tensor's layout
+and the grad test are read on every call by one generated expression (`fit_source`) inside
+the dispatching frame. Under torch.compile the dtype and grad tests are made at trace time
+(`traceable`), so a call that needs gradients traces the original function instead of the
+opaque custom op.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fib_runtime.hardware import CPU_KEY, TARGET_CPU, target_matches
+from fib_runtime.schema import Definition
+from fib_runtime.tensors import torch_dtype
+
+DTYPE, DEVICE, LAYOUT, GRAD = "dtype", "device", "layout", "grad"
+
+
+@dataclass(frozen=True)
+class Contract:
+    """One definition's contract, with its per-call test generated once."""
+
+    n_inputs: int
+    dtypes: tuple[Any, ...]  # per argument position (inputs, then outputs); None: a scalar
+    primary: int | None  # the first tensor input: its dtype and device are in the hot key
+    grad_inputs: tuple[int, ...]  # floating tensor inputs (what can require grad)
+
+    @classmethod
+    def of(cls, definition: Definition) -> Contract:
+        specs = [*definition.inputs.values(), *definition.outputs.values()]
+        dtypes = tuple(None if s.shape is None else torch_dtype(s.dtype) for s in specs)
+        n_inputs = len(definition.inputs)
+        tensors = [i for i in range(n_inputs) if dtypes[i] is not None]
+        return cls(n_inputs, dtypes, tensors[0] if tensors else None,
+                   tuple(i for i in tensors if dtypes[i].is_floating_point))
+
+    # -- the generated per-call test -------------------------------------------------------
+
+    def constants(self) -> tuple[Any, ...]:
+        """The values `fit_source` reads, in the order of `constant_names`."""
+        import torch
+
+        return (torch.is_grad_enabled,)
+
+    def constant_names(self) -> tuple[str, ...]:
+        return ("grad_enabled",)
+
+    def fit_source(self, args: str = "args") -> str:
+        """Python source, over `args`, that is True when a call meets the per-call part of the
+        contract: every tensor argument contiguous, and autograd not recording."""
+        def contiguous(positions: range) -> list[str]:
+            return [f"{args}[{i}].is_contiguous()" for i in positions
+                    if self.dtypes[i] is not None]
+
+        terms = contiguous(range(self.n_inputs))
+        outputs = contiguous(range(self.n_inputs, len(self.dtypes)))
+        if outputs:
+            terms.append(f"(len({args}) == {self.n_inputs} or ({' and '.join(outputs)}))")
+        if self.grad_inputs:
+            needs = " or ".join(f"{args}[{i}].requires_grad" for i in self.grad_inputs)
+            terms.append(f"not (grad_enabled() and ({needs}))")
+        return " and ".join(terms) or "True"
+
+    # -- once per key, and the reasons of refused calls -----------------------------------
+
+    def wrong_dtype(self, dtype: Any) -> bool:
+        """Is a hot key's first-input dtype not the definition's?"""
+        return self.primary is not None and dtype is not self.dtypes[self.primary]
+
+    def first_call(self, args: Sequence[Any]) -> str | None:
+        """Why the first call of a key is outside the contract for the whole key (a tensor
+        of another dtype, tensors on several devices), None if it is not."""
+        tensors = [(a, d) for a, d in zip(args, self.dtypes, strict=False) if d is not None]
+        if any(getattr(a, "dtype", None) is not d for a, d in tensors):
+            return DTYPE
+        if len({a.device for a, _ in tensors}) > 1:
+            return DEVICE
+        return None
+
+    def reason(self, args: Sequence[Any]) -> str:
+        """Why a call failed the per-call test (the slow path of a refused call)."""
+        tensors = [a for a, d in zip(args, self.dtypes, strict=False) if d is not None]
+        return LAYOUT if not all(a.is_contiguous() for a in tensors) else GRAD
+
+    def traceable(self, args: Sequence[Any]) -> bool:
+        """Under torch.compile, at trace time: may this value-returning call become the
+        custom op? Its dtypes must be the definition's (the op's fake outputs have them),
+        and autograd must not record it (the op has no backward)."""
+        import torch
+
+        for value, dtype in zip(args, self.dtypes[:self.n_inputs], strict=False):
+            if dtype is not None and (not isinstance(value, torch.Tensor)
+                                      or value.dtype is not dtype):
+                return False
+        return not (torch.is_grad_enabled()
+                    and any(args[i].requires_grad for i in self.grad_inputs))
+
+
+def several_devices() -> bool:
+    """Can this process's tensors be on more than one device (a CUDA process)? Without
+    CUDA every tensor is on the CPU, and the hot key needs no device term."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def serving_device() -> int:
+    """The device index kernels launch on in this thread: the current CUDA device, or -1
+    (the CPU) without CUDA."""
+    import torch
+
+    return torch.cuda.current_device() if torch.cuda.is_available() else -1
+
+
+def runs_on(targets: Sequence[str], language: str, device: int) -> bool:
+    """Does a solution with these `target_hardware` and language run on tensors of
+    `device` (an index from `Tensor.get_device()`, -1 for the CPU)? A GPU tensor must be on
+    the current CUDA device (where kernels launch) and the solution not CPU-only; Triton
+    runs on the CPU only in its interpreter (TRITON_INTERPRET=1)."""
+    if device < 0:
+        return target_matches(targets, CPU_KEY) or (
+            language == "triton" and os.environ.get("TRITON_INTERPRET") == "1")
+    words = {t.strip().lower() for t in targets}
+    return device == serving_device() and not (words and words <= TARGET_CPU)
