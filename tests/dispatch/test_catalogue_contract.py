@@ -129,6 +129,7 @@ def _problems(definition: Definition, call: Call, site: Any, run: Any) -> list[s
 def _check_solution(name: str, root: Path) -> None:
     solution = SOLUTIONS[name]
     definition = DEFINITIONS[solution.definition]
+    torch.manual_seed(0)  # the same inputs every run: a known bug shows the same way
     forced_db(root, [name], batches=(0, 1, 2, 3), definitions=TINY)
     run = original(definition)
     site = fib.apply(definition.name)(lambda *args: run(*args))

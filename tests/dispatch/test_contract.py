@@ -238,5 +238,7 @@ def test_a_routed_hf_model_trains_with_the_unpatched_models_gradients(tmp_path: 
     for name, grad in got.items():
         torch.testing.assert_close(grad, expected[name], msg=name)
     for name in names:
-        assert stats[name]["hits"] == 0 and stats[name]["fallbacks"].get("grad", 0) >= 1
+        # the adapter runs the module's own forward for calls autograd records (they never
+        # reach dispatch); any that do are answered by the original, counted as "grad"
+        assert stats.get(name, {}).get("hits", 0) == 0, stats
         assert served[name]["hits"] >= 1, served[name]
