@@ -37,12 +37,14 @@ _NAME_CHARS = 48  # of the solution's name in its module and folder name (a part
 @dataclass(frozen=True)
 class Built:
     """A solution's entry point, callable in the solution's own convention. `note` says
-    why it was built outside the build cache, when it was."""
+    why it was built outside the build cache, when it was; `original`: the engine's own
+    function, vouched for by a live call site (nothing was imported)."""
 
     name: str
     fn: Callable[..., Any]
     dps: bool
     note: str | None = None
+    original: bool = False
 
 
 class BuildCache:

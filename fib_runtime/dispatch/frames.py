@@ -145,11 +145,12 @@ class Binding:
         return fn_graph if graphs.capturing() else fn
 
     def _serve(self, key: Key, convention: str, timing: str) -> Callable[..., Any]:
-        """What this site calls for a key in one regime: a solution, its own function when
-        that is fastest (a hit), or the counted fallback."""
+        """What this site calls for a key in one regime: a solution, the engine's own
+        function when that is fastest (a hit; its errors are the engine's own), or the
+        counted fallback."""
         decision = self.dispatcher.decide(key, convention, timing)
-        if decision.original:
-            return self.fallback
+        if decision.original and decision.call is not None:
+            return decision.call
         if decision.call is None:
             return self.fallback_for(decision.reason)
         self.owners[decision.call] = (decision.solution or "", convention, timing)
