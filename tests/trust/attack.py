@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,19 +17,17 @@ REPO = Path(__file__).resolve().parents[2]
 class Result:
     returncode: int
     out: str
-    seconds: float
 
 
 def child(code: str, *, timeout: float = 120.0, env: dict[str, str] | None = None) -> Result:
     """Run Python `code` in a fresh interpreter from the repository root (the test's trust
     store, cache and database paths are inherited from the environment)."""
-    started = time.monotonic()
     try:
         done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                               text=True, timeout=timeout, env={**os.environ, **(env or {})})
     except subprocess.TimeoutExpired:
-        return Result(-9, f"TIMEOUT after {timeout} s", time.monotonic() - started)
-    return Result(done.returncode, done.stdout + done.stderr, time.monotonic() - started)
+        return Result(-9, f"TIMEOUT after {timeout} s")
+    return Result(done.returncode, done.stdout + done.stderr)
 
 
 def fib(*args: str | Path, timeout: float = 300.0) -> Result:
