@@ -166,20 +166,23 @@ def install(db: TraceDB, catalogue: Catalogue | None = None) -> tuple[int, int]:
 
     Records already present with identical content are left alone; changed ones are replaced.
     The default catalogue includes the family definitions the database already holds, so
-    their solutions are (re)written too.
+    their solutions are (re)written too. Remembered as trusted: the catalogue's solutions
+    (shipped code) and the definitions written here, never a definition read from the
+    database (a copied one may carry any reference behind a family tag).
     """
     catalogue = catalogue or load_catalogue(
         generated=[d for d in db.definitions.values() if family_of(d) is not None])
-    written_defs = written_sols = 0
+    written_defs: list[Definition] = []
+    written_sols = 0
     for definition in catalogue.definitions.values():
         if db.definitions.get(definition.name) != definition:
             db.add_definition(definition, replace=True, trust=False)
-            written_defs += 1
+            written_defs.append(definition)
     for solution in catalogue.solutions:
         if db.solutions.get(solution.name) != solution:
             db.add_solution(solution, replace=True, trust=False)
             written_sols += 1
     from fib_runtime.trust.memory import remember
 
-    remember(catalogue.solutions, catalogue.definitions.values())  # one write for all
-    return written_defs, written_sols
+    remember(catalogue.solutions, written_defs)  # one write for all
+    return len(written_defs), written_sols

@@ -10,20 +10,31 @@ A function that cannot be imported that way (a closure, a lambda, one defined in
 `__main__`, a bound method, a method that reads its instance) is recorded too, as a
 solution that says why (`untimeable_reason`): retune notes it and never runs it; `fib
 explain` prints the reason. `original_solution` is the one place that writes either.
+
+A database record is the engine's own function only when a live call site of this process
+vouches for it: the site's function, recorded now, gives exactly that record (`vouch`, done
+by each site whenever dispatch or capture starts; `vouched`). The author string proves
+nothing: a record that no site vouches for is an ordinary solution, trusted or not like any
+other. A record written by an earlier process is vouched for again by the same site after a
+restart, so it is served by calling the function, with no database code run.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import sys
+import threading
 import types
 from collections.abc import Callable
 from typing import Any
 
 from fib_runtime.schema import Definition, Solution
-from fib_runtime.schema.provenance import ORIGINAL_AUTHOR
+from fib_runtime.schema.provenance import ORIGINAL_AUTHOR, solution_digest
 from fib_runtime.schema.solution import BuildSpec, SourceFile
+
+log = logging.getLogger("fib_runtime.dispatch")
 
 UNTIMEABLE = "The engine's own function; not timeable: "
 MARK = "__fib_original__"  # on a decorated function: the function it decorates
@@ -103,7 +114,36 @@ def original_solution(definition: Definition, fn: Callable[..., Any]) -> Solutio
                     (SourceFile(_ENTRY, source),), description)
 
 
+# solution name -> (digest of the record a live site writes for its function, the function)
+_vouched: dict[str, tuple[str, Callable[..., Any]]] = {}
+_vouched_lock = threading.Lock()
+
+
+def vouch(definition: Definition, fn: Callable[..., Any]) -> Solution | None:
+    """A live call site of `definition` stands for `fn`: a database record equal to the one
+    returned is served by calling `fn` (never raises; None when it cannot be recorded)."""
+    try:
+        solution = original_solution(definition, fn)
+        entry = (solution_digest(solution), unwrapped(fn))
+    except Exception as exc:  # an odd callable: it is simply not vouched for
+        log.debug("%s: the original %r is not vouched for: %s", definition.name, fn, exc)
+        return None
+    with _vouched_lock:
+        _vouched[solution.name] = entry
+    return solution
+
+
+def vouched(solution: Solution) -> Callable[..., Any] | None:
+    """The engine's function a live site of this process vouches for as exactly this record,
+    or None (whatever its author says)."""
+    entry = _vouched.get(solution.name)
+    if entry is None or entry[0] != solution_digest(solution):
+        return None
+    return entry[1]
+
+
 def is_original(solution: Solution | None) -> bool:
+    """Recorded as an engine's function (for reports and notes only: see `vouched`)."""
     return solution is not None and solution.author == ORIGINAL_AUTHOR
 
 

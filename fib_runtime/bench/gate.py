@@ -18,26 +18,21 @@ def trusted_only(db: TraceDB, items: list[WorkloadTask]
     """The items with their untrusted solutions removed, and without the workloads of a
     definition whose reference is untrusted (it would run as the correctness oracle);
     plus what was left out, one line each."""
-    trust = Trust(db.root, db.definitions)
-    decided: dict[str, bool] = {}
+    trust = Trust(db.root, db.definitions)  # its verdicts are kept per kind and content
     left_out: dict[str, None] = {}
     kept = []
     for item in items:
         definition = item.definition
-        if definition.name not in decided:
-            decided[definition.name] = trust.definition(definition) is not None
-        if not decided[definition.name]:
+        reference_runs = trust.definition(definition) is not None
+        if not reference_runs:
             left_out[f"definition {definition.name} (its reference)"] = None
         solutions = []
         for solution in item.solutions:
-            key = f"solution {solution.name} (author {solution.author})"
-            if key not in decided:
-                decided[key] = trust.solution(solution) is not None
-            if decided[key]:
+            if trust.solution(solution) is not None:
                 solutions.append(solution)
             else:
-                left_out[key] = None
-        if solutions and decided[definition.name]:
+                left_out[f"solution {solution.name} (author {solution.author})"] = None
+        if solutions and reference_runs:
             kept.append(replace(item, solutions=tuple(solutions)))
     if left_out:
         log.warning("%s: %d untrusted records are not run; `fib trust %s` trusts them",

@@ -38,7 +38,8 @@ _NAME_CHARS = 48  # of the solution's name in its module and folder name (a part
 class Built:
     """A solution's entry point, callable in the solution's own convention. `note` says
     why it was built outside the build cache, when it was; `targets` and `language` are its
-    spec's (where it may run)."""
+    spec's (where it may run); `original`: the engine's own function, vouched for by a live
+    call site (nothing was imported)."""
 
     name: str
     fn: Callable[..., Any]
@@ -46,6 +47,7 @@ class Built:
     note: str | None = None
     targets: tuple[str, ...] = ()
     language: str = "python"
+    original: bool = False
 
 
 class BuildCache:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
@@ -69,16 +70,22 @@ class CaptureSession:
 
     def note_original(self, name: str, fn: Callable[..., Any]) -> None:
         """Record a captured site's own function as a candidate solution, once (see
-        fib_runtime.original); one that cannot be timed is recorded saying why."""
-        from fib_runtime.original import is_original, original_name, original_solution
+        fib_runtime.original); one that cannot be timed is recorded saying why. Called on a
+        serving call: the writing (and the trust store's lock) happens on the writer thread."""
+        from fib_runtime.original import original_name
 
         with self._lock:
             key = (name, original_name(name, fn))
             if key in self._originals:
                 return
             self._originals.add(key)
+        self._writer.later(functools.partial(self._record_original, name, fn))
+
+    def _record_original(self, name: str, fn: Callable[..., Any]) -> None:
+        from fib_runtime.original import is_original, original_solution
+
         try:
-            definition = self.db.definitions.get(name) or self._from_catalogue(name)
+            definition = self.db.definitions.get(name)
             if definition is None:
                 return
             solution = original_solution(definition, fn)
@@ -94,14 +101,18 @@ class CaptureSession:
             log.warning("capture: %s: the original function is not recorded: %s", name, exc)
 
     def _from_catalogue(self, name: str) -> Definition | None:
-        """A built-in definition, written into the database so its workloads load."""
+        """A built-in definition, written into the database so its workloads load (and
+        remembered as trusted on the writer thread: never a lock wait on a serving call)."""
         if self._catalogue is None:
             from fib_runtime.catalogue import load_catalogue
 
             self._catalogue = load_catalogue().definitions
         definition = self._catalogue.get(name)
         if definition is not None:
-            self.db.add_definition(definition)
+            from fib_runtime.trust import remember
+
+            self.db.add_definition(definition, trust=False)
+            self._writer.later(functools.partial(remember, definitions=[definition]))
         return definition
 
     def check_config(self) -> None:

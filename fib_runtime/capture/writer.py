@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Callable
 from typing import Any
 
 from fib_runtime.capture.recorder import CaptureQueue, DefinitionRecorder, Key, Record
@@ -41,9 +42,10 @@ class Writer:
     """Drains the queue every `interval` seconds on a daemon thread, at once when the queue
     reaches its high-water mark (the recorders set `wake`), and on `flush()`.
 
-    Each flush waits for the records' device copies, applies the kv-bucket dedup, saves
-    blobs, then appends each definition's workloads with one locked write per file
-    (`TraceDB.append_workloads`). Only this object touches the database after startup.
+    Each flush first runs the tasks handed to `later` (what must not run on a serving
+    call: recording an original, remembering what capture wrote as trusted), then waits for
+    the records' device copies, applies the kv-bucket dedup, saves blobs, then appends each
+    definition's workloads with one locked write per file (`TraceDB.append_workloads`).
     """
 
     def __init__(self, db: TraceDB, shared: CaptureQueue, interval: float,
@@ -55,6 +57,7 @@ class Writer:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._fine_keys: dict[str, set[tuple[Key, int | None]]] = defaultdict(set)
+        self._tasks: deque[Callable[[], None]] = deque()
         self._thread = threading.Thread(target=self._run, name="fib-capture-writer",
                                         daemon=True)
 
@@ -68,6 +71,10 @@ class Writer:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join()
         self.flush()
+
+    def later(self, task: Callable[[], None]) -> None:
+        """Run `task` on the writer thread at its next flush (off the serving path)."""
+        self._tasks.append(task)
 
     def _run(self) -> None:
         shared = self._shared
@@ -86,6 +93,12 @@ class Writer:
     def flush(self) -> int:
         """Write every queued record now; returns the number of workloads written."""
         with self._lock:
+            while self._tasks:
+                task = self._tasks.popleft()
+                try:
+                    task()
+                except Exception:  # a task logs its own failures; this is a last resort
+                    log.exception("capture writer: a deferred task failed")
             by_owner: dict[DefinitionRecorder, list[Trace]] = defaultdict(list)
             for record in self._take():
                 trace = self._materialise(record)

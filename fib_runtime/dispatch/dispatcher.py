@@ -58,7 +58,7 @@ class Decision:
     reason: str  # measured | interpolated | nearest | best_overall | miss | untrusted | ...
     via_key: Key | None = None  # the measured key the ranking came from
     call: Callable[..., Any] | None = None  # the solution in the caller's convention
-    original: bool = False  # the engine's own function is fastest: the site calls it
+    original: bool = False  # the engine's own function (vouched for by a live site) is `call`
     built: Built | None = None  # the solution `call` runs (where it may run)
 
 
@@ -176,8 +176,6 @@ class Dispatcher:
         for name in ranking.names:
             if name in self.counters.quarantined or name == exclude:
                 continue
-            if name in self.table.originals:  # the site calls its own function directly
-                return Decision(name, reason, via, original=True)
             built = self._build(name)
             if isinstance(built, BuildError):
                 refused = isinstance(built, Untrusted)  # never imported: `fib trust` runs it
@@ -185,6 +183,9 @@ class Dispatcher:
                 self.counters.build_problems[name] = \
                     ("untrusted: " if refused else "unavailable: ") + str(built).partition("\n")[0]
                 continue
+            if built.original:  # a live site's own function: called as the engine calls it
+                return Decision(name, reason, via, self._convention(built, convention),
+                                original=True)
             if built.note is not None:
                 self.counters.build_problems[name] = built.note
             try:
@@ -198,9 +199,12 @@ class Dispatcher:
             return Decision(None, "untrusted", via)
         return Decision(None, "unavailable" if ranking.names else "no_passing_solution", via)
 
-    def _adapt(self, built: Built, convention: str) -> Callable[..., Any]:
-        call = (value_returning if convention == VALUE else destination_passing)(
+    def _convention(self, built: Built, convention: str) -> Callable[..., Any]:
+        return (value_returning if convention == VALUE else destination_passing)(
             built, self.definition)
+
+    def _adapt(self, built: Built, convention: str) -> Callable[..., Any]:
+        call = self._convention(built, convention)
         if self.policy.validate_outputs:
             from fib_runtime.dispatch.validate import validated
 

@@ -12,6 +12,7 @@ from fib_runtime.errors import FibError
 from fib_runtime.keys import axes_to_key, key_to_axes
 from fib_runtime.original import is_original, untimeable_reason
 from fib_runtime.schema.provenance import digest_of
+from fib_runtime.trust import Untrusted
 
 ORIGINAL_SERVED = ("the engine's own (decorated) function is the fastest candidate measured "
                    "here, so dispatch calls it directly")
@@ -81,12 +82,13 @@ def explain(definition: str, axes: Mapping[str, int],
     candidates = []
     if ranking is not None:
         for name, latency in zip(ranking.names, ranking.latencies_ms, strict=True):
-            if name in dispatcher.counters.quarantined:
+            built = None if name in dispatcher.counters.quarantined else runtime.build(name)
+            if built is None:
                 status = "quarantined"
-            elif name not in dispatcher.table.originals and not runtime.is_trusted(name):
-                status = "untrusted"  # not imported: `fib trust` runs it
+            elif isinstance(built, Untrusted):
+                status = "untrusted"  # never imported: `fib trust` runs it
             else:
-                status = "unavailable" if isinstance(runtime.build(name), Exception) else "ok"
+                status = "unavailable" if isinstance(built, Exception) else "ok"
             candidates.append((name, latency, status))
     via = decision.via_key
     unbound = unbound_solutions(runtime, definition)

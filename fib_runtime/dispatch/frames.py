@@ -184,11 +184,11 @@ class Binding:
 
     def _serve(self, key: Key, convention: str, timing: str, device: int) -> Callable[..., Any]:
         """What this site calls for a key in one regime: a solution, its own function when
-        that is fastest (a hit), or the counted fallback (also when the solution does not
-        run on the call's device)."""
+        that is fastest (a hit; its errors are the engine's own), or the counted fallback
+        (also when the solution does not run on the call's device)."""
         decision = self.dispatcher.decide(key, convention, timing)
-        if decision.original:
-            return self.fallback
+        if decision.original and decision.call is not None:
+            return decision.call
         if decision.call is None:
             return self.fallback_for(decision.reason)
         built = decision.built

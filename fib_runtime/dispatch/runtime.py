@@ -1,10 +1,18 @@
-"""The dispatch runtime: one database on one device, its tables, builds and dispatchers."""
+"""The dispatch runtime: one database on one device, its tables, builds and dispatchers.
+
+Each load reads the database and the trust store into one `Snapshot`, published by a single
+assignment: a reader takes the snapshot once and sees one load, never a new database with
+the old trust state. A build takes one solution record from the snapshot, judges that
+record's content with the snapshot's trust, and builds that very record (its sources are
+written from memory), so only the content whose digest was checked is ever imported.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +28,29 @@ from fib_runtime.dispatch.table import (
 )
 from fib_runtime.errors import BuildError, FibError
 from fib_runtime.hardware import Hardware, current_hardware
+from fib_runtime.original import vouched
 from fib_runtime.paths import cache_path, default_db_path
+from fib_runtime.schema import Solution
+from fib_runtime.schema.provenance import solution_digest
 from fib_runtime.store import TraceDB
 from fib_runtime.store.files import fingerprint
 from fib_runtime.store.layout import DECISION_FOLDERS
 from fib_runtime.trust import Trust, Untrusted, stamp
 
 log = logging.getLogger("fib_runtime.dispatch")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One load: the database, the trust store read with it, the decision tables, and what
+    changes when the folder or the store does."""
+
+    db: TraceDB
+    trust: Trust
+    tables: dict[str, DefinitionTable]
+    fingerprint: str
+    trust_stamp: tuple[int, ...] | None
+    warned: set[tuple[str, str]] = field(default_factory=set)  # untrusted (name, digest)
 
 
 class Runtime:
@@ -51,24 +75,35 @@ class Runtime:
     # -- loading and reloading ----------------------------------------------------------
 
     def _load(self) -> None:
-        self.fingerprint = fingerprint(self.root, DECISION_FOLDERS)
+        folder = fingerprint(self.root, DECISION_FOLDERS)  # before reading: a later change
+        trust_stamp = stamp()  # of either reloads
         db = self._db if self._db is not None else TraceDB.open(self.root, create=True,
                                                                  workloads=False)
         self._db = None  # a later reload reads the folder again
-        self.db = db
-        self._trust_stamp = stamp()  # before reading the store: a later change reloads
-        self.trust = Trust(self.root, db.definitions)
-        self._trusted: dict[str, bool] = {}
-        cached = cache_file(cache_path(), self.fingerprint, self.hardware.key, self.config)
+        trust = Trust(self.root, db.definitions)
+        cached = cache_file(cache_path(), folder, self.hardware.key, self.config)
         tables = load_tables(cached)
         if tables is None or set(tables) != set(db.definitions):
             tables = {name: compile_table(db, d, self.hardware.key, self.config)
                       for name, d in db.definitions.items()}
             try:
-                save_tables(cached, tables)
+                if fingerprint(self.root, DECISION_FOLDERS) == folder:  # not a later state's
+                    save_tables(cached, tables)
             except OSError as exc:
                 log.debug("cannot cache decision tables at %s: %s", cached, exc)
-        self.tables = tables
+        self.snapshot = Snapshot(db, trust, tables, folder, trust_stamp)  # one publication
+
+    @property
+    def db(self) -> TraceDB:
+        return self.snapshot.db
+
+    @property
+    def tables(self) -> dict[str, DefinitionTable]:
+        return self.snapshot.tables
+
+    @property
+    def fingerprint(self) -> str:
+        return self.snapshot.fingerprint
 
     def reload(self) -> None:
         """Re-read the database; every dispatcher forgets its decisions, keeps its counters
@@ -89,8 +124,9 @@ class Runtime:
 
     def changed(self) -> bool:
         """The database or the trust store changed since the last load."""
-        return (fingerprint(self.root, DECISION_FOLDERS) != self.fingerprint
-                or stamp() != self._trust_stamp)
+        snapshot = self.snapshot
+        return (fingerprint(self.root, DECISION_FOLDERS) != snapshot.fingerprint
+                or stamp() != snapshot.trust_stamp)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.config.check_interval_s):
@@ -127,29 +163,33 @@ class Runtime:
         return self.tables.get(name) or DefinitionTable({})
 
     def build(self, name: str) -> Built | BuildError:
-        """A solution of the database built once; a failure marks it unavailable here. An
-        untrusted solution is never imported: Untrusted (decided once per load, not per call)."""
-        solution = self.db.solutions.get(name)
+        """A solution of the database built once; a failure marks it unavailable here. The
+        engine's own function, where a live call site vouches for the record, is returned
+        as it is (nothing imported). An untrusted solution is never imported: Untrusted."""
+        snapshot = self.snapshot  # one load: the record judged is the record built
+        solution = snapshot.db.solutions.get(name)
         if solution is None:
             return BuildError(f"solution '{name}' is not in {self.root}")
-        if not self.is_trusted(name):
+        engine = vouched(solution)
+        if engine is not None:
+            return Built(name, engine, dps=False, original=True)
+        if not self._may_run(snapshot, solution):
             return Untrusted(f"solution '{name}' of {self.root} is not trusted; "
                              f"`fib trust {self.root}` (or --author, --solution) runs it")
         return self._builds.get(solution)
 
-    def is_trusted(self, name: str) -> bool:
-        """May this solution's code run here (fib_runtime.trust)? Logged once when not."""
-        trusted = self._trusted.get(name)
-        if trusted is None:
-            solution = self.db.solutions.get(name)
-            if solution is None:
-                return False
-            trusted = self._trusted[name] = self.trust.solution(solution) is not None
-            if not trusted:
-                log.warning("solution %s (author %s) of %s is not trusted and does not run; "
-                            "`fib trust %s` trusts it", name, solution.author, self.root,
-                            self.root)
-        return trusted
+    def _may_run(self, snapshot: Snapshot, solution: Solution) -> bool:
+        """The snapshot's verdict on this exact content (kept per digest by its Trust);
+        logged once per content when it may not run."""
+        if snapshot.trust.solution(solution) is not None:
+            return True
+        seen = (solution.name, solution_digest(solution))
+        if seen not in snapshot.warned:
+            snapshot.warned.add(seen)
+            log.warning("solution %s (author %s) of %s is not trusted and does not run; "
+                        "`fib trust %s` trusts it", solution.name, solution.author,
+                        self.root, self.root)
+        return False
 
     def stats(self) -> dict[str, dict[str, Any]]:
         return {name: d.stats() for name, d in self.dispatchers.items() if d is not None}

@@ -25,6 +25,7 @@ from fib_runtime.dispatch.frames import Binding, recording_frame
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError
 from fib_runtime.keys import Key
+from fib_runtime.original import vouch
 from fib_runtime.schema import Definition
 
 log = logging.getLogger("fib_runtime.dispatch")
@@ -192,6 +193,8 @@ def refresh(site: Site) -> None:
         site.unbind()
         definition = dispatcher.definition if dispatcher is not None else \
             getattr(recorder, "definition", None)
+        if definition is not None and site.original is not None:
+            vouch(definition, site.original)  # the record of its function is the engine's
         if site.traceable and definition is not None:
             _register_custom_op(site, definition)
         if dispatcher is not None:

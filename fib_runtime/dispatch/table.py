@@ -13,7 +13,6 @@ import orjson
 from fib_runtime.dispatch.config import DispatchConfig
 from fib_runtime.hardware import arch_of_key
 from fib_runtime.keys import Key
-from fib_runtime.original import is_original
 from fib_runtime.ranking import Ranking, rank, timings_in
 from fib_runtime.schema import Definition
 from fib_runtime.schema.provenance import DEVICE
@@ -26,12 +25,12 @@ log = logging.getLogger("fib_runtime.dispatch")
 @dataclass(frozen=True)
 class DefinitionTable:
     """Per measured key, the candidates fastest first (an empty ranking: none passed), by
-    device time (`rankings`) and in each other regime that has traces (`regimes`); and the
-    candidates that are the engine's own function (`originals`, served by calling it)."""
+    device time (`rankings`) and in each other regime that has traces (`regimes`). Which
+    candidate is the engine's own function is not the table's to say (see
+    fib_runtime.original.vouched)."""
 
     rankings: dict[Key, Ranking]
     regimes: dict[str, dict[Key, Ranking]] = field(default_factory=dict)
-    originals: frozenset[str] = frozenset()
 
     def for_timing(self, timing: str) -> dict[Key, Ranking]:
         """The rankings of a regime; device time where that regime has no traces."""
@@ -59,8 +58,7 @@ def compile_table(db: TraceDB, definition: Definition, hardware_key: str,
         return {key: result.ranking for key, result in results.items()}
 
     regimes = {t: ranked(t) for t in sorted(timings_in(traces) - {DEVICE})}
-    originals = frozenset(s.name for s in db.solutions_for(definition.name) if is_original(s))
-    return DefinitionTable(ranked(DEVICE), {t: r for t, r in regimes.items() if r}, originals)
+    return DefinitionTable(ranked(DEVICE), {t: r for t, r in regimes.items() if r})
 
 
 def cache_file(cache: Path, fingerprint: str, hardware_key: str, config: DispatchConfig) -> Path:
@@ -78,10 +76,9 @@ def _parse(raw: list[list[list[object]]]) -> dict[Key, Ranking]:
 
 def save_tables(path: Path, tables: dict[str, DefinitionTable]) -> None:
     data = {name: {"rankings": _dump(table.rankings),
-                   "regimes": {t: _dump(r) for t, r in table.regimes.items()},
-                   "originals": sorted(table.originals)}
+                   "regimes": {t: _dump(r) for t, r in table.regimes.items()}}
             for name, table in tables.items()}
-    write_atomic(path, orjson.dumps({"format": 2, "tables": data}))
+    write_atomic(path, orjson.dumps({"format": 3, "tables": data}))
 
 
 def load_tables(path: Path) -> dict[str, DefinitionTable] | None:
@@ -89,11 +86,10 @@ def load_tables(path: Path) -> dict[str, DefinitionTable] | None:
     are rebuilt)."""
     try:
         data = orjson.loads(path.read_bytes())
-        if data.get("format") != 2:
+        if data.get("format") != 3:
             return None
         return {name: DefinitionTable(_parse(raw["rankings"]),
-                                      {t: _parse(r) for t, r in raw["regimes"].items()},
-                                      frozenset(raw["originals"]))
+                                      {t: _parse(r) for t, r in raw["regimes"].items()})
                 for name, raw in data["tables"].items()}
     except (OSError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
         return None

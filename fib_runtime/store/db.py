@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -110,13 +111,22 @@ class TraceDB:
                         len(self.load_errors) - _LOGGED_PROBLEMS, self.root)
 
     def _files(self, folder: str, suffix: str) -> list[Path]:
+        """The record files of a folder; a link that resolves outside the root is a load
+        problem, never read (trusting a folder must not trust what it links to)."""
         base = self.root / folder
         found = sorted(base.rglob(f"*{suffix}")) if base.is_dir() else []
+        inside = str(self.root.resolve()) + os.sep
+        kept = []
         for path in found:
             if path.is_symlink() and not path.exists():
                 self.load_errors.append(LoadProblem(self._rel(path), None, None,
                                                     "a dangling symbolic link (skipped)"))
-        return [p for p in found if p.is_file()]
+            elif not os.path.realpath(path).startswith(inside):
+                self.load_errors.append(LoadProblem(self._rel(path), None, None, (
+                    "a link that resolves outside the database root (skipped)")))
+            elif path.is_file():
+                kept.append(path)
+        return kept
 
     def _rel(self, path: Path) -> str:
         return str(path.relative_to(self.root))

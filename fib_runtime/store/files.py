@@ -19,9 +19,13 @@ LOCK_DIR = ".fib/locks"
 
 
 def lock_for(root: Path, target: Path) -> FileLock:
-    """The inter-process lock that guards one file of the database."""
+    """The inter-process lock that guards one file of the database, under `.fib/locks`.
+
+    The lock folder and file must stay inside the root: a `.fib` (or `locks`, or lock
+    file) linked elsewhere is refused (StoreError) before anything is created."""
     rel = target.resolve().relative_to(root.resolve())
-    lock_path = root / LOCK_DIR / (str(rel).replace(os.sep, "__") + ".lock")
+    name = LOCK_DIR + "/" + str(rel).replace(os.sep, "__") + ".lock"
+    lock_path = inside(root, name)  # resolved before anything is created
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(lock_path))
 

@@ -9,8 +9,13 @@ destination's canonical files; nothing is ever removed, and no source is changed
   read from safetensors blobs, the blob files have the same bytes (uuids and blob paths
   differ between processes that captured the same thing). A new workload's blob is copied
   to the same relative path.
-- Traces are the same when definition, solution, workload uuid, hardware and the
-  solution's content are.
+- Traces are the same when definition, solution, workload uuid, hardware, timing regime,
+  the content they measured (the digest stamped on the trace; for an unstamped trace, the
+  solution's content) and their timestamp are: a trace in another regime, or re-measured,
+  is another measurement.
+- A destination trusted by its folder (`fib trust DEST --root`) runs whatever it holds, so
+  nothing is merged into it unless every solution and definition it would add is trusted
+  where it comes from (MergeError names them): merging never makes foreign code trusted.
 
 Each file is written atomically (a temporary file, then a rename) under its lock, in the
 order definitions, solutions, blobs, workloads, traces: an interrupted merge leaves the
@@ -33,6 +38,7 @@ import orjson
 
 from fib_runtime.errors import StoreError
 from fib_runtime.schema import SafetensorsInput, Solution, Trace
+from fib_runtime.schema.provenance import digest_of, timing_of
 from fib_runtime.store import files, layout
 from fib_runtime.store.db import TraceDB
 
@@ -71,10 +77,39 @@ def merge(sources: list[str | Path], dest: str | Path, *, dry_run: bool = False
         target = TraceDB(dest_root)  # empty: everything would be added
     else:
         target = TraceDB.open(dest_root, create=True)
+    sources_db = [TraceDB.open(root) for root in roots]
+    _refuse_laundering(target, sources_db)
     merger = _Merger(target, dry_run)
-    for root in roots:
-        merger.fold(TraceDB.open(root))
+    for src in sources_db:
+        merger.fold(src)
     return merger.report
+
+
+class MergeError(StoreError):
+    """A merge that would make code nobody trusted run: nothing was written."""
+
+
+def _refuse_laundering(dest: TraceDB, sources: list[TraceDB]) -> None:
+    """Into a destination trusted by its folder, only records trusted where they come from
+    (see fib_runtime.trust); MergeError otherwise, before anything is written."""
+    from fib_runtime.trust import Trust
+
+    if not Trust(dest.root).root_trusted:
+        return
+    untrusted = []
+    for src in sources:
+        trust = Trust(src.root, src.definitions)
+        untrusted += [f"solution {n} of {src.root}" for n, s in sorted(src.solutions.items())
+                      if n not in dest.solutions and trust.solution(s) is None]
+        untrusted += [f"definition {n} of {src.root}"
+                      for n, d in sorted(src.definitions.items())
+                      if n not in dest.definitions and trust.definition(d) is None]
+    if untrusted:
+        shown = "; ".join(untrusted[:5]) + (f"; and {len(untrusted) - 5} more"
+                                            if len(untrusted) > 5 else "")
+        raise MergeError(f"{dest.root} is trusted as a folder: merging would let code nobody "
+                         f"trusted run there ({shown}); trust it first (`fib trust SRC`, "
+                         "`--solution`), or merge into a folder that is not trusted as such")
 
 
 def _dumps_sorted(data: object) -> bytes:
@@ -105,7 +140,7 @@ class _Merger:
         self.report = MergeReport()
         self._blob_digests: dict[Path, str] = {}
         self._workloads: dict[bytes, list[Trace]] = defaultdict(list)
-        self._trace_keys: set[tuple[str, str, str, str, str]] = set()
+        self._trace_keys: set[tuple[str, ...]] = set()
         for name in dest.definitions:
             for trace in dest.workloads_for(name):
                 self._workloads[_light_key(trace)].append(trace)
@@ -228,13 +263,19 @@ class _Merger:
 
     # -- traces ---------------------------------------------------------------------------
 
-    def _trace_key(self, trace: Trace, db: TraceDB) -> tuple[str, str, str, str, str]:
-        """A database that lacks the trace's solution file counts as holding DEST's."""
+    def _trace_key(self, trace: Trace, db: TraceDB) -> tuple[str, ...]:
+        """What makes a measurement another one (see the module docstring). For a trace
+        with no stamp, a database that lacks its solution file counts as holding DEST's."""
         solution = trace.solution or ""
-        assert trace.evaluation is not None
-        known = db.solutions.get(solution) or self.dest.solutions.get(solution)
+        evaluation = trace.evaluation
+        assert evaluation is not None
+        measured = digest_of(evaluation)
+        if measured is None:
+            known = db.solutions.get(solution) or self.dest.solutions.get(solution)
+            measured = "content:" + solution_digest(known)
         return (trace.definition, solution, trace.workload.uuid,
-                trace.evaluation.environment.hardware, solution_digest(known))
+                evaluation.environment.hardware, timing_of(evaluation), measured,
+                evaluation.timestamp)
 
     def _traces_of(self, src: TraceDB, name: str, bad_solutions: set[str]) -> None:
         new = []

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from filelock import Timeout
 
 from fib_runtime.errors import StoreError
@@ -25,7 +26,7 @@ from fib_runtime.store import files, layout
 from fib_runtime.store.oddities import odd_entries
 
 DEFAULT_MIN_AGE_S = 600.0
-# A safetensors input's "path" as it appears in a JSON line (also in a torn one).
+# A "path" field as it appears in a JSON line that does not parse (a torn one).
 _PATH_FIELD = re.compile(rb'"path"\s*:\s*"((?:[^"\\]|\\.)*)"')
 _TMP_NAME = re.compile(r"^\.(?P<target>.+)\.[^.]+\.tmp$")
 
@@ -75,7 +76,7 @@ def remove(root: Path, found: Leftovers) -> list[Path]:
         except (Timeout, FileNotFoundError):
             found.kept.append(f"{_rel(root, path)}: its target is being written now; kept")
             continue
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, StoreError) as exc:  # StoreError: a lock outside the root
             found.kept.append(f"{_rel(root, path)}: not removed ({exc})")
             continue
         removed.append(path)
@@ -90,8 +91,8 @@ def remove(root: Path, found: Leftovers) -> list[Path]:
 
 
 def _referenced_blobs(root: Path, found: Leftovers) -> set[Path] | None:
-    """Every blob path a workload or trace line names (read from the raw bytes, so a line
-    that does not load still protects its blobs); None when some line file cannot be read."""
+    """Every blob path a workload or trace line names (parsed as JSON; a line that does not
+    load still protects its blobs); None when some line file cannot be read."""
     hidden = [p for p in odd_entries(root) if p.file.split(os.sep)[0] in
               (layout.WORKLOADS, layout.TRACES)]
     if hidden:
@@ -108,13 +109,44 @@ def _referenced_blobs(root: Path, found: Leftovers) -> set[Path] | None:
                 found.kept.append(f"{_rel(root, path)} cannot be read ({exc}): blobs are "
                                   "not checked")
                 return None
-            for match in _PATH_FIELD.finditer(data):
+            for rel in _paths_in(data):
                 try:
-                    rel = match.group(1).decode("utf-8", "replace").replace("\\/", "/")
                     referenced.add(files.inside(root, rel))
                 except StoreError:
                     continue
     return referenced
+
+
+def _paths_in(data: bytes) -> Iterator[str]:
+    """Every "path" string of a JSON-lines file, read by parsing each line (so any JSON
+    spelling of a path counts); a line that does not parse (torn) still protects the paths
+    it spells out whole."""
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            yield from _path_values(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            for match in _PATH_FIELD.finditer(line):
+                try:
+                    yield orjson.loads(b'"' + match.group(1) + b'"')
+                except orjson.JSONDecodeError:
+                    continue
+
+
+def _path_values(value: object) -> Iterator[str]:
+    """The string values of every "path" key in a parsed record, however deep."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if key == "path" and isinstance(child, str):
+                    yield child
+                elif isinstance(child, (dict, list)):
+                    stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _regular_files(base: Path) -> Iterator[tuple[Path, os.stat_result]]:

@@ -1,7 +1,10 @@
 """Remembering what the user's own fib writes: trusted by content digest.
 
+Only what this process itself wrote (or the user named) is remembered, never what it read.
 Kept apart from the policy so the store (`TraceDB.add_solution`) can call it without
-depending on the catalogue the policy compares with.
+depending on the catalogue the policy compares with. Remembering never waits long for
+another writer of the store (REMEMBER_WAIT_S), and skips the write when the store already
+holds every digest.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import orjson
 
 from fib_runtime.schema import Definition, Solution
 from fib_runtime.schema.provenance import solution_digest
-from fib_runtime.trust.store import TrustStoreError, add
+from fib_runtime.trust.store import TrustStoreError, add_all, load_store
 
 log = logging.getLogger("fib_runtime.trust")
+REMEMBER_WAIT_S = 1.0
 
 
 def definition_digest(definition: Definition) -> str:
@@ -32,8 +36,14 @@ def remember(solutions: Iterable[Solution] = (),
     then need `fib trust` to run)."""
     sols = {solution_digest(s): {"name": s.name} for s in solutions}
     defs = {definition_digest(d): {"name": d.name} for d in definitions}
+    known = load_store()
+    items = {"solutions": {k: v for k, v in sols.items() if not known.has("solutions", k)},
+             "definitions": {k: v for k, v in defs.items()
+                             if not known.has("definitions", k)}}
+    if not any(items.values()):
+        return 0
     try:
-        return add("solutions", sols) + add("definitions", defs)
+        return add_all(items, wait_s=REMEMBER_WAIT_S)
     except (OSError, TrustStoreError, TimeoutError) as exc:
         log.warning("could not remember %d solutions and %d definitions as trusted: %s",
                     len(sols), len(defs), exc)

@@ -4,9 +4,12 @@ A solution runs when, in this order, `FIB_TRUST=all` is set, its content digest 
 its author is trusted, its database folder is trusted, or it is exactly a solution the
 installed catalogue ships (same digest as `fib_runtime.catalogue` produces, whatever author
 it claims). A definition's reference (run by retune only) runs when `FIB_TRUST=all`, its
-digest is trusted, its folder is trusted, or it equals a shipped catalogue definition.
-The decision is made by the process that plans the work (dispatch, retune's driver); worker
-processes only receive what was decided.
+digest is trusted, its folder is trusted, or it equals a shipped catalogue definition or
+exactly what a family template writes for its constants.
+Verdicts are kept per kind and content (a solution's digest and author, a definition's
+digest), never per name: a record that changes is judged again, and no name can stand for
+another record. The decision is made by the process that plans the work (dispatch, retune's
+driver); worker processes only receive what was decided.
 """
 
 from __future__ import annotations
@@ -43,12 +46,26 @@ class Trust:
         self.everything = os.environ.get(TRUST_ENV, "").strip().lower() == "all"
         self.root_trusted = root is not None and self.store.has("databases", root_key(root))
         self._definitions = definitions or {}
+        self._verdicts: dict[tuple[str, ...], str | None] = {}
 
     def solution(self, solution: Solution) -> str | None:
-        """Why `solution` may run, or None when it may not."""
+        """Why `solution` may run, or None when it may not (kept per digest and author)."""
+        key = ("solution", solution_digest(solution), solution.author)
+        if key not in self._verdicts:
+            self._verdicts[key] = self._solution(solution, key[1])
+        return self._verdicts[key]
+
+    def definition(self, definition: Definition) -> str | None:
+        """Why `definition`'s reference may run, or None when it may not (kept per digest)."""
+        key = ("definition", definition_digest(definition))
+        if key not in self._verdicts:
+            self._verdicts[key] = self._definition(definition, key[1])
+        return self._verdicts[key]
+
+    def _solution(self, solution: Solution, digest: str) -> str | None:
         if self.everything:
             return f"{TRUST_ENV}=all"
-        if self.store.has("solutions", solution_digest(solution)):
+        if self.store.has("solutions", digest):
             return "its content is trusted"
         if self.store.has("authors", solution.author):
             return f"author '{solution.author}' is trusted"
@@ -58,16 +75,17 @@ class Trust:
             return "shipped with fib-runtime"
         return None
 
-    def definition(self, definition: Definition) -> str | None:
-        """Why `definition`'s reference may run, or None when it may not."""
+    def _definition(self, definition: Definition, digest: str) -> str | None:
         if self.everything:
             return f"{TRUST_ENV}=all"
-        if self.store.has("definitions", definition_digest(definition)):
+        if self.store.has("definitions", digest):
             return "its content is trusted"
         if self.root_trusted:
             return "its database is trusted"
         if _shipped_definitions().get(definition.name) == definition:
             return "shipped with fib-runtime"
+        if _is_template_output(definition):
+            return "written by a fib-runtime family template"
         return None
 
 
@@ -75,11 +93,13 @@ class Trust:
 
 
 @functools.cache
-def _shipped_files() -> dict[str, str]:
-    """File name -> text of every shipped catalogue solution file."""
+def _shipped_sources() -> frozenset[tuple[str, str]]:
+    """(file name, text) of every shipped catalogue solution file: by content, as several
+    folders hold files of one name (`torch_native.py`, ...)."""
     from fib_runtime.catalogue import catalogue_root
 
-    return {p.name: p.read_text() for p in sorted(catalogue_root().glob("*/solutions/*.py"))}
+    return frozenset((p.name, p.read_text())
+                     for p in sorted(catalogue_root().glob("*/solutions/*.py")))
 
 
 @functools.cache
@@ -110,9 +130,30 @@ def _is_shipped(solution: Solution, definitions: Mapping[str, Definition]) -> bo
     if len(solution.sources) != 1:
         return False
     source = solution.sources[0]
-    if _shipped_files().get(source.path) != source.content:
+    if (source.path, source.content) not in _shipped_sources():
         return False  # the cheap test first: most untrusted code is not even a shipped file
     from fib_runtime.families import family_of
 
     generated = tuple(d for _, d in sorted(definitions.items()) if family_of(d) is not None)
     return solution_digest(solution) in _shipped_digests(generated)
+
+
+def _is_template_output(definition: Definition) -> bool:
+    """Exactly what its family's template writes for the constants it states (its const
+    axes, its eps, its first input's dtype): then its reference is the template's code."""
+    from fib_runtime.families import FAMILIES, dtype_of, eps_of, family_of, split_dtype, with_dtype
+
+    family = FAMILIES.get(family_of(definition) or "")
+    if family is None or not definition.inputs:
+        return False
+    consts = {name.lower(): getattr(axis, "value", None)
+              for name, axis in definition.axes.items()}
+    try:
+        constants = {c: eps_of(definition) if c == "eps" else consts[c]
+                     for c in family.constants}
+        official = Definition.from_dict(family.build(split_dtype(definition.name)[0],
+                                                     **constants))
+        made = with_dtype(official, dtype_of(definition))
+    except Exception:  # constants it does not state: not a template's output
+        return False
+    return made == definition

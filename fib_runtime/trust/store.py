@@ -9,14 +9,16 @@ One JSON file (`$FIB_TRUST_PATH`, else `~/.config/fib_runtime/trust.json`):
      "databases":   {"/abs/root": {"added": ...}}}                 # whatever a folder holds
 
 Writes take a file lock and replace the file atomically, so processes may add to it at once.
-A store that cannot be read is treated as empty (nothing trusted) with one warning; it is
-never overwritten by `remember` (the user's entries stay there to be repaired).
+A store that cannot be read (corrupt, or not a regular file: a FIFO or a device would block
+or never end) is treated as empty (nothing trusted) with one warning; it is never
+overwritten by `remember` (the user's entries stay there to be repaired).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import stat as stat_module
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,6 +33,8 @@ from fib_runtime.errors import FibError
 log = logging.getLogger("fib_runtime.trust")
 PATH_ENV = "FIB_TRUST_PATH"
 KINDS = ("solutions", "definitions", "authors", "databases")
+MAX_BYTES = 64 << 20  # far beyond any real store; a larger file is refused, not read
+LOCK_WAIT_S = 30.0  # `fib trust`: the user waits for another writer
 _warned: set[str] = set()
 
 
@@ -57,13 +61,32 @@ class TrustStore:
         return key in self.entries.get(kind, {})
 
 
-def stamp(path: Path | None = None) -> tuple[int, int] | None:
-    """What changes when the store file does (mtime, size); None when it does not exist."""
+def stamp(path: Path | None = None) -> tuple[int, int, int] | None:
+    """What changes when the store file does (mtime, size, inode: a write replaces the
+    file); None when it does not exist."""
     try:
         st = (path or store_path()).stat()
     except OSError:
         return None
-    return st.st_mtime_ns, st.st_size
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _read(path: Path) -> bytes:
+    """The store's bytes, without ever blocking: opened non-blocking, and refused unless it
+    is a regular file of a sane size (OSError or ValueError)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat_module.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        if st.st_size > MAX_BYTES:
+            raise ValueError(f"larger than {MAX_BYTES} bytes")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _parse(data: bytes) -> dict[str, dict[str, Any]]:
@@ -83,7 +106,7 @@ def load_store(path: Path | None = None) -> TrustStore:
     """The store's entries; a missing store is empty, a corrupt one is empty and warned of."""
     path = path or store_path()
     try:
-        return TrustStore(_parse(path.read_bytes()))
+        return TrustStore(_parse(_read(path)))
     except FileNotFoundError:
         return TrustStore()
     except (OSError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
@@ -96,8 +119,9 @@ def load_store(path: Path | None = None) -> TrustStore:
 
 
 def update(change: Callable[[dict[str, dict[str, Any]]], None],
-           path: Path | None = None) -> None:
-    """Apply `change` to the store's entries under its lock and write it back atomically.
+           path: Path | None = None, *, wait_s: float = LOCK_WAIT_S) -> None:
+    """Apply `change` to the store's entries under its lock (waiting at most `wait_s` for
+    another writer: filelock.Timeout, a TimeoutError) and write it back atomically.
 
     Raises TrustStoreError when the store exists but cannot be read (it is left alone).
     """
@@ -105,9 +129,9 @@ def update(change: Callable[[dict[str, dict[str, Any]]], None],
 
     path = path or store_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock", timeout=30):
+    with FileLock(str(path) + ".lock", timeout=wait_s):
         try:
-            entries = _parse(path.read_bytes())
+            entries = _parse(_read(path))
         except FileNotFoundError:
             entries = {kind: {} for kind in KINDS}
         except (OSError, ValueError) as exc:
@@ -122,19 +146,28 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def add(kind: str, items: Mapping[str, Mapping[str, Any]], path: Path | None = None) -> int:
+def add(kind: str, items: Mapping[str, Mapping[str, Any]], path: Path | None = None, *,
+        wait_s: float = LOCK_WAIT_S) -> int:
     """Add entries of one kind; returns how many were new."""
+    return add_all({kind: items}, path, wait_s=wait_s)
+
+
+def add_all(items: Mapping[str, Mapping[str, Mapping[str, Any]]], path: Path | None = None,
+            *, wait_s: float = LOCK_WAIT_S) -> int:
+    """Add entries of several kinds ({kind: {key: note}}) in one write; returns how many
+    were new."""
     new = 0
 
     def change(entries: dict[str, dict[str, Any]]) -> None:
         nonlocal new
-        for key, note in items.items():
-            if key not in entries[kind]:
-                entries[kind][key] = {**note, "added": now()}
-                new += 1
+        for kind, notes in items.items():
+            for key, note in notes.items():
+                if key not in entries[kind]:
+                    entries[kind][key] = {**note, "added": now()}
+                    new += 1
 
-    if items:
-        update(change, path)
+    if any(items.values()):
+        update(change, path, wait_s=wait_s)
     return new
 
 

@@ -167,7 +167,7 @@ def test_retune_times_the_adapter_originals(tmp_path: Path) -> None:
     db = TraceDB.open(tmp_path / "db")
     originals = [s for name in routing.definitions for s in db.solutions_for(name)
                  if is_original(s)]
-    assert sorted(s.definition for s in originals) == routing.definitions, "\n".join(s.name for s in originals)
+    assert sorted(s.definition for s in originals) == routing.definitions
     assert [untimeable_reason(s) for s in originals] == [None] * len(originals)
     report = retune(db, routing.definitions, [s.name for s in originals], devices="cpu",
                     warmup=1, iters=3, progress=False)

@@ -166,3 +166,31 @@ def test_retune_of_a_database_with_hostile_names_measures_the_rest(
     report = retune(root, warmup=1, iters=2, progress=False, devices="cpu")
     assert [o.solution for o in report.outcomes] == ["good"]
     assert outside(root) == before
+
+
+@pytest.mark.parametrize("linked", [".fib", ".fib/locks"])
+def test_capture_through_a_lock_folder_linked_outside_creates_nothing_there(
+        root: Path, linked: str) -> None:
+    import torch
+
+    db = good_db(root)
+    elsewhere = root.parent / "elsewhere"
+    elsewhere.mkdir()
+    link = root / linked
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(elsewhere, target_is_directory=True)
+    before = outside(root)
+    try:
+        with enable_capture(db) as session:
+            session.recorder_for("toy_norm_h8")((4,), (torch.ones(4, 8), torch.ones(8)))
+            session.flush()
+            stats = capture_stats()["definitions"]["toy_norm_h8"]
+    finally:
+        disable_capture()
+    assert list(elsewhere.iterdir()) == [] and outside(root) == before
+    assert stats["recorded"] == 0 and stats["dropped"]["write_error"] == 1
+    # Control: without the link, the same capture writes its workload (and its lock).
+    link.unlink()
+    with enable_capture(TraceDB.open(root)) as session:
+        session.recorder_for("toy_norm_h8")((4,), (torch.ones(4, 8), torch.ones(8)))
+    assert len(TraceDB.open(root).workloads_for("toy_norm_h8")) == 1

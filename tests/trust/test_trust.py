@@ -246,3 +246,15 @@ def test_a_database_copied_under_the_trusted_name_is_not_the_trusted_folder(
     elsewhere = foreign_db(tmp_path / "other" / "db", marker)
     assert Trust(elsewhere).solution(TraceDB.open(elsewhere).solutions["fast"]) is None
     assert solution_path(elsewhere, "fast").exists()
+
+
+def test_explain_imports_trusted_candidates_only(copied: Path, marker: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """What docs/trust.md says of `fib explain`: it builds a trusted candidate to show
+    whether it builds (its import runs), never an untrusted one."""
+    assert main(["explain", DEF, "--axes", "batch_size=4", "--db", str(copied)]) == 0
+    assert "fast  [untrusted]" in capsys.readouterr().out and not marker.exists()
+    assert main(["trust", str(copied), "--solution", "fast"]) == 0
+    assert main(["explain", DEF, "--axes", "batch_size=4", "--db", str(copied)]) == 0
+    assert "fast  [ok]" in capsys.readouterr().out
+    assert marker.read_text() == "imported"
