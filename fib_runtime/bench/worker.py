@@ -91,8 +91,8 @@ class _Worker:
             return {"ok": False, "reason": f"the reference fails on this workload: "
                     f"{type(exc).__name__}: {exc}\n{_clip(traceback.format_exc())}"}
         self.prepared = _Prepared(definition, inputs, expected)
-        return {"ok": True, "reference_latency_ms": latency,
-                "reference_latencies_ms": latencies}
+        return {"ok": True, "reference_latency_ms": float(latency),
+                "reference_latencies_ms": {t: float(v) for t, v in latencies.items()}}
 
     def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
         result = self._evaluate(request)
@@ -146,9 +146,11 @@ class _Worker:
                 inputs.restore()
         except (Exception, SystemExit) as exc:
             return self._failed(Status.RUNTIME_ERROR, exc)
-        result.update(timings=timings, latencies_ms=latencies, unavailable=unavailable)
+        result.update(timings=timings, latencies_ms={t: float(v) for t, v in latencies.items()},
+                      spreads={t: getattr(v, "spread", 0.0) for t, v in latencies.items()},
+                      unavailable=unavailable)
         if latencies:
-            result["latency_ms"] = next(iter(latencies.values()))
+            result["latency_ms"] = float(next(iter(latencies.values())))
         return result
 
     def _failed(self, status: Status, exc: BaseException) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -68,12 +69,14 @@ def cache_file(cache: Path, fingerprint: str, hardware_key: str, config: Dispatc
     return cache / "tables" / f"{fingerprint}-{hardware_key}-{digest}.json"
 
 
-def _dump(rankings: dict[Key, Ranking]) -> list[list[list[object]]]:
-    return [[list(k), list(r.names), list(r.latencies_ms)] for k, r in rankings.items()]
+def _dump(rankings: dict[Key, Ranking]) -> list[list[object]]:
+    return [[list(k), list(r.names), list(r.latencies_ms), list(r.spreads),
+             sorted(r.originals), r.note] for k, r in rankings.items()]
 
 
-def _parse(raw: list[list[list[object]]]) -> dict[Key, Ranking]:
-    return {tuple(k): Ranking(tuple(n), tuple(lat)) for k, n, lat in raw}  # type: ignore[misc]
+def _parse(raw: list[list[Any]]) -> dict[Key, Ranking]:
+    return {tuple(k): Ranking(tuple(n), tuple(lat), tuple(sp), frozenset(orig), note)
+            for k, n, lat, sp, orig, note in raw}
 
 
 def save_tables(path: Path, tables: dict[str, DefinitionTable]) -> None:
@@ -81,7 +84,7 @@ def save_tables(path: Path, tables: dict[str, DefinitionTable]) -> None:
                    "regimes": {t: _dump(r) for t, r in table.regimes.items()},
                    "originals": sorted(table.originals)}
             for name, table in tables.items()}
-    write_atomic(path, orjson.dumps({"format": 2, "tables": data}))
+    write_atomic(path, orjson.dumps({"format": 3, "tables": data}))
 
 
 def load_tables(path: Path) -> dict[str, DefinitionTable] | None:
@@ -89,7 +92,7 @@ def load_tables(path: Path) -> dict[str, DefinitionTable] | None:
     are rebuilt)."""
     try:
         data = orjson.loads(path.read_bytes())
-        if data.get("format") != 2:
+        if data.get("format") != 3:
             return None
         return {name: DefinitionTable(_parse(raw["rankings"]),
                                       {t: _parse(r) for t, r in raw["regimes"].items()},
