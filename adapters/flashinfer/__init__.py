@@ -31,6 +31,11 @@ def installed() -> bool:
     return bool(_saved)
 
 
+def saved(owner: Any, name: str) -> Any:
+    """FlashInfer's own `owner.<name>` while the adapter has replaced it, else None."""
+    return _saved.get((owner, name))
+
+
 def install() -> None:
     """Route FlashInfer's norm, activation and paged decode calls (idempotent)."""
     import flashinfer
@@ -82,5 +87,5 @@ def install_from_env() -> bool:
     return True
 
 
-__all__ = ["ENV_VAR", "install", "install_from_env", "installed", "reset", "stats",
+__all__ = ["ENV_VAR", "install", "install_from_env", "installed", "reset", "saved", "stats",
            "uninstall"]

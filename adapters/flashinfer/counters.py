@@ -14,9 +14,10 @@ routed: Counter[str] = Counter()
 
 class _Guard(threading.local):
     """Set while a routed call runs, so that a catalogue solution which itself calls the
-    FlashInfer API (the flashinfer_* solutions) reaches FlashInfer, not fib-runtime again."""
+    FlashInfer API (the flashinfer_* solutions) reaches FlashInfer, not fib-runtime again.
+    A routed decode run sets it to its plan, which the site's fallback reads."""
 
-    active = False
+    active: Any = False
 
 
 guard = _Guard()
