@@ -250,6 +250,7 @@ def test_each_routed_op_has_an_importable_original(name: str):
     """What capture records for the adapter's call sites is a module-level function another
     process can import: retune times it (it is not "not timeable")."""
     from fib_runtime.adapters.flashinfer import originals
+
     from fib_runtime.catalogue import load_catalogue
     from fib_runtime.original import original_problem, original_solution, untimeable_reason
 
@@ -260,7 +261,7 @@ def test_each_routed_op_has_an_importable_original(name: str):
     assert untimeable_reason(solution) is None
     assert solution.name.endswith(f"fib_runtime.adapters.flashinfer.originals.{name}")
     with pytest.raises(AttributeError):
-        originals.not_a_definition_h1
+        getattr(originals, "not_a_definition_h1")  # noqa: B009
 
 
 def test_capture_through_the_adapter_records_its_originals(tmp_path: Path):
@@ -272,7 +273,7 @@ def test_capture_through_the_adapter_records_its_originals(tmp_path: Path):
     with fib.enable_capture(db):
         fi.install()
         try:
-            x, r, w = _tensors()
+            x, _, w = _tensors()
             with pytest.raises((RuntimeError, AssertionError)):  # FlashInfer refuses CPU
                 flashinfer.norm.rmsnorm(x, w, 1e-5)
         finally:
@@ -289,6 +290,7 @@ def test_where_flashinfer_is_fastest_the_call_goes_to_flashinfer_itself(tmp_path
     function (on the CPU its kernel refuses the tensors, which shows it was reached), and
     counts a hit, not a fallback."""
     from fib_runtime.adapters.flashinfer import originals
+
     from fib_runtime.catalogue import load_catalogue
     from fib_runtime.original import original_solution
     from fib_runtime.schema import Trace
