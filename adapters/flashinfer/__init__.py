@@ -18,22 +18,16 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
 
-from fib_runtime.adapters.flashinfer.counters import reset, stats
+from fib_runtime.adapters.flashinfer.counters import replaced as _saved
+from fib_runtime.adapters.flashinfer.counters import reset, saved, stats
 
 ENV_VAR = "FIB_FLASHINFER"
 _lock = threading.Lock()
-_saved: dict[tuple[Any, str], Any] = {}  # (owner, attribute) -> FlashInfer's original
 
 
 def installed() -> bool:
     return bool(_saved)
-
-
-def saved(owner: Any, name: str) -> Any:
-    """FlashInfer's own `owner.<name>` while the adapter has replaced it, else None."""
-    return _saved.get((owner, name))
 
 
 def install() -> None:

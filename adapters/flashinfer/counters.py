@@ -1,4 +1,5 @@
-"""Counters of the FlashInfer adapter and its re-entry guard (shared by norm.py and decode.py)."""
+"""Shared state of the FlashInfer adapter: its counters, its re-entry guard and FlashInfer's
+own functions while they are replaced (used by __init__, norm.py, decode.py, originals.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ from typing import Any
 # handed to fib-runtime (which counts hits and fallbacks itself, see fib.stats()).
 unchanged: Counter[tuple[str, str]] = Counter()
 routed: Counter[str] = Counter()
+# (owner, attribute) -> FlashInfer's own function, while install() has replaced it
+replaced: dict[tuple[Any, str], Any] = {}
+
+
+def saved(owner: Any, name: str) -> Any:
+    """FlashInfer's own `owner.<name>` while the adapter has replaced it, else None."""
+    return replaced.get((owner, name))
 
 
 class _Guard(threading.local):

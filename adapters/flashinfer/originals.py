@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from fib_runtime.adapters import routing
+from fib_runtime.adapters.flashinfer.counters import saved
 
 _DECODE = re.compile(r"gqa_paged_decode_h(\d+)_kv(\d+)_d(\d+)_ps(\d+)")
 _WORKSPACE_BYTES = 128 << 20
@@ -36,8 +37,6 @@ _WORKSPACE_BYTES = 128 << 20
 def own(module: str, name: str) -> Callable[..., Any]:
     """FlashInfer's own `flashinfer.<module>.<name>` (the adapter's saved one if installed)."""
     import importlib
-
-    from fib_runtime.adapters.flashinfer import saved
 
     owner = importlib.import_module(f"flashinfer.{module}")
     return saved(owner, name) or getattr(owner, name)
@@ -105,9 +104,7 @@ class _Planned:
         qo, kv, d, page = heads
         if last is None:  # one token a page: the last page holds 1 token (0 when empty)
             last = (kv_indptr[1:] - kv_indptr[:-1]).clamp(max=1).to(torch.int32)
-        from fib_runtime.adapters.flashinfer import saved
-
-        cls = type(wrapper)
+            cls = type(wrapper)
         plan = saved(cls, "plan") or cls.plan  # FlashInfer's own plan, not the adapter's
         plan(wrapper, kv_indptr, kv_indices, last, qo, kv, d, page, q_data_type=q.dtype,
              kv_data_type=k_cache.dtype, sm_scale=float(sm_scale))
@@ -119,8 +116,6 @@ def _decode(heads: tuple[int, int, int, int]) -> Callable[..., Any]:
     import flashinfer.decode
 
     cls = flashinfer.decode.BatchDecodeWithPagedKVCacheWrapper
-    from fib_runtime.adapters.flashinfer import saved
-
     run0 = saved(cls, "run") or cls.run
     planned = _Planned()
     paged = heads[3] != 1

@@ -34,14 +34,8 @@ NORM = "sglang.srt.layers.layernorm.RMSNorm"
 ACT = "sglang.srt.layers.activation.SiluAndMul"
 _lock = threading.Lock()
 _installed = False
-_originals: dict[str, Callable[..., Any]] = {}  # "forward_cuda" ... -> SGLang's function
+_originals = originals.saved  # "norm.forward_cuda" ... -> SGLang's own method
 _act_by_width: dict[int, tuple[Callable[..., Any], Callable[..., Any]]] = {}
-
-
-def saved_method(kind: str, method: str) -> Callable[..., Any] | None:
-    """SGLang's own `RMSNorm.<method>` ("norm") / `SiluAndMul.<method>` ("act") as saved by
-    install() before the hooks were applied; None before install."""
-    return _originals.get(f"{kind}.{method}")
 
 
 # -- hooks ----------------------------------------------------------------------------------

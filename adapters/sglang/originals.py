@@ -42,11 +42,13 @@ class _NormConstants:
         return own("norm", "forward_native")(self, *args)
 
 
+# "norm.forward_cuda" ... -> SGLang's own method, saved by hooks.install() before its hooks
+saved: dict[str, Callable[..., Any]] = {}
+
+
 def own(kind: str, method: str) -> Callable[..., Any]:
     """SGLang's own `RMSNorm.<method>` ("norm") or `SiluAndMul.<method>` ("act")."""
-    from fib_runtime.adapters.sglang import hooks
-
-    found = hooks.saved_method(kind, method)
+    found = saved.get(f"{kind}.{method}")
     if found is not None:
         return found
     if kind == "norm":

@@ -26,7 +26,8 @@ from collections.abc import Callable
 from typing import Any
 
 from fib_runtime.dispatch import graphs
-from fib_runtime.dispatch.dispatcher import Dispatcher
+from fib_runtime.dispatch.dispatcher import DESTINATION, Dispatcher
+from fib_runtime.dispatch.shadow import on_probation
 from fib_runtime.errors import FibError
 from fib_runtime.keys import HotKey, Key, make_key_extractor
 from fib_runtime.schema import Definition
@@ -152,8 +153,11 @@ class Binding:
             return self.fallback
         if decision.call is None:
             return self.fallback_for(decision.reason)
-        self.owners[decision.call] = (decision.solution or "", convention, timing)
-        return decision.call
+        owner = (decision.solution or "", convention, timing)
+        self.owners[decision.call] = owner
+        call = on_probation(decision.call, self, owner[0], convention == DESTINATION)
+        self.owners[call] = owner
+        return call
 
     def failed(self, fn: Callable[..., Any], key: tuple[int, ...], args: tuple[Any, ...],
                exc: BaseException) -> Any:
