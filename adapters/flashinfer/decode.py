@@ -92,7 +92,7 @@ def _scratch_lse(wrapper: Any, batch: int, heads: int, device: Any) -> torch.Ten
 def wrap(plan0: Callable[..., Any], run0: Callable[..., Any]
          ) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The replacements of the wrapper's plan and run."""
-    sites: dict[str, Callable[..., Any] | None] = {}  # definition -> call site, or None
+    sites: dict[str, Callable[..., Any]] = {}  # definition -> its call site
 
     def planned_run(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                     *rest: Any) -> Any:
@@ -106,12 +106,15 @@ def wrap(plan0: Callable[..., Any], run0: Callable[..., Any]
             return outputs
         return run0(plan.wrapper, q, (k_cache, v_cache), return_lse=True)
 
-    def site_for(name: str) -> Callable[..., Any] | None:
-        if name not in sites:  # first plan of this definition: is it served here? (kept)
+    def site_for(name: str) -> Callable[..., Any]:
+        """The definition's call site (dispatch off or the definition not served: it calls
+        FlashInfer's run itself)."""
+        site = sites.get(name)
+        if site is None:
             routing.start()
-            sites[name] = routing.eager_site(name, planned_run, getattr(originals, name)) \
-                if routing.served(name) else None
-        return sites[name]
+            site = sites.setdefault(name, routing.eager_site(name, planned_run,
+                                                              getattr(originals, name)))
+        return site
 
     def plan(self: Any, indptr: torch.Tensor, indices: torch.Tensor,
              last_page_len: torch.Tensor, num_qo_heads: int, num_kv_heads: int, head_dim: int,
@@ -132,10 +135,7 @@ def wrap(plan0: Callable[..., Any], run0: Callable[..., Any]
             reason = "wrapper_state"  # a FlashInfer whose plan keeps its buffers elsewhere
         if reason is None:
             fn = site_for(definition_name(num_qo_heads, num_kv_heads, head_dim, page_size))
-            if fn is None:
-                reason = "not_served"
-            else:
-                lse = _scratch_lse(self, indptr.shape[0] - 1, num_qo_heads, indptr.device)
+            lse = _scratch_lse(self, indptr.shape[0] - 1, num_qo_heads, indptr.device)
         scale = float(sm_scale) if sm_scale is not None else 1.0 / math.sqrt(head_dim)
         self.__dict__[_STATE] = _Plan(self, fn, reason, page_size, scale, lse)
 

@@ -9,8 +9,10 @@ the calls a definition covers routed to fib-runtime and their contracts kept:
 - `silu_and_mul(input, out=None)` likewise.
 
 A call is covered when its hidden size, eps and dtype match a catalogue definition that
-fib-runtime serves, and its tensors are 2-D with unit column stride. Everything else goes to
-FlashInfer unchanged and is counted by reason (`fib_runtime.adapters.flashinfer.stats()`).
+fib-runtime may serve (the site then asks dispatch; with dispatch off or the definition not in
+its database it calls FlashInfer's own function), and its tensors are 2-D with unit column
+stride. Everything else goes to FlashInfer unchanged and is counted by reason
+(`fib_runtime.adapters.flashinfer.stats()`).
 
 A covered call goes to a call site of its own (`routing.eager_site`) whose fallback is the
 definition's original in `originals.py`: FlashInfer's own function at the definition's
@@ -43,10 +45,9 @@ def _route(family: str, size: int, eps: float | None, dtype: torch.dtype
         name = routing.definition_for(family, size, eps, DTYPE_NAMES.get(dtype, str(dtype)))
         if name is None:
             found = "no_definition"
-        else:
-            fn = routing.eager_site(name, getattr(originals, name))
+        else:  # whether fib-runtime serves it is the site's business: off, it calls FlashInfer
             routing.start()
-            found = fn if routing.served(name) else "not_served"
+            found = routing.eager_site(name, getattr(originals, name))
         _routes[key] = found
     return found
 
