@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # integration/, after the package
 from _common import RESULTS, print_table
 
 import fib_runtime as fib
@@ -124,7 +124,8 @@ def per_op(root: Path, batch: int, kv_len: int) -> list[dict[str, Any]]:
                          if axes_to_key(definition, dict(w.workload.axes)) == key), None)
         if workload is None:
             continue
-        inputs = materialise(definition, workload, device="cuda")
+        inputs = materialise(definition, workload, device="cuda",
+                             load_tensor=lambda d: db.load_tensor(d, device="cuda"))
         explained = fib.explain(name, op_axes(batch, kv_len)[name], runtime, "graph")
         original = next((c[0] for c in explained.candidates if "__original__" in c[0]), None)
         for role, solution in (("flashinfer", original), ("fib", explained.decision)):

@@ -34,8 +34,8 @@ def load_step(spec: str, kwargs: Mapping[str, Any] | None = None) -> Step:
     if not sep or not module or not attr:
         raise FibError(f"step {spec!r}: expected module:factory, e.g. "
                        "integration.llama_decode_layer:gate_step")
-    if os.getcwd() not in sys.path:  # as `python -m` does: the current folder's packages
-        sys.path.insert(0, os.getcwd())
+    if os.getcwd() not in sys.path:  # the current folder's packages, after the installed ones
+        sys.path.append(os.getcwd())
     try:
         factory = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:

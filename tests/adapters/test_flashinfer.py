@@ -137,6 +137,7 @@ def test_installed_before_dispatch_is_switched_on_it_still_routes(tmp_path: Path
             expected_out, expected_res = _reference(x, r, w)
             assert flashinfer.norm.fused_add_rmsnorm(x, r, w, 1e-5) is None
             torch.testing.assert_close(x, expected_out)
+            torch.testing.assert_close(r, expected_res, rtol=0, atol=0)
             assert fib.stats()["fused_add_rmsnorm_residual_h4096"]["hits"] == 1
     finally:
         fi.uninstall()
