@@ -41,7 +41,7 @@ from _common import RESULTS, print_table
 import fib_runtime as fib
 from fib_runtime.catalogue import load_catalogue
 from fib_runtime.original import original_solution
-from fib_runtime.schema import Environment, Evaluation, Performance, Status, Trace
+from fib_runtime.schema import Correctness, Environment, Evaluation, Performance, Status, Trace
 from fib_runtime.schema.trace import RANDOM, Workload
 from fib_runtime.store import TraceDB
 from integration.flashinfer_decode_layer import EPS, INTER, Layer, op_axes
@@ -74,8 +74,8 @@ def make_db(root: Path, batches: list[int], kv_len: int, first: str) -> Path:
             axes = op_axes(batch, kv_len)[name]
             workload = Workload(f"{name}-{batch}", axes, {i: RANDOM for i in definition.inputs})
             traces.append(Trace(name, workload, solution.name, Evaluation(
-                Status.PASSED, environment, "2026-01-01T00:00:00+00:00", None, None,
-                Performance(0.001, 0.001, 1.0))))
+                Status.PASSED, environment, "2026-01-01T00:00:00+00:00", None,
+                Correctness(0.0, 0.0), Performance(0.001, 0.001, 1.0))))
     db.append_traces(traces)
     return root
 

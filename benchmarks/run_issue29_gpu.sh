@@ -1,28 +1,50 @@
 #!/usr/bin/env bash
-# Every GPU measurement of issue 29 but HF generate, about 9 minutes on one H100 or H200:
-# the FlashInfer adapter's cost per eager call, the decode layer under CUDA graphs against the
-# engine-style static choice before and after the step gate (with the per-op L2 diagnosis),
-# and bench_choice's eager goal twice. JSON and one log under DIR (default
-# benchmarks/results). HF generate (with its torch.compile modes) is its own command:
-#   python3 integration/hf_generate.py --device cuda --batches 1,16,64 --layers 4 \
-#     --new-tokens 16 --rounds 3 --compile-models llama,qwen3 --json DIR/hf_generate.json
+# The GPU measurements of issue 29, in parts that each fit one device command (< 10 min):
+#   adapters  the FlashInfer adapter's cost per eager call (bench_adapter_cost.py) and the
+#             FlashInfer-API decode layer under CUDA graphs against the engine-style static
+#             path at batch 1, 8, 32, 64, 128, before and after `fib verify`
+#             (bench_step_graph.py)                                              ~5 min
+#   choice    bench_choice.py's eager goal, two consecutive runs                 ~6 min
+#   hf-llama  HF generate, Llama shapes, batch 1/16/64: eager, fib, Liger, torch.compile
+#             of the unpatched and of the routed model                          ~8 min
+#   hf-qwen3  the same for Qwen3 shapes, without the compile modes               ~4 min
+# Usage: bash benchmarks/run_issue29_gpu.sh OUT PART...   (JSON and one log per part in OUT)
 set -uo pipefail
-out=${1:-benchmarks/results}
+out=${1:?usage: run_issue29_gpu.sh OUT PART...}
+shift
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
-log=$out/issue29_gpu.log
-step() {  # name, seconds, command...
-  local name=$1 limit=$2
-  shift 2
+step() {  # log, name, seconds, command...
+  local log=$1 name=$2 limit=$3
+  shift 3
   echo "== $name (limit ${limit}s): $*" | tee -a "$log"
   local start=$SECONDS
   timeout "$limit" "$@" >>"$log" 2>&1
   echo "== $name: exit $? in $((SECONDS - start)) s" | tee -a "$log"
 }
-step adapter_cost 100 python3 benchmarks/bench_adapter_cost.py --out "$out/adapter_cost.json"
-step step_graph 250 python3 benchmarks/bench_step_graph.py --out "$out/step_graph.json"
-for run in 1 2; do
-  step "choice_eager_$run" 90 python3 benchmarks/bench_choice.py --timings eager \
-    --retune-timings device,eager --rounds 5 --budget 60 --out "$out" --tag "eager_$run"
+hf() {  # model, extra arguments...
+  local model=$1
+  shift
+  step "$out/hf_$model.log" "hf_$model" 500 python3 integration/hf_generate.py --device cuda \
+    --models "$model" --batches 1,16,64 --layers 4 --new-tokens 16 --rounds 3 \
+    --json "$out/hf_generate_$model.json" "$@"
+}
+for part in "$@"; do
+  case $part in
+    adapters)
+      step "$out/adapters.log" adapter_cost 120 python3 benchmarks/bench_adapter_cost.py \
+        --out "$out/adapter_cost.json"
+      step "$out/adapters.log" step_graph 330 python3 benchmarks/bench_step_graph.py \
+        --out "$out/step_graph.json" ;;
+    choice)
+      for run in 1 2; do
+        step "$out/choice.log" "choice_eager_$run" 170 python3 benchmarks/bench_choice.py \
+          --timings eager --retune-timings device,eager --rounds 5 --budget 140 \
+          --out "$out" --tag "eager_$run"
+      done ;;
+    hf-llama) hf llama --compile-models llama ;;
+    hf-qwen3) hf qwen3 --modes eager,fib,liger --compile-models none ;;
+    *) echo "unknown part $part" >&2; exit 2 ;;
+  esac
 done
-tail -n 60 "$log"
+tail -n 40 "$out"/*.log

@@ -152,7 +152,7 @@ def wrap(plan0: Callable[..., Any], run0: Callable[..., Any]
                                    or paged_kv_cache[0].dtype != torch.bfloat16):
                 reason = "kv_format"
             if reason is None:
-                routed["decode.run"] += 1
+                next(routed["decode.run"])
                 return _routed(state, q, paged_kv_cache, out)
             unchanged["decode.run", reason] += 1
         return run0(self, q, paged_kv_cache, *args, out=out, lse=lse, return_lse=return_lse,

@@ -300,11 +300,11 @@ def test_capture_through_the_adapter_records_its_originals(tmp_path: Path):
                 flashinfer.norm.rmsnorm(x, w, 1e-5)
         finally:
             fi.uninstall()
-    recorded = [s for s in TraceDB.open(db.root).solutions_for("rmsnorm_h4096")
-                if is_original(s)]
-    assert [s.name.split("__original__")[1] for s in recorded] == [
-        "fib_runtime.adapters.flashinfer.originals.rmsnorm_h4096"]
-    assert untimeable_reason(recorded[0]) is None
+    recorded = {s.name.split("__original__")[1]: s
+                for s in TraceDB.open(db.root).solutions_for("rmsnorm_h4096") if is_original(s)}
+    # (other modules' sites of the definition in this process are recorded too)
+    ours = recorded["fib_runtime.adapters.flashinfer.originals.rmsnorm_h4096"]
+    assert untimeable_reason(ours) is None
 
 
 def test_where_flashinfer_is_fastest_the_call_goes_to_flashinfer_itself(tmp_path: Path):

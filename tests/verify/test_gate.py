@@ -88,3 +88,19 @@ def test_bad_steps_and_options_are_one_line_errors(
         db: TraceDB, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]):
     assert main([*argv, "--db", str(db.root)]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_the_shipped_llama_layer_is_a_gate_step(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch):
+    """integration.llama_decode_layer:gate_step runs under the gate (no choices measured
+    here: nothing served, nothing slower, nothing pinned)."""
+    from fib_runtime.catalogue import install
+    from fib_runtime.verify import verify
+
+    monkeypatch.setenv("FIB_CACHE_PATH", str(tmp_path / "cache"))
+    db = TraceDB.open(tmp_path / "db", create=True)
+    install(db)
+    report = verify("integration.llama_decode_layer:gate_step", db.root, rounds=2,
+                    kwargs={"batch": 1, "kv_len": 4}, pin=False)
+    (eager,) = report.verdicts
+    assert eager.original_ms > 0 and eager.rejected == ()
