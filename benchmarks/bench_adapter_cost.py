@@ -16,8 +16,12 @@ as `--calls` back-to-back eager calls between CUDA events: what an eager engine 
 
 Goal: `adapter->flashinfer` within +1 us of `flashinfer` per call (decode plan: no more than
 FlashInfer's own plan). Prints a table and writes benchmarks/results/adapter_cost.json.
+`--stand-ins` measures the host path alone, on any machine: FlashInfer's norm and activation
+functions replaced by Python functions that return at once, CPU tensors, `flashinfer` vs
+`adapter->flashinfer` in paired rounds.
 
     python3 benchmarks/bench_adapter_cost.py [--batches 1 64] [--rounds 9] [--calls 200]
+    python3 benchmarks/bench_adapter_cost.py --stand-ins
 """
 
 from __future__ import annotations
@@ -192,6 +196,63 @@ def run(batches: list[int], rounds: int, calls: int, kv_len: int) -> dict[str, A
             "rows": rows, "goal": "adapter->flashinfer - flashinfer <= 1 us per call"}
 
 
+def stand_ins(rounds: int, calls: int) -> dict[str, Any]:
+    """The adapter's host path with FlashInfer's kernels replaced by no-op Python functions."""
+    import time
+
+    import flashinfer.activation
+    import flashinfer.norm
+    from fib_runtime.adapters import flashinfer as fi
+
+    def rmsnorm(input: Any, weight: Any, eps: float = 1e-6, out: Any = None,
+                enable_pdl: Any = None) -> Any:
+        return out
+
+    def fused_add_rmsnorm(input: Any, residual: Any, weight: Any, eps: float = 1e-6,
+                          enable_pdl: Any = None) -> None:
+        return None
+
+    def silu_and_mul(input: Any, out: Any = None, enable_pdl: Any = None) -> Any:
+        return out
+
+    fi.uninstall()
+    flashinfer.norm.rmsnorm, flashinfer.norm.fused_add_rmsnorm = rmsnorm, fused_add_rmsnorm
+    flashinfer.activation.silu_and_mul = silu_and_mul
+    root = make_db(Path(tempfile.mkdtemp(prefix="fib-adapter-host-")) / "db", [4], 512,
+                   "original")
+    x, r = torch.randn(4, 4096).bfloat16(), torch.randn(4, 4096).bfloat16()
+    w, out = torch.randn(4096).bfloat16(), torch.empty(4, 4096, dtype=torch.bfloat16)
+    gate_up, act = torch.randn(4, 2 * INTER).bfloat16(), torch.empty(4, INTER).bfloat16()
+    ops = {"rmsnorm": lambda: flashinfer.norm.rmsnorm(x, w, EPS, out=out),
+           "fused_add_rmsnorm": lambda: flashinfer.norm.fused_add_rmsnorm(x, r, w, EPS),
+           "silu_and_mul": lambda: flashinfer.activation.silu_and_mul(gate_up, out=act)}
+
+    def ns_per_call(fn: Callable[[], Any]) -> float:
+        start = time.perf_counter_ns()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter_ns() - start) / calls
+
+    samples: dict[str, dict[str, list[float]]] = {op: {"own": [], "adapter": []} for op in ops}
+    rng = random.Random(0)
+    with fib.enable_apply(root, {"check_interval_s": 0}):
+        for _ in range(rounds):
+            for mode in rng.sample(["own", "adapter"], 2):
+                (fi.install if mode == "adapter" else fi.uninstall)()
+                for op, fn in ops.items():
+                    fn()
+                    fn()
+                    samples[op][mode].append(ns_per_call(fn))
+        fi.uninstall()
+    rows = [{"op": op, "own_ns": statistics.median(s["own"]),
+             "adapter_ns": statistics.median(s["adapter"]),
+             "added_ns": statistics.median(a - o for a, o in zip(s["adapter"], s["own"],
+                                                                  strict=True))}
+            for op, s in samples.items()]
+    return {"mode": "stand-ins (host path only)", "rounds": rounds, "calls": calls,
+            "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
@@ -199,7 +260,19 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--kv-len", type=int, default=512)
     parser.add_argument("--out", type=Path, default=RESULTS / "adapter_cost.json")
+    parser.add_argument("--stand-ins", action="store_true",
+                        help="the host path alone, FlashInfer's kernels replaced (any machine)")
     args = parser.parse_args()
+    if args.stand_ins:
+        result = stand_ins(args.rounds, max(args.calls, 20000))
+        print_table(["op", "flashinfer (stand-in) ns", "adapter ns", "added ns"],
+                    [[r["op"], f"{r['own_ns']:.0f}", f"{r['adapter_ns']:.0f}",
+                      f"{r['added_ns']:.0f}"] for r in result["rows"]])
+        out = args.out.with_name("adapter_cost_host.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}")
+        return
     result = run(args.batches, args.rounds, args.calls, args.kv_len)
     modes = ["flashinfer", "site", "adapter->flashinfer", "adapter, dispatch off",
              "adapter->catalogue"]
