@@ -28,6 +28,7 @@ FAMILIES = {
     "silu_and_mul": "silu_and_mul_i{}",
 }
 _wrappers: dict[tuple[str, str], Callable[..., Any]] = {}
+_eager_sites: dict[tuple[str, Any, Any], Callable[..., Any]] = {}
 _lock = threading.RLock()
 _started = False
 
@@ -123,10 +124,15 @@ def eager_site(name: str, fallback: Callable[..., Any],
     where the fallback runs the engine's planned state)."""
     from fib_runtime.dispatch.sites import Site
 
-    site = Site(name, fallback)
-    if original is not None:
-        site.original = original
-    return site.call
+    key = (name, fallback, original)
+    call = _eager_sites.get(key)
+    if call is None:  # one site per (definition, fallback), kept for the process's life
+        site = Site(name, fallback)
+        if original is not None:
+            site.original = original
+        with _lock:
+            call = _eager_sites.setdefault(key, site.call)
+    return call
 
 
 def module_originals(module: str, make: Callable[[str], Callable[..., Any] | None]

@@ -22,7 +22,8 @@ fib_runtime.schema.provenance; each regime ranks only its own traces):
   candidate at that key in that regime (the step it runs in was slower with it);
 - candidates are ordered by that median, then by name; then the noise rule settles the
   first place. The noise between the fastest candidate F and another C is
-  `max(NOISE_FLOOR[regime], spread(F) + spread(C))`; C is *tied* with F when
+  `max(floor, spread(F) + spread(C))`, the floor being the policy's `noise_floor` when it
+  sets one (a host noisier than usual), else `NOISE_FLOOR[regime]`; C is *tied* with F when
   `median(C) <= median(F) * (1 + noise)`. Among the tied candidates the engine's own
   function (an original) serves if it is one of them: nothing displaces the engine's path
   unless it is faster by more than the noise. Otherwise, in the eager and graph regimes
@@ -64,7 +65,10 @@ NOISE_FLOOR = {DEVICE: 0.01, "graph": 0.01, "eager": 0.03}
 
 
 class Policy(Protocol):
-    """Which solutions and errors a ranking accepts (a dispatch DefinitionConfig is one)."""
+    """Which solutions and errors a ranking accepts, and the least difference that counts
+    as faster (None: the regime's NOISE_FLOOR); a dispatch DefinitionConfig is one."""
+
+    noise_floor: float | None
 
     def admits(self, solution: str) -> bool: ...
 
@@ -73,6 +77,8 @@ class Policy(Protocol):
 
 class AcceptAll:
     """The default policy: every solution, any error that the trace itself called PASSED."""
+
+    noise_floor: float | None = None
 
     def admits(self, solution: str) -> bool:
         return True
@@ -107,19 +113,21 @@ class _Candidate:
     device_spread: float = 0.0
 
 
-def noise(timing: str, spread_a: float, spread_b: float) -> float:
+def noise(timing: str, spread_a: float, spread_b: float, floor: float | None = None) -> float:
     """The relative difference two medians must exceed to count as faster (module doc)."""
-    return max(NOISE_FLOOR.get(timing, NOISE_FLOOR["eager"]), spread_a + spread_b)
+    if floor is None:
+        floor = NOISE_FLOOR.get(timing, NOISE_FLOOR["eager"])
+    return max(floor, spread_a + spread_b)
 
 
-def settle(candidates: list[_Candidate], timing: str) -> Ranking:
+def settle(candidates: list[_Candidate], timing: str, floor: float | None = None) -> Ranking:
     """Order candidates by median, then apply the noise rule to the first place."""
     ordered = sorted(candidates, key=lambda c: (c.median, c.name))
     note = ""
     if ordered:
         best = ordered[0]
         tied = [c for c in ordered
-                if c.median <= best.median * (1.0 + noise(timing, best.spread, c.spread))]
+                if c.median <= best.median * (1.0 + noise(timing, best.spread, c.spread, floor))]
         pick = next((c for c in tied if c.original), None)
         why = "the engine's own function"
         if pick is None:
@@ -127,11 +135,11 @@ def settle(candidates: list[_Candidate], timing: str) -> Ranking:
             if timing != DEVICE and len(tied) > 1 and all(c.device is not None for c in tied):
                 lowest = min(tied, key=lambda c: (c.device, c.name))
                 tied = [c for c in tied if c.device <= lowest.device * (  # type: ignore[operator]
-                    1.0 + noise(DEVICE, lowest.device_spread, c.device_spread))]
+                    1.0 + noise(DEVICE, lowest.device_spread, c.device_spread, floor))]
                 why += " in device time too"
             pick = min(tied, key=lambda c: c.name)
         if pick is not best:
-            margin = noise(timing, best.spread, pick.spread)
+            margin = noise(timing, best.spread, pick.spread, floor)
             note = (f"kept {pick.name} ({why}): {best.name} is faster by only "
                     f"{pick.median / best.median - 1:.1%}, within the noise {margin:.1%}")
             ordered.remove(pick)
@@ -171,7 +179,8 @@ def rank(definition: Definition, traces: Iterable[Trace], solutions: Mapping[str
                 max(spread for _, spread in samples), _is_original(solutions.get(name)),
                 statistics.median(lat for lat, _ in on_device) if on_device else None,
                 max(spread for _, spread in on_device) if on_device else 0.0))
-        results[key] = KeyResult(settle(candidates, timing), dict(rejected[key]))
+        results[key] = KeyResult(settle(candidates, timing, policy.noise_floor),
+                                 dict(rejected[key]))
     return results
 
 
@@ -293,8 +302,8 @@ def nearest_key(measured: Iterable[Key], key: Key) -> Key | None:
     return chosen
 
 
-def interpolated(rankings: Mapping[Key, Ranking], key: Key,
-                 timing: str = DEVICE) -> Ranking | None:
+def interpolated(rankings: Mapping[Key, Ranking], key: Key, timing: str = DEVICE,
+                 floor: float | None = None) -> Ranking | None:
     """For a definition with one variable axis and a key between two measured keys: the
     candidates measured at both, ordered by their latency interpolated linearly in
     log(latency) over log(axis). None outside the measured range or with several axes
@@ -319,7 +328,7 @@ def interpolated(rankings: Mapping[Key, Ranking], key: Key,
     return settle([_Candidate(n, math.exp((1 - t) * math.log(low[n]) + t * math.log(high[n])),
                               max(below.spread(below.names.index(n)),
                                   above.spread(above.names.index(n))), n in originals)
-                   for n in both], timing)
+                   for n in both], timing, floor)
 
 
 def best_overall(rankings: Mapping[Key, Ranking]) -> Ranking | None:

@@ -56,6 +56,9 @@ class DefinitionConfig:
     # choice passed `shadow_checks` comparisons; one that disagrees is quarantined.
     shadow: float = 0.0
     shadow_checks: int = 3
+    # The least relative difference that counts as faster in the ranking's noise rule
+    # (None: the regime's default, ranking.NOISE_FLOOR); raise it on a noisy host.
+    noise_floor: float | None = None
 
     def __post_init__(self) -> None:
         check_number(self.max_abs_error, "max_abs_error", _E, none_ok=True)
@@ -70,6 +73,7 @@ class DefinitionConfig:
         check_choice(self.timing, "timing", _E, TIMING_CHOICES)
         check_number(self.shadow, "shadow", _E, high=1.0)
         check_int(self.shadow_checks, "shadow_checks", _E, low=1)
+        check_number(self.noise_floor, "noise_floor", _E, high=1.0, none_ok=True)
 
     def regimes(self) -> tuple[str, str]:
         """The regimes whose rankings serve (eager calls, calls inside graph capture)."""

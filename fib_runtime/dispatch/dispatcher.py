@@ -135,7 +135,7 @@ class Dispatcher:
                     self.counters.nearest += 1
                 via = self._via[(timing, key)]
             if self.policy.miss == "interpolate":
-                between = interpolated(rankings, key, timing)  # once per key: kept
+                between = interpolated(rankings, key, timing, self.policy.noise_floor)
                 if between is not None:
                     return between, via, "interpolated"
             return rankings[via] if via is not None else None, via, "nearest"

@@ -59,13 +59,13 @@ def test_a_wrong_but_fast_solution_is_quarantined_before_it_serves_alone(
         assert fib.explain(DEF, {"batch_size": 4}).decision == "right"
 
 
+@fib.apply(DEF)
+def engine_dps(x: torch.Tensor, weight: torch.Tensor, y: torch.Tensor) -> None:
+    y.copy_(x * weight)
+
+
 def test_destination_passing_outputs_are_corrected(tmp_path: Path, hardware: str):
     db = _db(tmp_path / "db", hardware, dps=True)
-
-    @fib.apply(DEF)
-    def engine_dps(x: torch.Tensor, weight: torch.Tensor, y: torch.Tensor) -> None:
-        y.copy_(x * weight)
-
     with fib.enable_apply(db.root, {"check_interval_s": 0, "default": {"shadow": 1.0}}):
         x, w, y = torch.randn(4, 8), torch.randn(8), torch.zeros(4, 8)
         engine_dps(x, w, y)
