@@ -13,6 +13,7 @@ import ast
 import functools
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -27,6 +28,7 @@ FAMILIES = {
     "silu_and_mul": "silu_and_mul_i{}",
 }
 _wrappers: dict[tuple[str, str], Callable[..., Any]] = {}
+_eager_sites: dict[tuple[str, Any, Any], Callable[..., Any]] = {}
 _lock = threading.RLock()
 _started = False
 
@@ -119,18 +121,49 @@ def wrapper(engine: str, name: str, fallback: Callable[..., Any]) -> Callable[..
     return fn
 
 
-def eager_wrapper(name: str, fallback: Callable[..., Any]) -> Callable[..., Any]:
-    """`fib.apply(name, args=..., fallback=fallback)` as a function: a call site of its own
-    with its own fallback, never traced by torch.compile (callers check is_compiling)."""
-    import fib_runtime as fib
+def eager_site(name: str, fallback: Callable[..., Any],
+               original: Callable[..., Any] | None = None) -> Callable[..., Any]:
+    """A call site of `name` of its own (never traced by torch.compile; callers check
+    is_compiling): its function is the site's generated dispatch frame itself, so a routed
+    eager call pays no wrapper frame and no per-call lookup of the site. `fallback` answers
+    what dispatch does not serve and is the engine's path dispatch calls directly where it is
+    the fastest; `original`, when given, is what capture records in its place as the
+    importable candidate retune times (the same computation, e.g. one that plans for itself
+    where the fallback runs the engine's planned state)."""
+    from fib_runtime.dispatch.sites import Site
 
-    apply = fib.apply
-
-    def call(*args: Any) -> Any:
-        return apply(name, args=args, fallback=fallback)
-
-    call.__name__ = f"fib_{name}"
+    key = (name, fallback, original)
+    call = _eager_sites.get(key)
+    if call is None:  # one site per (definition, fallback), kept for the process's life
+        site = Site(name, fallback)
+        if original is not None:
+            site.original = original
+        with _lock:
+            call = _eager_sites.setdefault(key, site.call)
     return call
+
+
+def module_originals(module: str, make: Callable[[str], Callable[..., Any] | None]
+                     ) -> Callable[[str], Callable[..., Any]]:
+    """A module `__getattr__` that makes, on first access, one module-level function per
+    definition name (`make(name)`, None for names it does not know) and keeps it in the
+    module: `<module>.<definition>` is then an importable function in any process, which is
+    what makes an adapter's fallback a timeable original (fib_runtime.original)."""
+
+    def __getattr__(attr: str) -> Callable[..., Any]:
+        fn = None
+        if not attr.startswith("_"):
+            try:
+                fn = make(attr)
+            except (KeyError, ValueError, ImportError) as exc:
+                raise AttributeError(f"module {module!r}: no original {attr!r}: {exc}") \
+                    from None
+        if fn is None:
+            raise AttributeError(f"module {module!r} has no attribute {attr!r}")
+        fn.__module__, fn.__name__, fn.__qualname__ = module, attr, attr
+        return vars(sys.modules[module]).setdefault(attr, fn)
+
+    return __getattr__
 
 
 def start(wrappers: Iterable[Callable[..., Any]] = ()) -> None:

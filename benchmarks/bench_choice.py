@@ -196,6 +196,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny grid (a CPU smoke test)")
     parser.add_argument("--timings", default=None, help="default: device,eager[,graph on GPU]")
+    parser.add_argument("--retune-timings", default=None,
+                        help="regimes retune measures (default: --timings); device time "
+                        "settles eager and graph candidates tied within the noise")
     parser.add_argument("--definitions", nargs="+", default=None)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iters", type=int, default=30)
@@ -225,8 +228,9 @@ def main() -> None:
             for size in grid:
                 OPS[name](*make_inputs(definition, size, device))
     out["seconds"]["capture"] = time.perf_counter() - start
+    measured = parse_timings(args.retune_timings) if args.retune_timings else timings
     report = retune(TraceDB.open(root), definitions=names, warmup=5, iters=args.iters,
-                    progress=False, config=RetuneConfig(timings=timings))
+                    progress=False, config=RetuneConfig(timings=measured))
     out["retune"] = {"counts": report.counts(), "notes": report.notes}
     out["seconds"]["retune"] = time.perf_counter() - start - out["seconds"]["capture"]
     print(f"retune: {report.counts()} in {out['seconds']['retune']:.0f} s", flush=True)

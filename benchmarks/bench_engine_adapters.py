@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # integration/, after the package
 from _common import print_table
 from fib_runtime.adapters import routing
 
@@ -38,6 +39,7 @@ import fib_runtime as fib
 from fib_runtime.bench import retune
 from fib_runtime.catalogue import install
 from fib_runtime.store import TraceDB
+from integration.flashinfer_decode_layer import Layer
 
 H, INTER, QO, KV, D = 4096, 14336, 32, 8, 128
 EPS = 1e-5
@@ -140,61 +142,6 @@ def run_flow(batches: list[int]) -> dict[str, Any]:
 
 
 # -- B: a decode layer on FlashInfer's API ---------------------------------------------------
-
-class Layer:
-    """Llama-3.1-8B decode layer on FlashInfer's API, static buffers for CUDA graphs."""
-
-    def __init__(self, batch: int, kv_len: int) -> None:
-        import flashinfer
-
-        g = torch.Generator(device=DEV).manual_seed(batch)
-
-        def rnd(*shape: int, scale: float = 1.0) -> torch.Tensor:
-            return (torch.randn(*shape, generator=g, device=DEV) * scale).bfloat16()
-
-        self.batch = batch
-        self.w_in, self.w_post = rnd(H), rnd(H)
-        self.qkv = rnd((QO + 2 * KV) * D, H, scale=H ** -0.5)
-        self.o = rnd(H, QO * D, scale=(QO * D) ** -0.5)
-        self.gate_up = rnd(2 * INTER, H, scale=H ** -0.5)
-        self.down = rnd(H, INTER, scale=INTER ** -0.5)
-        pages = batch * kv_len
-        self.k_cache, self.v_cache = rnd(pages, 1, KV, D), rnd(pages, 1, KV, D)
-        self.x0, self.r0 = rnd(batch, H), rnd(batch, H)
-        self.x, self.residual = self.x0.clone(), self.r0.clone()
-        self.attn = torch.empty(batch, QO, D, dtype=torch.bfloat16, device=DEV)
-        self.act = torch.empty(batch, INTER, dtype=torch.bfloat16, device=DEV)
-        indptr = torch.arange(batch + 1, dtype=torch.int32, device=DEV) * kv_len
-        indices = torch.randperm(pages, generator=g, device=DEV).to(torch.int32)
-        last = torch.ones(batch, dtype=torch.int32, device=DEV)
-        workspace = torch.zeros(128 << 20, dtype=torch.uint8, device=DEV)
-        self.wrapper = flashinfer.decode.BatchDecodeWithPagedKVCacheWrapper(
-            workspace, "NHD", use_cuda_graph=True,
-            paged_kv_indptr_buffer=torch.empty_like(indptr),
-            paged_kv_indices_buffer=torch.empty(pages + 64, dtype=torch.int32, device=DEV),
-            paged_kv_last_page_len_buffer=torch.empty_like(last))
-        self.plan_args = (indptr, indices, last, QO, KV, D, 1)
-
-    def plan(self) -> None:
-        self.wrapper.plan(*self.plan_args, q_data_type=torch.bfloat16,
-                          kv_data_type=torch.bfloat16)
-
-    def reset(self) -> None:
-        self.x.copy_(self.x0)
-        self.residual.copy_(self.r0)
-
-    def forward(self) -> torch.Tensor:
-        import flashinfer
-
-        flashinfer.norm.fused_add_rmsnorm(self.x, self.residual, self.w_in, EPS)
-        q = (self.x @ self.qkv.t())[:, :QO * D].reshape(self.batch, QO, D)
-        self.wrapper.run(q, (self.k_cache, self.v_cache), out=self.attn)
-        h = self.attn.view(self.batch, QO * D) @ self.o.t()
-        flashinfer.norm.fused_add_rmsnorm(h, self.residual, self.w_post, EPS)
-        flashinfer.activation.silu_and_mul(h @ self.gate_up.t(), out=self.act)
-        self.x.copy_(self.act @ self.down.t())
-        return self.x
-
 
 def _time(fn: Callable[[], Any], iters: int) -> float:
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

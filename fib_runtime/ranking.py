@@ -16,8 +16,22 @@ fib_runtime.schema.provenance; each regime ranks only its own traces):
   by the policy and targets this hardware, its workload carries every variable axis, and its
   errors are within the policy's tolerance;
 - a solution is a candidate for a key when every latest trace of it at that key is usable;
-  its latency there is the median of those traces' `latency_ms`;
-- candidates are ordered by that median, then by name.
+  its latency there is the median of those traces' `latency_ms`, its spread the largest of
+  their spreads (`fib-runtime.spread`, the relative half-IQR of the samples; 0 when unknown);
+- a trace that `fib verify` stamped rejected (`fib-runtime.gate`) makes its solution no
+  candidate at that key in that regime (the step it runs in was slower with it);
+- candidates are ordered by that median, then by name; then the noise rule settles the
+  first place. The noise between the fastest candidate F and another C is
+  `max(floor, spread(F) + spread(C))`, the floor being the policy's `noise_floor` when it
+  sets one (a host noisier than usual), else `NOISE_FLOOR[regime]`; C is *tied* with F when
+  `median(C) <= median(F) * (1 + noise)`. Among the tied candidates the engine's own
+  function (an original) serves if it is one of them: nothing displaces the engine's path
+  unless it is faster by more than the noise. Otherwise, in the eager and graph regimes
+  where every tied candidate has device traces, only those tied in device time too with the
+  one of lowest device time stay tied (device time is the most reproducible measurement);
+  of the candidates still tied, the first by name serves: which of them a process measured
+  fastest is noise, so two retunes serve the same one. `Ranking.note` says when the rule
+  moved a candidate first.
 """
 
 from __future__ import annotations
@@ -32,12 +46,29 @@ from typing import Protocol
 
 from fib_runtime.hardware import target_matches
 from fib_runtime.keys import Key, axes_to_key
+from fib_runtime.original import is_original
 from fib_runtime.schema import Definition, Solution, Status, Trace
-from fib_runtime.schema.provenance import DEVICE, digest_of, solution_digest, timing_of
+from fib_runtime.schema.provenance import (
+    DEVICE,
+    GATE_REJECTED,
+    digest_of,
+    gate_of,
+    solution_digest,
+    spread_of,
+    timing_of,
+)
+
+# The least relative difference that counts as faster, per timing regime: below it two
+# medians are the same measurement (eager times of host-bound calls wander by a few per
+# cent from one process to the next).
+NOISE_FLOOR = {DEVICE: 0.01, "graph": 0.01, "eager": 0.03}
 
 
 class Policy(Protocol):
-    """Which solutions and errors a ranking accepts (a dispatch DefinitionConfig is one)."""
+    """Which solutions and errors a ranking accepts, and the least difference that counts
+    as faster (None: the regime's NOISE_FLOOR); a dispatch DefinitionConfig is one."""
+
+    noise_floor: float | None
 
     def admits(self, solution: str) -> bool: ...
 
@@ -46,6 +77,8 @@ class Policy(Protocol):
 
 class AcceptAll:
     """The default policy: every solution, any error that the trace itself called PASSED."""
+
+    noise_floor: float | None = None
 
     def admits(self, solution: str) -> bool:
         return True
@@ -56,10 +89,64 @@ class AcceptAll:
 
 @dataclass(frozen=True)
 class Ranking:
-    """Candidates for one key, fastest first, with their median latency in ms."""
+    """Candidates for one key, the one that serves first (see the noise rule), with their
+    median latency in ms, their spreads, which are the engine's own functions, and why the
+    first is not the fastest (empty when it is)."""
 
     names: tuple[str, ...]
     latencies_ms: tuple[float, ...]
+    spreads: tuple[float, ...] = ()
+    originals: frozenset[str] = frozenset()
+    note: str = ""
+
+    def spread(self, index: int) -> float:
+        return self.spreads[index] if index < len(self.spreads) else 0.0
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    name: str
+    median: float
+    spread: float
+    original: bool
+    device: float | None = None  # its device-time median and spread at the key (tie-break)
+    device_spread: float = 0.0
+
+
+def noise(timing: str, spread_a: float, spread_b: float, floor: float | None = None) -> float:
+    """The relative difference two medians must exceed to count as faster (module doc)."""
+    if floor is None:
+        floor = NOISE_FLOOR.get(timing, NOISE_FLOOR["eager"])
+    return max(floor, spread_a + spread_b)
+
+
+def settle(candidates: list[_Candidate], timing: str, floor: float | None = None) -> Ranking:
+    """Order candidates by median, then apply the noise rule to the first place."""
+    ordered = sorted(candidates, key=lambda c: (c.median, c.name))
+    note = ""
+    if ordered:
+        best = ordered[0]
+        tied = [c for c in ordered
+                if c.median <= best.median * (1.0 + noise(timing, best.spread, c.spread, floor))]
+        pick = next((c for c in tied if c.original), None)
+        why = "the engine's own function"
+        if pick is None:
+            why = "the first by name of those tied"
+            if timing != DEVICE and len(tied) > 1 and all(c.device is not None for c in tied):
+                lowest = min(tied, key=lambda c: (c.device, c.name))
+                tied = [c for c in tied if c.device <= lowest.device * (  # type: ignore[operator]
+                    1.0 + noise(DEVICE, lowest.device_spread, c.device_spread, floor))]
+                why += " in device time too"
+            pick = min(tied, key=lambda c: c.name)
+        if pick is not best:
+            margin = noise(timing, best.spread, pick.spread, floor)
+            note = (f"kept {pick.name} ({why}): {best.name} is faster by only "
+                    f"{pick.median / best.median - 1:.1%}, within the noise {margin:.1%}")
+            ordered.remove(pick)
+            ordered.insert(0, pick)
+    return Ranking(tuple(c.name for c in ordered), tuple(c.median for c in ordered),
+                   tuple(c.spread for c in ordered),
+                   frozenset(c.name for c in ordered if c.original), note)
 
 
 @dataclass(frozen=True)
@@ -76,8 +163,37 @@ def rank(definition: Definition, traces: Iterable[Trace], solutions: Mapping[str
     """Rank the solutions of `definition` measured on `hardware_key` in one timing regime
     (only its traces count; see the module doc)."""
     policy = policy or AcceptAll()
+    traces = list(traces)
+    by_key, rejected = _measured(definition, traces, solutions, hardware_key, policy, timing)
+    device = _measured(definition, traces, solutions, hardware_key, policy, DEVICE)[0] \
+        if timing != DEVICE else by_key
+    results = {}
+    for key in by_key.keys() | rejected.keys():
+        candidates = []
+        for name, samples in by_key[key].items():
+            if name in rejected[key]:
+                continue
+            on_device = device.get(key, {}).get(name)
+            candidates.append(_Candidate(
+                name, statistics.median(lat for lat, _ in samples),
+                max(spread for _, spread in samples), is_original(solutions.get(name)),
+                statistics.median(lat for lat, _ in on_device) if on_device else None,
+                max(spread for _, spread in on_device) if on_device else 0.0))
+        results[key] = KeyResult(settle(candidates, timing, policy.noise_floor),
+                                 dict(rejected[key]))
+    return results
+
+
+Samples = dict[Key, dict[str, list[tuple[float, float]]]]
+
+
+def _measured(definition: Definition, traces: list[Trace], solutions: Mapping[str, Solution],
+              hardware_key: str, policy: Policy, timing: str
+              ) -> tuple[Samples, dict[Key, dict[str, str]]]:
+    """Per key: each usable solution's (latency, spread) per latest trace in one regime, and
+    the solutions measured there that are not candidates, with why."""
     latest, stale = _latest((t for t in traces if in_regime(t, timing)), solutions)
-    by_key: dict[Key, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    by_key: Samples = defaultdict(lambda: defaultdict(list))
     rejected: dict[Key, dict[str, str]] = defaultdict(dict)
     for (name, _), trace in latest.items():
         try:
@@ -85,24 +201,21 @@ def rank(definition: Definition, traces: Iterable[Trace], solutions: Mapping[str
         except (KeyError, TypeError, ValueError):
             continue  # a workload without every variable axis has no key
         problem = _problem(trace, solutions.get(name), hardware_key, policy)
-        if problem is None:
-            latency = trace.evaluation.performance.latency_ms  # type: ignore[union-attr]
-            by_key[key][name].append(latency)
+        evaluation = trace.evaluation
+        if problem is None and evaluation is not None and evaluation.performance is not None:
+            by_key[key][name].append((evaluation.performance.latency_ms,
+                                      spread_of(evaluation) or 0.0))
         else:
-            rejected[key].setdefault(name, problem)
+            rejected[key].setdefault(name, problem or "no latency")
     for (name, _), trace in stale.items():  # said only where nothing else is known of it
         with contextlib.suppress(KeyError, TypeError, ValueError):
             key = axes_to_key(definition, trace.workload.axes)
             if name not in by_key.get(key, {}):
                 rejected[key].setdefault(name, "stale: its traces measured other content "
                                          "under this name")
-    results = {}
-    for key in by_key.keys() | rejected.keys():
-        medians = sorted((statistics.median(v), n) for n, v in by_key[key].items()
-                         if n not in rejected[key])
-        ranking = Ranking(tuple(n for _, n in medians), tuple(m for m, _ in medians))
-        results[key] = KeyResult(ranking, dict(rejected[key]))
-    return results
+    return by_key, rejected
+
+
 
 
 def measures(digests: Collection[str | None], current: str) -> bool:
@@ -154,6 +267,8 @@ def _problem(trace: Trace, solution: Solution | None, hardware_key: str,
     evaluation = trace.evaluation
     if evaluation is None:
         return "no evaluation"
+    if gate_of(evaluation) == GATE_REJECTED:
+        return "rejected by the step gate: " + (evaluation.log or "the step was slower with it")
     if evaluation.status is not Status.PASSED:
         return evaluation.status.value
     if evaluation.performance is None or not evaluation.performance.latency_ms > 0:
@@ -185,7 +300,8 @@ def nearest_key(measured: Iterable[Key], key: Key) -> Key | None:
     return chosen
 
 
-def interpolated(rankings: Mapping[Key, Ranking], key: Key) -> Ranking | None:
+def interpolated(rankings: Mapping[Key, Ranking], key: Key, timing: str = DEVICE,
+                 floor: float | None = None) -> Ranking | None:
     """For a definition with one variable axis and a key between two measured keys: the
     candidates measured at both, ordered by their latency interpolated linearly in
     log(latency) over log(axis). None outside the measured range or with several axes
@@ -198,16 +314,19 @@ def interpolated(rankings: Mapping[Key, Ranking], key: Key) -> Ranking | None:
     upper = min((k for k in rankings if k[0] > value), default=None)
     if lower is None or upper is None:
         return None
-    low = dict(zip(rankings[lower].names, rankings[lower].latencies_ms, strict=True))
-    high = dict(zip(rankings[upper].names, rankings[upper].latencies_ms, strict=True))
+    below, above = rankings[lower], rankings[upper]
+    low = dict(zip(below.names, below.latencies_ms, strict=True))
+    high = dict(zip(above.names, above.latencies_ms, strict=True))
     both = [n for n in low if n in high and low[n] > 0 and high[n] > 0]
     if not both:
         return None
     span = math.log(upper[0]) - math.log(max(lower[0], 1))
     t = (math.log(value) - math.log(max(lower[0], 1))) / span if span > 0 else 0.0
-    estimates = sorted((math.exp((1 - t) * math.log(low[n]) + t * math.log(high[n])), n)
-                       for n in both)
-    return Ranking(tuple(n for _, n in estimates), tuple(e for e, _ in estimates))
+    originals = below.originals | above.originals
+    return settle([_Candidate(n, math.exp((1 - t) * math.log(low[n]) + t * math.log(high[n])),
+                              max(below.spread(below.names.index(n)),
+                                  above.spread(above.names.index(n))), n in originals)
+                   for n in both], timing, floor)
 
 
 def best_overall(rankings: Mapping[Key, Ranking]) -> Ranking | None:

@@ -5,12 +5,18 @@ nothing is downloaded). Per model: greedy generation of the unpatched model (the
 reference), `fib_runtime.adapters.transformers.apply`, capture while generating at every
 batch size, retune of the routed definitions, then generation with dispatch on, compared
 with the reference (greedy tokens of the first steps, and last-position prompt logits).
-Tokens/s of four modes, interleaved in rounds (medians): the unpatched model in eager mode,
-fib-runtime, Liger-Kernel (`apply_liger_kernel_to_*`, if installed) and `torch.compile` of
-the unpatched model's forward. With `--profile`, CUDA kernels per decode step of each mode.
+Tokens/s of five modes, interleaved in rounds (medians): the unpatched model in eager mode,
+fib-runtime, Liger-Kernel (`apply_liger_kernel_to_*`, if installed), `torch.compile` of the
+unpatched model's forward and `torch.compile` of a fib-runtime-routed copy (`fib_compile`:
+the routed ops are `torch.ops.fib` custom ops in the compiled graph). With `--profile`, CUDA
+kernels per decode step of each mode.
 
     python3 integration/hf_generate.py --device cuda --json benchmarks/results/hf_generate_h200.json
     python3 integration/hf_generate.py --device cpu --tiny --rounds 1   # the CPU dry run
+
+`gate_step(model="llama", batch=1)` is the step the gate times (`fib verify
+integration.hf_generate:gate_step --arg model=llama --arg batch=1 --db DB`): one forward of
+a routed random-weight model over a fixed prompt.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from fib_runtime.adapters.transformers import apply
 import fib_runtime as fib
 from fib_runtime.bench import retune
 
-MODES = ("eager", "fib", "liger", "compile")
+MODES = ("eager", "fib", "liger", "compile", "fib_compile")
 # (config class, liger patch function, full-size constants, tiny constants)
 SHAPES: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
     "llama": ("LlamaConfig", "apply_liger_kernel_to_llama",
@@ -171,6 +177,13 @@ def run_model(name: str, args: argparse.Namespace, db_root: Path, log: Callable[
         compiled = copy.deepcopy(base)
         compiled.forward = torch.compile(compiled.forward, dynamic=True)
         models["compile"] = compiled
+    if "fib_compile" in args.modes and name in args.compile_models:
+        routed = copy.deepcopy(base)
+        apply(routed, db=db)  # its own sites, served from the same database
+        routed.forward = torch.compile(routed.forward, dynamic=True)
+        models["fib_compile"] = routed
+        table.update({k: {**v, "fib_compile": v.get("fib", v["eager"])}
+                      for k, v in fib_globals(routed).items()})
     modes = [m for m in args.modes if m in models]
 
     def run(mode: str, ids: torch.Tensor, steps: int) -> torch.Tensor:
@@ -230,14 +243,35 @@ def table(name: str, result: dict[str, Any]) -> str:
     tps = result["tokens_per_s"]
     modes = list(tps)
     lines = [f"{name}: tokens/s (median), speedup of fib over each mode",
-             "batch  " + "  ".join(f"{m:>9}" for m in modes) + "  fib/eager  fib/liger"
-             "  fib/compile"]
+             "batch  " + "  ".join(f"{m:>11}" for m in modes) + "  fib/eager  fib/liger"
+             "  fib_compile/compile"]
     for b in tps["eager"]:
-        cells = "  ".join(f"{tps[m][b]:9.1f}" for m in modes)
+        cells = "  ".join(f"{tps[m][b]:11.1f}" for m in modes)
         ratios = [f"{tps['fib'][b] / tps[m][b]:9.2f}x" if m in tps else "        -"
-                  for m in ("eager", "liger", "compile")]
+                  for m in ("eager", "liger")]
+        ratios.append(f"{tps['fib_compile'][b] / tps['compile'][b]:9.2f}x"
+                      if "fib_compile" in tps and "compile" in tps else "        -")
         lines.append(f"{b:<5}  {cells}  {'  '.join(ratios)}")
     return "\n".join(lines)
+
+
+def gate_step(model: str = "llama", batch: int = 1, layers: int = 4, prompt: int = 16,
+              tiny: int = 0, db: str | None = None) -> Callable[[], Any]:
+    """The step `fib verify` times: one forward of a routed random-weight model (`model`
+    shapes, `layers` layers) over a fixed prompt of `batch` rows (`tiny=1`: tiny sizes)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    args = argparse.Namespace(tiny=bool(tiny), layers=layers, vocab=32768 if not tiny else 512,
+                              device=device)
+    routed = build(model, args)
+    apply(routed, db=db)
+    ids = torch.randint(1, args.vocab, (batch, prompt), device=device,
+                        generator=torch.Generator(device).manual_seed(batch))
+
+    def step() -> Any:
+        with torch.no_grad():
+            return routed(ids).logits
+
+    return step
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -226,6 +226,22 @@ def op_axes(b: DecodeBatch) -> dict[str, dict[str, int]]:
     return axes
 
 
+def gate_step(batch: int = 1, kv_len: int = 512, device: str | None = None
+              ) -> Callable[[], torch.Tensor]:
+    """The step `fib verify integration.llama_decode_layer:gate_step --arg batch=1` times:
+    one layer over a fixed decode batch (eager: the original attention reads the longest
+    sequence on the host, so the step cannot be captured in a CUDA graph)."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    weights = random_weights(device)
+    decode_batch = make_batch(batch, kv_len, device, seed=batch)
+
+    def step() -> torch.Tensor:
+        with torch.no_grad():
+            return decode_layer(weights, decode_batch)
+
+    return step
+
+
 # -- the loop: capture -> retune -> dispatch -------------------------------------------------
 
 @dataclass(frozen=True)

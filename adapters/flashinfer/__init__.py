@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
 
-from fib_runtime.adapters.flashinfer.counters import reset, stats
+from fib_runtime.adapters.flashinfer.counters import replaced as _saved
+from fib_runtime.adapters.flashinfer.counters import reset, saved, stats
 
 ENV_VAR = "FIB_FLASHINFER"
 _lock = threading.Lock()
-_saved: dict[tuple[Any, str], Any] = {}  # (owner, attribute) -> FlashInfer's original
 
 
 def installed() -> bool:
@@ -82,5 +81,5 @@ def install_from_env() -> bool:
     return True
 
 
-__all__ = ["ENV_VAR", "install", "install_from_env", "installed", "reset", "stats",
+__all__ = ["ENV_VAR", "install", "install_from_env", "installed", "reset", "saved", "stats",
            "uninstall"]

@@ -9,26 +9,54 @@ spans), heads, head_dim, page size, sm_scale, and whether anything the definitio
 model was asked for (HND layout, RoPE, a window, a soft-cap, other dtypes). `run(q,
 (k_cache, v_cache), out=...)` routes when the plan and the call are covered: no return_lse,
 sinks, fp8 scales, run-time window or multi-token queries. The definition's outputs are
-written into `out` (allocated when absent) and a scratch lse (destination-passing).
+written into `out` (allocated with `torch.empty_like(q)` when absent, as FlashInfer does) and
+a scratch lse kept on the wrapper and sized at plan time (destination-passing): a routed
+call allocates nothing else.
+
+Each definition has one call site (`routing.eager_site`) whose fallback runs FlashInfer's
+own `run` on the planned wrapper of the call in flight: when FlashInfer is the fastest
+candidate, dispatch calls that directly. The candidate retune times in its place is
+`originals.<definition>`, FlashInfer's run on a wrapper it plans only when the index
+tensors change, as an engine plans once per step for all its layers.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from fib_runtime.adapters import routing
+from fib_runtime.adapters.flashinfer import originals
 from fib_runtime.adapters.flashinfer.counters import guard, routed, unchanged
 
 PAGE_SIZES = (1, 16)  # page sizes with definitions: SGLang's default 1, vLLM's default 16
 _STATE = "_fib_plan"
+_LSE = "_fib_lse"  # the wrapper's scratch lse buffer (grown, never shrunk)
 
 
 def definition_name(num_qo_heads: int, num_kv_heads: int, head_dim: int,
                     page_size: int) -> str:
     return f"gqa_paged_decode_h{num_qo_heads}_kv{num_kv_heads}_d{head_dim}_ps{page_size}"
+
+
+class _Plan:
+    """What a routed run needs from the last plan of a wrapper."""
+
+    __slots__ = ("fn", "indices", "indptr", "last", "lse", "n_inputs", "reason", "sm_scale",
+                 "wrapper")
+
+    def __init__(self, wrapper: Any, fn: Callable[..., Any] | None, reason: str | None,
+                 page_size: int, sm_scale: float, lse: torch.Tensor | None) -> None:
+        self.wrapper, self.fn, self.reason, self.sm_scale, self.lse = \
+            wrapper, fn, reason, sm_scale, lse
+        self.n_inputs = 6 if page_size == 1 else 7
+        # FlashInfer's plan leaves the device copies on the wrapper (under CUDA graphs, its
+        # fixed buffers, the indices one oversized): the routed run reads those.
+        self.indptr = getattr(wrapper, "_paged_kv_indptr_buf", None)
+        self.indices = getattr(wrapper, "_paged_kv_indices_buf", None)
+        self.last = getattr(wrapper, "_paged_kv_last_page_len_buf", None)
 
 
 def _plan_reason(wrapper: Any, page_size: int, pos_encoding_mode: str, window_left: int,
@@ -51,28 +79,42 @@ def _plan_reason(wrapper: Any, page_size: int, pos_encoding_mode: str, window_le
     return None
 
 
+def _scratch_lse(wrapper: Any, batch: int, heads: int, device: Any) -> torch.Tensor:
+    """A [batch, heads] float32 view of the wrapper's scratch lse buffer. The buffer only
+    grows, and a CUDA-graph wrapper's batch is fixed, so a captured run's lse stays valid."""
+    buffer = wrapper.__dict__.get(_LSE)
+    if buffer is None or buffer.shape[0] < batch or buffer.shape[1] != heads:
+        buffer = torch.empty((max(batch, 1), heads), dtype=torch.float32, device=device)
+        wrapper.__dict__[_LSE] = buffer
+    return buffer[:batch]
+
+
 def wrap(plan0: Callable[..., Any], run0: Callable[..., Any]
          ) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The replacements of the wrapper's plan and run."""
-    fallbacks: dict[int, Callable[..., Any]] = {}
-    eager: dict[str, Callable[..., Any] | None] = {}  # definition -> call site, or None
+    sites: dict[str, Callable[..., Any]] = {}  # definition -> its call site
 
-    def fallback_for(page_size: int) -> Callable[..., Any]:
-        """FlashInfer itself with the definition's signature (needs the wrapper, kept in
-        the plan state that the routed call passes along through a closure)."""
-        fn = fallbacks.get(page_size)
-        if fn is None:
-            def flashinfer_decode(q: torch.Tensor, k_cache: torch.Tensor,
-                                  v_cache: torch.Tensor, *rest: Any) -> Any:
-                state = _current.state
-                n_in = 6 if page_size == 1 else 7
-                outputs = rest[n_in - 3:]
-                out = outputs[0] if outputs else None
-                o, lse = run0(state["wrapper"], q, (k_cache, v_cache), out=out,
-                              lse=outputs[1] if len(outputs) > 1 else None, return_lse=True)
-                return outputs if outputs else (o, lse)
-            fn = fallbacks[page_size] = flashinfer_decode
-        return fn
+    def planned_run(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                    *rest: Any) -> Any:
+        """FlashInfer's run on the wrapper of the routed call in flight (the site's fallback:
+        the engine's own path), with the definition's signature."""
+        plan: _Plan = guard.active
+        outputs = rest[plan.n_inputs - 3:]
+        if outputs:
+            run0(plan.wrapper, q, (k_cache, v_cache), out=outputs[0], lse=outputs[1],
+                 return_lse=True)
+            return outputs
+        return run0(plan.wrapper, q, (k_cache, v_cache), return_lse=True)
+
+    def site_for(name: str) -> Callable[..., Any]:
+        """The definition's call site (dispatch off or the definition not served: it calls
+        FlashInfer's run itself)."""
+        site = sites.get(name)
+        if site is None:
+            routing.start()
+            site = sites.setdefault(name, routing.eager_site(name, planned_run,
+                                                              getattr(originals, name)))
+        return site
 
     def plan(self: Any, indptr: torch.Tensor, indices: torch.Tensor,
              last_page_len: torch.Tensor, num_qo_heads: int, num_kv_heads: int, head_dim: int,
@@ -88,48 +130,38 @@ def wrap(plan0: Callable[..., Any], run0: Callable[..., Any]
         q_dtype = data_type if data_type is not None else q_data_type
         reason = _plan_reason(self, page_size, pos_encoding_mode, window_left,
                               logits_soft_cap, q_dtype, kv_data_type or q_dtype, o_data_type)
-        fn = None
+        fn = lse = None
         if reason is None and getattr(self, "_paged_kv_indptr_buf", None) is None:
             reason = "wrapper_state"  # a FlashInfer whose plan keeps its buffers elsewhere
         if reason is None:
-            name = definition_name(num_qo_heads, num_kv_heads, head_dim, page_size)
-            if name not in eager:  # first plan of this definition: is it served here? (kept)
-                routing.start()
-                eager[name] = routing.eager_wrapper(name, fallback_for(page_size)) \
-                    if routing.served(name) else None
-            fn = eager[name]
-            if fn is None:
-                reason = "not_served"
-        # FlashInfer's plan leaves the device copies on the wrapper (under CUDA graphs, its
-        # fixed buffers, the indices one oversized): the routed run reads those.
-        self.__dict__[_STATE] = {
-            "wrapper": self, "fn": fn, "reason": reason, "page_size": page_size,
-            "indptr": getattr(self, "_paged_kv_indptr_buf", None),
-            "indices": getattr(self, "_paged_kv_indices_buf", None),
-            "last_page_len": getattr(self, "_paged_kv_last_page_len_buf", None),
-            "sm_scale": float(sm_scale) if sm_scale is not None else 1.0 / math.sqrt(head_dim),
-        }
+            fn = site_for(definition_name(num_qo_heads, num_kv_heads, head_dim, page_size))
+            lse = _scratch_lse(self, indptr.shape[0] - 1, num_qo_heads, indptr.device)
+        scale = float(sm_scale) if sm_scale is not None else 1.0 / math.sqrt(head_dim)
+        self.__dict__[_STATE] = _Plan(self, fn, reason, page_size, scale, lse)
 
     def run(self: Any, q: torch.Tensor, paged_kv_cache: Any, *args: Any,
             out: torch.Tensor | None = None, lse: torch.Tensor | None = None,
             return_lse: bool = False, **kwargs: Any) -> Any:
-        state = self.__dict__.get(_STATE)
+        state: _Plan | None = self.__dict__.get(_STATE)
         if state is not None and not guard.active:
-            reason = state["reason"] or _run_reason(q, paged_kv_cache, args, return_lse,
-                                                    kwargs)
-            if reason is not None:
-                unchanged["decode.run", reason] += 1
-            else:
-                routed["decode.run"] += 1
+            reason = state.reason
+            if reason is None and (args or kwargs or return_lse):
+                reason = _run_reason(args, return_lse, kwargs)
+            if reason is None and (paged_kv_cache.__class__ is not tuple
+                                   or q.dtype != torch.bfloat16
+                                   or paged_kv_cache[0].dtype != torch.bfloat16):
+                reason = "kv_format"
+            if reason is None:
+                next(routed["decode.run"])
                 return _routed(state, q, paged_kv_cache, out)
+            unchanged["decode.run", reason] += 1
         return run0(self, q, paged_kv_cache, *args, out=out, lse=lse, return_lse=return_lse,
                     **kwargs)
 
     return plan, run
 
 
-def _run_reason(q: torch.Tensor, paged_kv_cache: Any, args: tuple[Any, ...],
-                return_lse: bool, kwargs: dict[str, Any]) -> str | None:
+def _run_reason(args: tuple[Any, ...], return_lse: bool, kwargs: dict[str, Any]) -> str | None:
     if return_lse:
         return "return_lse"
     if args or any(kwargs.get(k) is not None for k in ("q_scale", "k_scale", "v_scale")):
@@ -142,35 +174,22 @@ def _run_reason(q: torch.Tensor, paged_kv_cache: Any, args: tuple[Any, ...],
     if kwargs.get("q_len_per_req", 1) not in (None, 1) or \
             kwargs.get("skip_softmax_threshold_scale_factor") is not None:
         return "multi_token"
-    if not isinstance(paged_kv_cache, tuple | list) or q.dtype != torch.bfloat16 or \
-            paged_kv_cache[0].dtype != torch.bfloat16:
-        return "kv_format"
     return None
 
 
-class _Current:
-    """The plan state of the routed call in flight (the fallback needs its wrapper)."""
-
-    state: ClassVar[dict[str, Any]] = {}
-
-
-_current = _Current()
-
-
-def _routed(state: dict[str, Any], q: torch.Tensor, paged_kv_cache: Any,
+def _routed(plan: _Plan, q: torch.Tensor, paged_kv_cache: Any,
             out: torch.Tensor | None) -> torch.Tensor:
     k_cache, v_cache = paged_kv_cache
-    head = (q, k_cache, v_cache, state["indptr"], state["indices"])
-    args = (*head, state["sm_scale"]) if state["page_size"] == 1 else \
-        (*head, state["last_page_len"], state["sm_scale"])
-    _current.state = state
-    guard.active = True
+    if out is None:
+        out = torch.empty_like(q)
+    guard.active = plan  # the fallback reads the wrapper from it; re-entry reaches FlashInfer
     try:
-        if out is None:  # value-returning: the solution's own output, no copy
-            return state["fn"](*args)[0]
-        # out=: destination-passing into the caller's buffer (a scratch lse beside it)
-        lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device)
-        state["fn"](*args, out, lse)
+        if plan.n_inputs == 6:
+            plan.fn(q, k_cache, v_cache, plan.indptr, plan.indices,  # type: ignore[misc]
+                    plan.sm_scale, out, plan.lse)
+        else:
+            plan.fn(q, k_cache, v_cache, plan.indptr, plan.indices,  # type: ignore[misc]
+                    plan.last, plan.sm_scale, out, plan.lse)
         return out
     finally:
         guard.active = False

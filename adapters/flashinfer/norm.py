@@ -9,8 +9,16 @@ the calls a definition covers routed to fib-runtime and their contracts kept:
 - `silu_and_mul(input, out=None)` likewise.
 
 A call is covered when its hidden size, eps and dtype match a catalogue definition that
-fib-runtime serves, and its tensors are 2-D with unit column stride. Everything else goes to
-FlashInfer unchanged and is counted by reason (`fib_runtime.adapters.flashinfer.stats()`).
+fib-runtime may serve (the site then asks dispatch; with dispatch off or the definition not in
+its database it calls FlashInfer's own function), and its tensors are 2-D with unit column
+stride. Everything else goes to FlashInfer unchanged and is counted by reason
+(`fib_runtime.adapters.flashinfer.stats()`).
+
+A covered call goes to a call site of its own (`routing.eager_site`) whose fallback is the
+definition's original in `originals.py`: FlashInfer's own function at the definition's
+constants, importable, so retune times it and dispatch calls it directly where it is the
+fastest. Per call the replacement does one dict lookup for the route, a few attribute reads
+for the contract, and the site's call: nothing is allocated, no wrapper frame is added.
 """
 
 from __future__ import annotations
@@ -20,132 +28,111 @@ from typing import Any
 
 import torch
 from fib_runtime.adapters import routing
-from fib_runtime.adapters.flashinfer.counters import guard, routed, unchanged
+from fib_runtime.adapters.flashinfer import originals
+from fib_runtime.adapters.flashinfer.counters import norm_busy, routed, unchanged
 
 DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
-# (family, size, eps, dtype) -> the served wrapper, or the reason the call is not covered
+# (family, size, eps, dtype) -> the served call site, or the reason the call is not covered
 _routes: dict[tuple[str, int, float | None, torch.dtype], Callable[..., Any] | str] = {}
 
 
-def _row_major(*tensors: torch.Tensor) -> bool:
-    return all(t.dim() == 2 and t.stride(1) == 1 for t in tensors)
-
-
-def _route(family: str, size: int, eps: float | None, dtype: torch.dtype,
-           fallback: Callable[[float | None], Callable[..., Any]]) -> Callable[..., Any] | str:
+def _route(family: str, size: int, eps: float | None, dtype: torch.dtype
+           ) -> Callable[..., Any] | str:
+    """The call site for a call's constants (made once per constants), or why there is none."""
     key = (family, size, eps, dtype)
     found = _routes.get(key)
     if found is None:
         name = routing.definition_for(family, size, eps, DTYPE_NAMES.get(dtype, str(dtype)))
         if name is None:
             found = "no_definition"
-        else:
-            fn = routing.eager_wrapper(name, fallback(eps))
+        else:  # whether fib-runtime serves it is the site's business: off, it calls FlashInfer
             routing.start()
-            found = fn if routing.served(name) else "not_served"
+            found = routing.eager_site(name, getattr(originals, name))
         _routes[key] = found
     return found
 
 
-def wrap(originals: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
+def wrap(originals_: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
     """The replacements of FlashInfer's rmsnorm, fused_add_rmsnorm and silu_and_mul."""
-    rmsnorm0 = originals["rmsnorm"]
-    fused0 = originals["fused_add_rmsnorm"]
-    silu0 = originals["silu_and_mul"]
+    rmsnorm0 = originals_["rmsnorm"]
+    fused0 = originals_["fused_add_rmsnorm"]
+    silu0 = originals_["silu_and_mul"]
+    routes, busy, counts = _routes, norm_busy, routed
 
-    def rms_fallback(eps: float | None) -> Callable[..., Any]:
-        def flashinfer_rmsnorm(hidden_states: torch.Tensor, weight: torch.Tensor,
-                               output: torch.Tensor | None = None) -> torch.Tensor:
-            return rmsnorm0(hidden_states, weight, eps, out=output)
-        return flashinfer_rmsnorm
-
-    def fused_fallback(eps: float | None) -> Callable[..., Any]:
-        def flashinfer_fused_add_rmsnorm(hidden_states: torch.Tensor, residual: torch.Tensor,
-                                         weight: torch.Tensor,
-                                         output: torch.Tensor | None = None,
-                                         residual_out: torch.Tensor | None = None) -> Any:
-            x = hidden_states if output is hidden_states else hidden_states.clone()
-            r = residual if residual_out is residual else residual.clone()
-            fused0(x, r, weight, eps)
-            if output is None:
-                return x, r
-            if output is not x:
-                output.copy_(x)
-            if residual_out is not r:
-                residual_out.copy_(r)
-            return output, residual_out
-        return flashinfer_fused_add_rmsnorm
-
-    def silu_fallback(eps: float | None) -> Callable[..., Any]:
-        def flashinfer_silu_and_mul(gate_up: torch.Tensor,
-                                    output: torch.Tensor | None = None) -> torch.Tensor:
-            return silu0(gate_up, out=output)
-        return flashinfer_silu_and_mul
-
+    # Each check is written inline, each tensor property read once: this is the per-call
+    # path of every routed call (benchmarks/bench_adapter_cost.py).
     def rmsnorm(input: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6,
                 out: torch.Tensor | None = None, enable_pdl: bool | None = None) -> torch.Tensor:
-        if not guard.active:
-            fn = _route("rmsnorm", input.shape[-1], float(eps), input.dtype, rms_fallback)
-            if isinstance(fn, str):
+        if not busy[0]:
+            dtype, size = input.dtype, input.shape[-1]
+            fn = routes.get(("rmsnorm", size, eps, dtype)) or \
+                _route("rmsnorm", size, float(eps), dtype)
+            if fn.__class__ is str:
                 unchanged["rmsnorm", fn] += 1
-            elif weight.dtype != input.dtype or not _row_major(input) or (
-                    out is not None and (out.dtype != input.dtype or not _row_major(out))):
+            elif weight.dtype != dtype or input.dim() != 2 or not (
+                    input.is_contiguous() or input.stride(1) == 1) or (
+                    out is not None and (out.dtype != dtype or out.dim() != 2 or not (
+                        out.is_contiguous() or out.stride(1) == 1))):
                 unchanged["rmsnorm", "layout_or_dtype"] += 1
             else:
-                routed["rmsnorm"] += 1
-                guard.active = True
+                next(counts["rmsnorm"])
+                busy[0] = True
                 try:
                     if out is None:
                         return fn(input, weight)
-                    fn(input, weight, out)
+                    fn(input, weight, out)  # destination-passing: the result is `out`
                     return out
                 finally:
-                    guard.active = False
+                    busy[0] = False
         return rmsnorm0(input, weight, eps, out=out, enable_pdl=enable_pdl)
 
     def fused_add_rmsnorm(input: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
                           eps: float = 1e-6, enable_pdl: bool | None = None) -> None:
-        if not guard.active:
-            fn = _route("fused_add_rmsnorm_residual", input.shape[-1], float(eps), input.dtype,
-                        fused_fallback)
-            if isinstance(fn, str):
+        if not busy[0]:
+            dtype, size = input.dtype, input.shape[-1]
+            fn = routes.get(("fused_add_rmsnorm_residual", size, eps, dtype)) or \
+                _route("fused_add_rmsnorm_residual", size, float(eps), dtype)
+            if fn.__class__ is str:
                 unchanged["fused_add_rmsnorm", fn] += 1
-            elif residual.dtype != input.dtype or weight.dtype != input.dtype or \
-                    not _row_major(input, residual):
+            elif residual.dtype != dtype or weight.dtype != dtype or input.dim() != 2 or \
+                    residual.dim() != 2 or not (input.is_contiguous() or input.stride(1) == 1) \
+                    or not (residual.is_contiguous() or residual.stride(1) == 1):
                 unchanged["fused_add_rmsnorm", "layout_or_dtype"] += 1
             else:
-                routed["fused_add_rmsnorm"] += 1
-                guard.active = True
+                next(counts["fused_add_rmsnorm"])
+                busy[0] = True
                 try:
                     fn(input, residual, weight, input, residual)  # in place: outputs alias
                     return None
                 finally:
-                    guard.active = False
+                    busy[0] = False
         fused0(input, residual, weight, eps, enable_pdl=enable_pdl)
         return None
 
     def silu_and_mul(input: torch.Tensor, out: torch.Tensor | None = None,
                      enable_pdl: bool | None = None) -> torch.Tensor:
-        if not guard.active:
-            width = input.shape[-1]
-            fn: Callable[..., Any] | str = "no_definition"
-            if width % 2 == 0:
-                fn = _route("silu_and_mul", width // 2, None, input.dtype, silu_fallback)
-            if isinstance(fn, str):
+        if not busy[0]:
+            dtype, width = input.dtype, input.shape[-1]
+            fn = routes.get(("silu_and_mul", width // 2, None, dtype)) if width % 2 == 0 \
+                else "no_definition"
+            if fn is None:
+                fn = _route("silu_and_mul", width // 2, None, dtype)
+            if fn.__class__ is str:
                 unchanged["silu_and_mul", fn] += 1
-            elif not _row_major(input) or (out is not None and (
-                    out.dtype != input.dtype or not _row_major(out))):
+            elif input.dim() != 2 or not (input.is_contiguous() or input.stride(1) == 1) or (
+                    out is not None and (out.dtype != dtype or out.dim() != 2 or not (
+                        out.is_contiguous() or out.stride(1) == 1))):
                 unchanged["silu_and_mul", "layout_or_dtype"] += 1
             else:
-                routed["silu_and_mul"] += 1
-                guard.active = True
+                next(counts["silu_and_mul"])
+                busy[0] = True
                 try:
                     if out is None:
                         return fn(input)
                     fn(input, out)
                     return out
                 finally:
-                    guard.active = False
+                    busy[0] = False
         return silu0(input, out=out, enable_pdl=enable_pdl)
 
     return {"rmsnorm": rmsnorm, "fused_add_rmsnorm": fused_add_rmsnorm,

@@ -11,7 +11,9 @@ Semantics kept: `forward_cuda(x, residual)` updates `x` (normalised) and `residu
 in place and returns `(x, residual)`, as SGLang's fused_add_rmsnorm does: the definition is
 called destination-passing with its outputs aliasing its inputs (one kernel with the Triton
 solution). `forward_native` returns new tensors, as SGLang's does. The fallback of each
-definition is SGLang's own method, called on a stand-in holding the module's constants.
+definition is SGLang's own method, called on a stand-in holding the module's constants: a
+module-level function of `originals.py`, which retune times as a candidate and dispatch calls
+directly where it is the fastest.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import torch
 from fib_runtime.adapters import routing
+from fib_runtime.adapters.sglang import originals
 
 log = logging.getLogger("fib_runtime.adapters.sglang")
 ENGINE = "sglang"
@@ -31,70 +34,8 @@ NORM = "sglang.srt.layers.layernorm.RMSNorm"
 ACT = "sglang.srt.layers.activation.SiluAndMul"
 _lock = threading.Lock()
 _installed = False
-_originals: dict[str, Callable[..., Any]] = {}  # "forward_cuda" ... -> SGLang's function
+_originals = originals.saved  # "norm.forward_cuda" ... -> SGLang's own method
 _act_by_width: dict[int, tuple[Callable[..., Any], Callable[..., Any]]] = {}
-
-
-class _NormConstants:
-    """What SGLang's RMSNorm methods read from `self`, for a module whose constants routed."""
-
-    has_weight = True
-    cast_x_before_out_mul = False
-    fp32_residual = False
-    override_orig_dtype = None
-    variance_size_override = None
-    _quant_linear = None
-
-    def __init__(self, weight: torch.Tensor, eps: float) -> None:
-        self.weight = weight
-        self.variance_epsilon = eps
-        self.hidden_size = weight.shape[0]
-
-    def forward_native(self, *args: Any) -> Any:
-        return _originals["norm.forward_native"](self, *args)
-
-
-# -- fallbacks: SGLang's own methods, with each definition's signature ----------------------
-
-def _norm_fallback(method: str, eps: float) -> Callable[..., Any]:
-    key = f"norm.{method}"
-
-    def sglang_rmsnorm(hidden_states: torch.Tensor, weight: torch.Tensor,
-                       output: torch.Tensor | None = None) -> torch.Tensor:
-        result = _originals[key](_NormConstants(weight, eps), hidden_states)
-        if output is None:
-            return result
-        output.copy_(result)
-        return output
-
-    return sglang_rmsnorm
-
-
-def _fused_fallback(method: str, eps: float) -> Callable[..., Any]:
-    key = f"norm.{method}"
-
-    def sglang_fused_add_rmsnorm(hidden_states: torch.Tensor, residual: torch.Tensor,
-                                 weight: torch.Tensor, output: torch.Tensor | None = None,
-                                 residual_out: torch.Tensor | None = None) -> Any:
-        out, res = _originals[key](_NormConstants(weight, eps), hidden_states, residual)
-        if output is None:
-            return out, res
-        if output is not out:
-            output.copy_(out)
-        if residual_out is not res:
-            residual_out.copy_(res)
-        return output, residual_out
-
-    return sglang_fused_add_rmsnorm
-
-
-def _act_fallback(method: str) -> Callable[..., torch.Tensor]:
-    key = f"act.{method}"
-
-    def sglang_silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
-        return _originals[key](None, gate_up)  # neither method reads self
-
-    return sglang_silu_and_mul
 
 
 # -- hooks ----------------------------------------------------------------------------------
@@ -106,28 +47,28 @@ def _decide(norm: Any) -> None:
     if (norm.has_weight and weight is not None and weight.dtype == _DTYPE
             and norm.variance_size_override is None and not norm.cast_x_before_out_mul
             and not norm.fp32_residual and norm.override_orig_dtype is None):
-        eps, hidden = float(norm.variance_epsilon), int(norm.hidden_size)
+        eps, hidden = float(norm.variance_epsilon), int(norm.hidden_size)  # routed by these
         for family in ("rmsnorm", "fused_add_rmsnorm_residual"):
             name = routing.definition_for(family, hidden, eps, "bfloat16")
             if name is None or not routing.served(name):
                 continue
-            routes[f"{family}.forward_native"] = _norm_wrapper(name, "forward_native", eps)
-            routes[f"{family}.forward_cuda"] = _norm_wrapper(name, "forward_cuda", eps)
+            routes[f"{family}.forward_native"] = _norm_wrapper(name, "forward_native")
+            routes[f"{family}.forward_cuda"] = _norm_wrapper(name, "forward_cuda")
     norm.__dict__["_fib_routes"] = routes
 
 
 _eager: dict[tuple[str, str], Callable[..., Any]] = {}
 
 
-def _norm_wrapper(name: str, method: str, eps: float) -> Callable[..., Any]:
+def _norm_wrapper(name: str, method: str) -> Callable[..., Any]:
     """forward_native: the traced wrapper (torch.compile sees it); forward_cuda: an eager
     call site whose fallback is SGLang's CUDA path."""
-    factory = _norm_fallback if name.startswith("rmsnorm_") else _fused_fallback
+    original = getattr(originals, f"{name}__{method}")
     if method == "forward_native":
-        return routing.wrapper(ENGINE, name, factory(method, eps))
+        return routing.wrapper(ENGINE, name, original)
     fn = _eager.get((name, method))
     if fn is None:
-        fn = _eager.setdefault((name, method), routing.eager_wrapper(name, factory(method, eps)))
+        fn = _eager.setdefault((name, method), routing.eager_site(name, original))
     return fn
 
 
@@ -206,18 +147,15 @@ def _prepare_wrappers() -> None:
     """Every catalogue norm/activation wrapper, made before fib-runtime is switched on so
     that their torch.ops.fib custom ops exist before SGLang compiles or captures."""
     for name in routing.family_names(["rmsnorm", "fused_add_rmsnorm_residual"]):
-        eps = routing.definition_eps(name)
-        if eps is None:
-            continue
-        factory = _norm_fallback if name.startswith("rmsnorm_") else _fused_fallback
-        routing.wrapper(ENGINE, name, factory("forward_native", eps))
+        if routing.definition_eps(name) is not None:
+            routing.wrapper(ENGINE, name, getattr(originals, f"{name}__forward_native"))
     for name in routing.family_names(["silu_and_mul"]):
-        routing.wrapper(ENGINE, name, _act_fallback("forward_native"))
+        routing.wrapper(ENGINE, name, getattr(originals, f"{name}__forward_native"))
 
 
 def _served_activations() -> None:
     for name in routing.family_names(["silu_and_mul"]):
         if routing.served(name):
             _act_by_width[2 * routing.definition_size(name)] = (
-                routing.wrapper(ENGINE, name, _act_fallback("forward_native")),
-                routing.eager_wrapper(name, _act_fallback("forward_cuda")))
+                routing.wrapper(ENGINE, name, getattr(originals, f"{name}__forward_native")),
+                routing.eager_site(name, getattr(originals, f"{name}__forward_cuda")))

@@ -6,9 +6,12 @@ of these. They override both `forward_native` (what runs under vLLM's default In
 config, custom ops disabled) and `forward_cuda`. Routing is decided once per module from its
 constants (hidden size, eps, weight dtype, `has_weight`, `variance_size_override`, batch
 invariance); per call only the activation's dtype and rank are checked. A routed call goes to
-the definition's `fib.apply` wrapper, whose fallback is vLLM's own implementation:
-`vllm.ir.ops.rms_norm` / `fused_add_rms_norm.maybe_inplace` (what RMSNorm runs) and
-`SiluAndMul.forward_native` / `torch.ops._C.silu_and_mul` (what SiluAndMul runs).
+the definition's `fib.apply` wrapper, whose fallback is vLLM's own implementation as vLLM runs
+it, a module-level function of `originals.py` that retune times as a candidate and dispatch
+calls directly where it is the fastest: `vllm.ir.ops.rms_norm` /
+`fused_add_rms_norm.maybe_inplace` (what RMSNorm runs), SiluAndMul.forward_native compiled as
+vLLM compiles a disabled custom op (forward_native's path, vLLM's default) and
+`torch.ops._C.silu_and_mul` (forward_cuda's path, custom ops on).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Any, ClassVar
 
 import torch
 from fib_runtime.adapters import routing
-from vllm import envs, ir
+from fib_runtime.adapters.vllm import originals
+from vllm import envs
 from vllm.model_executor.custom_op import CustomOp, op_registry_oot
 from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.layernorm import RMSNorm
@@ -29,33 +33,6 @@ log = logging.getLogger("fib_runtime.adapters.vllm")
 ENGINE = "vllm"
 _DTYPE = torch.bfloat16  # the catalogue's definitions are bfloat16
 _lock = threading.Lock()
-
-
-# -- fallbacks: vLLM's own code, with each definition's signature ---------------------------
-
-def _rms_fallback(eps: float) -> Callable[..., torch.Tensor]:
-    def vllm_rms_norm(hidden_states: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return ir.ops.rms_norm(hidden_states, weight, eps, None)
-    return vllm_rms_norm
-
-
-def _fused_fallback(eps: float) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    def vllm_fused_add_rms_norm(hidden_states: torch.Tensor, residual: torch.Tensor,
-                                weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return ir.ops.fused_add_rms_norm.maybe_inplace(hidden_states, residual, weight, eps,
-                                                       None)
-    return vllm_fused_add_rms_norm
-
-
-def _silu_native(gate_up: torch.Tensor) -> torch.Tensor:
-    return SiluAndMul.forward_native(gate_up)
-
-
-def _silu_cuda(gate_up: torch.Tensor) -> torch.Tensor:
-    out = torch.empty((*gate_up.shape[:-1], gate_up.shape[-1] // 2), dtype=gate_up.dtype,
-                      device=gate_up.device)
-    torch.ops._C.silu_and_mul(out, gate_up)
-    return out
 
 
 # -- routing ------------------------------------------------------------------------------
@@ -68,8 +45,8 @@ def _norm_wrappers(norm: RMSNorm) -> tuple[Callable[..., Any] | None, Callable[.
     eps, hidden = float(norm.variance_epsilon), int(norm.hidden_size)
     plain = routing.definition_for("rmsnorm", hidden, eps, "bfloat16")
     fused = routing.definition_for("fused_add_rmsnorm_residual", hidden, eps, "bfloat16")
-    made = (routing.wrapper(ENGINE, plain, _rms_fallback(eps)) if plain else None,
-            routing.wrapper(ENGINE, fused, _fused_fallback(eps)) if fused else None)
+    made = (routing.wrapper(ENGINE, plain, getattr(originals, plain)) if plain else None,
+            routing.wrapper(ENGINE, fused, getattr(originals, fused)) if fused else None)
     routing.start()
     return (made[0] if plain and routing.served(plain) else None,
             made[1] if fused and routing.served(fused) else None)
@@ -128,20 +105,19 @@ def _prepare_wrappers() -> None:
     """Make the wrappers of every catalogue norm/activation definition before fib-runtime
     is switched on, so that their torch.ops.fib custom ops exist before vLLM compiles."""
     for name in routing.family_names(["rmsnorm", "fused_add_rmsnorm_residual"]):
-        eps = routing.definition_eps(name)
-        if eps is not None:
-            factory = _rms_fallback if name.startswith("rmsnorm_") else _fused_fallback
-            routing.wrapper(ENGINE, name, factory(eps))
+        if routing.definition_eps(name) is not None:
+            routing.wrapper(ENGINE, name, getattr(originals, name))
     for name in routing.family_names(["silu_and_mul"]):
-        routing.wrapper(ENGINE, name, _silu_native)
+        routing.wrapper(ENGINE, name, getattr(originals, name))
 
 
 def _served_activations() -> None:
     for name in routing.family_names(["silu_and_mul"]):
         if routing.served(name):
             width = 2 * routing.definition_size(name)
-            FibSiluAndMul._fib_by_width[width] = (routing.wrapper(ENGINE, name, _silu_native),
-                                                  routing.eager_wrapper(name, _silu_cuda))
+            FibSiluAndMul._fib_by_width[width] = (
+                routing.wrapper(ENGINE, name, getattr(originals, name)),
+                routing.eager_site(name, getattr(originals, name + "__cuda")))
 
 
 def install() -> None:

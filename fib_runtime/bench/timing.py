@@ -12,6 +12,12 @@
 - `graph`: the call captured in a CUDA graph (after a warm-up on a side stream) and replayed;
   the median per-replay time, L2 flushed before each replay (GPU only).
 
+Every timer returns a `Latency`: the median in ms (a float) that also carries its `spread`,
+the relative half-width of the samples' interquartile range ((q3 - q1) / 2 / median; the
+runs of `device` and `graph`, the rounds of `eager`). Retune stamps it on the trace
+(`fib_runtime.schema.provenance.SPREAD_KEY`) and the ranking rule reads it as the noise of
+the measurement (`fib_runtime.ranking`).
+
 A timer that cannot run on a device says why (`unavailable`); it is never emulated.
 """
 
@@ -32,9 +38,36 @@ _EAGER_ROUNDS = 7
 Refill = Callable[[int], None]
 
 
+class Latency(float):
+    """A median latency in ms that also carries `spread`, the relative half-width of the
+    interquartile range of the samples it is the median of (0.0 when unknown)."""
+
+    spread: float
+
+    def __new__(cls, median_ms: float, spread: float = 0.0) -> Latency:
+        value = super().__new__(cls, median_ms)
+        value.spread = spread
+        return value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Latency, (float(self), self.spread))
+
+    def __repr__(self) -> str:
+        return f"Latency({float(self)!r}, spread={self.spread!r})"
+
+
+def summarise(samples: Sequence[float]) -> Latency:
+    """The median of `samples` with its spread ((q3 - q1) / 2 / median)."""
+    median = statistics.median(samples)
+    if len(samples) < 2 or not median > 0:
+        return Latency(median, 0.0)
+    q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    return Latency(median, (q3 - q1) / 2 / median)
+
+
 @dataclass(frozen=True)
 class Timer:
-    """One timing regime: `measure(fn, args, device=, refill=, warmup=, iters=) -> ms`."""
+    """One timing regime: `measure(fn, args, device=, refill=, warmup=, iters=) -> Latency`."""
 
     name: str
     measure: Callable[..., float]
@@ -106,7 +139,7 @@ def _warm(fn: Callable[..., Any], args: list[Any], refill: Refill, warmup: int) 
 
 def median_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
                       refill: Refill | None = None, warmup: int = 10,
-                      iters: int = 50) -> float:
+                      iters: int = 50) -> Latency:
     """Device regime: median latency of `fn(*args)` in ms; `refill(i)` runs before run i."""
     import torch
 
@@ -126,22 +159,22 @@ def median_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
         fn(*args)
         ends[i].record()
     torch.cuda.synchronize(device)
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends, strict=True))
+    return summarise([s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)])
 
 
-def _cpu_median(fn: Callable[..., Any], args: list[Any], refill: Refill, iters: int) -> float:
+def _cpu_median(fn: Callable[..., Any], args: list[Any], refill: Refill, iters: int) -> Latency:
     times = []
     for i in range(iters):
         refill(i)
         start = time.perf_counter_ns()
         fn(*args)
-        times.append(time.perf_counter_ns() - start)
-    return statistics.median(times) / 1e6
+        times.append((time.perf_counter_ns() - start) / 1e6)
+    return summarise(times)
 
 
 def eager_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
                      refill: Refill | None = None, warmup: int = 10, iters: int = 50,
-                     rounds: int = _EAGER_ROUNDS) -> float:
+                     rounds: int = _EAGER_ROUNDS) -> Latency:
     """Eager regime: median over rounds of (N back-to-back calls) / N, in ms."""
     import torch
 
@@ -170,11 +203,11 @@ def eager_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
             for _ in range(per_round):
                 fn(*args)
             times.append((time.perf_counter_ns() - begin) / 1e6 / per_round)
-    return statistics.median(times)
+    return summarise(times)
 
 
 def graph_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
-                     refill: Refill | None = None, warmup: int = 10, iters: int = 50) -> float:
+                     refill: Refill | None = None, warmup: int = 10, iters: int = 50) -> Latency:
     """Graph regime: median per-replay latency in ms of `fn(*args)` captured in a CUDA graph
     (warm-up on a side stream first, as capture requires); L2 flushed before each replay."""
     import torch
@@ -205,7 +238,7 @@ def graph_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
         ends[i].record()
     torch.cuda.synchronize(device)
     del graph
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends, strict=True))
+    return summarise([s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)])
 
 
 register_timer(Timer(DEVICE, median_latency_ms))

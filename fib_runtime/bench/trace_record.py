@@ -36,10 +36,11 @@ def make_trace(definition: str, workload: Trace, solution: str, result: dict[str
         latency = float((result.get("latencies_ms") or {}).get(timing, result.get("latency_ms")))
         performance = Performance(latency, reference_ms,
                                   reference_ms / latency if latency > 0 else 0.0)
+    spread = (result.get("spreads") or {}).get(timing) if performance is not None else None
     environment = Environment(info.name, info.libs, {"hardware_key": info.key})
-    if timing != DEVICE or digest is not None:
+    if timing != DEVICE or digest is not None or spread is not None:
         environment = stamped(environment, timing=None if timing == DEVICE else timing,
-                              digest=digest)
+                              digest=digest, spread=spread)
     evaluation = Evaluation(status, environment, datetime.now(timezone.utc).isoformat(),
                             result.get("log") or None, correctness, performance)
     return Trace(definition, workload.workload, solution, evaluation)

@@ -91,8 +91,8 @@ class _Worker:
             return {"ok": False, "reason": f"the reference fails on this workload: "
                     f"{type(exc).__name__}: {exc}\n{_clip(traceback.format_exc())}"}
         self.prepared = _Prepared(definition, inputs, expected)
-        return {"ok": True, "reference_latency_ms": latency,
-                "reference_latencies_ms": latencies}
+        return {"ok": True, "reference_latency_ms": float(latency),
+                "reference_latencies_ms": {t: float(v) for t, v in latencies.items()}}
 
     def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
         result = self._evaluate(request)
@@ -133,22 +133,29 @@ class _Worker:
         timings = list(request.get("timings") or ["device"])
         latencies: dict[str, float] = {}
         unavailable: dict[str, str] = {}
-        try:
-            for timing in timings:
-                timer = get_timer(timing)
-                reason = timer.unavailable(self.device)
-                if reason is not None:
-                    unavailable[timing] = reason
-                    continue
+        for timing in timings:
+            timer = get_timer(timing)
+            reason = timer.unavailable(self.device)
+            if reason is not None:
+                unavailable[timing] = reason
+                continue
+            try:
                 latencies[timing] = timer.measure(
                     call, inputs.args, device=self.device, refill=inputs.refill,
                     warmup=request["warmup"], iters=request["iters"])
-                inputs.restore()
-        except (Exception, SystemExit) as exc:
-            return self._failed(Status.RUNTIME_ERROR, exc)
-        result.update(timings=timings, latencies_ms=latencies, unavailable=unavailable)
+            except (Exception, SystemExit) as exc:
+                # A solution that runs but cannot be timed in one regime (e.g. not
+                # capturable in a CUDA graph) is not measured there; it still ranks in the
+                # others. Any failure in device time, or one that broke the device, fails it.
+                if timing == "device" or not self._healthy():
+                    return self._failed(Status.RUNTIME_ERROR, exc)
+                unavailable[timing] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"[:300]
+            inputs.restore()
+        result.update(timings=timings, latencies_ms={t: float(v) for t, v in latencies.items()},
+                      spreads={t: getattr(v, "spread", 0.0) for t, v in latencies.items()},
+                      unavailable=unavailable)
         if latencies:
-            result["latency_ms"] = next(iter(latencies.values()))
+            result["latency_ms"] = float(next(iter(latencies.values())))
         return result
 
     def _failed(self, status: Status, exc: BaseException) -> dict[str, Any]:

@@ -3,10 +3,13 @@
 A value-returning caller of a destination-passing solution gets its outputs allocated by a
 function whose shapes are read inline from the inputs (`a[0].shape[0]`, constants as
 literals), in the definition's dtypes (dispatch serves only calls of those dtypes, see
-dispatch.contract); a destination-passing caller of a value-returning solution gets the
-results copied into its buffers. Either way a destination-passing call returns its output
-buffers as the value-returning call returns its results (a tensor, or a tuple), whatever
-the solution itself returns. No per-call axis derivation or validation.
+dispatch.contract), or, where an output has the shape and dtype of an input, with one
+`torch.empty_like(input, memory_format=torch.contiguous_format)`, the cheapest allocation a
+user would write (no shape tuple built per call); a destination-passing caller of a
+value-returning solution gets the results copied into its buffers. Either way a
+destination-passing call returns its output buffers as the value-returning call returns its
+results (a tensor, or a tuple), whatever the solution itself returns. No per-call axis
+derivation or validation.
 """
 
 from __future__ import annotations
@@ -30,6 +33,15 @@ def value_returning(built: Built, definition: Definition) -> Callable[..., Any]:
     lines = [f"def call({', '.join(inputs)}):"]
     namespace: dict[str, Any] = {"fn": built.fn}
     for i, (name, spec) in enumerate(definition.outputs.items()):
+        like = next((j for j, s in enumerate(definition.inputs.values())
+                     if s.shape is not None and s.shape == spec.shape and s.dtype == spec.dtype),
+                    None)
+        if like is not None:
+            import torch
+
+            namespace.update(empty_like=torch.empty_like, CONTIGUOUS=torch.contiguous_format)
+            lines.append(f"    o{i} = empty_like(a{like}, memory_format=CONTIGUOUS)")
+            continue
         namespace[f"d{i}"] = torch_dtype(spec.dtype)
         shape = _shape_source(definition, name)
         lines.append(f"    o{i} = a{device_of}.new_empty({shape}, dtype=d{i})")

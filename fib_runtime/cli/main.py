@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "fib_runtime.cli.retune",
     "fib_runtime.cli.report",
     "fib_runtime.cli.explain",
+    "fib_runtime.cli.verify",
     "fib_runtime.cli.demo",
     "fib_runtime.cli.merge",
     "fib_runtime.cli.trust",

@@ -51,6 +51,14 @@ class DefinitionConfig:
     # is captured uses the graph ranking, any other call the eager one (each falls back to
     # device time where it has no traces); or pin one regime for every call.
     timing: Timing = "auto"
+    # Shadow validation (dispatch/shadow.py): after a table is loaded, this fraction of the
+    # calls of each new choice also runs the original and compares (0: off), until the
+    # choice passed `shadow_checks` comparisons; one that disagrees is quarantined.
+    shadow: float = 0.0
+    shadow_checks: int = 3
+    # The least relative difference that counts as faster in the ranking's noise rule
+    # (None: the regime's default, ranking.NOISE_FLOOR); raise it on a noisy host.
+    noise_floor: float | None = None
 
     def __post_init__(self) -> None:
         check_number(self.max_abs_error, "max_abs_error", _E, none_ok=True)
@@ -63,6 +71,9 @@ class DefinitionConfig:
         check_int(self.quarantine_after, "quarantine_after", _E, low=1)
         check_bool(self.validate_outputs, "validate_outputs", _E)
         check_choice(self.timing, "timing", _E, TIMING_CHOICES)
+        check_number(self.shadow, "shadow", _E, high=1.0)
+        check_int(self.shadow_checks, "shadow_checks", _E, low=1)
+        check_number(self.noise_floor, "noise_floor", _E, high=1.0, none_ok=True)
 
     def regimes(self) -> tuple[str, str]:
         """The regimes whose rankings serve (eager calls, calls inside graph capture)."""

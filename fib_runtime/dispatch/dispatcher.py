@@ -41,13 +41,14 @@ class Counters:
     quarantined: set[str] = field(default_factory=set)
     # solution -> why it cannot be built here, or why it was built outside the build cache
     build_problems: dict[str, str] = field(default_factory=dict)
+    shadow: Counter[str] = field(default_factory=Counter)  # checked / mismatched (shadow.py)
 
     def as_dict(self) -> dict[str, Any]:
         calls = int(repr(self.calls)[6:-1])  # "count(N)": read without advancing it
         return {"calls": calls, "hits": calls - sum(self.fallbacks.values()),
                 "nearest": self.nearest, "fallbacks": dict(self.fallbacks),
                 "errors": dict(self.errors), "quarantined": sorted(self.quarantined),
-                "build_problems": dict(self.build_problems)}
+                "build_problems": dict(self.build_problems), "shadow": dict(self.shadow)}
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class Dispatcher:
                     self.counters.nearest += 1
                 via = self._via[(timing, key)]
             if self.policy.miss == "interpolate":
-                between = interpolated(rankings, key)  # once per key: decisions are kept
+                between = interpolated(rankings, key, timing, self.policy.noise_floor)
                 if between is not None:
                     return between, via, "interpolated"
             return rankings[via] if via is not None else None, via, "nearest"
@@ -185,7 +186,7 @@ class Dispatcher:
                 continue
             if built.original:  # a live site's own function: called as the engine calls it
                 return Decision(name, reason, via, self._convention(built, convention),
-                                original=True)
+                                original=True, built=built)
             if built.note is not None:
                 self.counters.build_problems[name] = built.note
             try:
@@ -212,6 +213,13 @@ class Dispatcher:
         return call
 
     # -- failures ---------------------------------------------------------------------------
+
+    def quarantine(self, solution: str) -> None:
+        """Stop serving `solution` for this definition (a shadow check found it wrong)."""
+        with self.lock:
+            if solution not in self.counters.quarantined:
+                self.counters.quarantined.add(solution)
+                self._forget()
 
     def failed(self, solution: str, key: Key, convention: str, args: tuple[Any, ...],
                exc: BaseException, timing: str = DEVICE) -> tuple[bool, Any]:

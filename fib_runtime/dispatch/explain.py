@@ -11,7 +11,7 @@ from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError
 from fib_runtime.keys import axes_to_key, key_to_axes
 from fib_runtime.original import is_original, untimeable_reason
-from fib_runtime.schema.provenance import digest_of
+from fib_runtime.schema.provenance import GATE_REJECTED, digest_of, gate_of, timing_of
 from fib_runtime.trust import Untrusted
 
 ORIGINAL_SERVED = ("the engine's own (decorated) function is the fastest candidate measured "
@@ -58,6 +58,26 @@ def unbound_solutions(runtime: Runtime, definition: str) -> set[str]:
             and digest_of(t.evaluation) is None}
 
 
+def gate_notes(runtime: Runtime, definition: str, key: tuple[int, ...],
+               regime: str) -> list[str]:
+    """Why `fib verify` pinned this key to the original: one line per rejected solution."""
+    spec = runtime.db.definitions[definition]
+    notes = {}
+    for trace in runtime.db.traces_for(definition, runtime.hardware.key):
+        evaluation = trace.evaluation
+        if evaluation is None or gate_of(evaluation) != GATE_REJECTED or \
+                timing_of(evaluation) != regime:
+            continue
+        try:
+            if axes_to_key(spec, dict(trace.workload.axes)) != key:
+                continue
+        except (KeyError, TypeError, ValueError):
+            continue
+        notes[trace.solution] = (f"{trace.solution} is not served here: rejected by the step "
+                                 f"gate: {evaluation.log or ''}")
+    return list(notes.values())
+
+
 def explain(definition: str, axes: Mapping[str, int],
             runtime: Runtime | None = None, timing: str | None = None) -> Explanation:
     """The candidates and the decision for a value-returning call of one definition with
@@ -93,6 +113,10 @@ def explain(definition: str, axes: Mapping[str, int],
     via = decision.via_key
     unbound = unbound_solutions(runtime, definition)
     notes = [ORIGINAL_SERVED] if decision.original else []
+    if ranking is not None and ranking.note:
+        notes.append(f"noise rule: {ranking.note}")
+    notes.extend(gate_notes(runtime, definition, key, dispatcher.effective(
+        timing.partition(" ")[0])))
     for solution in runtime.db.solutions_for(definition):
         why = untimeable_reason(solution)
         if why is not None:

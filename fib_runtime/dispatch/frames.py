@@ -38,7 +38,8 @@ from fib_runtime.dispatch.contract import (
     serving_device,
     several_devices,
 )
-from fib_runtime.dispatch.dispatcher import Dispatcher
+from fib_runtime.dispatch.dispatcher import DESTINATION, Dispatcher
+from fib_runtime.dispatch.shadow import on_probation
 from fib_runtime.errors import FibError
 from fib_runtime.keys import HotKey, Key, make_key_extractor
 from fib_runtime.schema import Definition
@@ -79,9 +80,10 @@ class Binding:
     """
 
     def __init__(self, dispatcher: Dispatcher, fallback: Callable[..., Any],
-                 recorder: Recorder | None) -> None:
+                 recorder: Recorder | None, original: Callable[..., Any] | None = None) -> None:
         self.dispatcher = dispatcher
         self.fallback = fallback
+        self.original = original  # what the site records as its engine's path (unwrapped)
         self.recorder = recorder
         self.hot = HotKey.of(dispatcher.definition, device=several_devices())
         self.contract = Contract.of(dispatcher.definition)
@@ -188,14 +190,19 @@ class Binding:
         (also when the solution does not run on the call's device)."""
         decision = self.dispatcher.decide(key, convention, timing)
         if decision.original and decision.call is not None:
+            if decision.built is not None and decision.built.fn is self.original:
+                return self.fallback  # this site's own record: its engine path, as it runs
             return decision.call
         if decision.call is None:
             return self.fallback_for(decision.reason)
         built = decision.built
         if built is not None and not runs_on(built.targets, built.language, device):
             return self.fallback_for(DEVICE)
-        self.owners[decision.call] = (decision.solution or "", convention, timing)
-        return decision.call
+        owner = (decision.solution or "", convention, timing)
+        self.owners[decision.call] = owner
+        call = on_probation(decision.call, self, owner[0], convention == DESTINATION)
+        self.owners[call] = owner
+        return call
 
     def refused(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         """A call outside the contract (see contract): a solution's key is answered by the

@@ -25,7 +25,7 @@ from fib_runtime.dispatch.frames import Binding, recording_frame
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError
 from fib_runtime.keys import Key
-from fib_runtime.original import vouch
+from fib_runtime.original import unwrapped, vouch
 from fib_runtime.schema import Definition
 
 log = logging.getLogger("fib_runtime.dispatch")
@@ -198,7 +198,8 @@ def refresh(site: Site) -> None:
         if site.traceable and definition is not None:
             _register_custom_op(site, definition)
         if dispatcher is not None:
-            site.dispatch_through(Binding(dispatcher, site.fallback, recorder))
+            original = unwrapped(site.original) if site.original is not None else None
+            site.dispatch_through(Binding(dispatcher, site.fallback, recorder, original))
         elif recorder is not None:
             site.forward_to(recording_frame(recorder.definition, site.fallback, recorder))
         else:

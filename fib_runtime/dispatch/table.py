@@ -7,6 +7,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -66,12 +67,14 @@ def cache_file(cache: Path, fingerprint: str, hardware_key: str, config: Dispatc
     return cache / "tables" / f"{fingerprint}-{hardware_key}-{digest}.json"
 
 
-def _dump(rankings: dict[Key, Ranking]) -> list[list[list[object]]]:
-    return [[list(k), list(r.names), list(r.latencies_ms)] for k, r in rankings.items()]
+def _dump(rankings: dict[Key, Ranking]) -> list[list[object]]:
+    return [[list(k), list(r.names), list(r.latencies_ms), list(r.spreads),
+             sorted(r.originals), r.note] for k, r in rankings.items()]
 
 
-def _parse(raw: list[list[list[object]]]) -> dict[Key, Ranking]:
-    return {tuple(k): Ranking(tuple(n), tuple(lat)) for k, n, lat in raw}  # type: ignore[misc]
+def _parse(raw: list[list[Any]]) -> dict[Key, Ranking]:
+    return {tuple(k): Ranking(tuple(n), tuple(lat), tuple(sp), frozenset(orig), note)
+            for k, n, lat, sp, orig, note in raw}
 
 
 def save_tables(path: Path, tables: dict[str, DefinitionTable]) -> None:

@@ -85,3 +85,28 @@ def test_cli_takes_several_timings(tmp_path: Path, capsys: pytest.CaptureFixture
     assert traces_by_regime(tmp_path / "db") == {("good", "eager"): 1, ("good", "device"): 1}
     assert "eager" in capsys.readouterr().out
     assert main(["retune", str(tmp_path / "db"), "--timing", "wall"]) == 1
+
+
+# Runs 10 times (the check's 2 calls and device time's 1 + 3 + ... are under it), then
+# raises: it can be timed in device time but not through eager's rounds.
+TIRES = """import torch
+CALLS = [0]
+
+def run(x, weight):
+    CALLS[0] += 1
+    if CALLS[0] > 10:
+        raise RuntimeError("cannot be run that way")
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5) * weight.float()).to(
+        x.dtype)
+"""
+
+
+def test_a_solution_not_timeable_in_one_regime_still_ranks_in_the_others(
+        tmp_path: Path) -> None:
+    db = make_db(tmp_path / "db", {"tires": (TIRES, False)})
+    retune(db, config=RetuneConfig(timings=("device", "eager")), **FAST)
+    counts = traces_by_regime(db.root)
+    assert counts == {("tires", "device"): 1}  # eager: not measured, no failed trace
+    (trace,) = [t for t in TraceDB.open(db.root).traces_for(DEF) if t.solution == "tires"]
+    assert trace.evaluation.status.value == "PASSED"

@@ -72,3 +72,27 @@ def test_a_scalar_output_cannot_be_allocated() -> None:
         "total": {"shape": None, "dtype": "float32"}}})
     with pytest.raises(ShapeError, match="scalar"):
         value_returning(Built("s", dps_solution, True), scalar)
+
+
+def test_an_output_shaped_like_an_input_is_allocated_with_empty_like() -> None:
+    """The cheapest allocation a user would write: no shape tuple, no dtype argument; a
+    strided input still gets a dense output."""
+    same = Definition.from_dict({
+        "name": "scale_h8", "op_type": "test",
+        "axes": {"m": {"type": "var"}, "h": {"type": "const", "value": 8}},
+        "inputs": {"x": {"shape": ["m", "h"], "dtype": "float32"},
+                   "w": {"shape": ["h"], "dtype": "float32"}},
+        "outputs": {"y": {"shape": ["m", "h"], "dtype": "float32"}},
+        "reference": "def run(x, w):\n    return x * w\n",
+    })
+
+    def dps(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> None:
+        assert y.is_contiguous()
+        y.copy_(x * w)
+
+    call = value_returning(Built("s", dps, True), same)
+    assert "empty_like" in call.__code__.co_names and "new_empty" not in call.__code__.co_names
+    x = torch.randn(8, 5).t()  # [5, 8], transposed strides
+    y = call(x, torch.ones(8))
+    assert y.shape == (5, 8) and y.is_contiguous()
+    torch.testing.assert_close(y, x)

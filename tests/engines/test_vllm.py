@@ -170,3 +170,62 @@ def test_5_compiled_block_is_one_graph_that_sees_real_batch_sizes(
 
     seen = TraceDB.open(tmp_path / "capture").workloads_for("fused_add_rmsnorm_residual_h4096")
     assert {w.workload.axes["batch_size"] for w in seen} >= {3, 5, 17, 64}
+
+
+def test_6_the_fallback_is_vllms_path_as_vllm_runs_it(switched_on: None):
+    """A routed SiluAndMul that dispatch does not serve (no silu solution measured) falls
+    back to forward_native compiled as vLLM compiles a disabled custom op: bit for bit what
+    vLLM computes, not the eager forward_native (which rounds twice)."""
+    from fib_runtime.adapters.vllm import originals
+
+    _, act = _modules()
+    gate_up = _inputs(33)[2]
+    got = act.forward_native(gate_up)  # the traced wrapper's call, outside compile: eager
+    compiled = originals.compiled_silu_and_mul()(gate_up)
+    eager = SiluAndMul.forward_native(gate_up)
+    assert not torch.equal(compiled, eager)  # the two paths differ here, so the check means
+    assert torch.equal(got, compiled)
+
+
+def test_7_retune_times_the_plugins_originals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Capture through vLLM's own modules records the plugin's fallbacks as importable
+    originals; retune times them (no "not timeable" note) and they rank like any solution."""
+    from fib_runtime.bench import retune
+    from fib_runtime.catalogue import install
+    from fib_runtime.original import is_original, untimeable_reason
+    from fib_runtime.store import TraceDB
+
+    db = TraceDB.open(tmp_path / "db", create=True)
+    install(db)
+    monkeypatch.setenv("FIB_DATASET_PATH", str(tmp_path / "db"))
+    monkeypatch.setenv("FIB_ENABLE_TRACING", "1")
+    routing.reset_for_tests()
+    _load_plugins()
+    try:
+        norm, act = _modules()
+        for rows in (2, 8):
+            x, r, gate_up = _inputs(rows)
+            norm(x)
+            norm(x.clone(), r.clone())
+            act.forward_native(gate_up)  # the traced wrapper's site (compiled native)
+            with pytest.raises(AttributeError):  # the eager site: vLLM's CUDA kernel, which
+                act.forward_cuda(gate_up)  # its CPU build lacks (the call is captured first)
+    finally:
+        fib.disable_capture()
+    names = ["rmsnorm_h4096", "fused_add_rmsnorm_residual_h4096", "silu_and_mul_i14336"]
+    recorded = {s.name: s for n in names for s in TraceDB.open(tmp_path / "db").solutions_for(n)
+                if is_original(s)}
+    module = "fib_runtime.adapters.vllm.originals"
+    assert {n.split("__original__")[1] for n in recorded} == {
+        f"{module}.rmsnorm_h4096", f"{module}.fused_add_rmsnorm_residual_h4096",
+        f"{module}.silu_and_mul_i14336", f"{module}.silu_and_mul_i14336__cuda"}
+    assert all(untimeable_reason(s) is None for s in recorded.values())
+    report = retune(tmp_path / "db", definitions=names, devices="cpu", warmup=1, iters=3,
+                    progress=False)
+    assert not [n for n in report.notes if "timeable" in n or "cannot be timed" in n]
+    after = TraceDB.open(tmp_path / "db")
+    status = {t.solution: t.evaluation.status.value for n in names
+              for t in after.traces_for(n) if t.solution in recorded and t.evaluation}
+    assert set(status) == set(recorded)  # every original was run by retune
+    for name, got in status.items():  # vLLM's CUDA kernel is not in its CPU build
+        assert got == ("RUNTIME_ERROR" if name.endswith("__cuda") else "PASSED"), (name, got)

@@ -1,0 +1,118 @@
+"""SGLang's own RMSNorm and SiluAndMul methods with each definition's signature and
+constants: the engine's path as an importable candidate
+(`fib_runtime.adapters.sglang.originals.<definition>__<method>`).
+
+One module-level function per name, made on first access (`routing.module_originals`), so
+retune in another process imports and times exactly what the plugin's call sites fall back
+to, and dispatch calls it directly where it is the fastest. `<method>` is `forward_cuda`
+(SGLang's kernels; the norms work in place there) or `forward_native` (what
+`--enable-torch-compile` runs). The norm methods are called on a stand-in that holds the
+module's constants (`_NormConstants`); the activation's methods do not read `self`. SGLang's
+own methods are the ones saved before the plugin's hooks were applied (in a process without
+the plugin, the class's own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from fib_runtime.adapters import routing
+
+METHODS = ("forward_cuda", "forward_native")
+
+
+class _NormConstants:
+    """What SGLang's RMSNorm methods read from `self`, for a module whose constants routed."""
+
+    has_weight = True
+    cast_x_before_out_mul = False
+    fp32_residual = False
+    override_orig_dtype = None
+    variance_size_override = None
+    _quant_linear = None
+
+    def __init__(self, weight: torch.Tensor, eps: float) -> None:
+        self.weight = weight
+        self.variance_epsilon = eps
+        self.hidden_size = weight.shape[0]
+
+    def forward_native(self, *args: Any) -> Any:
+        return own("norm", "forward_native")(self, *args)
+
+
+# "norm.forward_cuda" ... -> SGLang's own method, saved by hooks.install() before its hooks
+saved: dict[str, Callable[..., Any]] = {}
+
+
+def own(kind: str, method: str) -> Callable[..., Any]:
+    """SGLang's own `RMSNorm.<method>` ("norm") or `SiluAndMul.<method>` ("act")."""
+    found = saved.get(f"{kind}.{method}")
+    if found is not None:
+        return found
+    if kind == "norm":
+        from sglang.srt.layers.layernorm import RMSNorm
+
+        return getattr(RMSNorm, method)  # type: ignore[no-any-return]
+    from sglang.srt.layers.activation import SiluAndMul
+
+    return getattr(SiluAndMul, method)  # type: ignore[no-any-return]
+
+
+def _norm(method: str, eps: float) -> Callable[..., Any]:
+    run = own("norm", method)
+
+    def sglang_rmsnorm(hidden_states: torch.Tensor, weight: torch.Tensor,
+                       output: torch.Tensor | None = None) -> torch.Tensor:
+        result = run(_NormConstants(weight, eps), hidden_states)
+        if output is None:
+            return result  # type: ignore[no-any-return]
+        output.copy_(result)
+        return output
+
+    return sglang_rmsnorm
+
+
+def _fused(method: str, eps: float) -> Callable[..., Any]:
+    run = own("norm", method)
+
+    def sglang_fused_add_rmsnorm(hidden_states: torch.Tensor, residual: torch.Tensor,
+                                 weight: torch.Tensor, output: torch.Tensor | None = None,
+                                 residual_out: torch.Tensor | None = None) -> Any:
+        out, res = run(_NormConstants(weight, eps), hidden_states, residual)
+        if output is None:
+            return out, res
+        if output is not out:
+            output.copy_(out)
+        if residual_out is not res:
+            residual_out.copy_(res)
+        return output, residual_out
+
+    return sglang_fused_add_rmsnorm
+
+
+def _act(method: str) -> Callable[..., Any]:
+    run = own("act", method)
+
+    def sglang_silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+        return run(None, gate_up)  # type: ignore[no-any-return]  # neither reads self
+
+    return sglang_silu_and_mul
+
+
+def _make(name: str) -> Callable[..., Any] | None:
+    base, _, method = name.partition("__")
+    if method not in METHODS:
+        return None
+    if base.startswith("silu_and_mul_i"):
+        return _act(method)
+    if not base.startswith(("rmsnorm_h", "fused_add_rmsnorm_residual_h")):
+        return None
+    eps = routing.definition_eps(base)
+    if eps is None:
+        return None
+    return (_norm if base.startswith("rmsnorm_h") else _fused)(method, eps)
+
+
+__getattr__ = routing.module_originals(__name__, _make)
