@@ -4,7 +4,8 @@ Run: python benchmarks/bench_dispatch.py
 Rows, each timed against calling the chosen solution directly (the same work by hand):
 - hits on a 1-var-axis definition in every calling convention: value-returning, a
   destination-passing solution called value-style (outputs allocated), a value-returning
-  solution called destination-passing style (results copied), and destination-passing;
+  solution called destination-passing style (results copied), and destination-passing; and
+  a hit of a solution that does not take any layout (its per-call layout guard);
 - a hit whose solution does real tensor work (`x * w + 1`, 4x8);
 - a hit on a 4-var-axis attention-like definition;
 - the first call of a new key (nearest resolution), the fallback path, dispatch switched off;
@@ -71,11 +72,15 @@ ATTENTION = {
                  "    return q\n",
 }
 # The chosen solutions do (almost) nothing, so what is measured is dispatch itself; one
-# realistic solution does two small tensor ops.
+# realistic solution does two small tensor ops. They take any layout, as the catalogue's do
+# (FIB_ANY_LAYOUT, see dispatch.contract); "strict" does not, so its hits pass the per-call
+# layout guard.
+ANY_LAYOUT = "FIB_ANY_LAYOUT = True\n"
 SOLUTIONS = {
-    "identity": ("def run(*args):\n    return args[0]\n", False),
-    "identity_dps": ("def run(x, weight, y):\n    return None\n", True),
-    "scale_add": ("def run(x, weight):\n    return x * weight + 1\n", False),
+    "identity": (ANY_LAYOUT + "def run(*args):\n    return args[0]\n", False),
+    "identity_dps": (ANY_LAYOUT + "def run(x, weight, y):\n    return None\n", True),
+    "scale_add": (ANY_LAYOUT + "def run(x, weight):\n    return x * weight + 1\n", False),
+    "strict": ("def run(*args):\n    return args[0]\n", False),
 }
 
 
@@ -89,6 +94,8 @@ CASES = {
     "bench_norm_h64": (SOLUTIONS["identity"], NORM_BATCHES, NORM),
     "bench_norm_dps_h64": (SOLUTIONS["identity_dps"], NORM_BATCHES,
                            _norm_named("bench_norm_dps_h64")),
+    "bench_norm_strict_h64": (SOLUTIONS["strict"], NORM_BATCHES,
+                              _norm_named("bench_norm_strict_h64")),
     "bench_norm_real_h8": (SOLUTIONS["scale_add"], NORM_BATCHES, {
         **_norm_named("bench_norm_real_h8"),
         "axes": {**NORM["axes"], "hidden_size": {"type": "const", "value": 8}}}),
@@ -133,6 +140,11 @@ def norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 @fib.apply("bench_norm_dps_h64")
 def norm_dps(x: torch.Tensor, weight: torch.Tensor, *out: torch.Tensor) -> Any:
+    return x
+
+
+@fib.apply("bench_norm_strict_h64")
+def norm_strict(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return x
 
 
@@ -203,12 +215,15 @@ def measure(calls: int, rounds: int) -> list[dict[str, Any]]:
         with fib.enable_apply(tmp, {"check_interval_s": 0}) as session:
             built = {name: session.runtime.build(f"{name}_solution").fn for name in CASES}
             ident, dps = built["bench_norm_h64"], built["bench_norm_dps_h64"]
+            strict = built["bench_norm_strict_h64"]
             real, attn = built["bench_norm_real_h8"], built["bench_decode_h8_kv2_d16"]
             original, off = unmeasured.__wrapped__, norm.__wrapped__
             # case -> (through fib.apply, the same work by hand, target added ns)
             cases = {
                 "hit, 1 var axis, value-returning": (
                     lambda: norm(x, w), lambda: ident(x, w), 500.0),
+                "hit, 1 var axis, a solution that needs contiguous arguments": (
+                    lambda: norm_strict(x, w), lambda: strict(x, w), 500.0),
                 "hit, 1 var axis, destination-passing": (
                     lambda: norm_dps(x, w, y), lambda: dps(x, w, y), 500.0),
                 "hit, DPS solution called value-style": (

@@ -62,17 +62,21 @@ class HotKey:
     input that carries it when no other variable axis shapes that input (one int from C, no
     torch.Size built), else the shape entry; then the dtype of the first tensor input and,
     where tensors can be on several devices (a CUDA process), its device index, so that a
-    call of another dtype or device is another key (decided once, see dispatch.contract).
+    call of another dtype or device is another key (decided once, see dispatch.contract);
+    last, where inputs can require grad, whether grad mode is on (`grad_enabled()`, a name
+    the frame provides), so that inference keys serve without a per-call autograd test.
     `decode` turns it back into the workload key; a call whose other dimensions differ from
     the definition's decodes to another key, which is why the first call of each hot key is
     checked against the shapes (see frames)."""
 
-    items: tuple[str, ...]  # Python source per axis, then of the dtype and the device
+    items: tuple[str, ...]  # Python source per axis, then of the dtype, device, grad mode
     scales: tuple[int, ...]  # numel / axis value per axis; 0: the item is the value itself
     tensor: int = 0  # trailing items of the first tensor: 0, 1 (dtype) or 2 (and device)
+    grad: bool = False  # a last item: grad mode
 
     @classmethod
-    def of(cls, definition: Definition, args: str = "args", device: bool = True) -> HotKey:
+    def of(cls, definition: Definition, args: str = "args", device: bool = True,
+           grad: bool = False) -> HotKey:
         bindings = definition.axis_bindings()
         plain = key_items(definition, args)  # raises ShapeError for unbound axes
         items, scales = [], []
@@ -91,7 +95,8 @@ class HotKey:
                      None)
         tensor = [] if first is None else [f"{args}[{first}].dtype"] + (
             [f"{args}[{first}].get_device()"] if device else [])
-        return cls((*items, *tensor), tuple(scales), len(tensor))
+        return cls((*items, *tensor, *(["grad_enabled()"] if grad else [])), tuple(scales),
+                   len(tensor), grad)
 
     def decode(self, hot: Sequence[Any]) -> Key | None:
         """The workload key of a hot key (without the leading argument count); None when a
@@ -103,11 +108,15 @@ class HotKey:
             key.append(value // scale if scale else value)
         return tuple(key)
 
-    def tensor_of(self, hot: Sequence[Any]) -> tuple[Any, int]:
-        """The (dtype, device index) a hot key ends with; None and -1 where it has none."""
-        tail = list(hot[len(hot) - self.tensor:]) if self.tensor else []
-        return (tail[0] if tail else None), (tail[1] if len(tail) > 1 else -1)
+    def tail(self, hot: Sequence[Any]) -> tuple[Any, int, bool]:
+        """The (dtype, device index, grad mode) a hot key ends with; None, -1 and False where
+        it has none."""
+        end = len(hot) - self.grad
+        tensor = list(hot[end - self.tensor:end]) if self.tensor else []
+        return ((tensor[0] if tensor else None), (tensor[1] if len(tensor) > 1 else -1),
+                bool(self.grad and hot[-1]))
 
-    def encode(self, key: Key, dtype: Any = None, device: int = -1) -> tuple[Any, ...]:
+    def encode(self, key: Key, dtype: Any = None, device: int = -1,
+               grad: bool = False) -> tuple[Any, ...]:
         values = tuple(v * s if s else v for v, s in zip(key, self.scales, strict=True))
-        return (*values, *(dtype, device)[:self.tensor])
+        return (*values, *(dtype, device)[:self.tensor], *((grad,) if self.grad else ()))

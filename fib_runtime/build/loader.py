@@ -48,6 +48,7 @@ class Built:
     targets: tuple[str, ...] = ()
     language: str = "python"
     original: bool = False
+    any_layout: bool = False  # its module says FIB_ANY_LAYOUT = True (see dispatch.contract)
 
 
 class BuildCache:
@@ -92,7 +93,8 @@ def build_solution(solution: Solution, cache: Path | None = None) -> Built:
         raise BuildError(f"{solution.name}: entry point {solution.spec.entry_point} "
                          "is not callable")
     return Built(solution.name, fn, solution.spec.dps, note, solution.spec.target_hardware,
-                 solution.spec.language.lower())
+                 solution.spec.language.lower(),
+                 any_layout=getattr(module, "FIB_ANY_LAYOUT", False) is True)
 
 
 def build_reference(definition: Definition) -> Callable[..., Any]:

@@ -10,24 +10,29 @@ reason:
 - `device`: the tensors are not on a device the solution runs on (a CPU tensor and a Triton
   kernel; a GPU other than the current one, where a kernel would launch);
 - `layout`: a tensor argument is not contiguous (strided rows, a transposed view, a
-  broadcast or strided weight): kernels read their arguments through pointers;
+  broadcast or strided weight) and the solution does not take any layout: kernels read
+  their arguments through pointers. A solution whose entry module says
+  `FIB_ANY_LAYOUT = True` takes every stride and storage offset itself (the catalogue's do,
+  except the Triton paged decode; tests/dispatch/test_catalogue_contract.py holds them to it);
 - `grad`: autograd records the call (grad mode on and a floating input requires grad):
   solutions have no backward, so training gets the original's gradients.
 
 Where it is checked: the dtype of the first tensor input is part of the hot key (keys.HotKey),
-and so is its device in a CUDA process; the first call of each key checks every other
-tensor's dtype and device: decided once per key, and kept (the first call decides for its
-key). Layouts and autograd can change from call to call at one key, so every tensor's layout
-and the grad test are read on every call by one generated expression (`fit_source`) inside
-the dispatching frame. Under torch.compile the dtype and grad tests are made at trace time
-(`traceable`), so a call that needs gradients traces the original function instead of the
-opaque custom op.
+and so is its device in a CUDA process, and grad mode; the first call of each key checks
+every other tensor's dtype and device: decided once per key, and kept (the first call decides
+for its key). What can change from call to call at one key is tested per call only where it
+matters, by a wrapper generated once (`guard`) around the solution that key serves: every
+tensor's layout for a solution that does not take any layout, and `requires_grad` for keys
+made in grad mode. An inference key (grad mode off) of a solution that takes any layout
+serves the solution itself. Under torch.compile the dtype and grad tests are made at trace
+time (`traceable`), so a call that needs gradients traces the original function instead of
+the opaque custom op.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +45,7 @@ DTYPE, DEVICE, LAYOUT, GRAD = "dtype", "device", "layout", "grad"
 
 @dataclass(frozen=True)
 class Contract:
-    """One definition's contract, with its per-call test generated once."""
+    """One definition's contract, with its per-call guards generated once per kind."""
 
     n_inputs: int
     dtypes: tuple[Any, ...]  # per argument position (inputs, then outputs); None: a scalar
@@ -56,32 +61,28 @@ class Contract:
         return cls(n_inputs, dtypes, tensors[0] if tensors else None,
                    tuple(i for i in tensors if dtypes[i].is_floating_point))
 
-    # -- the generated per-call test -------------------------------------------------------
+    # -- the per-call guards ---------------------------------------------------------------
 
-    def constants(self) -> tuple[Any, ...]:
-        """The values `fit_source` reads, in the order of `constant_names`."""
-        import torch
-
-        return (torch.is_grad_enabled,)
-
-    def constant_names(self) -> tuple[str, ...]:
-        return ("grad_enabled",)
-
-    def fit_source(self, args: str = "args") -> str:
-        """Python source, over `args`, that is True when a call meets the per-call part of the
-        contract: every tensor argument contiguous, and autograd not recording."""
-        def contiguous(positions: range) -> list[str]:
-            return [f"{args}[{i}].is_contiguous()" for i in positions
-                    if self.dtypes[i] is not None]
-
-        terms = contiguous(range(self.n_inputs))
-        outputs = contiguous(range(self.n_inputs, len(self.dtypes)))
-        if outputs:
-            terms.append(f"(len({args}) == {self.n_inputs} or ({' and '.join(outputs)}))")
-        if self.grad_inputs:
-            needs = " or ".join(f"{args}[{i}].requires_grad" for i in self.grad_inputs)
-            terms.append(f"not (grad_enabled() and ({needs}))")
-        return " and ".join(terms) or "True"
+    def guard(self, fn: Callable[..., Any], refuse: Callable[[tuple[Any, ...]], Any], *,
+              layout: bool, grad: bool, destination: bool) -> Callable[..., Any]:
+        """`fn` behind the per-call tests it needs: every tensor argument contiguous
+        (`layout`; the outputs too for a `destination`-passing call) and no input requiring
+        grad (`grad`: the key was made in grad mode). A call that fails is `refuse(args)`.
+        `fn` itself when nothing is to be tested."""
+        last = len(self.dtypes) if destination else self.n_inputs
+        terms = [f"args[{i}].is_contiguous()" for i in range(last)
+                 if layout and self.dtypes[i] is not None]
+        if grad and self.grad_inputs:
+            terms.append("not (" + " or ".join(f"args[{i}].requires_grad"
+                                               for i in self.grad_inputs) + ")")
+        if not terms:
+            return fn
+        source = (f"def guarded(*args):\n    if {' and '.join(terms)}:\n"
+                  "        return fn(*args)\n    return refuse(args)\n")
+        namespace: dict[str, Any] = {"fn": fn, "refuse": refuse}
+        exec(compile(source, "<fib contract guard>", "exec"), namespace)
+        guarded: Callable[..., Any] = namespace["guarded"]
+        return guarded
 
     # -- once per key, and the reasons of refused calls -----------------------------------
 
@@ -100,7 +101,7 @@ class Contract:
         return None
 
     def reason(self, args: Sequence[Any]) -> str:
-        """Why a call failed the per-call test (the slow path of a refused call)."""
+        """Why a call failed its guard (the slow path of a refused call)."""
         tensors = [a for a, d in zip(args, self.dtypes, strict=False) if d is not None]
         return LAYOUT if not all(a.is_contiguous() for a in tensors) else GRAD
 

@@ -2,16 +2,17 @@
 
 A dispatching frame reads the key inline (the argument count, then each variable axis in
 its hot form, `args[i].numel()` or `args[i].shape[j]`, then the first tensor's dtype and
-device, see keys.HotKey), does one dict lookup, tests the per-call part of the solutions'
-contract (every tensor's layout, grad: see contract) and calls what it found. Everything
-else (the decision, the dtype and device rules, the graph-capture rule, keywords, failures)
-happens once per key in `Binding`; a call that fails the test is answered by the original
-function, counted under its reason.
+device and grad mode, see keys.HotKey), does one dict lookup and calls what it found.
+Everything else (the decision, the contract's dtype and device rules, the graph-capture
+rule, keywords, failures) happens once per key in `Binding`; what must be tested per call
+(a layout a solution cannot take, inputs that require grad in grad mode) is tested by a
+guard around the solution of that key only (see contract), and a call that fails it is
+answered by the original function, counted under its reason.
 
 A frame is a code object that reads its state from one global, `DISPATCH` (the binding's
-lookup, call counter, the binding itself and the contract's constants, unpacked once per
-call), so that a site can install it as the code of the decorated function itself: no
-wrapper frame per call.
+lookup, call counter, the binding itself and the grad-mode test, unpacked once per call), so
+that a site can install it as the code of the decorated function itself: no wrapper frame
+per call.
 
 Timing regimes: a binding keeps two maps, the choices of the eager ranking (`served`) and
 those of the graph ranking (`served_graph`), and two states that read one or the other.
@@ -50,12 +51,11 @@ Recorder = Callable[[Key, tuple[Any, ...]], None]
 
 _DISPATCH_TEMPLATE = """
 def call(*args, **kwargs):
-    served_get, calls, binding, {constants} = DISPATCH
+    served_get, calls, binding, grad_enabled = DISPATCH
     if kwargs:
         return binding.keywords(args, kwargs)
     try:
         key = (len(args), {items})
-        fit = {fit}
     except Exception:
         return binding.fallback(*args)
     {record}
@@ -63,8 +63,6 @@ def call(*args, **kwargs):
     if fn is None:
         fn = binding.resolve(key, args)
     next(calls)
-    if not fit:
-        return binding.refused(fn, args)
     try:
         return fn(*args)
     except BaseException as exc:
@@ -85,8 +83,9 @@ class Binding:
         self.fallback = fallback
         self.original = original  # what the site records as its engine's path (unwrapped)
         self.recorder = recorder
-        self.hot = HotKey.of(dispatcher.definition, device=several_devices())
         self.contract = Contract.of(dispatcher.definition)
+        self.hot = HotKey.of(dispatcher.definition, device=several_devices(),
+                             grad=bool(self.contract.grad_inputs))
         self.extract = make_key_extractor(dispatcher.definition)
         self.served: dict[tuple[int, ...], Callable[..., Any]] = {}  # eager calls
         self.served_graph: dict[tuple[int, ...], Callable[..., Any]] = {}  # in graph capture
@@ -96,9 +95,11 @@ class Binding:
         self._counted: dict[str, Callable[..., Any]] = {}
         # What the frame's global DISPATCH holds: `state` for eager calls, `graph_state`
         # while a CUDA graph is captured.
-        constants = self.contract.constants()
-        self.state = (self.served.get, dispatcher.counters.calls, self, *constants)
-        self.graph_state = (self.served_graph.get, dispatcher.counters.calls, self, *constants)
+        import torch
+
+        self.state = (self.served.get, dispatcher.counters.calls, self, torch.is_grad_enabled)
+        self.graph_state = (self.served_graph.get, dispatcher.counters.calls, self,
+                            torch.is_grad_enabled)
         self.code = _dispatch_code(dispatcher.definition, self.hot, recorder is not None)
         self.globals: dict[str, Any] = {"__builtins__": builtins,
                                         "DISPATCH": self.state_for(graphs.capturing())}
@@ -146,7 +147,7 @@ class Binding:
         generation = dispatcher.generation
         convention = dispatcher.convention(hot[0])
         key = self.hot.decode(hot[1:])
-        dtype, device = self.hot.tensor_of(hot)
+        dtype, device, grad = self.hot.tail(hot)
         refused = None
         if args and key is not None:
             try:
@@ -166,8 +167,9 @@ class Binding:
             return self.fallback_for("graph_capture")  # not cached: warm up keys ahead
         else:
             eager, graph = dispatcher.policy.regimes()
-            fn = self._serve(key, convention, eager, device)
-            fn_graph = fn if graph == eager else self._serve(key, convention, graph, device)
+            fn = self._serve(key, convention, eager, device, grad)
+            fn_graph = fn if graph == eager else \
+                self._serve(key, convention, graph, device, grad)
         if not args:
             self.warmed.add(hot)
             return fn
@@ -179,15 +181,17 @@ class Binding:
 
     def warm(self, key: Key) -> None:
         """Decide a workload key ahead of its first call (fib.warmup), for value-returning
-        calls of the definition's dtype on the current device."""
+        calls of the definition's dtype on the current device, grad mode off."""
         contract = self.contract
         dtype = None if contract.primary is None else contract.dtypes[contract.primary]
         self.resolve((contract.n_inputs, *self.hot.encode(key, dtype, serving_device())), ())
 
-    def _serve(self, key: Key, convention: str, timing: str, device: int) -> Callable[..., Any]:
-        """What this site calls for a key in one regime: a solution, its own function when
-        that is fastest (a hit; its errors are the engine's own), or the counted fallback
-        (also when the solution does not run on the call's device)."""
+    def _serve(self, key: Key, convention: str, timing: str, device: int,
+               grad: bool) -> Callable[..., Any]:
+        """What this site calls for a key in one regime: a solution behind the per-call
+        guards it needs (see contract), its own function when that is fastest (a hit; its
+        errors are the engine's own), or the counted fallback (also when the solution does
+        not run on the call's device)."""
         decision = self.dispatcher.decide(key, convention, timing)
         if decision.original and decision.call is not None:
             if decision.built is not None and decision.built.fn is self.original:
@@ -200,15 +204,17 @@ class Binding:
             return self.fallback_for(DEVICE)
         owner = (decision.solution or "", convention, timing)
         self.owners[decision.call] = owner
-        call = on_probation(decision.call, self, owner[0], convention == DESTINATION)
+        any_layout = built is not None and built.any_layout
+        call = self.contract.guard(decision.call, self.refused, layout=not any_layout,
+                                   grad=grad, destination=convention == DESTINATION)
+        self.owners[call] = owner
+        call = on_probation(call, self, owner[0], convention == DESTINATION)
         self.owners[call] = owner
         return call
 
-    def refused(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        """A call outside the contract (see contract): a solution's key is answered by the
-        fallback, counted under the reason; the fallbacks answer their own calls."""
-        if fn not in self.owners:
-            return fn(*args)
+    def refused(self, args: tuple[Any, ...]) -> Any:
+        """A call its solution's guard turned away (see contract): answered by the fallback,
+        counted under the reason."""
         return self.fallback_for(self.contract.reason(args))(*args)
 
     def failed(self, fn: Callable[..., Any], key: tuple[int, ...], args: tuple[Any, ...],
@@ -234,9 +240,7 @@ class Binding:
 
 def _dispatch_code(definition: Definition, hot: HotKey, recording: bool) -> types.CodeType:
     """The code of a dispatching frame for a definition (see the module doc)."""
-    contract = Contract.of(definition)
     source = _DISPATCH_TEMPLATE.format(
-        constants=", ".join(contract.constant_names()), fit=contract.fit_source(),
         items=", ".join(hot.items),
         record="binding.recorder(binding.extract(args), args)" if recording else "pass")
     namespace: dict[str, Any] = {}

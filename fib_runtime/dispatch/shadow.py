@@ -62,7 +62,10 @@ class Probation:
         dispatcher = self.binding.dispatcher
         n_in = dispatcher.n_inputs
         copies = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+        refused = sum(dispatcher.counters.fallbacks.values())
         result = self.call(*args)  # the solution's own errors go to the frame's handler
+        if sum(dispatcher.counters.fallbacks.values()) != refused:
+            return result  # its guard gave the call to the original: nothing to compare
         try:
             expected = self.binding.fallback(*copies)
             got = args[n_in:] if self.destination else as_tuple(result)

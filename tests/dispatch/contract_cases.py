@@ -31,6 +31,8 @@ class Call:
     served: bool | None = None
     keywords: bool = False
     written: set[int] = field(default_factory=set)  # argument positions it may write
+    layout: bool = False  # a layout variant: served exactly when contiguous or the solution
+    # takes any layout (FIB_ANY_LAYOUT, see dispatch.contract)
 
 
 def inputs(definition: Definition, var: int = RESOLVED) -> list[Any]:
@@ -115,7 +117,7 @@ def _layouts(definition: Definition, tensors: list[int]) -> Iterator[Call]:
         for label, value in variants.items():
             args = inputs(definition)
             args[i] = value
-            yield Call(f"{label} {names[i]}", args, served=value.is_contiguous())
+            yield Call(f"{label} {names[i]}", args, served=value.is_contiguous(), layout=True)
 
 
 def _aliasing(definition: Definition, tensors: list[int]) -> Iterator[Call]:

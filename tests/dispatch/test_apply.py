@@ -346,13 +346,18 @@ def test_hot_keys_decode_to_the_workload_key() -> None:
     key = (3, 4096, 4, 120)  # batch, pages, indptr length, indices
     assert hot.decode(hot.encode(key)) == key
     assert hot.decode((32 * 128 * 3 + 1, 1024, 4, 120)) is None  # not whole rows
-    # The first tensor's dtype and device end the key; without CUDA only its dtype.
+    # The first tensor's dtype and device end the key; without CUDA only its dtype; where
+    # inputs can require grad, grad mode comes last.
     assert hot.items[-2:] == ("args[0].dtype", "args[0].get_device()")
-    assert hot.tensor_of(hot.encode(key, torch.bfloat16, 1)) == (torch.bfloat16, 1)
+    assert hot.tail(hot.encode(key, torch.bfloat16, 1)) == (torch.bfloat16, 1, False)
     cpu = HotKey.of(attention, device=False)
     assert cpu.items[-1] == "args[0].dtype" and cpu.encode(key, torch.float16)[-1] is \
         torch.float16
-    assert cpu.tensor_of(cpu.encode(key, torch.float16)) == (torch.float16, -1)
+    assert cpu.tail(cpu.encode(key, torch.float16)) == (torch.float16, -1, False)
+    graded = HotKey.of(attention, device=False, grad=True)
+    assert graded.items[-2:] == ("args[0].dtype", "grad_enabled()")
+    assert graded.decode(graded.encode(key, torch.float16, grad=True)) == key
+    assert graded.tail(graded.encode(key, torch.float16, grad=True)) == (torch.float16, -1, True)
 
 
 def test_reload_keeps_counters_consistent(two_solutions: Path) -> None:

@@ -128,6 +128,26 @@ def test_layouts_a_kernel_cannot_take_go_to_the_original(tmp_path: Path, layout:
         assert _fallbacks("toy_norm_h8") == {"layout": 1}
 
 
+def test_a_solution_that_takes_any_layout_serves_every_layout(tmp_path: Path) -> None:
+    """A solution whose module says FIB_ANY_LAYOUT = True is served strided and broadcast
+    arguments as they come (no per-call layout test), and answers them right."""
+    db = TraceDB.open(tmp_path, create=True)
+    db.add_definition(Definition.from_dict(definition()))
+    code = "import torch\n\nFIB_ANY_LAYOUT = True\n\n\ndef run(x, weight):\n" \
+           "    return x * weight + 1\n"
+    db.add_solution(Solution.from_dict(solution("strides", code=code)))
+    db.append_traces([Trace.from_dict(trace(solution="strides", batch=b,
+                                            hardware=fib.current_hardware().name))
+                      for b in (2, 4)])
+    x, w = torch.randn(8, 4).t(), torch.randn(1).expand(8)
+    with fib.enable_apply(tmp_path):
+        assert torch.equal(toy(x, w), toy.__wrapped__(x, w))
+        every_other = torch.randn(4, 16)[:, ::2]
+        assert torch.equal(toy(every_other, w), toy.__wrapped__(every_other, w))
+        stats = fib.stats()["toy_norm_h8"]
+    assert stats["hits"] == 2 and stats["fallbacks"] == {}
+
+
 def _train_step(fn: object, x0: torch.Tensor, w0: torch.Tensor) -> tuple[torch.Tensor, ...]:
     x = x0.clone().requires_grad_()
     w = torch.nn.Parameter(w0.clone())

@@ -4,6 +4,9 @@ import math
 
 import torch
 
+# Arguments of any stride and storage offset are handled here (see dispatch.contract).
+FIB_ANY_LAYOUT = True
+
 FIB_SOLUTIONS = [
     {
         "variant": "torch_pages",

@@ -3,6 +3,9 @@
 import torch
 import torch.nn.functional as F
 
+# Arguments of any stride and storage offset are handled here (see dispatch.contract).
+FIB_ANY_LAYOUT = True
+
 FIB_SOLUTIONS = [
     {
         "variant": "cpu_chunked",

@@ -2,6 +2,9 @@
 
 import torch
 
+# Arguments of any stride and storage offset are handled here (see dispatch.contract).
+FIB_ANY_LAYOUT = True
+
 FIB_SOLUTIONS = [
     {
         "variant": "torch",
