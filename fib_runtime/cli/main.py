@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from fib_runtime.errors import FibError
+from fib_runtime.version import __version__
 
 # Each module registers its sub-commands: register(subparsers) -> None.
 _COMMAND_MODULES = (
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fib", description="Capture, retune and dispatch kernels on a FlashInfer Trace "
         "database. With no command: the demo on the default database.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--version", action="version", version=f"fib-runtime {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
