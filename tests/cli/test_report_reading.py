@@ -63,7 +63,7 @@ def _legend_and_figure(db: TraceDB) -> tuple[Any, Any]:
 def test_a_long_original_name_is_never_clipped(tmp_path: Path) -> None:
     legend, figure = _legend_and_figure(_db(tmp_path / "db"))
     box = legend.get_window_extent()
-    assert 0 <= box.x0 and box.x1 <= figure.bbox.width, (box, figure.bbox)
+    assert box.x0 >= 0 and box.x1 <= figure.bbox.width, (box, figure.bbox)
     labels = [t.get_text() for t in legend.get_texts()]
     # Short labels: the definition is the title; the original says what function it is.
     assert "original: serving.models.llama.modeling_llama.LlamaRMSNorm.forward_native" in labels
