@@ -145,9 +145,16 @@ def test_recorder_never_raises(db: TraceDB, tmp_path: Path) -> None:
     assert stats["dropped"] == {"error": 2, "write_error": 1} and stats["recorded"] == 0
 
 
-def test_unknown_definition_is_not_captured(db: TraceDB) -> None:
+def test_unknown_definition_is_not_captured(db: TraceDB,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "fib_runtime")
     session = enable_capture(db, SLOW_FLUSH)
-    assert session.recorder_for("no_such_definition") is None
+    assert session.recorder_for("toy_norm_h9") is None
+    assert session.recorder_for("toy_norm_h9") is None
+    assert [r.getMessage() for r in caplog.records if "toy_norm_h9" in r.getMessage()] == [
+        f"fib.apply('toy_norm_h9'): the database {db.root} holds no definition of that name; "
+        "nor does the built-in catalogue; its calls are not captured. A typo? closest names: "
+        "toy_norm_h8"]
 
 
 def test_catalogue_definition_is_added_to_an_empty_database(tmp_path: Path) -> None:
