@@ -31,7 +31,7 @@ from fib_runtime.bench.timing import get_timer, parse_timings
 from fib_runtime.bench.trace_record import make_trace
 from fib_runtime.errors import FibError, RetuneError, TracesNotWritten
 from fib_runtime.hardware import CPU_KEY, target_matches
-from fib_runtime.original import untimeable_reason
+from fib_runtime.original import is_original, untimeable_reason
 from fib_runtime.ranking import measures
 from fib_runtime.schema import (
     Solution,
@@ -102,12 +102,13 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
     if not isinstance(db, TraceDB):
         db = TraceDB.open(db)
     items, untrusted = trusted_only(db, _plan(db, definitions, solutions))
+    notes = nothing_to_compare(db, definitions)
     if cluster is not None:
         from fib_runtime.bench.ray_pool import retune_on_cluster
 
         run = _Retune(db, warmup=warmup, iters=iters, timeout=timeout, force=force,
                    config=config or RetuneConfig())
-        run.report.untrusted = untrusted
+        run.report.untrusted, run.report.notes = untrusted, notes
         if items:
             run.summarise(items, retune_on_cluster(run, items, cluster, progress=progress))
         run.raise_if_lost()
@@ -116,7 +117,7 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
                for d in resolve_devices(devices)]
     run = _Retune(db, warmup=warmup, iters=iters, timeout=timeout, force=force,
                config=config or RetuneConfig())
-    run.report.untrusted = untrusted
+    run.report.untrusted, run.report.notes = untrusted, notes
     if not items:
         return run.report
     try:
@@ -156,6 +157,31 @@ def _plan(db: TraceDB, definitions: Iterable[str] | None,
             items.extend(WorkloadTask(db.definitions[name], w, candidates)
                          for w in db.distinct_workloads(name))
     return items
+
+
+def nothing_to_compare(db: TraceDB, definitions: Iterable[str] | None) -> list[str]:
+    """A note per definition with captured workloads and no solution but the original (a
+    database captured into without the catalogue), saying what to run."""
+    names = sorted(db.definitions) if definitions is None else list(dict.fromkeys(definitions))
+    lacking = [n for n in names if db.workloads_for(n)
+               and all(is_original(s) for s in db.solutions_for(n))]
+    if not lacking:
+        return []
+    from fib_runtime.catalogue import load_catalogue
+    from fib_runtime.families import family_of
+
+    generated = [db.definitions[n] for n in lacking if family_of(db.definitions[n])]
+    shipped = {s.definition for s in load_catalogue(generated=generated).solutions}
+    notes = []
+    for name in lacking:
+        held = "no solution for it but the original, so retune has nothing to compare it " \
+            "with" if db.solutions_for(name) else "no solution for it"
+        todo = f"`fib catalogue install {db.root}` adds the shipped solutions" \
+            if name in shipped else \
+            "and the built-in catalogue has none: add one (`TraceDB.add_solution`)"
+        notes.append(f"{name}: {db.root} holds {held}{':' if name in shipped else ','} {todo}; "
+                     "then retune again")
+    return notes
 
 
 def _start_all(handles: list[WorkerHandle]) -> list[DeviceInfo]:
