@@ -26,12 +26,18 @@ from fib_runtime.bench.gate import trusted_only
 from fib_runtime.bench.item import Settings, WorkloadTask, evaluate_item, missing_blob
 from fib_runtime.bench.pool import DeviceInfo, WorkerHandle
 from fib_runtime.bench.progress import Progress
-from fib_runtime.bench.report import Outcome, RetuneReport, Unusable, summarise
+from fib_runtime.bench.report import (
+    Outcome,
+    RetuneReport,
+    Unusable,
+    nothing_to_compare,
+    summarise,
+)
 from fib_runtime.bench.timing import get_timer, parse_timings
 from fib_runtime.bench.trace_record import make_trace
 from fib_runtime.errors import FibError, RetuneError, TracesNotWritten
 from fib_runtime.hardware import CPU_KEY, target_matches
-from fib_runtime.original import is_original, untimeable_reason
+from fib_runtime.original import untimeable_reason
 from fib_runtime.ranking import measures
 from fib_runtime.schema import (
     Solution,
@@ -157,31 +163,6 @@ def _plan(db: TraceDB, definitions: Iterable[str] | None,
             items.extend(WorkloadTask(db.definitions[name], w, candidates)
                          for w in db.distinct_workloads(name))
     return items
-
-
-def nothing_to_compare(db: TraceDB, definitions: Iterable[str] | None) -> list[str]:
-    """A note per definition with captured workloads and no solution but the original (a
-    database captured into without the catalogue), saying what to run."""
-    names = sorted(db.definitions) if definitions is None else list(dict.fromkeys(definitions))
-    lacking = [n for n in names if db.workloads_for(n)
-               and all(is_original(s) for s in db.solutions_for(n))]
-    if not lacking:
-        return []
-    from fib_runtime.catalogue import load_catalogue
-    from fib_runtime.families import family_of
-
-    generated = [db.definitions[n] for n in lacking if family_of(db.definitions[n])]
-    shipped = {s.definition for s in load_catalogue(generated=generated).solutions}
-    notes = []
-    for name in lacking:
-        held = "no solution for it but the original, so retune has nothing to compare it " \
-            "with" if db.solutions_for(name) else "no solution for it"
-        todo = f"`fib catalogue install {db.root}` adds the shipped solutions" \
-            if name in shipped else \
-            "and the built-in catalogue has none: add one (`TraceDB.add_solution`)"
-        notes.append(f"{name}: {db.root} holds {held}{':' if name in shipped else ','} {todo}; "
-                     "then retune again")
-    return notes
 
 
 def _start_all(handles: list[WorkerHandle]) -> list[DeviceInfo]:
