@@ -25,6 +25,7 @@ from fib_runtime.dispatch import (
 from fib_runtime.errors import BuildError, FibError, SchemaError, ShapeError, StoreError
 from fib_runtime.hardware import Hardware, current_hardware, hardware_key
 from fib_runtime.store import TraceDB
+from fib_runtime.version import __version__
 
 autostart.install()
 
@@ -50,5 +51,5 @@ __all__ = [
     "ApplySession", "BuildError", "DefinitionConfig", "DispatchConfig", "Explanation",
     "FibError", "Hardware", "SchemaError", "ShapeError", "StoreError", "TraceDB", "apply",
     "current_hardware", "disable_apply", "enable_apply", "explain", "hardware_key", "reload",
-    "stats", "warmup", *_LAZY,
+    "stats", "warmup", "__version__", *_LAZY,
 ]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
 
 class FibError(Exception):
     """Base class of every error fib-runtime raises on purpose."""
@@ -90,3 +94,14 @@ class TracesNotWritten(RetuneError):
                          "files are whole, run retune again once the database is writable to "
                          "measure the rest")
         self.cause, self.lost, self.written = cause, lost, written
+
+
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """An OSError raised inside that names no file (a write on a full disk) names `path`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc

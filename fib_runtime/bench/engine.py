@@ -26,7 +26,13 @@ from fib_runtime.bench.gate import trusted_only
 from fib_runtime.bench.item import Settings, WorkloadTask, evaluate_item, missing_blob
 from fib_runtime.bench.pool import DeviceInfo, WorkerHandle
 from fib_runtime.bench.progress import Progress
-from fib_runtime.bench.report import Outcome, RetuneReport, Unusable, summarise
+from fib_runtime.bench.report import (
+    Outcome,
+    RetuneReport,
+    Unusable,
+    nothing_to_compare,
+    summarise,
+)
 from fib_runtime.bench.timing import get_timer, parse_timings
 from fib_runtime.bench.trace_record import make_trace
 from fib_runtime.errors import FibError, RetuneError, TracesNotWritten
@@ -102,12 +108,13 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
     if not isinstance(db, TraceDB):
         db = TraceDB.open(db)
     items, untrusted = trusted_only(db, _plan(db, definitions, solutions))
+    notes = nothing_to_compare(db, definitions)
     if cluster is not None:
         from fib_runtime.bench.ray_pool import retune_on_cluster
 
         run = _Retune(db, warmup=warmup, iters=iters, timeout=timeout, force=force,
                    config=config or RetuneConfig())
-        run.report.untrusted = untrusted
+        run.report.untrusted, run.report.notes = untrusted, notes
         if items:
             run.summarise(items, retune_on_cluster(run, items, cluster, progress=progress))
         run.raise_if_lost()
@@ -116,7 +123,7 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
                for d in resolve_devices(devices)]
     run = _Retune(db, warmup=warmup, iters=iters, timeout=timeout, force=force,
                config=config or RetuneConfig())
-    run.report.untrusted = untrusted
+    run.report.untrusted, run.report.notes = untrusted, notes
     if not items:
         return run.report
     try:

@@ -5,6 +5,11 @@ each measured workload key and the dispatched choice there -- what `fib_runtime.
 ranks first when fed the traces of that regime only, the rule dispatch serves by. Solutions
 whose author is `ORIGINAL_AUTHOR` stand for the engine's own function ("the original").
 
+Each point's spread is what its traces say of their samples: the relative half-width of the
+interquartile range of the runs (or eager rounds) whose median the trace's `latency_ms` is,
+read from `evaluation.environment.libs["fib-runtime.spread"]` (provenance.spread_of, stamped
+by retune); a trace without it has no spread, and none is drawn.
+
 The x axis of a panel's plot is its one variable axis; with several, the one taking the most
 distinct values across the measured keys (ties: the first in the definition's order). Each
 combination of the other variable axes is drawn as its own subplot (the most measured
@@ -14,16 +19,19 @@ first, at most `MAX_GROUPS`); the table always lists every key.
 from __future__ import annotations
 
 import inspect
+import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from fib_runtime.bench.held_out import HeldOutPoint
 from fib_runtime.errors import FibError
-from fib_runtime.keys import Key
+from fib_runtime.keys import Key, axes_to_key
+from fib_runtime.original import untimeable_reason
 from fib_runtime.ranking import rank
 from fib_runtime.schema import Definition, Solution, Trace
-from fib_runtime.schema.provenance import ORIGINAL_AUTHOR, TIMINGS, timing_of
+from fib_runtime.schema.provenance import ORIGINAL_AUTHOR, TIMINGS, spread_of, timing_of
+from fib_runtime.schema.trace import Status
 from fib_runtime.store import TraceDB
 
 MAX_GROUPS = 6  # subplots per panel (combinations of the non-x variable axes)
@@ -85,6 +93,8 @@ class Panel:
     rows: list[Row]
     latencies: dict[str, dict[Key, float]]  # solution -> key -> median latency (ms)
     originals: frozenset[str]
+    # solution -> key -> relative spread of the samples (only where the traces say it)
+    spreads: dict[str, dict[Key, float]] = field(default_factory=dict)
     held_out: list[HeldOutPoint] = field(default_factory=list)
 
     @property
@@ -240,11 +250,8 @@ def _panel(definition: Definition, hardware: str, regime: str, traces: list[Trac
             latencies[name][key] = latency
         ranked_originals = [n for n in ranking.names if n in originals]
         original = ranked_originals[0] if ranked_originals else None
-        note = ""
-        if original is None:
-            refused = sorted(f"{n}: {why}" for n, why in result.rejected.items()
-                             if n in originals)
-            note = "; ".join(refused) or ("not measured" if originals else "no original")
+        note = "" if original is not None else _why_no_original(
+            originals, result.rejected, solutions, regime)
         rows.append(Row(
             axes=tuple(zip(definition.var_axes, key, strict=True)),
             dispatched=ranking.names[0] if ranking.names else None,
@@ -253,4 +260,47 @@ def _panel(definition: Definition, hardware: str, regime: str, traces: list[Trac
             original_ms=latencies[original][key] if original else None,
             original_note=note, candidates=len(ranking.names),
             not_ranked=tuple(sorted(result.rejected.items()))))
-    return Panel(definition, hardware, regime, rows, dict(latencies), originals)
+    return Panel(definition, hardware, regime, rows, dict(latencies), originals,
+                 spreads=_spreads(definition, traces, latencies))
+
+
+def _why_no_original(originals: frozenset[str], rejected: dict[str, str],
+                     solutions: dict[str, Solution], regime: str) -> str:
+    """Why no original has a latency at a key: refused there, never timeable, or no trace."""
+    if not originals:
+        return "no original"
+    reasons = []
+    for name in sorted(originals):
+        untimeable = untimeable_reason(solutions[name])
+        if name in rejected:
+            reasons.append(f"{name}: {rejected[name]}")
+        elif untimeable is not None:
+            reasons.append(f"{name} is not timed: {untimeable}")
+        else:
+            reasons.append(f"{name}: no {regime}-timing trace here; `fib retune --timing "
+                           f"{regime}` measures it")
+    return "; ".join(reasons)
+
+
+def _spreads(definition: Definition, traces: list[Trace],
+             latencies: dict[str, dict[Key, float]]) -> dict[str, dict[Key, float]]:
+    """Per ranked (solution, key): the median spread of its passed traces that carry one."""
+    found: dict[tuple[str, Key], list[float]] = defaultdict(list)
+    for trace in traces:
+        evaluation = trace.evaluation
+        if evaluation is None or trace.solution not in latencies or \
+                evaluation.status is not Status.PASSED:
+            continue
+        spread = spread_of(evaluation)
+        if spread is None:
+            continue
+        try:
+            key = axes_to_key(definition, trace.workload.axes)
+        except (KeyError, TypeError, ValueError):
+            continue
+        if key in latencies[trace.solution]:
+            found[(trace.solution, key)].append(spread)
+    spreads: dict[str, dict[Key, float]] = defaultdict(dict)
+    for (name, key), values in found.items():
+        spreads[name][key] = statistics.median(values)
+    return dict(spreads)

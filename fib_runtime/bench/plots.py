@@ -3,10 +3,13 @@
 Needs matplotlib (the `report` extra: `pip install 'fib-runtime[report]'`), imported only when
 a plot is drawn, through the Agg canvas directly (no pyplot, no global backend switch).
 
-Each solution is a coloured line; the original (the engine's own function) is a black dashed
-line; the dispatched choice at each measured key is a large ringed dot in its solution's
-colour; held-out points are hollow diamonds in their solution's colour, the dispatched one a
-star with a red edge. An axis is logarithmic (base 2 for x) when it spans more than 10x.
+Each solution is a coloured line, with a vertical bar at each point where its traces give a
+spread (median +- the interquartile half-width of the samples, see overview); the original
+(the engine's own function) is a black dashed line; the dispatched choice at each measured
+key is a large ringed dot in its solution's colour; held-out points are hollow diamonds in
+their solution's colour, the dispatched one a star with a red edge. An axis is logarithmic
+(base 2 for x) when it spans more than 10x. The legend sits below the subplots, its labels
+short (the definition's name is the title), and the figure is widened until it fits.
 """
 
 from __future__ import annotations
@@ -47,6 +50,14 @@ def require_matplotlib() -> None:
 
 def draw(panel: Panel, path: Path) -> Path:
     """Draw `panel` (its first MAX_GROUPS groups, one subplot each) into the PNG `path`."""
+    figure = figure_of(panel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path
+
+
+def figure_of(panel: Panel) -> Any:
+    """The matplotlib Figure of a panel (Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -63,11 +74,10 @@ def draw(panel: Panel, path: Path) -> Path:
     for ax in axes[len(groups):]:
         ax.set_visible(False)
     figure.suptitle(panel.name)
-    figure.legend(handles=handles, loc="outside lower center", fontsize="small",
-                  ncols=min(_LEGEND_COLUMNS, len(handles)), frameon=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
+    legend = figure.legend(handles=handles, loc="outside lower center", fontsize="small",
+                           ncols=min(_LEGEND_COLUMNS, len(handles)), frameon=False)
+    _fit_width(figure, legend)
+    return figure
 
 
 def figure_size(subplots: int, legend_entries: int) -> tuple[float, float]:
@@ -76,6 +86,24 @@ def figure_size(subplots: int, legend_entries: int) -> tuple[float, float]:
     rows = math.ceil(subplots / columns)
     legend_rows = math.ceil(legend_entries / _LEGEND_COLUMNS)
     return max(6.8, 4.8 * columns + 0.6), 3.4 * rows + 0.7 + 0.25 * legend_rows
+
+
+def _fit_width(figure: Any, legend: Any) -> None:
+    """Widen the figure until the legend lies inside it (never clipped at the sides)."""
+    width = legend.get_window_extent(figure.canvas.get_renderer()).width / figure.dpi + 0.3
+    if width > figure.get_figwidth():
+        figure.set_figwidth(width)
+
+
+def label(panel: Panel, name: str) -> str:
+    """A solution's legend label: its name without the definition's (the plot's title), an
+    original as `original: module.function`."""
+    prefix = panel.definition.name + "__"
+    short = name[len(prefix):] if name.startswith(prefix) and len(name) > len(prefix) else name
+    if name in panel.originals:
+        short = short.removeprefix("original__")
+        return f"original: {short}"
+    return short
 
 
 def _colours(panel: Panel) -> dict[str, Any]:
@@ -106,6 +134,7 @@ def _draw_group(ax: Any, panel: Panel, group: Group, colours: dict[str, Any]) ->
         ax.plot(xs, ys, color=colours[name], linestyle="--" if original else "-",
                 marker="o" if original else ".", linewidth=1.8 if original else 1.3,
                 markersize=4, zorder=3 if original else 2)
+        _spread_bars(ax, panel, name, group, xi, colours[name])
         xs_all += xs
         ys_all += ys
     dispatched = panel.dispatched()
@@ -136,6 +165,21 @@ def _draw_group(ax: Any, panel: Panel, group: Group, colours: dict[str, Any]) ->
         ax.set_title(", ".join(f"{a}={v}" for a, v in group.fixed), fontsize="medium")
 
 
+def _spread_bars(ax: Any, panel: Panel, name: str, group: Group, xi: int, colour: Any) -> None:
+    """A vertical bar over each point of `name` whose traces give a spread."""
+    spreads = panel.spreads.get(name, {})
+    bars = [(key[xi], panel.latencies[name][key], spreads[key]) for key in group.keys
+            if key in spreads and key in panel.latencies[name]]
+    if not bars:
+        return
+    xs = [x for x, _, _ in bars]
+    ys = [y for _, y, _ in bars]
+    below = [min(y * s, y * 0.999) for _, y, s in bars]  # stays above 0 on a log axis
+    above = [y * s for _, y, s in bars]
+    ax.errorbar(xs, ys, yerr=[below, above], fmt="none", ecolor=colour, elinewidth=1.0,
+                capsize=3, alpha=0.8, zorder=2)
+
+
 def _scale(ax: Any, xs: Sequence[float], ys: Sequence[float]) -> None:
     """Logarithmic axes where the positive values span more than 10x (ticks as plain
     numbers: 256, not 2^8)."""
@@ -157,11 +201,13 @@ def _legend(panel: Panel, colours: dict[str, Any]) -> list[Any]:
     for name in sorted(colours, key=lambda n: (n not in panel.originals, n)):
         original = name in panel.originals
         handles.append(Line2D([], [], color=colours[name], linestyle="--" if original else "-",
-                              marker="o" if original else ".",
-                              label=f"{name} (original)" if original else name))
+                              marker="o" if original else ".", label=label(panel, name)))
     handles.append(Line2D([], [], linestyle="none", marker="o", markersize=8,
                           markerfacecolor="white", markeredgecolor="black",
                           label="dispatched (ringed dot)"))
+    if panel.spreads:
+        handles.append(Line2D([], [], linestyle="none", marker="|", markersize=12,
+                              color="grey", label="interquartile range of the runs"))
     if panel.held_out:
         handles.append(Line2D([], [], linestyle="none", marker="D", markerfacecolor="none",
                               markeredgecolor="grey", label="held-out size"))

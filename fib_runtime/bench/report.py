@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fib_runtime.keys import Key, axes_to_key
+from fib_runtime.original import is_original
 from fib_runtime.ranking import in_regime, rank
 from fib_runtime.render import render_table
 from fib_runtime.schema import Definition, Solution, Trace
+from fib_runtime.store import TraceDB
 
 
 @dataclass(frozen=True)
@@ -136,3 +138,28 @@ def _num(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
     return f"{value:.4g} ms" if unit == "ms" else f"{value:.2f}x"
+
+
+def nothing_to_compare(db: TraceDB, definitions: Iterable[str] | None) -> list[str]:
+    """A note per definition with captured workloads and no solution but the original (a
+    database captured into without the catalogue), saying what to run."""
+    names = sorted(db.definitions) if definitions is None else list(dict.fromkeys(definitions))
+    lacking = [n for n in names if db.workloads_for(n)
+               and all(is_original(s) for s in db.solutions_for(n))]
+    if not lacking:
+        return []
+    from fib_runtime.catalogue import load_catalogue
+    from fib_runtime.families import family_of
+
+    generated = [db.definitions[n] for n in lacking if family_of(db.definitions[n])]
+    shipped = {s.definition for s in load_catalogue(generated=generated).solutions}
+    notes = []
+    for name in lacking:
+        held = "no solution for it but the original, so retune has nothing to compare it " \
+            "with" if db.solutions_for(name) else "no solution for it"
+        todo = f"`fib catalogue install {db.root}` adds the shipped solutions" \
+            if name in shipped else \
+            "and the built-in catalogue has none: add one (`TraceDB.add_solution`)"
+        notes.append(f"{name}: {db.root} holds {held}{':' if name in shipped else ','} {todo}; "
+                     "then retune again")
+    return notes

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fib_runtime.bench.overview import Axes, Overview, Panel, Skipped
+from fib_runtime.errors import naming
 from fib_runtime.render import render_table
 
 KEY_HEADERS = ("workload", "dispatched", "latency", "original", "original latency",
@@ -107,7 +108,8 @@ def write_html(overview: Overview, images: Mapping[int, Path], out: Path, *, sou
     parts.append("</body></html>\n")
     out.mkdir(parents=True, exist_ok=True)
     page = out / "index.html"
-    page.write_text("\n".join(parts), encoding="utf-8")
+    with naming(page):
+        page.write_text("\n".join(parts), encoding="utf-8")
     return page
 
 

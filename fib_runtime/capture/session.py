@@ -18,6 +18,7 @@ from fib_runtime.capture.signals import SignalFlush
 from fib_runtime.capture.stats import total
 from fib_runtime.capture.writer import Writer
 from fib_runtime.dispatch.sites import Recorder, set_recorder_factory
+from fib_runtime.dispatch.unknown import say_once
 from fib_runtime.paths import default_db_path
 from fib_runtime.schema import Definition
 from fib_runtime.store import TraceDB
@@ -59,8 +60,8 @@ class CaptureSession:
         try:
             definition = self.db.definitions.get(name) or self._from_catalogue(name)
             if definition is None:
-                log.warning("capture: definition '%s' is neither in %s nor in the built-in "
-                            "catalogue; its calls are not captured", name, self.db.root)
+                say_once(name, self.db.root, list(self.db.definitions),
+                         "nor does the built-in catalogue; its calls are not captured")
                 return None
             return DefinitionRecorder(definition, self.config.policy_for(name), self._shared,
                                       self.config.seed)

@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from fib_runtime.cli.options import number
 from fib_runtime.paths import default_db_path
 from fib_runtime.render import render_table
 from fib_runtime.store import TraceDB, tidy
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     validate.add_argument("--fix", action="store_true",
                           help="remove leftovers of killed writers: orphan *.tmp files and "
                           "blobs no workload or trace refers to (without it they are listed)")
-    validate.add_argument("--min-age", type=float, default=DEFAULT_MIN_AGE_S, metavar="S",
+    validate.add_argument("--min-age", type=number(0), default=DEFAULT_MIN_AGE_S, metavar="S",
                           help="only leftovers untouched for S seconds count, so a live "
                           "writer is never disturbed (default: %(default)s)")
     validate.set_defaults(handler=run_validate)

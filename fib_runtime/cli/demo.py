@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fib_runtime.cli.options import integer
 from fib_runtime.paths import default_db_path
 
 
@@ -13,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "(the default command)")
     parser.add_argument("db", nargs="?", type=Path, default=default_db_path(),
                         help="database folder (default: %(default)s)")
-    parser.add_argument("--iters", type=int, default=20, help="timed runs per measurement")
+    parser.add_argument("--iters", type=integer(1), default=20, metavar="N",
+                        help="timed runs per measurement (default: %(default)s)")
     parser.set_defaults(handler=run)
 
 

@@ -9,6 +9,7 @@ from fib_runtime.dispatch.explain import explain
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError
 from fib_runtime.paths import default_db_path
+from fib_runtime.store import TraceDB
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +35,6 @@ def parse_axes(text: str) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    runtime = Runtime(args.db, watch=False)
+    runtime = Runtime(TraceDB.open(args.db), watch=False)  # a missing folder: an error
     print(explain(args.definition, parse_axes(args.axes), runtime, args.timing))
     return 0

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from fib_runtime.cli.options import integer
 from fib_runtime.hardware import current_hardware
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("hw", help="show this machine's device and hardware key")
-    parser.add_argument("--device", type=int, default=None, help="CUDA device index")
+    parser.add_argument("--device", type=integer(0), default=None, help="CUDA device index")
     parser.set_defaults(handler=run)
 
 

@@ -18,6 +18,7 @@ from fib_runtime.bench.held_out import load_held_out
 from fib_runtime.bench.overview import MAX_GROUPS, Overview, Skipped, gather
 from fib_runtime.bench.plots import PlotsUnavailable, draw, require_matplotlib
 from fib_runtime.bench.report_page import image_name, text_report, write_html
+from fib_runtime.errors import naming
 from fib_runtime.paths import default_db_path
 from fib_runtime.store import TraceDB
 
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"no benchmark traces for {names} in {db.root}: run `fib retune {db.root}` "
               "first; nothing to report")
         return 0
+    args.out.mkdir(parents=True, exist_ok=True)  # a file there or a read-only parent: now
     plottable = plan(overview)
     missing: PlotsUnavailable | None = None
     images: dict[int, Path] = {}
@@ -97,8 +99,12 @@ def draw_all(overview: Overview, plottable: list[int], out: Path) -> dict[int, P
     images = {}
     for index in plottable:
         panel = overview.panels[index]
+        path = out / image_name(panel)
         try:
-            images[index] = draw(panel, out / image_name(panel))
+            with naming(path):
+                images[index] = draw(panel, path)
+        except OSError:  # the folder cannot be written (read-only, full): nothing more can
+            raise
         except Exception as exc:  # a report shows what it can; the reason is listed
             log.warning("drawing %s failed", panel.name, exc_info=True)
             overview.skipped.append(Skipped(panel.definition.name, panel.hardware,

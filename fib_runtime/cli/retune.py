@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fib_runtime.bench import RetuneConfig, retune
 from fib_runtime.bench.timing import parse_timings
+from fib_runtime.cli.options import integer, number
 from fib_runtime.errors import FibError
 from fib_runtime.paths import default_db_path
 
@@ -28,11 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="spread the work over every GPU of a Ray cluster instead: 'ray' "
                         "($RAY_ADDRESS or the cluster started on this host) or its address "
                         "(needs fib-runtime[ray])")
-    parser.add_argument("--warmup", type=int, default=10, metavar="N",
+    parser.add_argument("--warmup", type=integer(0), default=10, metavar="N",
                         help="untimed runs before timing (default: %(default)s)")
-    parser.add_argument("--iters", type=int, default=50, metavar="N",
+    parser.add_argument("--iters", type=integer(1), default=50, metavar="N",
                         help="timed runs; the median is kept (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=120.0, metavar="S",
+    parser.add_argument("--timeout", type=number(0, above=True), default=120.0, metavar="S",
                         help="seconds for one solution on one workload, build included "
                         "(default: %(default)s)")
     parser.add_argument("--tolerance", action="append", default=[], metavar="DEF=ATOL,RTOL",
@@ -61,8 +62,6 @@ def parse_tolerance(text: str) -> tuple[str, tuple[float, float]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.warmup < 0 or args.iters < 1 or args.timeout <= 0:
-        raise FibError("--warmup must be >= 0, --iters >= 1 and --timeout > 0")
     config = RetuneConfig(tolerances=dict(parse_tolerance(t) for t in args.tolerance),
                           timings=parse_timings(args.timing))
     report = retune(args.db, args.definition, args.solution, args.devices,

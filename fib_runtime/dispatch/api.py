@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
-from fib_runtime.dispatch import sites
+from fib_runtime.dispatch import sites, unknown
 from fib_runtime.dispatch.compile import make_traceable
 from fib_runtime.dispatch.config import DispatchConfig
 from fib_runtime.dispatch.runtime import Runtime
-from fib_runtime.errors import FibError
+from fib_runtime.errors import FibError, StoreError
 from fib_runtime.keys import axes_to_key
+from fib_runtime.paths import default_db_path
 from fib_runtime.schema import Definition
 from fib_runtime.store import TraceDB
 
@@ -105,6 +106,8 @@ class ApplySession:
         disable_apply(self)
 
     def stats(self) -> dict[str, dict[str, Any]]:
+        if self.runtime is sites.current_runtime():
+            return {**unknown.stats(), **self.runtime.stats()}
         return self.runtime.stats()
 
     def reload(self) -> None:
@@ -113,7 +116,20 @@ class ApplySession:
 
 def enable_apply(db: TraceDB | str | Path | None = None,
                  config: DispatchConfig | Mapping[str, Any] | None = None) -> ApplySession:
-    """Start dispatching from `db` (default: $FIB_DATASET_PATH or ~/.cache/fib_runtime/db)."""
+    """Start dispatching from `db` (default: $FIB_DATASET_PATH or ~/.cache/fib_runtime/db).
+
+    The database must exist: a path that does not is a StoreError (dispatching from an empty
+    folder would serve nothing, silently). FIB_ENABLE_APPLY=1 logs that error and leaves
+    dispatch off; capture (`fib.enable_capture`) is what creates a database.
+    """
+    if not isinstance(db, TraceDB):
+        root = Path(db).expanduser() if db is not None else default_db_path()
+        if not root.is_dir():
+            what = "not a database folder (a file is there)" if root.exists() else \
+                "no such database folder"
+            raise StoreError(f"{root}: {what}; dispatch serves from an existing database "
+                             f"(`fib catalogue install {root}` makes one, capture fills it)")
+        db = root
     if isinstance(config, Mapping):
         config = DispatchConfig.from_dict(dict(config))
     runtime = Runtime(db, config)
@@ -145,7 +161,7 @@ def reload() -> None:
 def stats() -> dict[str, dict[str, Any]]:
     """Per definition: hits, nearest-resolved keys, fallbacks by reason, errors, quarantined."""
     runtime = sites.current_runtime()
-    return runtime.stats() if runtime is not None else {}
+    return {**unknown.stats(), **runtime.stats()} if runtime is not None else {}
 
 
 def warmup(definitions: Iterable[str] | None = None,

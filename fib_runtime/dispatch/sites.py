@@ -12,6 +12,7 @@ globals never change kind, so a call running on another thread meanwhile stays c
 from __future__ import annotations
 
 import builtins
+import functools
 import logging
 import threading
 import types
@@ -19,7 +20,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from fib_runtime.dispatch import graphs
+from fib_runtime.dispatch import graphs, unknown
 from fib_runtime.dispatch.compile import register
 from fib_runtime.dispatch.frames import Binding, recording_frame
 from fib_runtime.dispatch.runtime import Runtime
@@ -134,6 +135,7 @@ def set_runtime(runtime: Runtime | None) -> None:
     global _runtime
     with _lock:
         _runtime = runtime
+        unknown.forget()
         if runtime is not None:
             runtime.on_reload(refresh_all)
             graphs.install()  # a CUDA process: graph capture swaps the maps sites serve
@@ -200,10 +202,17 @@ def refresh(site: Site) -> None:
         if dispatcher is not None:
             original = unwrapped(site.original) if site.original is not None else None
             site.dispatch_through(Binding(dispatcher, site.fallback, recorder, original))
-        elif recorder is not None:
-            site.forward_to(recording_frame(recorder.definition, site.fallback, recorder))
-        else:
-            site.forward_to(site.fallback)
+            return
+        target = site.fallback if recorder is None else \
+            recording_frame(recorder.definition, site.fallback, recorder)
+        runtime = _runtime
+        if runtime is not None and site.name not in runtime.db.definitions:
+            # With capture on, capture writes a known definition in (and says an unknown one).
+            say = None if recorder is not None else functools.partial(
+                unknown.say_once, site.name, runtime.root, list(runtime.db.definitions),
+                "its calls run the function it decorates")
+            target = unknown.counted(site.name, target, say)
+        site.forward_to(target)
 
 
 def _register_custom_op(site: Site, definition: Definition) -> None:

@@ -72,6 +72,8 @@ class TraceDB:
         """
         root = Path(path).expanduser()
         if not root.is_dir():
+            if root.exists():
+                raise StoreError(f"{root}: not a database folder (a file is there)")
             if not create:
                 raise StoreError(f"{root}: no such database folder")
             root.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from filelock import FileLock
 
-from fib_runtime.errors import StoreError
+from fib_runtime.errors import StoreError, naming
 
 LOCK_DIR = ".fib/locks"
 
@@ -46,7 +46,7 @@ def append_records(root: Path, target: Path, records: Iterable[dict[str, Any]], 
     if not payload:
         return 0
     target.parent.mkdir(parents=True, exist_ok=True)
-    with lock_for(root, target) if lock else contextlib.nullcontext():
+    with naming(target), lock_for(root, target) if lock else contextlib.nullcontext():
         fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             size = os.fstat(fd).st_size
@@ -75,7 +75,7 @@ def write_atomic(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with naming(target), os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

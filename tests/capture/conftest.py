@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +78,18 @@ def run_child(code: str, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
 
 
 def capture_in_processes(root: Path, worker: str, processes: int, per_process: int,
-                         env: dict[str, str] | None = None) -> list[Trace]:
+                         env: dict[str, str] | None = None,
+                         out: Callable[[str], None] | None = None) -> list[Trace]:
     """Run `processes` copies of the `worker` script (argv: root, index, count), then parse
-    every workload line they wrote for NORM (the file must end with a newline)."""
+    every workload line they wrote for NORM (the file must end with a newline). `out` is
+    given each worker's last line of output."""
     children = [run_child(worker, str(root), str(w), str(per_process), env=env or {})
                 for w in range(processes)]
     for child in children:
-        _, err = child.communicate(timeout=240)
+        stdout, err = child.communicate(timeout=240)
         assert child.returncode == 0, err
+        if out is not None:
+            out(stdout.strip().splitlines()[-1])
     raw = (root / f"workloads/rmsnorm/{NORM}.jsonl").read_bytes().split(b"\n")
     assert raw[-1] == b""  # the file ends with a newline
     return [Trace.from_dict(orjson.loads(line)) for line in raw[:-1]]  # each line parses

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -104,12 +105,30 @@ def test_total_byte_cap_spans_definitions(tmp_path: Path) -> None:
 
 
 def test_full_queue_drops_counts_and_never_blocks(db: TraceDB, tmp_path: Path) -> None:
+    """The writer is busy (another thread holds its lock, as a slow disk would) while 5 new
+    keys arrive at a queue of 2: 2 are queued, 3 dropped and counted, and recording returns
+    without waiting for the writer. Nothing here depends on when the writer thread runs."""
     session = enable_capture(db, {**SLOW_FLUSH, "queue_size": 2})
     record = session.recorder_for(NORM)
-    for batch in range(1, 6):
-        record((batch,), ())
+    busy, done = threading.Event(), threading.Event()
+
+    def writer_busy() -> None:
+        with session._writer._lock:  # flush() takes it: the queue cannot drain meanwhile
+            busy.set()
+            done.wait()
+
+    holder = threading.Thread(target=writer_busy)
+    holder.start()
+    busy.wait()
+    recording = threading.Thread(target=lambda: [record((b,), ()) for b in range(1, 6)])
+    recording.start()
+    recording.join(timeout=60)
+    assert not recording.is_alive()  # it never waited for the writer
     assert capture_stats()["definitions"][NORM]["dropped"] == {"queue_full": 3}
-    assert session.flush() == 2
+    done.set()
+    holder.join()
+    session.flush()  # waits for a flush the writer thread may have started meanwhile
+    assert capture_stats()["definitions"][NORM]["recorded"] == 2
     record((5,), ())  # a key dropped for a full queue is offered again
     disable_capture()
     assert sorted(batches(tmp_path)) == [1, 2, 5]
@@ -126,9 +145,16 @@ def test_recorder_never_raises(db: TraceDB, tmp_path: Path) -> None:
     assert stats["dropped"] == {"error": 2, "write_error": 1} and stats["recorded"] == 0
 
 
-def test_unknown_definition_is_not_captured(db: TraceDB) -> None:
+def test_unknown_definition_is_not_captured(db: TraceDB,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "fib_runtime")
     session = enable_capture(db, SLOW_FLUSH)
-    assert session.recorder_for("no_such_definition") is None
+    assert session.recorder_for("toy_norm_h9") is None
+    assert session.recorder_for("toy_norm_h9") is None
+    assert [r.getMessage() for r in caplog.records if "toy_norm_h9" in r.getMessage()] == [
+        f"fib.apply('toy_norm_h9'): the database {db.root} holds no definition of that name; "
+        "nor does the built-in catalogue; its calls are not captured. A typo? closest names: "
+        "toy_norm_h8"]
 
 
 def test_catalogue_definition_is_added_to_an_empty_database(tmp_path: Path) -> None:
