@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from fib_runtime.dispatch import sites
@@ -11,6 +11,7 @@ from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError
 from fib_runtime.keys import axes_to_key, key_to_axes
 from fib_runtime.original import is_original, untimeable_reason
+from fib_runtime.schema import Trace
 from fib_runtime.schema.provenance import GATE_REJECTED, digest_of, gate_of, timing_of
 from fib_runtime.trust import Untrusted
 
@@ -58,23 +59,30 @@ def unbound_solutions(runtime: Runtime, definition: str) -> set[str]:
             and digest_of(t.evaluation) is None}
 
 
+def traces_at(runtime: Runtime, definition: str, key: tuple[int, ...],
+              regime: str) -> Iterator[Trace]:
+    """The solution traces of `definition` at `key` in timing `regime` on this hardware."""
+    spec = runtime.db.definitions[definition]
+    for trace in runtime.db.traces_for(definition, runtime.hardware.key):
+        if trace.solution is None or trace.evaluation is None or \
+                timing_of(trace.evaluation) != regime:
+            continue
+        try:
+            if axes_to_key(spec, dict(trace.workload.axes)) == key:
+                yield trace
+        except (KeyError, TypeError, ValueError):
+            continue
+
+
 def gate_notes(runtime: Runtime, definition: str, key: tuple[int, ...],
                regime: str) -> list[str]:
     """Why `fib verify` pinned this key to the original: one line per rejected solution."""
-    spec = runtime.db.definitions[definition]
     notes = {}
-    for trace in runtime.db.traces_for(definition, runtime.hardware.key):
+    for trace in traces_at(runtime, definition, key, regime):
         evaluation = trace.evaluation
-        if evaluation is None or gate_of(evaluation) != GATE_REJECTED or \
-                timing_of(evaluation) != regime:
-            continue
-        try:
-            if axes_to_key(spec, dict(trace.workload.axes)) != key:
-                continue
-        except (KeyError, TypeError, ValueError):
-            continue
-        notes[trace.solution] = (f"{trace.solution} is not served here: rejected by the step "
-                                 f"gate: {evaluation.log or ''}")
+        if evaluation is not None and gate_of(evaluation) == GATE_REJECTED:
+            notes[trace.solution] = (f"{trace.solution} is not served here: rejected by the "
+                                     f"step gate: {evaluation.log or ''}")
     return list(notes.values())
 
 

@@ -19,10 +19,11 @@ import uuid
 from datetime import datetime, timezone
 
 from fib_runtime.dispatch.dispatcher import Dispatcher
+from fib_runtime.dispatch.explain import traces_at
 from fib_runtime.dispatch.runtime import Runtime
-from fib_runtime.keys import Key, axes_to_key, key_to_axes
+from fib_runtime.keys import Key, key_to_axes
 from fib_runtime.schema import Environment, Evaluation, Performance, Status, Trace
-from fib_runtime.schema.provenance import GATE_REJECTED, solution_digest, stamped, timing_of
+from fib_runtime.schema.provenance import GATE_REJECTED, solution_digest, stamped
 from fib_runtime.schema.trace import RANDOM, Workload
 
 
@@ -65,19 +66,8 @@ def pin_traces(runtime: Runtime, dispatcher: Dispatcher, key: Key, timing: str,
 def _measured_traces(runtime: Runtime, definition: str, key: Key, regime: str
                      ) -> dict[str, Trace]:
     """The latest trace in `regime` of each solution at `key` on this hardware."""
-    found: dict[str, Trace] = {}
-    spec = runtime.db.definitions[definition]
-    for trace in runtime.db.traces_for(definition, runtime.hardware.key):
-        if trace.solution is None or trace.evaluation is None or \
-                timing_of(trace.evaluation) != regime:
-            continue
-        try:
-            if axes_to_key(spec, dict(trace.workload.axes)) != key:
-                continue
-        except (KeyError, TypeError, ValueError):
-            continue
-        found[trace.solution] = trace
-    return found
+    return {trace.solution: trace for trace in traces_at(runtime, definition, key, regime)
+            if trace.solution is not None}
 
 
 def _rejected(source: Trace, log: str) -> Trace:
