@@ -181,10 +181,12 @@ class Binding:
 
     def warm(self, key: Key) -> None:
         """Decide a workload key ahead of its first call (fib.warmup), for value-returning
-        calls of the definition's dtype on the current device, grad mode off."""
+        calls of the definition's dtype on the current device, in either grad mode."""
         contract = self.contract
         dtype = None if contract.primary is None else contract.dtypes[contract.primary]
-        self.resolve((contract.n_inputs, *self.hot.encode(key, dtype, serving_device())), ())
+        for grad in (False, True)[:1 + self.hot.grad]:
+            self.resolve((contract.n_inputs,
+                          *self.hot.encode(key, dtype, serving_device(), grad)), ())
 
     def _serve(self, key: Key, convention: str, timing: str, device: int,
                grad: bool) -> Callable[..., Any]:

@@ -161,6 +161,9 @@ def test_every_call_is_the_originals_answer_or_answered_by_it(name: str, tmp_pat
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", GPU_SOLUTIONS)
 def test_every_call_on_the_gpu_is_the_originals_answer_or_answered_by_it(
-        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(DEVICE, 0, "cuda")
-    _check_solution(name, tmp_path)
+        name: str, tmp_path: Path) -> None:
+    DEVICE[0] = "cuda"
+    try:
+        _check_solution(name, tmp_path)
+    finally:
+        DEVICE[0] = "cpu"

@@ -128,10 +128,8 @@ def test_layouts_a_kernel_cannot_take_go_to_the_original(tmp_path: Path, layout:
         assert _fallbacks("toy_norm_h8") == {"layout": 1}
 
 
-def test_a_solution_that_takes_any_layout_serves_every_layout(tmp_path: Path) -> None:
-    """A solution whose module says FIB_ANY_LAYOUT = True is served strided and broadcast
-    arguments as they come (no per-call layout test), and answers them right."""
-    db = TraceDB.open(tmp_path, create=True)
+def _any_layout_db(root: Path) -> None:
+    db = TraceDB.open(root, create=True)
     db.add_definition(Definition.from_dict(definition()))
     code = "import torch\n\nFIB_ANY_LAYOUT = True\n\n\ndef run(x, weight):\n" \
            "    return x * weight + 1\n"
@@ -139,6 +137,12 @@ def test_a_solution_that_takes_any_layout_serves_every_layout(tmp_path: Path) ->
     db.append_traces([Trace.from_dict(trace(solution="strides", batch=b,
                                             hardware=fib.current_hardware().name))
                       for b in (2, 4)])
+
+
+def test_a_solution_that_takes_any_layout_serves_every_layout(tmp_path: Path) -> None:
+    """A solution whose module says FIB_ANY_LAYOUT = True is served strided and broadcast
+    arguments as they come (no per-call layout test), and answers them right."""
+    _any_layout_db(tmp_path)
     x, w = torch.randn(8, 4).t(), torch.randn(1).expand(8)
     with fib.enable_apply(tmp_path):
         assert torch.equal(toy(x, w), toy.__wrapped__(x, w))
@@ -146,6 +150,26 @@ def test_a_solution_that_takes_any_layout_serves_every_layout(tmp_path: Path) ->
         assert torch.equal(toy(every_other, w), toy.__wrapped__(every_other, w))
         stats = fib.stats()["toy_norm_h8"]
     assert stats["hits"] == 2 and stats["fallbacks"] == {}
+
+
+def test_warmup_decides_a_key_in_both_grad_modes(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grad mode is part of the key: fib.warmup decides both, so a warmed key first called
+    inside CUDA-graph capture is served with or without torch.no_grad(); a key not warmed
+    takes the original there."""
+    from fib_runtime.dispatch import frames
+
+    _any_layout_db(tmp_path)
+    x, w = torch.randn(4, 8), torch.randn(8)
+    with fib.enable_apply(tmp_path):
+        fib.warmup(axes={"toy_norm_h8": [{"batch_size": 4}]})
+        monkeypatch.setattr(frames, "capturing_graph", lambda: True)
+        with torch.no_grad():
+            assert torch.equal(toy(x, w), x * w + 1)
+        assert torch.equal(toy(x, w), x * w + 1)
+        toy(torch.randn(2, 8), w)
+        stats = fib.stats()["toy_norm_h8"]
+    assert stats["hits"] == 2 and stats["fallbacks"] == {"graph_capture": 1}
 
 
 def _train_step(fn: object, x0: torch.Tensor, w0: torch.Tensor) -> tuple[torch.Tensor, ...]:
