@@ -63,22 +63,25 @@ class Contract:
 
     # -- the per-call guards ---------------------------------------------------------------
 
-    def guard(self, fn: Callable[..., Any], refuse: Callable[[tuple[Any, ...]], Any], *,
+    def guard(self, fn: Callable[..., Any], refuse: Callable[[tuple[Any, ...], str], Any], *,
               layout: bool, grad: bool, destination: bool) -> Callable[..., Any]:
         """`fn` behind the per-call tests it needs: every tensor argument contiguous
         (`layout`; the outputs too for a `destination`-passing call) and no input requiring
-        grad (`grad`: the key was made in grad mode). A call that fails is `refuse(args)`.
-        `fn` itself when nothing is to be tested."""
+        grad (`grad`: the key was made in grad mode). A call that fails is
+        `refuse(args, reason)`. `fn` itself when nothing is to be tested."""
         last = len(self.dtypes) if destination else self.n_inputs
-        terms = [f"args[{i}].is_contiguous()" for i in range(last)
-                 if layout and self.dtypes[i] is not None]
+        tests = []
+        contiguous = [f"args[{i}].is_contiguous()" for i in range(last)
+                      if self.dtypes[i] is not None]
+        if layout and contiguous:
+            tests.append(f"    if not ({' and '.join(contiguous)}):\n"
+                         f"        return refuse(args, {LAYOUT!r})\n")
         if grad and self.grad_inputs:
-            terms.append("not (" + " or ".join(f"args[{i}].requires_grad"
-                                               for i in self.grad_inputs) + ")")
-        if not terms:
+            needs = " or ".join(f"args[{i}].requires_grad" for i in self.grad_inputs)
+            tests.append(f"    if {needs}:\n        return refuse(args, {GRAD!r})\n")
+        if not tests:
             return fn
-        source = (f"def guarded(*args):\n    if {' and '.join(terms)}:\n"
-                  "        return fn(*args)\n    return refuse(args)\n")
+        source = "def guarded(*args):\n" + "".join(tests) + "    return fn(*args)\n"
         namespace: dict[str, Any] = {"fn": fn, "refuse": refuse}
         exec(compile(source, "<fib contract guard>", "exec"), namespace)
         guarded: Callable[..., Any] = namespace["guarded"]
@@ -99,11 +102,6 @@ class Contract:
         if len({a.device for a, _ in tensors}) > 1:
             return DEVICE
         return None
-
-    def reason(self, args: Sequence[Any]) -> str:
-        """Why a call failed its guard (the slow path of a refused call)."""
-        tensors = [a for a, d in zip(args, self.dtypes, strict=False) if d is not None]
-        return LAYOUT if not all(a.is_contiguous() for a in tensors) else GRAD
 
     def traceable(self, args: Sequence[Any]) -> bool:
         """Under torch.compile, at trace time: may this value-returning call become the

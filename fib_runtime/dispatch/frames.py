@@ -214,10 +214,10 @@ class Binding:
         self.owners[call] = owner
         return call
 
-    def refused(self, args: tuple[Any, ...]) -> Any:
+    def refused(self, args: tuple[Any, ...], reason: str) -> Any:
         """A call its solution's guard turned away (see contract): answered by the fallback,
         counted under the reason."""
-        return self.fallback_for(self.contract.reason(args))(*args)
+        return self.fallback_for(reason)(*args)
 
     def failed(self, fn: Callable[..., Any], key: tuple[int, ...], args: tuple[Any, ...],
                exc: BaseException) -> Any:

@@ -152,6 +152,17 @@ def test_a_solution_that_takes_any_layout_serves_every_layout(tmp_path: Path) ->
     assert stats["hits"] == 2 and stats["fallbacks"] == {}
 
 
+def test_a_refused_call_is_counted_under_the_test_it_failed(tmp_path: Path) -> None:
+    """A solution that takes any layout, called in grad mode with a transposed input that
+    requires grad: refused for grad (its layout was never in question)."""
+    _any_layout_db(tmp_path)
+    w = torch.randn(8)
+    x = torch.randn(8, 4).t().requires_grad_()
+    with fib.enable_apply(tmp_path):
+        torch.testing.assert_close(toy(x, w), toy.__wrapped__(x, w))
+        assert _fallbacks("toy_norm_h8") == {"grad": 1}
+
+
 def test_warmup_decides_a_key_in_both_grad_modes(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Grad mode is part of the key: fib.warmup decides both, so a warmed key first called
