@@ -152,6 +152,19 @@ def test_flashinfer_solutions_import_without_flashinfer(monkeypatch: pytest.Monk
         fn(*example_inputs(definition, 2).args)
 
 
+@pytest.mark.parametrize("name", FLASHINFER_CASES)
+def test_flashinfer_solutions_answer_an_empty_batch_themselves(monkeypatch: pytest.MonkeyPatch,
+                                                               name: str):
+    """FlashInfer's kernels reject a batch of 0 (an idle engine rank sends one): the wrapper
+    answers it with the reference's shapes and dtypes, without reaching flashinfer."""
+    monkeypatch.setitem(sys.modules, "flashinfer", None)  # reaching flashinfer would raise
+    definition = DEFINITIONS[SOLUTIONS[name].definition]
+    inputs = example_inputs(definition, 0)
+    expected = as_tuple(reference(SOLUTIONS[name].definition)(*inputs.args))
+    got = as_tuple(entry(name)(*inputs.args))
+    assert [(o.shape, o.dtype) for o in got] == [(e.shape, e.dtype) for e in expected]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", GPU_CASES)

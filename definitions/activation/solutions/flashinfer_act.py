@@ -23,6 +23,8 @@ FIB_SOLUTIONS = [
 
 @torch.no_grad()
 def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    if gate_up.numel() == 0:  # FlashInfer's kernel rejects an empty batch (an idle engine rank)
+        return gate_up.new_empty(*gate_up.shape[:-1], gate_up.shape[-1] // 2)
     import flashinfer.activation
 
     return flashinfer.activation.silu_and_mul(gate_up)

@@ -53,10 +53,13 @@ def run(
     sm_scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (output, base-2 lse) as the definition does."""
+    batch, num_qo_heads, head_dim = q.shape
+    if batch == 0:  # FlashInfer's plan rejects an empty batch
+        lse = torch.empty(0, num_qo_heads, dtype=torch.float32, device=q.device)
+        return torch.empty_like(q), lse
     import flashinfer  # noqa: F401  (fail with ImportError before touching the device)
 
     wrapper = _wrapper(q.device)
-    _, num_qo_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[2]
     # One token per page: the last page of a sequence holds 1 token, or 0 when it is empty.
     last_page_len = (kv_indptr[1:] - kv_indptr[:-1]).clamp(max=1).to(torch.int32)

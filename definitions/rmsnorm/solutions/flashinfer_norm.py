@@ -35,6 +35,8 @@ FIB_SOLUTIONS = [
 
 @torch.no_grad()
 def _rmsnorm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    if hidden_states.numel() == 0:  # FlashInfer's kernels reject an empty batch
+        return torch.empty_like(hidden_states)
     import flashinfer.norm
 
     return flashinfer.norm.rmsnorm(hidden_states, weight, eps)
@@ -44,6 +46,8 @@ def _rmsnorm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float) -> t
 def _fused_add_rmsnorm(
     hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
 ) -> torch.Tensor:
+    if hidden_states.numel() == 0:
+        return torch.empty_like(hidden_states)
     import flashinfer.norm
 
     out = hidden_states.clone()
