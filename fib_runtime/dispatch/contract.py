@@ -21,12 +21,14 @@ Where it is checked: the dtype of the first tensor input is part of the hot key 
 and so is its device in a CUDA process, and grad mode; the first call of each key checks
 every other tensor's dtype and device: decided once per key, and kept (the first call decides
 for its key). What can change from call to call at one key is tested per call only where it
-matters, by a wrapper generated once (`guard`) around the solution that key serves: every
-tensor's layout for a solution that does not take any layout, and `requires_grad` for keys
-made in grad mode. An inference key (grad mode off) of a solution that takes any layout
-serves the solution itself. Under torch.compile the dtype and grad tests are made at trace
-time (`traceable`), so a call that needs gradients traces the original function instead of
-the opaque custom op.
+matters, by a wrapper generated once (`guard`) around the solution that key serves: for a
+solution that does not take any layout (it reads raw pointers), every tensor's layout and
+the dtype of every tensor but the first (a pointer kernel would read a float32 weight's bytes
+as bfloat16; one that takes any layout reads each tensor in its own dtype, as torch and
+Triton do), and `requires_grad` for keys made in grad mode. An inference key (grad mode off)
+of a solution that takes any layout serves the solution itself. Under torch.compile the dtype
+and grad tests are made at trace time (`traceable`), so a call that needs gradients traces
+the original function instead of the opaque custom op.
 """
 
 from __future__ import annotations
@@ -65,24 +67,28 @@ class Contract:
 
     def guard(self, fn: Callable[..., Any], refuse: Callable[[tuple[Any, ...], str], Any], *,
               layout: bool, grad: bool, destination: bool) -> Callable[..., Any]:
-        """`fn` behind the per-call tests it needs: every tensor argument contiguous
-        (`layout`; the outputs too for a `destination`-passing call) and no input requiring
-        grad (`grad`: the key was made in grad mode). A call that fails is
-        `refuse(args, reason)`. `fn` itself when nothing is to be tested."""
+        """`fn` behind the per-call tests it needs: for a solution that reads raw pointers
+        (`layout`), every tensor argument contiguous and of the definition's dtype (the
+        first input's dtype is in the hot key; the outputs too for a `destination`-passing
+        call); and no input requiring grad (`grad`: the key was made in grad mode). A call
+        that fails is `refuse(args, reason)`. `fn` itself when nothing is to be tested."""
         last = len(self.dtypes) if destination else self.n_inputs
+        tensors = [i for i in range(last) if self.dtypes[i] is not None]
         tests = []
-        contiguous = [f"args[{i}].is_contiguous()" for i in range(last)
-                      if self.dtypes[i] is not None]
-        if layout and contiguous:
-            tests.append(f"    if not ({' and '.join(contiguous)}):\n"
-                         f"        return refuse(args, {LAYOUT!r})\n")
+        if layout and tensors:
+            contiguous = " and ".join(f"args[{i}].is_contiguous()" for i in tensors)
+            tests.append(f"    if not ({contiguous}):\n        return refuse(args, {LAYOUT!r})\n")
+            typed = " and ".join(f"args[{i}].dtype is dtypes[{i}]" for i in tensors
+                                 if i != self.primary)
+            if typed:
+                tests.append(f"    if not ({typed}):\n        return refuse(args, {DTYPE!r})\n")
         if grad and self.grad_inputs:
             needs = " or ".join(f"args[{i}].requires_grad" for i in self.grad_inputs)
             tests.append(f"    if {needs}:\n        return refuse(args, {GRAD!r})\n")
         if not tests:
             return fn
         source = "def guarded(*args):\n" + "".join(tests) + "    return fn(*args)\n"
-        namespace: dict[str, Any] = {"fn": fn, "refuse": refuse}
+        namespace: dict[str, Any] = {"fn": fn, "refuse": refuse, "dtypes": self.dtypes}
         exec(compile(source, "<fib contract guard>", "exec"), namespace)
         guarded: Callable[..., Any] = namespace["guarded"]
         return guarded

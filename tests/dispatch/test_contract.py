@@ -128,6 +128,35 @@ def test_layouts_a_kernel_cannot_take_go_to_the_original(tmp_path: Path, layout:
         assert _fallbacks("toy_norm_h8") == {"layout": 1}
 
 
+# A kernel reads a tensor's bytes as the dtype it was built for: this stand-in reads the
+# weight's storage as the activations' dtype, as a pointer kernel would.
+REINTERPRETING_CODE = """import torch
+
+def run(x, weight):
+    w = torch.empty(0, dtype=x.dtype)
+    w.set_(weight.untyped_storage(), 0, weight.shape)
+    return x * w + 1
+"""
+
+
+def test_a_weight_of_another_dtype_at_a_served_key_goes_to_the_original(tmp_path: Path) -> None:
+    """The first call of a key decided it (float32, as retune measured); a later call of the
+    key with a float64 weight must not reach a kernel that reads raw bytes (seen on the H100:
+    FlashInfer's norms read a float32 weight as bfloat16)."""
+    db = TraceDB.open(tmp_path, create=True)
+    db.add_definition(Definition.from_dict(definition()))
+    db.add_solution(Solution.from_dict(solution("bytes", code=REINTERPRETING_CODE)))
+    db.append_traces([Trace.from_dict(trace(solution="bytes", batch=4,
+                                            hardware=fib.current_hardware().name))])
+    x, w = torch.randn(4, 8), torch.randn(8)
+    with fib.enable_apply(tmp_path):
+        assert torch.equal(toy(x, w), toy.__wrapped__(x, w))
+        assert fib.stats()["toy_norm_h8"]["hits"] == 1
+        wide = w.double()
+        assert torch.equal(toy(x, wide), toy.__wrapped__(x, wide))
+        assert _fallbacks("toy_norm_h8") == {"dtype": 1}
+
+
 def _any_layout_db(root: Path) -> None:
     db = TraceDB.open(root, create=True)
     db.add_definition(Definition.from_dict(definition()))
