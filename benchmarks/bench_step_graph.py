@@ -36,14 +36,14 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))  # integration/, after
 from _common import RESULTS, print_table
 
 import fib_runtime as fib
-from fib_runtime.bench import RetuneConfig, retune
-from fib_runtime.bench.inputs import materialise
-from fib_runtime.bench.timing import graph_latency_ms
 from fib_runtime.build import BuildCache, value_returning
 from fib_runtime.catalogue import install
 from fib_runtime.dispatch import sites
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.keys import axes_to_key
+from fib_runtime.measure.inputs import materialise
+from fib_runtime.measure.timing import graph_latency_ms
+from fib_runtime.retune import RetuneConfig, retune
 from fib_runtime.store import TraceDB
 from fib_runtime.verify import verify
 from integration.flashinfer_decode_layer import DEFINITIONS, Layer, op_axes

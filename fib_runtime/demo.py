@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 import fib_runtime as fib
-from fib_runtime.bench import RetuneConfig, RetuneReport, retune
-from fib_runtime.bench.timing import eager_latency_ms
 from fib_runtime.catalogue import install
+from fib_runtime.measure.timing import eager_latency_ms
 from fib_runtime.render import render_table
+from fib_runtime.retune import RetuneConfig, RetuneSummary, retune
 from fib_runtime.store import TraceDB
 
 HIDDEN, INTERMEDIATE = 4096, 14336
@@ -93,7 +93,7 @@ class Row:
 
 def run_demo(db_path: Path, *, device: str | None = None,
              mix: dict[str, Sequence[int]] | None = None, iters: int = 20,
-             progress: bool = True) -> tuple[RetuneReport, list[Row]]:
+             progress: bool = True) -> tuple[RetuneSummary, list[Row]]:
     """Capture -> retune -> dispatch on `db_path`: the retune report and one row per workload
     served with dispatch on."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

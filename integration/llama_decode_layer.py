@@ -28,11 +28,11 @@ from typing import Any
 import torch
 
 import fib_runtime as fib
-from fib_runtime.bench import retune
-from fib_runtime.bench.timing import median_latency_ms
 from fib_runtime.catalogue import install
 from fib_runtime.hardware import current_hardware
+from fib_runtime.measure.timing import median_latency_ms
 from fib_runtime.render import render_table
+from fib_runtime.retune import retune
 from fib_runtime.store import TraceDB
 
 HIDDEN, INTERMEDIATE = 4096, 14336

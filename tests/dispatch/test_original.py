@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import fib_runtime as fib
-from fib_runtime.bench import RetuneConfig, retune
 from fib_runtime.cli.main import main
 from fib_runtime.dispatch import sites
 from fib_runtime.dispatch.explain import ORIGINAL_SERVED, explain
@@ -21,11 +20,12 @@ from fib_runtime.original import (
     original_solution,
     untimeable_reason,
 )
+from fib_runtime.retune import RetuneConfig, retune
 from fib_runtime.schema import Definition, Solution, Status
 from fib_runtime.schema.provenance import ORIGINAL_AUTHOR
 from fib_runtime.store import TraceDB
 from tests import factories
-from tests.bench.helpers import DEF, make_db
+from tests.retune.helpers import DEF, make_db
 
 FAST = {"warmup": 1, "iters": 5, "progress": False, "devices": "cpu"}
 SLOW = factories.RMSNORM_REFERENCE.replace("import torch", "import time\nimport torch").replace(

@@ -190,9 +190,9 @@ def test_6_the_fallback_is_vllms_path_as_vllm_runs_it(switched_on: None):
 def test_7_retune_times_the_plugins_originals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Capture through vLLM's own modules records the plugin's fallbacks as importable
     originals; retune times them (no "not timeable" note) and they rank like any solution."""
-    from fib_runtime.bench import retune
     from fib_runtime.catalogue import install
     from fib_runtime.original import is_original, untimeable_reason
+    from fib_runtime.retune import retune
     from fib_runtime.store import TraceDB
 
     db = TraceDB.open(tmp_path / "db", create=True)

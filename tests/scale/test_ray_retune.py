@@ -22,11 +22,11 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray = pytest.importorskip("ray")
 
-from fib_runtime.bench import retune  # noqa: E402
+from fib_runtime.retune import retune  # noqa: E402
 from fib_runtime.schema import Solution  # noqa: E402
 from fib_runtime.store import TraceDB  # noqa: E402
 from tests import factories  # noqa: E402
-from tests.bench.helpers import DEF, SOLUTIONS, make_db  # noqa: E402
+from tests.retune.helpers import DEF, SOLUTIONS, make_db  # noqa: E402
 
 pytestmark = pytest.mark.ray
 PICKED = ("good", "wrong_value", "no_import", "aborts", "hangs")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fib_runtime.bench import retune
 from fib_runtime.hardware import current_hardware
-from tests.bench.helpers import DEF, SOLUTIONS, make_db
+from fib_runtime.retune import retune
+from tests.retune.helpers import DEF, SOLUTIONS, make_db
 
 CUDA_NORM = """import torch
 

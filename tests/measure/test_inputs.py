@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fib_runtime.bench.inputs import InputError, materialise
+from fib_runtime.measure.inputs import InputError, materialise
 from fib_runtime.schema import Definition, RandomInput, Workload
 from tests import factories
 from tests.conftest import REPO

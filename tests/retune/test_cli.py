@@ -8,7 +8,7 @@ import pytest
 
 from fib_runtime.cli.main import main
 from fib_runtime.store import TraceDB
-from tests.bench.helpers import DEF, SOLUTIONS, make_db
+from tests.retune.helpers import DEF, SOLUTIONS, make_db
 
 
 def test_cli_retunes_prints_table_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from fib_runtime.bench import RetuneConfig, RetuneError, RetuneReport, retune
 from fib_runtime.hardware import CPU_KEY, current_hardware
+from fib_runtime.retune import RetuneConfig, RetuneError, RetuneSummary, retune
 from fib_runtime.schema import Status, Trace
 from fib_runtime.store import TraceDB
 from tests import factories
-from tests.bench.helpers import DEF, SOLUTIONS, latest_status, make_db
+from tests.retune.helpers import DEF, SOLUTIONS, latest_status, make_db
 
 FAST = {"warmup": 1, "iters": 3, "progress": False, "devices": "cpu"}
 
 
 @pytest.fixture(scope="module")
-def retuned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TraceDB, RetuneReport]]:
+def retuned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TraceDB, RetuneSummary]]:
     """One retune of every toy solution (the worker crashes and hangs along the way)."""
     tmp = tmp_path_factory.mktemp("retune")
     with pytest.MonkeyPatch.context() as mp:
@@ -38,7 +38,7 @@ EXPECTED = {
 }
 
 
-def test_every_solution_gets_its_status(retuned: tuple[TraceDB, RetuneReport]) -> None:
+def test_every_solution_gets_its_status(retuned: tuple[TraceDB, RetuneSummary]) -> None:
     db, report = retuned
     traces = latest_status(db)
     assert {name: t.evaluation.status for name, t in traces.items()} == EXPECTED
@@ -46,7 +46,7 @@ def test_every_solution_gets_its_status(retuned: tuple[TraceDB, RetuneReport]) -
 
 
 def test_passed_traces_carry_latency_and_environment(
-        retuned: tuple[TraceDB, RetuneReport]) -> None:
+        retuned: tuple[TraceDB, RetuneSummary]) -> None:
     db, _ = retuned
     for name in ("good", "good_dps"):
         evaluation = latest_status(db)[name].evaluation
@@ -61,7 +61,7 @@ def test_passed_traces_carry_latency_and_environment(
     assert {t.solution for t in db.traces_for(DEF, CPU_KEY)} == set(SOLUTIONS)
 
 
-def test_failures_carry_their_logs(retuned: tuple[TraceDB, RetuneReport]) -> None:
+def test_failures_carry_their_logs(retuned: tuple[TraceDB, RetuneSummary]) -> None:
     traces = latest_status(retuned[0])
 
     def log(name: str) -> str:
@@ -83,7 +83,7 @@ def test_failures_carry_their_logs(retuned: tuple[TraceDB, RetuneReport]) -> Non
         assert traces[name].evaluation.performance is None
 
 
-def test_report_table_names_winner_and_failures(retuned: tuple[TraceDB, RetuneReport]) -> None:
+def test_report_table_names_winner_and_failures(retuned: tuple[TraceDB, RetuneSummary]) -> None:
     _, report = retuned
     (bucket,) = report.buckets[DEF]
     assert bucket.axes == (("batch_size", 4),)
