@@ -229,12 +229,12 @@ def main() -> None:
                 OPS[name](*make_inputs(definition, size, device))
     out["seconds"]["capture"] = time.perf_counter() - start
     measured = parse_timings(args.retune_timings) if args.retune_timings else timings
-    report = retune(TraceDB.open(root), definitions=names, warmup=5, iters=args.iters,
-                    progress=False, config=RetuneConfig(timings=measured))
-    out["retune"] = {"counts": report.counts(), "notes": report.notes}
+    summary = retune(TraceDB.open(root), definitions=names, warmup=5, iters=args.iters,
+                     progress=False, config=RetuneConfig(timings=measured))
+    out["retune"] = {"counts": summary.counts(), "notes": summary.notes}
     out["seconds"]["retune"] = time.perf_counter() - start - out["seconds"]["capture"]
-    print(f"retune: {report.counts()} in {out['seconds']['retune']:.0f} s", flush=True)
-    for note in report.notes:
+    print(f"retune: {summary.counts()} in {out['seconds']['retune']:.0f} s", flush=True)
+    for note in summary.notes:
         print(f"note: {note}")
     db = TraceDB.open(root)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -184,10 +184,10 @@ def main() -> None:
     capture(root, args.batches, args.kv_len)
     phases["capture_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    report = retune(root, definitions=list(DEFINITIONS), warmup=3, iters=20, progress=False,
-                    config=RetuneConfig(timings=("device", "graph", "eager")))
+    summary = retune(root, definitions=list(DEFINITIONS), warmup=3, iters=20, progress=False,
+                     config=RetuneConfig(timings=("device", "graph", "eager")))
     phases["retune_s"] = time.perf_counter() - start
-    print(report.table(), flush=True)
+    print(summary.table(), flush=True)
     rows = []
     with torch.no_grad():
         for batch in args.batches:
@@ -218,7 +218,7 @@ def main() -> None:
                     [[o["definition"], o["role"], o["solution"].split("__")[-1],
                       f"{o['flushed_us']:.2f}", f"{o['warm_us']:.2f}"] for o in ops])
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "phases": phases, "retune": report.table(), "rows": rows,
+              "phases": phases, "retune": summary.table(), "rows": rows,
               "diagnosis": {str(b): ops for b, ops in diagnosis.items()},
               "goal": "after the gate, fib/static >= 1.00 at every batch (graph replay)"}
     args.out.parent.mkdir(parents=True, exist_ok=True)

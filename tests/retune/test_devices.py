@@ -50,9 +50,9 @@ def test_two_workers_split_the_workloads_with_identical_results(
     monkeypatch.setattr(executor, "resolve_devices", lambda _devices: ["cpu", "cpu"])
     monkeypatch.setattr(executor, "WorkerHandle", CountingHandle)
     CountingHandle.made.clear()
-    report = retune(db, force=True, **fast)
+    summary = retune(db, force=True, **fast)
     assert [h.prepared > 0 for h in CountingHandle.made] == [True, True]
-    assert Counter((o.solution, o.workload) for o in report.outcomes) == Counter(
+    assert Counter((o.solution, o.workload) for o in summary.outcomes) == Counter(
         {key: 1 for key in single})
     latest = {(t.solution, t.workload.uuid): t.evaluation
               for t in TraceDB.open(db.root).traces_for(DEF)}

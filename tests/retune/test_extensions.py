@@ -89,7 +89,8 @@ def test_a_gpu_only_toy_regime_is_noted_not_faked_on_the_cpu(tmp_path: Path,
     db = make_db(tmp_path / "db", {"good": SOLUTIONS["good"]})
     summary = retune(db, config=RetuneConfig(timings=("device", toy_gpu)), **FAST)
     assert {o.timing for o in summary.outcomes} == {"device"}
-    assert any(n.startswith(f"{toy_gpu} timing not measured on CPU: the toy_gpu regime") for n in summary.notes)
+    assert any(n.startswith(f"{toy_gpu} timing not measured on CPU: the toy_gpu regime")
+               for n in summary.notes)
 
 
 def test_the_timer_registry_follows_the_regime_registry(toy: str) -> None:

@@ -142,15 +142,15 @@ def test_each_hardware_kind_measures_on_its_own_gpus(fake: dict[str, FakeRay],
     db = make_db(tmp_path, {"good": SOLUTIONS["good"]}, batches=(1, 2, 3))
     db.add_solution(Solution.from_dict(factories.solution(
         "h100_only", DEF, code=factories.RMSNORM_REFERENCE, hardware=("H100",))))
-    report = retune(db.root, cluster="ray", progress=False)
+    summary = retune(db.root, cluster="ray", progress=False)
     traces = _keys(db.root)
     assert set(traces.values()) == {1}
     assert {(k, s) for k, s, _, _ in traces} == {("H100", "good"), ("H100", "h100_only"),
                                                  ("H200", "good")}
     assert len(traces) == 3 * 3
     assert h200.evaluations == 3 and h100.evaluations == 6  # never the other kind's work
-    assert sorted(report.hardware) == ["NVIDIA H100 (H100)", "NVIDIA H200 (H200)"]
-    assert {o.device.split("[")[0] for o in report.outcomes} == {"a", "b"}
+    assert sorted(summary.hardware) == ["NVIDIA H100 (H100)", "NVIDIA H200 (H200)"]
+    assert {o.device.split("[")[0] for o in summary.outcomes} == {"a", "b"}
     again = retune(db.root, cluster="ray", progress=False)
     assert again.outcomes == [] and again.skipped == 9
 
