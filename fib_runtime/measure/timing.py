@@ -88,7 +88,8 @@ TIMERS: dict[str, Timer] = {}
 
 
 def register_timer(name: str, measure: Callable[..., float]) -> Timer:
-    """Add (or replace) the timer of the registered regime `name`."""
+    """Add (or replace) the timer of the registered regime `name`. Retune's worker processes
+    adopt it, so `measure` must be importable (defined at a module's top level)."""
     if name not in regimes.REGIMES:
         raise FibError(f"no timing regime {name!r} is registered (fib_runtime.regimes."
                        "register comes first)")
