@@ -7,7 +7,8 @@ It answers requests over a pipe, one at a time:
   run and time the reference once; later evaluations reuse both.
 - `("evaluate", {solution, warmup, iters, tolerance, timings})`: build (cached per solution),
   call once on fresh data, check the outputs on the canonical inputs, then time it in each
-  timing regime asked for (see `timing`; a regime this device cannot time is reported).
+  timing regime asked for (see fib_runtime.measure.timing; a regime this device cannot time
+  is reported).
 Requests and answers are plain dicts. A crash or a hang here costs the parent one worker,
 never the whole retune. The worker adopts the timing regimes, timers and input makers
 registered in its parent (`measure.timing.adopt`), so an extension in the user's code is
