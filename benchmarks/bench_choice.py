@@ -6,7 +6,7 @@
 2. `retune` in every timing regime asked for (device, eager, graph).
 3. At held-out sizes (never captured), time every candidate alone (the catalogue
    solutions that passed on this hardware, and the original) and the dispatched call, in
-   each regime, with the regime's own timer (fib_runtime.bench.timing: eager = back-to-back
+   each regime, with the regime's own timer (fib_runtime.measure.timing: eager = back-to-back
    calls, device = CUDA events with L2 flushed, graph = CUDA-graph replay), in `--rounds`
    rounds, the order shuffled each round, medians kept.
 
@@ -41,14 +41,14 @@ from _common import RESULTS, print_table
 from engine_ops import OPS
 
 import fib_runtime as fib
-from fib_runtime.bench import RetuneConfig, retune
-from fib_runtime.bench.timing import get_timer, parse_timings
 from fib_runtime.build.calling import value_returning
 from fib_runtime.build.loader import build_solution
 from fib_runtime.catalogue import install
 from fib_runtime.dispatch.explain import explain
 from fib_runtime.hardware import current_hardware, target_matches
+from fib_runtime.measure.timing import get_timer, parse_timings
 from fib_runtime.original import is_original, unwrapped
+from fib_runtime.retune import RetuneConfig, retune
 from fib_runtime.schema import Definition, Status
 from fib_runtime.store import TraceDB
 from fib_runtime.tensors import torch_dtype
@@ -229,12 +229,12 @@ def main() -> None:
                 OPS[name](*make_inputs(definition, size, device))
     out["seconds"]["capture"] = time.perf_counter() - start
     measured = parse_timings(args.retune_timings) if args.retune_timings else timings
-    report = retune(TraceDB.open(root), definitions=names, warmup=5, iters=args.iters,
-                    progress=False, config=RetuneConfig(timings=measured))
-    out["retune"] = {"counts": report.counts(), "notes": report.notes}
+    summary = retune(TraceDB.open(root), definitions=names, warmup=5, iters=args.iters,
+                     progress=False, config=RetuneConfig(timings=measured))
+    out["retune"] = {"counts": summary.counts(), "notes": summary.notes}
     out["seconds"]["retune"] = time.perf_counter() - start - out["seconds"]["capture"]
-    print(f"retune: {report.counts()} in {out['seconds']['retune']:.0f} s", flush=True)
-    for note in report.notes:
+    print(f"retune: {summary.counts()} in {out['seconds']['retune']:.0f} s", flush=True)
+    for note in summary.notes:
         print(f"note: {note}")
     db = TraceDB.open(root)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -36,8 +36,8 @@ from _common import print_table
 from fib_runtime.adapters import routing
 
 import fib_runtime as fib
-from fib_runtime.bench import retune
 from fib_runtime.catalogue import install
+from fib_runtime.retune import retune
 from fib_runtime.store import TraceDB
 from integration.flashinfer_decode_layer import Layer
 
@@ -267,8 +267,8 @@ def main() -> None:
     capture_workloads(db, args.batches, args.kv_len)
     phases["capture_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    report = retune(root, definitions=[NORM, FUSED, ACT, DECODE], warmup=3, iters=20,
-                    progress=False)
+    summary = retune(root, definitions=[NORM, FUSED, ACT, DECODE], warmup=3, iters=20,
+                     progress=False)
     phases["retune_s"] = time.perf_counter() - start
     with fib.enable_apply(root, {"check_interval_s": 0}):
         start = time.perf_counter()
@@ -290,11 +290,11 @@ def main() -> None:
         result = {
             "device": torch.cuda.get_device_name(), "torch": torch.__version__,
             "flashinfer": __import__("flashinfer").__version__, "phases": phases,
-            "retune": {"counts": report.counts(), "table": report.table()},
+            "retune": {"counts": summary.counts(), "table": summary.table()},
             "flow": flow, "layer": layer, "served": explained,
             "dispatch_stats": fib.stats(), "flashinfer_adapter_stats": fi.stats(),
         }
-    print(report.table())
+    print(summary.table())
     print_table(["batch", "replay=eager", "max|replay-eager|", "residual exact", "max|vs torch|"],
                 [[r["batch"], r["replay_equals_eager"], f"{r['replay_vs_eager_max_abs']:.3g}",
                   r["residual_bit_exact"], f"{r['vs_torch_max_abs']:.3g}"] for r in flow["rows"]])

@@ -29,8 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import print_table, write_json
 
-from fib_runtime.bench.engine import RetuneConfig, _plan, _Run
-from fib_runtime.bench.ray_pool import ClusterDriver, Slot
+from fib_runtime.retune import RetuneConfig, RetuneSummary
+from fib_runtime.retune.cluster import ClusterDriver, Slot
+from fib_runtime.retune.plan import workload_tasks
+from fib_runtime.retune.run import new_job
 from fib_runtime.schema import Definition, Solution, Trace
 from fib_runtime.store import TraceDB
 from fib_runtime.store.merge import merge
@@ -42,8 +44,9 @@ DEF = "toy_norm_h8"
 class InstantEvaluator:
     """An actor that answers every workload at once with PASSED results."""
 
-    def __init__(self, gpu: bool, db_root: str, startup_timeout: float) -> None:
-        del gpu, db_root, startup_timeout
+    def __init__(self, gpu: bool, db_root: str, startup_timeout: float,
+                 parent: Any = None) -> None:
+        del gpu, db_root, startup_timeout, parent
 
     def start(self) -> dict[str, Any]:
         return {"name": "CPU bench", "key": "cpu", "libs": {"torch": "x"}, "gpus": [],
@@ -74,11 +77,12 @@ def make_db(root: Path, workloads: int, solutions: int) -> TraceDB:
 def driver_round(ray: Any, workloads: int, solutions: int, actors: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         db = make_db(Path(tmp), workloads, solutions)
-        run = _Run(db, warmup=1, iters=1, timeout=60.0, force=False, config=RetuneConfig())
-        items = _plan(db, None, None)
+        job = new_job(db, RetuneSummary(), warmup=1, iters=1, timeout=60.0, force=False,
+                      config=RetuneConfig())
+        items = workload_tasks(db, None, None)
         node = ray.get_runtime_context().get_node_id()
         slots = [Slot(node, "127.0.0.1", False) for _ in range(actors)]
-        driver = ClusterDriver(ray, run, items, slots, evaluator=InstantEvaluator)
+        driver = ClusterDriver(ray, job, items, slots, evaluator=InstantEvaluator)
         start, cpu = time.perf_counter(), time.process_time()
         try:
             driver.run_all()

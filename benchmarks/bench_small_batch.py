@@ -39,12 +39,12 @@ import triton.language as tl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import per_call_us, print_table, write_json
 
-from fib_runtime.bench.timing import median_latency_ms
 from fib_runtime.build.calling import value_returning
 from fib_runtime.build.loader import build_solution
 from fib_runtime.catalogue import load_catalogue
 from fib_runtime.errors import BuildError
 from fib_runtime.hardware import current_hardware, target_matches
+from fib_runtime.measure.timing import median_latency_ms
 from fib_runtime.schema import Definition
 from fib_runtime.tensors import torch_dtype
 from fib_runtime.triton_launch import FastLauncher

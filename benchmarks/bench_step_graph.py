@@ -36,14 +36,14 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))  # integration/, after
 from _common import RESULTS, print_table
 
 import fib_runtime as fib
-from fib_runtime.bench import RetuneConfig, retune
-from fib_runtime.bench.inputs import materialise
-from fib_runtime.bench.timing import graph_latency_ms
 from fib_runtime.build import BuildCache, value_returning
 from fib_runtime.catalogue import install
 from fib_runtime.dispatch import sites
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.keys import axes_to_key
+from fib_runtime.measure.inputs import materialise
+from fib_runtime.measure.timing import graph_latency_ms
+from fib_runtime.retune import RetuneConfig, retune
 from fib_runtime.store import TraceDB
 from fib_runtime.verify import verify
 from integration.flashinfer_decode_layer import DEFINITIONS, Layer, op_axes
@@ -184,10 +184,10 @@ def main() -> None:
     capture(root, args.batches, args.kv_len)
     phases["capture_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    report = retune(root, definitions=list(DEFINITIONS), warmup=3, iters=20, progress=False,
-                    config=RetuneConfig(timings=("device", "graph", "eager")))
+    summary = retune(root, definitions=list(DEFINITIONS), warmup=3, iters=20, progress=False,
+                     config=RetuneConfig(timings=("device", "graph", "eager")))
     phases["retune_s"] = time.perf_counter() - start
-    print(report.table(), flush=True)
+    print(summary.table(), flush=True)
     rows = []
     with torch.no_grad():
         for batch in args.batches:
@@ -218,7 +218,7 @@ def main() -> None:
                     [[o["definition"], o["role"], o["solution"].split("__")[-1],
                       f"{o['flushed_us']:.2f}", f"{o['warm_us']:.2f}"] for o in ops])
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "phases": phases, "retune": report.table(), "rows": rows,
+              "phases": phases, "retune": summary.table(), "rows": rows,
               "diagnosis": {str(b): ops for b, ops in diagnosis.items()},
               "goal": "after the gate, fib/static >= 1.00 at every batch (graph replay)"}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -53,8 +53,8 @@ def ours(fn: Callable[..., Any], shapes: list[tuple[int, ...]]) -> float:
     """Latency as retune measures it: its Inputs re-fill and its timing function."""
     import torch
 
-    from fib_runtime.bench.inputs import Inputs
-    from fib_runtime.bench.timing import median_latency_ms
+    from fib_runtime.measure.inputs import Inputs
+    from fib_runtime.measure.timing import median_latency_ms
 
     def fresh() -> list[Any]:
         return [torch.randn(s, device="cuda", dtype=torch.bfloat16) for s in shapes]
@@ -100,7 +100,7 @@ def main() -> int:
     print_table(["kernel", "size", "retune µs", "do_bench µs", "difference", "within 10%"],
                 rows)
     payload = {"device": hardware.name, "hardware_key": hardware.key, "libs": hardware.libs,
-               "method": {"ours": "fib_runtime.bench.timing.median_latency_ms, warmup 10, "
+               "method": {"ours": "fib_runtime.measure.timing.median_latency_ms, warmup 10, "
                           "iters 100, inputs re-filled and L2 flushed before each run",
                           "do_bench": "triton.testing.do_bench warmup=25 rep=100 median"},
                "tolerance": TOLERANCE, "results": records,

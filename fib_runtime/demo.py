@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 import fib_runtime as fib
-from fib_runtime.bench import RetuneConfig, RetuneReport, retune
-from fib_runtime.bench.timing import eager_latency_ms
 from fib_runtime.catalogue import install
+from fib_runtime.measure.timing import eager_latency_ms
 from fib_runtime.render import render_table
+from fib_runtime.retune import RetuneConfig, RetuneSummary, retune
 from fib_runtime.store import TraceDB
 
 HIDDEN, INTERMEDIATE = 4096, 14336
@@ -93,8 +93,8 @@ class Row:
 
 def run_demo(db_path: Path, *, device: str | None = None,
              mix: dict[str, Sequence[int]] | None = None, iters: int = 20,
-             progress: bool = True) -> tuple[RetuneReport, list[Row]]:
-    """Capture -> retune -> dispatch on `db_path`: the retune report and one row per workload
+             progress: bool = True) -> tuple[RetuneSummary, list[Row]]:
+    """Capture -> retune -> dispatch on `db_path`: the retune summary and one row per workload
     served with dispatch on."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     mix = mix or (GPU_MIX if device.startswith("cuda") else CPU_MIX)
@@ -106,15 +106,15 @@ def run_demo(db_path: Path, *, device: str | None = None,
             for op, sizes in ops:
                 for m in sizes:
                     op.fn(*op.make_inputs(m, device))
-        report = retune(db_path, definitions=[op.definition for op, _ in ops],
-                        warmup=3, iters=iters, progress=progress,
-                        config=RetuneConfig(timings=_timings(device)))
+        summary = retune(db_path, definitions=[op.definition for op, _ in ops],
+                         warmup=3, iters=iters, progress=progress,
+                         config=RetuneConfig(timings=_timings(device)))
         rows = []
         with fib.enable_apply(db_path, {"check_interval_s": 0}):
             for op, sizes in ops:
                 for m in sizes:
                     rows.append(_serve(op, m, device, iters))
-    return report, rows
+    return summary, rows
 
 
 def _timings(device: str) -> tuple[str, ...]:

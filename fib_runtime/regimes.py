@@ -55,6 +55,15 @@ def register(regime: Regime) -> Regime:
     return regime
 
 
+def unregister(name: str) -> None:
+    """Remove a regime registered in the user's code (a test's teardown); the shipped three
+    stay."""
+    if name in (DEVICE.name, EAGER.name, GRAPH.name):
+        raise FibError(f"timing regime {name!r} is shipped and cannot be removed")
+    if REGIMES.pop(name, None) is None:
+        raise FibError(f"timing regime {name!r} is not registered")
+
+
 def names() -> tuple[str, ...]:
     """Every registered regime, in registration order (`device` first)."""
     return tuple(REGIMES)

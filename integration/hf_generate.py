@@ -38,7 +38,7 @@ import torch
 from fib_runtime.adapters.transformers import apply
 
 import fib_runtime as fib
-from fib_runtime.bench import retune
+from fib_runtime.retune import retune
 
 MODES = ("eager", "fib", "liger", "compile", "fib_compile")
 # (config class, liger patch function, full-size constants, tiny constants)
@@ -159,11 +159,11 @@ def run_model(name: str, args: argparse.Namespace, db_root: Path, log: Callable[
             generate(fib_model, ids, args.new_tokens)
     phases = {"capture_s": time.perf_counter() - started}
     start = time.perf_counter()
-    report = retune(db, definitions=routing.definitions,
-                    devices="cpu" if args.device == "cpu" else None, warmup=3,
-                    iters=args.retune_iters, progress=False)
+    summary = retune(db, definitions=routing.definitions,
+                     devices="cpu" if args.device == "cpu" else None, warmup=3,
+                     iters=args.retune_iters, progress=False)
     phases["retune_s"] = time.perf_counter() - start
-    log(report.table())
+    log(summary.table())
     session = fib.enable_apply(db, {"check_interval_s": 0})
     models["fib"] = fib_model
     table = fib_globals(base)
@@ -233,7 +233,7 @@ def run_model(name: str, args: argparse.Namespace, db_root: Path, log: Callable[
     phases["total_s"] = time.perf_counter() - started
     return {"routing": {"routed": routing.routed, "skipped": routing.skipped,
                         "hooks": routing.hooks, "generated": routing.generated},
-            "retune": {"counts": report.counts(), "table": report.table()},
+            "retune": {"counts": summary.counts(), "table": summary.table()},
             "checks": checks, "tokens_per_s": tps, "samples": samples,
             "kernels_per_decode_step_batch1": kernels, "phases": phases,
             "dispatch_stats": {d: stats.get(d, {}) for d in routing.definitions}}

@@ -28,11 +28,11 @@ from typing import Any
 import torch
 
 import fib_runtime as fib
-from fib_runtime.bench import retune
-from fib_runtime.bench.timing import median_latency_ms
 from fib_runtime.catalogue import install
 from fib_runtime.hardware import current_hardware
+from fib_runtime.measure.timing import median_latency_ms
 from fib_runtime.render import render_table
+from fib_runtime.retune import retune
 from fib_runtime.store import TraceDB
 
 HIDDEN, INTERMEDIATE = 4096, 14336
@@ -270,8 +270,8 @@ def run_loop(db_path: Path, batches: Sequence[int], *, kv_len: int, device: str,
                 decode_layer(weights, b)
         phases["capture_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        report = retune(db_path, definitions=DEFINITIONS, devices=_retune_devices(device),
-                        warmup=3, iters=iters, progress=progress)
+        summary = retune(db_path, definitions=DEFINITIONS, devices=_retune_devices(device),
+                         warmup=3, iters=iters, progress=progress)
         phases["retune_s"] = time.perf_counter() - start
         start = time.perf_counter()
         originals = {n: _time_layer(weights, b, device, iters) for n, b in inputs.items()}
@@ -284,8 +284,8 @@ def run_loop(db_path: Path, batches: Sequence[int], *, kv_len: int, device: str,
         "hardware": hardware.name, "hardware_key": hardware.key, "torch": torch.__version__,
         "device": device, "kv_len": kv_len, "iters": iters, "db": str(db_path),
         "tolerance": {"atol": ATOL, "rtol": RTOL}, "phases": phases,
-        "retune": {"counts": report.counts(), "skipped": report.skipped,
-                   "unusable": len(report.unusable), "table": report.table()},
+        "retune": {"counts": summary.counts(), "skipped": summary.skipped,
+                   "unusable": len(summary.unusable), "table": summary.table()},
         "rows": [vars(row) for row in rows],
         "dispatch_stats": {name: stats.get(name, {}) for name in DEFINITIONS},
     }

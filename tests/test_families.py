@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from fib_runtime import families
-from fib_runtime.bench.compare import check_outputs
 from fib_runtime.build.loader import build_reference, build_solution
 from fib_runtime.catalogue import install, load_catalogue
 from fib_runtime.errors import SchemaError
+from fib_runtime.measure.compare import check_outputs
 from fib_runtime.store import TraceDB
 
 

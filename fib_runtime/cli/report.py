@@ -14,12 +14,12 @@ import logging
 import sys
 from pathlib import Path
 
-from fib_runtime.bench.held_out import load_held_out
-from fib_runtime.bench.overview import MAX_GROUPS, Overview, Skipped, gather
-from fib_runtime.bench.plots import PlotsUnavailable, draw, require_matplotlib
-from fib_runtime.bench.report_page import image_name, text_report, write_html
 from fib_runtime.errors import naming
 from fib_runtime.paths import default_db_path
+from fib_runtime.report.gather import MAX_GROUPS, Overview, Skipped, gather
+from fib_runtime.report.held_out import load_held_out
+from fib_runtime.report.page import image_name, text_report, write_html
+from fib_runtime.report.plots import PlotsUnavailable, draw, require_matplotlib
 from fib_runtime.store import TraceDB
 
 EXIT_NO_PLOTS = 2

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fib_runtime.bench import RetuneConfig, retune
-from fib_runtime.bench.timing import parse_timings
 from fib_runtime.cli.options import integer, number
 from fib_runtime.errors import FibError
+from fib_runtime.measure.timing import parse_timings
 from fib_runtime.paths import default_db_path
+from fib_runtime.retune import RetuneConfig, retune
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,12 +64,12 @@ def parse_tolerance(text: str) -> tuple[str, tuple[float, float]]:
 def run(args: argparse.Namespace) -> int:
     config = RetuneConfig(tolerances=dict(parse_tolerance(t) for t in args.tolerance),
                           timings=parse_timings(args.timing))
-    report = retune(args.db, args.definition, args.solution, args.devices,
-                    warmup=args.warmup, iters=args.iters, timeout=args.timeout,
-                    force=args.force, progress=not args.no_progress, config=config,
-                    cluster=args.cluster)
-    print(report.table())
-    for problem in report.unusable:
+    summary = retune(args.db, args.definition, args.solution, args.devices,
+                     warmup=args.warmup, iters=args.iters, timeout=args.timeout,
+                     force=args.force, progress=not args.no_progress, config=config,
+                     cluster=args.cluster)
+    print(summary.table())
+    for problem in summary.unusable:
         print(f"unusable workload {problem.definition} {problem.workload}: "
               f"{problem.reason.splitlines()[0]}")
     return 0

@@ -3,7 +3,7 @@
 When a table is loaded (or reloaded), every choice a call site makes starts on probation:
 one call in `round(1 / shadow)` of it, the first included, also runs the site's original
 function on copies of the arguments and compares the outputs within the definition's
-tolerance (retune's check, `fib_runtime.bench.compare`). A choice that disagrees is
+tolerance (retune's check, `fib_runtime.measure.compare`). A choice that disagrees is
 quarantined at once, before it serves alone, and that call is answered with the original's
 outputs; one that passes `shadow_checks` comparisons graduates: the site's maps then hold
 the solution itself again, so it serves at a plain hit's cost.
@@ -57,7 +57,7 @@ class Probation:
     def _compare(self, args: tuple[Any, ...]) -> Any:
         import torch
 
-        from fib_runtime.bench.compare import as_tuple, check_outputs
+        from fib_runtime.measure.compare import as_tuple, check_outputs
 
         dispatcher = self.binding.dispatcher
         n_in = dispatcher.n_inputs

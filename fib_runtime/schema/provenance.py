@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 TIMING_KEY = "fib-runtime.timing"
 DIGEST_KEY = "fib-runtime.solution-digest"
 # The relative half-width of the interquartile range of the samples whose median is
-# `latency_ms` (a decimal string, e.g. "0.0123"); see fib_runtime.bench.timing.
+# `latency_ms` (a decimal string, e.g. "0.0123"); see fib_runtime.measure.timing.
 SPREAD_KEY = "fib-runtime.spread"
 # Set by `fib verify` (fib_runtime.gate): this solution must not serve at this workload's key
 # in this regime, because the step it runs in was slower with it; the trace's log says why.

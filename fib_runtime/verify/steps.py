@@ -18,10 +18,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fib_runtime.bench.timing import Latency, summarise
 from fib_runtime.dispatch import sites
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError
+from fib_runtime.measure.timing import Latency, summarise
 
 Step = Callable[[], Any]
 _TARGET_S = 0.02  # the least time of one sample (a run of back-to-back steps)

@@ -15,9 +15,9 @@ import torch
 from fib_runtime.adapters.transformers import apply
 
 import fib_runtime as fib
-from fib_runtime.bench import retune
 from fib_runtime.dispatch import sites
 from fib_runtime.original import is_original, untimeable_reason
+from fib_runtime.retune import retune
 from fib_runtime.store import TraceDB
 from tests.adapters.hf_models import (
     VOCAB,
@@ -170,10 +170,10 @@ def test_retune_times_the_adapter_originals(tmp_path: Path) -> None:
                  if is_original(s) and "__original__fib_runtime.adapters." in s.name]
     assert sorted(s.definition for s in originals) == routing.definitions
     assert [untimeable_reason(s) for s in originals] == [None] * len(originals)
-    report = retune(db, routing.definitions, [s.name for s in originals], devices="cpu",
-                    warmup=1, iters=3, progress=False)
-    assert not [note for note in report.notes if "not timed" in note]
-    statuses = {o.solution: o.status for o in report.outcomes}
+    summary = retune(db, routing.definitions, [s.name for s in originals], devices="cpu",
+                     warmup=1, iters=3, progress=False)
+    assert not [note for note in summary.notes if "not timed" in note]
+    statuses = {o.solution: o.status for o in summary.outcomes}
     assert {s.name for s in originals} == set(statuses)
     assert set(statuses.values()) == {"PASSED"}, statuses
     # the only measured candidates: dispatch calls the originals themselves, which compute

@@ -135,7 +135,7 @@ def test_a_read_only_folder(argv: list[str], said: str, place: Path,
                             capsys: pytest.CaptureFixture[str],
                             monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("matplotlib")
-    from fib_runtime.bench import plots  # imported while every file can be read
+    from fib_runtime.report import plots  # imported while every file can be read
 
     plots.require_matplotlib()
     import matplotlib.backends.backend_agg

@@ -12,11 +12,11 @@ from typing import Any
 import orjson
 import pytest
 
-from fib_runtime.bench.held_out import load_held_out
-from fib_runtime.bench.overview import gather, regime_argument
 from fib_runtime.cli.main import main
 from fib_runtime.errors import FibError
 from fib_runtime.ranking import rank
+from fib_runtime.report.gather import gather, regime_argument
+from fib_runtime.report.held_out import load_held_out
 from fib_runtime.schema import Definition, Solution, Trace
 from fib_runtime.schema.provenance import ORIGINAL_AUTHOR, TIMING_KEY, timing_of
 from fib_runtime.store import TraceDB
@@ -285,8 +285,8 @@ def test_without_matplotlib_tables_are_still_printed(
 def test_a_panel_that_fails_to_draw_is_listed_and_the_others_drawn(
         db_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from fib_runtime.bench import plots
     from fib_runtime.cli import report
+    from fib_runtime.report import plots
 
     def draw(panel: Any, path: Path) -> Path:
         if panel.regime == "eager":
@@ -308,7 +308,7 @@ def test_too_old_matplotlib_is_refused_with_the_install_hint(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import matplotlib
 
-    from fib_runtime.bench.plots import PlotsUnavailable, require_matplotlib
+    from fib_runtime.report.plots import PlotsUnavailable, require_matplotlib
 
     monkeypatch.setattr(matplotlib, "__version__", "3.5.3")
     with pytest.raises(PlotsUnavailable, match=r"matplotlib 3\.5\.3 is too old .*>= 3\.7.*"
@@ -317,7 +317,7 @@ def test_too_old_matplotlib_is_refused_with_the_install_hint(
 
 
 def test_library_does_not_import_matplotlib() -> None:
-    code = ("import sys, fib_runtime, fib_runtime.cli.main as m, fib_runtime.bench.plots; "
+    code = ("import sys, fib_runtime, fib_runtime.cli.main as m, fib_runtime.report.plots; "
             "m.build_parser(); print('matplotlib' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)

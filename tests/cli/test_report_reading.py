@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from fib_runtime.bench.overview import gather
 from fib_runtime.cli.main import main
 from fib_runtime.original import UNTIMEABLE
+from fib_runtime.report.gather import gather
 from fib_runtime.schema import Definition, Solution, Trace
 from fib_runtime.schema.provenance import ORIGINAL_AUTHOR, SPREAD_KEY, TIMING_KEY
 from fib_runtime.store import TraceDB
@@ -53,7 +53,7 @@ def _db(root: Path, *, original: dict[str, Any] | None = None, spread: str | Non
 
 
 def _legend_and_figure(db: TraceDB) -> tuple[Any, Any]:
-    from fib_runtime.bench.plots import figure_of
+    from fib_runtime.report.plots import figure_of
 
     figure = figure_of(gather(db).panels[0])
     figure.canvas.draw()  # lays the figure out as savefig does

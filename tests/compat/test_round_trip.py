@@ -19,9 +19,9 @@ import orjson
 import torch
 
 import fib_runtime as fib
-from fib_runtime.bench import RetuneConfig, retune
 from fib_runtime.catalogue import install
 from fib_runtime.hardware import CPU_KEY, current_hardware
+from fib_runtime.retune import RetuneConfig, retune
 from fib_runtime.schema import (
     Correctness,
     Environment,
@@ -210,10 +210,10 @@ def write_our_database(root: Path) -> TraceDB:
                     torch.randn(4096, dtype=torch.bfloat16))
     db = TraceDB.open(root)
     # Traces of every timing regime the CPU has (the regime rides in environment.libs).
-    report = retune(db, definitions=["rmsnorm_h4096"], warmup=1, iters=2, progress=False,
-                    config=RetuneConfig(timings=("device", "eager")))
-    assert report.counts().get("PASSED", 0) >= 4
-    assert {o.timing for o in report.outcomes} == {"device", "eager"}
+    summary = retune(db, definitions=["rmsnorm_h4096"], warmup=1, iters=2, progress=False,
+                     config=RetuneConfig(timings=("device", "eager")))
+    assert summary.counts().get("PASSED", 0) >= 4
+    assert {o.timing for o in summary.outcomes} == {"device", "eager"}
     db = TraceDB.open(root)
     every_status(db, "rmsnorm_h4096", db.solutions_for("rmsnorm_h4096")[0].name,
                  db.workloads_for("rmsnorm_h4096")[0])

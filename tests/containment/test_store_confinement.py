@@ -151,7 +151,7 @@ def test_a_link_inside_the_database_to_outside_is_not_followed_by_writes(root: P
 
 def test_retune_of_a_database_with_hostile_names_measures_the_rest(
         root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fib_runtime.bench import retune
+    from fib_runtime.retune import retune
 
     monkeypatch.setenv("FIB_CACHE_PATH", str(root.parent / "cache"))
     db = good_db(root)
@@ -163,8 +163,8 @@ def test_retune_of_a_database_with_hostile_names_measures_the_rest(
                factories.solution("evil_sol", "evil"))
     write_json(root / layout.WORKLOADS / "x" / "evil.jsonl", factories.workload("evil"))
     before = outside(root)
-    report = retune(root, warmup=1, iters=2, progress=False, devices="cpu")
-    assert [o.solution for o in report.outcomes] == ["good"]
+    summary = retune(root, warmup=1, iters=2, progress=False, devices="cpu")
+    assert [o.solution for o in summary.outcomes] == ["good"]
     assert outside(root) == before
 
 

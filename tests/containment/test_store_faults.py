@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 import pytest
 
-from fib_runtime.bench import RetuneError, retune
 from fib_runtime.cli.main import main
+from fib_runtime.retune import RetuneError, retune
 from fib_runtime.schema import Definition, Solution, Trace
 from fib_runtime.store import TraceDB, files, layout
 from tests import factories
@@ -96,8 +96,8 @@ def test_an_unknown_field_nested_300_deep_is_a_load_problem_and_ls_and_retune_wo
     assert main(["ls", str(tmp_path / "db")]) == 0
     assert f"{DEF}" in capsys.readouterr().out
     if where == "input":  # one retune is enough to show it gets past that workload
-        report = retune(tmp_path / "db", **FAST)
-        assert [o.status for o in report.outcomes] == ["PASSED"]
+        summary = retune(tmp_path / "db", **FAST)
+        assert [o.status for o in summary.outcomes] == ["PASSED"]
 
 
 def test_an_unknown_field_nested_100_deep_still_loads_and_round_trips(tmp_path: Path) -> None:
@@ -187,8 +187,8 @@ def test_retune_on_a_failing_disk_stops_cleanly_and_resumes(
     path = layout.trace_file(root, "rmsnorm", DEF)
     assert len(whole_lines(path)) == written  # the files are whole: no torn line
     assert not TraceDB.open(root).load_errors
-    report = retune(root, **FAST)  # the disk is back: the rest is measured
-    assert report.skipped == written and len(report.outcomes) == 6 - written
+    summary = retune(root, **FAST)  # the disk is back: the rest is measured
+    assert summary.skipped == written and len(summary.outcomes) == 6 - written
     assert len(whole_lines(path)) == 6
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from fib_runtime.bench.inputs import Inputs, materialise
 from fib_runtime.build import build_reference
 from fib_runtime.catalogue import catalogue_root, load_catalogue
 from fib_runtime.families import split_dtype
+from fib_runtime.measure.inputs import Inputs, materialise
 from fib_runtime.schema import AxisVar, Definition, Solution, Workload
 
 ROOT = catalogue_root()

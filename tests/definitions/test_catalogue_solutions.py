@@ -27,8 +27,8 @@ from catalogue_cases import (
 )
 
 from fib_runtime import families
-from fib_runtime.bench.compare import as_tuple, check_outputs
 from fib_runtime.build import Built, build_reference, value_returning
+from fib_runtime.measure.compare import as_tuple, check_outputs
 
 GPU_BATCHES = (1, 7, 33, 255, 1000, 4097, 16384)
 CUDA = torch.cuda.is_available()

@@ -22,8 +22,8 @@ import torch
 
 import fib_runtime as fib
 from fib_runtime import families
-from fib_runtime.bench.compare import as_tuple, check_outputs
 from fib_runtime.catalogue import load_catalogue
+from fib_runtime.measure.compare import as_tuple, check_outputs
 from fib_runtime.schema import Definition, Solution
 from tests.dispatch.contract_cases import DEVICE, Call, calls, copied, original, same
 from tests.dispatch.forced import forced_db, interpreted_triton  # noqa: F401 (fixture)

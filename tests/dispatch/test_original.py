@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import fib_runtime as fib
-from fib_runtime.bench import RetuneConfig, retune
 from fib_runtime.cli.main import main
 from fib_runtime.dispatch import sites
 from fib_runtime.dispatch.explain import ORIGINAL_SERVED, explain
@@ -21,11 +20,12 @@ from fib_runtime.original import (
     original_solution,
     untimeable_reason,
 )
+from fib_runtime.retune import RetuneConfig, retune
 from fib_runtime.schema import Definition, Solution, Status
 from fib_runtime.schema.provenance import ORIGINAL_AUTHOR
 from fib_runtime.store import TraceDB
 from tests import factories
-from tests.bench.helpers import DEF, make_db
+from tests.retune.helpers import DEF, make_db
 
 FAST = {"warmup": 1, "iters": 5, "progress": False, "devices": "cpu"}
 SLOW = factories.RMSNORM_REFERENCE.replace("import torch", "import time\nimport torch").replace(
@@ -92,10 +92,10 @@ def test_a_faster_original_is_served_and_explained(tmp_path: Path,
     # modules' sites included): this one's is named after its module and function.
     [name] = [s.name for s in db.solutions_for(DEF) if is_original(s)
               and s.name.endswith("tests.dispatch.test_original.engine_norm")]
-    report = retune(db, config=RetuneConfig(timings=("device", "eager")), **FAST)
-    assert {(o.solution, o.status) for o in report.outcomes} >= {(name, "PASSED"),
+    summary = retune(db, config=RetuneConfig(timings=("device", "eager")), **FAST)
+    assert {(o.solution, o.status) for o in summary.outcomes} >= {(name, "PASSED"),
                                                                   ("slow", "PASSED")}
-    assert all(b.winner == name for b in report.buckets[DEF])
+    assert all(b.winner == name for b in summary.buckets[DEF])
     with fib.enable_apply(tmp_path / "db"):
         out = engine_norm(torch.randn(4, 8), torch.randn(8))
         assert out.shape == (4, 8)
@@ -118,9 +118,9 @@ def test_an_untimeable_original_is_noted_by_retune_and_explain(tmp_path: Path) -
     db = captured(tmp_path / "db", closure_norm)
     [original] = [s for s in db.solutions_for(DEF) if "closure_norm" in s.name]
     assert "closure" in (untimeable_reason(original) or "")
-    report = retune(db, **FAST)
-    assert original.name not in {o.solution for o in report.outcomes}  # never run
-    assert any("closure" in note and original.name in note for note in report.notes)
+    summary = retune(db, **FAST)
+    assert original.name not in {o.solution for o in summary.outcomes}  # never run
+    assert any("closure" in note and original.name in note for note in summary.notes)
     text = str(explain(DEF, {"batch_size": 4}, Runtime(tmp_path / "db", watch=False)))
     assert "cannot be timed: it is a closure" in text
     assert "cannot be timed" in text
@@ -130,8 +130,8 @@ def test_a_failing_original_is_not_served(tmp_path: Path) -> None:
     """An original that computes something else fails the reference check like any
     solution, so dispatch never serves it."""
     db = captured(tmp_path / "db", fib.apply(DEF)(Engine.static_norm))
-    report = retune(db, **FAST)
-    statuses = {o.solution: o.status for o in report.outcomes}
+    summary = retune(db, **FAST)
+    statuses = {o.solution: o.status for o in summary.outcomes}
     assert statuses["slow"] == "PASSED"
     [name] = [n for n in statuses if n.endswith("Engine.static_norm")]
     assert statuses[name] == Status.INCORRECT_NUMERICAL.value

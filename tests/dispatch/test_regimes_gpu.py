@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import fib_runtime as fib
-from fib_runtime.bench.timing import get_timer
 from fib_runtime.dispatch import graphs
+from fib_runtime.measure.timing import get_timer
 from tests.dispatch.test_regimes import timed, toy
 
 pytestmark = pytest.mark.gpu

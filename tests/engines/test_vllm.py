@@ -190,9 +190,9 @@ def test_6_the_fallback_is_vllms_path_as_vllm_runs_it(switched_on: None):
 def test_7_retune_times_the_plugins_originals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Capture through vLLM's own modules records the plugin's fallbacks as importable
     originals; retune times them (no "not timeable" note) and they rank like any solution."""
-    from fib_runtime.bench import retune
     from fib_runtime.catalogue import install
     from fib_runtime.original import is_original, untimeable_reason
+    from fib_runtime.retune import retune
     from fib_runtime.store import TraceDB
 
     db = TraceDB.open(tmp_path / "db", create=True)
@@ -220,9 +220,9 @@ def test_7_retune_times_the_plugins_originals(tmp_path: Path, monkeypatch: pytes
         f"{module}.rmsnorm_h4096", f"{module}.fused_add_rmsnorm_residual_h4096",
         f"{module}.silu_and_mul_i14336", f"{module}.silu_and_mul_i14336__cuda"}
     assert all(untimeable_reason(s) is None for s in recorded.values())
-    report = retune(tmp_path / "db", definitions=names, devices="cpu", warmup=1, iters=3,
-                    progress=False)
-    assert not [n for n in report.notes if "timeable" in n or "cannot be timed" in n]
+    summary = retune(tmp_path / "db", definitions=names, devices="cpu", warmup=1, iters=3,
+                     progress=False)
+    assert not [n for n in summary.notes if "timeable" in n or "cannot be timed" in n]
     after = TraceDB.open(tmp_path / "db")
     status = {t.solution: t.evaluation.status.value for n in names
               for t in after.traces_for(n) if t.solution in recorded and t.evaluation}

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from fib_runtime.bench import RetuneConfig, ray_pool, retune
 from fib_runtime.cli.main import main
 from fib_runtime.hardware import hardware_key
+from fib_runtime.retune import RetuneConfig, cluster, retune
 from fib_runtime.schema import Solution
 from fib_runtime.store import TraceDB
 from tests import factories
-from tests.bench.helpers import DEF, SOLUTIONS, make_db
+from tests.retune.helpers import DEF, SOLUTIONS, make_db
 
 
 class RayError(Exception):
@@ -124,7 +124,7 @@ class FakeRay:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeRay]:
     holder: dict[str, FakeRay] = {}
-    monkeypatch.setattr(ray_pool, "connect", lambda cluster: holder["ray"])
+    monkeypatch.setattr(cluster, "connect", lambda cluster: holder["ray"])
     return holder
 
 
@@ -142,15 +142,15 @@ def test_each_hardware_kind_measures_on_its_own_gpus(fake: dict[str, FakeRay],
     db = make_db(tmp_path, {"good": SOLUTIONS["good"]}, batches=(1, 2, 3))
     db.add_solution(Solution.from_dict(factories.solution(
         "h100_only", DEF, code=factories.RMSNORM_REFERENCE, hardware=("H100",))))
-    report = retune(db.root, cluster="ray", progress=False)
+    summary = retune(db.root, cluster="ray", progress=False)
     traces = _keys(db.root)
     assert set(traces.values()) == {1}
     assert {(k, s) for k, s, _, _ in traces} == {("H100", "good"), ("H100", "h100_only"),
                                                  ("H200", "good")}
     assert len(traces) == 3 * 3
     assert h200.evaluations == 3 and h100.evaluations == 6  # never the other kind's work
-    assert sorted(report.hardware) == ["NVIDIA H100 (H100)", "NVIDIA H200 (H200)"]
-    assert {o.device.split("[")[0] for o in report.outcomes} == {"a", "b"}
+    assert sorted(summary.hardware) == ["NVIDIA H100 (H100)", "NVIDIA H200 (H200)"]
+    assert {o.device.split("[")[0] for o in summary.outcomes} == {"a", "b"}
     again = retune(db.root, cluster="ray", progress=False)
     assert again.outcomes == [] and again.skipped == 9
 
@@ -164,7 +164,7 @@ def test_lost_actor_is_replaced_and_the_loss_limit_gives_a_status(
     traces = _keys(tmp_path)
     assert traces == Counter({("H100", "good", 1, "RUNTIME_ERROR"): 1,
                               ("H100", "good", 2, "RUNTIME_ERROR"): 1})
-    per_item = ray_pool.MAX_LOSSES + 1
+    per_item = cluster.MAX_LOSSES + 1
     assert flaky.actors == 1 + 2 * per_item  # each loss: a fresh actor
     log = TraceDB.open(tmp_path).traces_for(DEF)[0].evaluation.log
     assert f"lost {per_item} times" in log
@@ -172,8 +172,8 @@ def test_lost_actor_is_replaced_and_the_loss_limit_gives_a_status(
 
 def test_an_actor_past_its_deadline_is_killed_and_gets_timeout(
         fake: dict[str, FakeRay], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ray_pool, "_START_SLACK_S", 0.05)
-    monkeypatch.setattr(ray_pool, "MAX_LOSSES", 0)
+    monkeypatch.setattr(cluster, "_START_SLACK_S", 0.05)
+    monkeypatch.setattr(cluster, "MAX_LOSSES", 0)
     fake["ray"] = FakeRay(_Node("a", "H100", 1, hangs=True))
     make_db(tmp_path, {"good": SOLUTIONS["good"]}, batches=(1,))
     retune(tmp_path, cluster="ray", progress=False, timeout=0.05,
@@ -185,10 +185,10 @@ def test_plan_slots_one_per_gpu_or_one_per_cpu_node() -> None:
     gpu = [{"NodeID": "a", "Alive": True, "Resources": {"GPU": 2.0, "CPU": 8.0}},
            {"NodeID": "b", "Alive": True, "Resources": {"CPU": 8.0}},
            {"NodeID": "c", "Alive": False, "Resources": {"GPU": 8.0}}]
-    assert [(s.node, s.gpu) for s in ray_pool.plan_slots(gpu)] == [("a", True), ("a", True)]
+    assert [(s.node, s.gpu) for s in cluster.plan_slots(gpu)] == [("a", True), ("a", True)]
     cpu = [{"NodeID": "a", "Alive": True, "Resources": {"CPU": 8.0}},
            {"NodeID": "b", "Alive": True, "Resources": {"CPU": 1.0}}]
-    assert [(s.node, s.gpu) for s in ray_pool.plan_slots(cpu)] == [("a", False), ("b", False)]
+    assert [(s.node, s.gpu) for s in cluster.plan_slots(cpu)] == [("a", False), ("b", False)]
 
 
 def test_cli_retune_cluster_flag(fake: dict[str, FakeRay], tmp_path: Path,
@@ -204,8 +204,8 @@ def test_cli_retune_cluster_flag(fake: dict[str, FakeRay], tmp_path: Path,
 
 def test_without_ray_the_error_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    with pytest.raises(ray_pool.ClusterError, match=r"fib-runtime\[ray\]"):
-        ray_pool.connect("ray")
+    with pytest.raises(cluster.ClusterError, match=r"fib-runtime\[ray\]"):
+        cluster.connect("ray")
 
 
 def test_no_worker_starts_anywhere_is_an_error(fake: dict[str, FakeRay], tmp_path: Path,
@@ -216,5 +216,5 @@ def test_no_worker_starts_anywhere_is_an_error(fake: dict[str, FakeRay], tmp_pat
     monkeypatch.setitem(_METHODS, "start", broken)
     fake["ray"] = FakeRay(_Node("a", "H100", 2))
     make_db(tmp_path, {"good": SOLUTIONS["good"]}, batches=(1,))
-    with pytest.raises(ray_pool.ClusterError, match="no worker could start"):
+    with pytest.raises(cluster.ClusterError, match="no worker could start"):
         retune(tmp_path, cluster="ray", progress=False)

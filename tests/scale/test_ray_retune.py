@@ -22,11 +22,11 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray = pytest.importorskip("ray")
 
-from fib_runtime.bench import retune  # noqa: E402
+from fib_runtime.retune import retune  # noqa: E402
 from fib_runtime.schema import Solution  # noqa: E402
 from fib_runtime.store import TraceDB  # noqa: E402
 from tests import factories  # noqa: E402
-from tests.bench.helpers import DEF, SOLUTIONS, make_db  # noqa: E402
+from tests.retune.helpers import DEF, SOLUTIONS, make_db  # noqa: E402
 
 pytestmark = pytest.mark.ray
 PICKED = ("good", "wrong_value", "no_import", "aborts", "hangs")
@@ -88,7 +88,7 @@ def test_cluster_retune_equals_local_and_a_rerun_measures_nothing(cluster: str,
     make_db(tmp_path / "local", picked, batches=BATCHES)
     make_db(tmp_path / "cluster", picked, batches=BATCHES)
     retune(tmp_path / "local", **FAST)
-    report = retune(tmp_path / "cluster", cluster=cluster, **FAST)
+    summary = retune(tmp_path / "cluster", cluster=cluster, **FAST)
 
     local, spread = _triples(tmp_path / "local"), _triples(tmp_path / "cluster")
     assert spread == local  # same statuses, one trace per triple
@@ -97,7 +97,7 @@ def test_cluster_retune_equals_local_and_a_rerun_measures_nothing(cluster: str,
     statuses = {s: st for s, _, st in spread}
     assert statuses["good"] == "PASSED" and statuses["aborts"] == "RUNTIME_ERROR"
     assert statuses["hangs"] == "TIMEOUT" and statuses["no_import"] == "COMPILE_ERROR"
-    assert len({o.device for o in report.outcomes}) == 2  # both nodes worked
+    assert len({o.device for o in summary.outcomes}) == 2  # both nodes worked
 
     # the rerun from the command line, a fresh process that connects by address
     again = subprocess.run(
@@ -115,11 +115,11 @@ def test_a_worker_killed_mid_task_is_replaced_and_its_work_redone(cluster: str,
     db = make_db(tmp_path / "db", {"good": SOLUTIONS["good"]}, batches=BATCHES)
     code = KILLS_ITS_WORKER_ONCE.format(mark=str(tmp_path / "killed-once"))
     db.add_solution(Solution.from_dict(factories.solution("killer", DEF, code=code)))
-    report = retune(db.root, cluster=cluster, **FAST)
+    summary = retune(db.root, cluster=cluster, **FAST)
     assert (tmp_path / "killed-once").exists()  # an actor was killed mid-evaluation
     triples = _triples(db.root)
     assert set(triples.values()) == {1}
     assert {(s, b) for s, b, _ in triples} == {(s, b) for s in ("good", "killer")
                                                for b in BATCHES}
     assert {st for _, _, st in triples} == {"PASSED"}
-    assert len(report.outcomes) == 2 * len(BATCHES)
+    assert len(summary.outcomes) == 2 * len(BATCHES)

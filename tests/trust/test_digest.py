@@ -10,16 +10,16 @@ import pytest
 import torch
 
 import fib_runtime as fib
-from fib_runtime.bench import retune
 from fib_runtime.cli.main import main
 from fib_runtime.ranking import measures, rank
+from fib_runtime.retune import retune
 from fib_runtime.schema import Solution, Trace
 from fib_runtime.schema.provenance import digest_of, solution_digest, stamped
 from fib_runtime.store import TraceDB, layout
 from tests import factories
-from tests.bench.helpers import SOLUTIONS
-from tests.bench.helpers import make_db as bench_db
 from tests.dispatch.helpers import SCALE_CODE, make_db
+from tests.retune.helpers import SOLUTIONS
+from tests.retune.helpers import make_db as bench_db
 from tests.trust.foreign import write_json, write_lines
 
 DEF = "toy_norm_h8"

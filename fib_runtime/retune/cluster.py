@@ -1,7 +1,8 @@
 """Retune on a Ray cluster: the evaluations of a retune spread over every GPU of the cluster.
 
+The executor behind `retune(cluster=...)` (`RayCluster`, see fib_runtime.retune.executor).
 One Ray actor per GPU (`num_gpus=1`, pinned to its node; on a cluster without GPUs, one
-actor per node with one CPU) owns a local worker process (`pool.WorkerHandle`), so a
+actor per node with one CPU) owns a local worker process (`worker.WorkerHandle`), so a
 solution that crashes, hangs or runs out of memory costs that worker, exactly as on one
 host: a trace status, then a fresh worker. An actor that is itself lost (killed, its node
 gone, or silent past its deadline) is replaced and its workload handed out again, at most
@@ -30,14 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fib_runtime.bench.item import Run, Settings, WorkloadTask, evaluate_item, missing_blob
-from fib_runtime.bench.pool import DeviceInfo, WorkerHandle
 from fib_runtime.errors import ClusterError
+from fib_runtime.retune.executor import Job, Settings, evaluate_item, missing_blob
+from fib_runtime.retune.plan import WorkloadTask
+from fib_runtime.retune.worker import DeviceInfo, Extensions, WorkerHandle, extensions
 
 if TYPE_CHECKING:
     from fib_runtime.schema import Solution
 
-log = logging.getLogger("fib_runtime.bench")
+log = logging.getLogger("fib_runtime.retune")
 MAX_LOSSES = 2  # an actor lost this many times on one workload: its evaluations fail
 _START_SLACK_S = 60.0
 _POLL_S = 1.0
@@ -63,10 +65,12 @@ def connect(cluster: str) -> Any:
 class Evaluator:
     """The body of one Ray actor: a local worker process on the actor's device."""
 
-    def __init__(self, gpu: bool, db_root: str, startup_timeout: float) -> None:
-        # Ray makes the actor's one GPU the only visible one.
+    def __init__(self, gpu: bool, db_root: str, startup_timeout: float,
+                 parent: Extensions | None = None) -> None:
+        # Ray makes the actor's one GPU the only visible one. The worker adopts the driver's
+        # regimes, timers and input makers.
         self.handle = WorkerHandle("cuda:0" if gpu else "cpu", Path(db_root),
-                                   startup_timeout=startup_timeout)
+                                   startup_timeout=startup_timeout, parent=parent)
 
     def start(self) -> dict[str, Any]:
         import ray
@@ -117,8 +121,8 @@ def plan_slots(nodes: list[dict[str, Any]]) -> list[Slot]:
 class KeyQueues:
     """The workloads still to measure, one queue per hardware key."""
 
-    def __init__(self, run: Run, items: list[WorkloadTask]) -> None:
-        self.run = run
+    def __init__(self, job: Job, items: list[WorkloadTask]) -> None:
+        self.job = job
         self.items = items
         self.by_key: dict[str, deque[WorkloadTask]] = {}
         self.losses: Counter[tuple[int, str]] = Counter()
@@ -127,15 +131,15 @@ class KeyQueues:
         """A worker of `info.key` is ready: the first one of its key brings the key's work."""
         if info.key not in self.by_key:
             self.by_key[info.key] = deque(self.items)
-            self.run.progress.grow(sum(len(self.run.todo(i, info)) for i in self.items))
+            self.job.recorder.progress.grow(sum(len(self.job.plan.todo(i, info))
+                                                for i in self.items))
 
     def next_for(self, info: DeviceInfo) -> tuple[WorkloadTask, list[Solution]] | None:
         """The next workload with something left to measure on this key."""
         queue = self.by_key[info.key]
         while queue:
             item = queue.popleft()
-            todo = self.run.todo(item, info)
-            self.run.note_skipped(self.run.admitted(item, info) - len(todo))
+            todo = self.job.plan.take(item, info)
             if todo:
                 return item, todo
         return None
@@ -165,17 +169,18 @@ class _Task:
 class ClusterDriver:
     """Hands workloads to the actors as they free up and records what comes back."""
 
-    def __init__(self, ray: Any, run: Run, items: list[WorkloadTask], slots: list[Slot], *,
+    def __init__(self, ray: Any, job: Job, items: list[WorkloadTask], slots: list[Slot], *,
                  evaluator: type = Evaluator) -> None:
         self.ray = ray
-        self.run = run
+        self.job = job
         self.slots = slots
-        self.queues = KeyQueues(run, items)
+        self.queues = KeyQueues(job, items)
         self.pending: dict[Any, _Task] = {}
         self.infos: dict[str, DeviceInfo] = {}
         self._actor_class = ray.remote(evaluator)
-        settings = run.settings
-        self._startup_s = run.config.startup_timeout + _START_SLACK_S
+        self._extensions = extensions()
+        settings = job.settings
+        self._startup_s = job.startup_timeout + _START_SLACK_S
         self._per_eval_s = settings.timeout + settings.reference_timeout
 
     def run_all(self) -> list[DeviceInfo]:
@@ -216,7 +221,8 @@ class ClusterDriver:
             "num_gpus": 1 if slot.gpu else 0, "num_cpus": 0 if slot.gpu else 1,
             "max_restarts": 0, "scheduling_strategy": strategy(slot.node, soft=False)}
         slot.actor = self._actor_class.options(**options).remote(
-            slot.gpu, str(self.run.db.root.resolve()), self.run.config.startup_timeout)
+            slot.gpu, str(self.job.db.root.resolve()), self.job.startup_timeout,
+            self._extensions)
         slot.busy = True
         self.pending[slot.actor.start.remote()] = _Task(
             "start", slot, time.monotonic() + self._startup_s)
@@ -251,7 +257,7 @@ class ClusterDriver:
         device = f"cuda:{gpus[0]}" if gpus else "cpu"
         slot.label = f"{slot.address}[{slot.node[:8]}]/{device}"
         self.infos.setdefault(info.key, info)
-        self.run.report.hardware = sorted({f"{i.name} ({i.key})" for i in self.infos.values()})
+        self.job.summary.hardware = sorted({f"{i.name} ({i.key})" for i in self.infos.values()})
         self.queues.join(info)
         self._dispatch(slot)
 
@@ -260,21 +266,21 @@ class ClusterDriver:
     def _dispatch(self, slot: Slot) -> None:
         """Give the slot its next workload; it goes idle when its key has none left."""
         assert slot.info is not None
-        run = self.run
+        job = self.job
         while True:
             nxt = self.queues.next_for(slot.info)
             if nxt is None:
                 slot.busy = False
                 return
             item, todo = nxt
-            reason = missing_blob(run.db, item.workload)
+            reason = missing_blob(job.db, item.workload)
             if reason is None:
                 break
-            run.unusable(item, reason, len(todo))
+            job.recorder.unusable(item, reason, len(todo))
         ref = slot.actor.run.remote(
             item.definition.to_dict(), item.workload.workload.to_dict(),
-            [s.to_dict() for s in todo], dataclasses.asdict(run.settings),
-            run.config.tolerances.get(item.definition.name))
+            [s.to_dict() for s in todo], dataclasses.asdict(job.settings),
+            job.tolerances.get(item.definition.name))
         deadline = time.monotonic() + self._per_eval_s * (len(todo) + 1) + _START_SLACK_S
         slot.busy = True
         self.pending[ref] = _Task("run", slot, deadline, item, todo)
@@ -288,11 +294,12 @@ class ClusterDriver:
             self._lost(task, exc)
             return
         by_name = {s.name: s for s in task.todo}
-        self.run.record_all(item, [(by_name[name], result, reference_ms)
-                                   for name, result, reference_ms in answer["results"]],
-                            slot.info, slot.label)
+        self.job.recorder.record(item, [(by_name[name], result, reference_ms)
+                                        for name, result, reference_ms in answer["results"]],
+                                 slot.info, slot.label)
         if answer["unusable"] is not None:
-            self.run.unusable(item, answer["unusable"], len(task.todo) - len(answer["results"]))
+            self.job.recorder.unusable(item, answer["unusable"],
+                                       len(task.todo) - len(answer["results"]))
         self._dispatch(slot)
 
     def _lost(self, task: _Task, exc: Exception) -> None:
@@ -308,7 +315,8 @@ class ClusterDriver:
             text = (f"the Ray worker on {slot.label} was lost {losses} times while evaluating "
                     f"this workload ({status}): {_first_line(exc)}")
             failed = {"status": status, "log": text}
-            self.run.record_all(item, [(s, failed, 0.0) for s in task.todo], info, slot.label)
+            self.job.recorder.record(item, [(s, failed, 0.0) for s in task.todo], info,
+                                     slot.label)
         self._replace(slot)
         for other in self.slots:  # idle workers of the key take the returned workload
             if other is not slot and not other.busy and other.actor is not None \
@@ -325,20 +333,27 @@ class ClusterDriver:
                 self.ray.kill(task.slot.actor)  # its pending call now fails: handled as lost
 
 
-def retune_on_cluster(run: Run, items: list[WorkloadTask], cluster: str, *, progress: bool
-                      ) -> list[DeviceInfo]:
-    """Run the retune's evaluations on the Ray cluster; returns each hardware kind's info."""
-    ray = connect(cluster)
-    slots = plan_slots(ray.nodes())
-    if not slots:
-        raise ClusterError(f"the Ray cluster {cluster!r} has no alive node with a GPU or CPU")
-    driver = ClusterDriver(ray, run, items, slots)
-    run.progress.open(0, progress)
-    try:
-        return driver.run_all()
-    finally:
-        run.progress.close()
-        driver.shutdown()
+class RayCluster:
+    """The executor of a cluster retune: every GPU of the Ray cluster at `address` ("ray":
+    $RAY_ADDRESS or the cluster started on this host)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def run(self, job: Job, items: list[WorkloadTask], progress: bool) -> list[DeviceInfo]:
+        """Run the retune's evaluations on the cluster; returns each hardware kind's info."""
+        ray = connect(self.address)
+        slots = plan_slots(ray.nodes())
+        if not slots:
+            raise ClusterError(f"the Ray cluster {self.address!r} has no alive node with a "
+                               "GPU or CPU")
+        driver = ClusterDriver(ray, job, items, slots)
+        job.recorder.progress.open(0, progress)
+        try:
+            return driver.run_all()
+        finally:
+            job.recorder.progress.close()
+            driver.shutdown()
 
 
 def _first_line(exc: BaseException) -> str:

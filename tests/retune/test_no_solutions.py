@@ -14,7 +14,7 @@ from fib_runtime.catalogue import AUTHOR
 from fib_runtime.cli.main import main
 from fib_runtime.schema import Status
 from fib_runtime.store import TraceDB
-from tests.bench.helpers import make_db
+from tests.retune.helpers import make_db
 
 RETUNE = ["--iters", "1", "--warmup", "0", "--no-progress", "--devices", "cpu"]
 

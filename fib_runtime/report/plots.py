@@ -4,7 +4,7 @@ Needs matplotlib (the `report` extra: `pip install 'fib-runtime[report]'`), impo
 a plot is drawn, through the Agg canvas directly (no pyplot, no global backend switch).
 
 Each solution is a coloured line, with a vertical bar at each point where its traces give a
-spread (median +- the interquartile half-width of the samples, see overview); the original
+spread (median +- the interquartile half-width of the samples, see gather); the original
 (the engine's own function) is a black dashed line; the dispatched choice at each measured
 key is a large ringed dot in its solution's colour; held-out points are hollow diamonds in
 their solution's colour, the dispatched one a star with a red edge. An axis is logarithmic
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fib_runtime.bench.overview import MAX_GROUPS, Group, Panel
 from fib_runtime.errors import FibError
+from fib_runtime.report.gather import MAX_GROUPS, Group, Panel
 
 INSTALL_HINT = "pip install 'fib-runtime[report]'"
 _LOG_SPAN = 10.0

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from fib_runtime.bench import RetuneConfig, retune
-from fib_runtime.bench.timing import TIMERS, get_timer, parse_timings
 from fib_runtime.cli.main import main
 from fib_runtime.errors import FibError
+from fib_runtime.measure.timing import TIMERS, get_timer, parse_timings
+from fib_runtime.retune import RetuneConfig, retune
 from fib_runtime.schema.provenance import TIMING_KEY, timing_of
 from fib_runtime.store import TraceDB
-from tests.bench.helpers import DEF, SOLUTIONS, make_db
+from tests.retune.helpers import DEF, SOLUTIONS, make_db
 
 FAST = {"warmup": 1, "iters": 3, "progress": False, "devices": "cpu"}
 

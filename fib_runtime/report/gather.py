@@ -24,13 +24,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from fib_runtime.bench.held_out import HeldOutPoint
+from fib_runtime import regimes
 from fib_runtime.errors import FibError
 from fib_runtime.keys import Key, axes_to_key
 from fib_runtime.original import untimeable_reason
 from fib_runtime.ranking import rank
+from fib_runtime.report.held_out import HeldOutPoint
 from fib_runtime.schema import Definition, Solution, Trace
-from fib_runtime.schema.provenance import ORIGINAL_AUTHOR, TIMINGS, spread_of, timing_of
+from fib_runtime.schema.provenance import ORIGINAL_AUTHOR, spread_of, timing_of
 from fib_runtime.schema.trace import Status
 from fib_runtime.store import TraceDB
 
@@ -205,7 +206,7 @@ def gather(db: TraceDB, definitions: Sequence[str] | None = None,
             by_regime: dict[str, list[Trace]] = defaultdict(list)
             for trace in traces:
                 by_regime[timing_of(trace.evaluation)].append(trace)  # type: ignore[arg-type]
-            for regime in sorted(by_regime, key=_regime_order):
+            for regime in sorted(by_regime, key=regimes.order):
                 panel = _panel(definition, key, regime, by_regime[regime], db.solutions)
                 if panel is None:
                     overview.skipped.append(Skipped(
@@ -228,10 +229,6 @@ def regime_argument(regime: str) -> dict[str, str]:
     """`timing=regime` where `rank` selects the traces of one regime itself (the regime work
     adds that argument, defaulting to device); nothing where it ranks whatever it is given."""
     return {"timing": regime} if "timing" in inspect.signature(rank).parameters else {}
-
-
-def _regime_order(regime: str) -> tuple[int, str]:
-    return (TIMINGS.index(regime) if regime in TIMINGS else len(TIMINGS), regime)
 
 
 def _panel(definition: Definition, hardware: str, regime: str, traces: list[Trace],

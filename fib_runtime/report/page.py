@@ -16,9 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fib_runtime.bench.overview import Axes, Overview, Panel, Skipped
 from fib_runtime.errors import naming
 from fib_runtime.render import render_table
+from fib_runtime.report.gather import Axes, Overview, Panel, Skipped
 
 KEY_HEADERS = ("workload", "dispatched", "latency", "original", "original latency",
                "speedup vs original", "candidates", "not ranked")

@@ -8,7 +8,7 @@ import pytest
 
 from fib_runtime.cli.main import main
 from fib_runtime.store import TraceDB
-from tests.bench.helpers import DEF, SOLUTIONS, make_db
+from tests.retune.helpers import DEF, SOLUTIONS, make_db
 
 
 def test_cli_retunes_prints_table_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -36,3 +36,15 @@ def test_cli_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "DEFINITION=ATOL,RTOL" in capsys.readouterr().err
     assert main(["retune", str(tmp_path / "db"), "--definition", "missing"]) == 1
     assert "unknown definitions: missing" in capsys.readouterr().err
+
+
+def test_fib_retune_is_still_the_function_once_the_package_is_imported(tmp_path: Path) -> None:
+    import fib_runtime as fib
+    import fib_runtime.retune  # makes the package the attribute fib.retune
+    from fib_runtime import retune as imported
+    from fib_runtime.retune import RetuneSummary
+
+    db = make_db(tmp_path / "db", {})  # nothing to measure: no worker starts
+    assert isinstance(fib.retune(db, devices="cpu", progress=False), RetuneSummary)
+    assert isinstance(imported(db.root, devices="cpu", progress=False), RetuneSummary)
+    assert fib_runtime.retune.retune is not fib_runtime.retune  # the function, in the package

@@ -1,10 +1,11 @@
-"""What a retune did, and per definition the winner of each workload bucket."""
+"""What a retune did, and per definition the winner of each workload bucket (its summary,
+printed by `fib retune`; `fib report` is the separate overview of a database)."""
 
 from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fib_runtime.keys import Key, axes_to_key
@@ -53,7 +54,7 @@ class Bucket:
 
 
 @dataclass
-class RetuneReport:
+class RetuneSummary:
     """Counts of what ran and the buckets' winners (from every trace of this hardware)."""
 
     hardware: list[str] = field(default_factory=list)
@@ -91,6 +92,17 @@ class RetuneReport:
                          "--solution) trusts them")
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
+
+
+def fill_buckets(summary: RetuneSummary, db: TraceDB, definitions: Iterable[str],
+                 hardware_keys: Collection[str], timings: Sequence[str]) -> None:
+    """The summary's buckets of each definition, from every trace of these hardware keys."""
+    for name in dict.fromkeys(definitions):
+        definition = db.definitions[name]
+        summary.buckets[name] = [
+            bucket for key in sorted(hardware_keys) for timing in timings
+            for bucket in summarise(definition, db.traces_for(name, key), db.solutions, key,
+                                    timing)]
 
 
 def summarise(definition: Definition, traces: Sequence[Trace],

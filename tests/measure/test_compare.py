@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fib_runtime.bench.compare import DEFAULT_TOLERANCES, check_outputs
+from fib_runtime.measure.compare import DEFAULT_TOLERANCES, check_outputs
 from fib_runtime.schema import Definition, Status
 from tests import factories
 

@@ -1,4 +1,6 @@
-"""Latency of one call, in a timing regime: a registry of timers, name -> Timer.
+"""Latency of one call, in a timing regime: a registry of timers, keyed by the regime names of
+`fib_runtime.regimes` (a timer is registered under its regime's name; the regime's
+`gpu_only` says when it cannot be measured on the CPU). The three shipped timers:
 
 - `device`: warm-up, then the median of N timed runs. On a GPU each run is timed with CUDA
   events on the current stream, after the inputs are re-filled with fresh data and the L2
@@ -18,7 +20,8 @@ runs of `device` and `graph`, the rounds of `eager`). Retune stamps it on the tr
 (`fib_runtime.schema.provenance.SPREAD_KEY`) and the ranking rule reads it as the noise of
 the measurement (`fib_runtime.ranking`).
 
-A timer that cannot run on a device says why (`unavailable`); it is never emulated.
+A timer that cannot run on a device says why (`unavailable`); it is never emulated. Adding a
+regime: `fib_runtime.regimes.register(Regime(...))`, then `register_timer(name, measure)`.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fib_runtime import regimes
 from fib_runtime.errors import FibError
-from fib_runtime.schema.provenance import DEVICE
 
 _MIN_FLUSH_BYTES = 256 << 20
 _flush_buffers: dict[int, Any] = {}
@@ -67,15 +70,16 @@ def summarise(samples: Sequence[float]) -> Latency:
 
 @dataclass(frozen=True)
 class Timer:
-    """One timing regime: `measure(fn, args, device=, refill=, warmup=, iters=) -> Latency`."""
+    """The timer of one regime: `measure(fn, args, device=, refill=, warmup=, iters=) ->
+    Latency`."""
 
     name: str
     measure: Callable[..., float]
-    needs_gpu: bool = False
 
     def unavailable(self, device: Any) -> str | None:
         """Why this regime cannot be measured on `device` (None: it can)."""
-        if self.needs_gpu and not _is_cuda(device):
+        regime = regimes.REGIMES.get(self.name)
+        if regime is not None and regime.gpu_only and not _is_cuda(device):
             return f"the {self.name} regime needs a CUDA device (not {device})"
         return None
 
@@ -83,23 +87,48 @@ class Timer:
 TIMERS: dict[str, Timer] = {}
 
 
-def register_timer(timer: Timer) -> Timer:
-    """Add (or replace) a timer in the registry."""
-    TIMERS[timer.name] = timer
+def register_timer(name: str, measure: Callable[..., float]) -> Timer:
+    """Add (or replace) the timer of the registered regime `name`. Retune's worker processes
+    adopt it, so `measure` must be importable (defined at a module's top level)."""
+    if name not in regimes.REGIMES:
+        raise FibError(f"no timing regime {name!r} is registered (fib_runtime.regimes."
+                       "register comes first)")
+    timer = TIMERS[name] = Timer(name, measure)
     return timer
+
+
+def unregister_timer(name: str) -> None:
+    """Remove a regime's timer (nothing when it has none)."""
+    TIMERS.pop(name, None)
 
 
 def get_timer(name: str) -> Timer:
     timer = TIMERS.get(name)
-    if timer is None:
-        raise FibError(f"unknown timing regime {name!r}; known: {', '.join(TIMERS)}")
+    if timer is None or name not in regimes.REGIMES:
+        known = [n for n in TIMERS if n in regimes.REGIMES]
+        raise FibError(f"unknown timing regime {name!r}; known: {', '.join(known)}")
     return timer
+
+
+def registered() -> list[tuple[regimes.Regime, Timer]]:
+    """Every regime with a timer, for a worker process to adopt (`adopt`)."""
+    return [(regimes.REGIMES[n], t) for n, t in TIMERS.items() if n in regimes.REGIMES]
+
+
+def adopt(pairs: Sequence[tuple[regimes.Regime, Timer]]) -> None:
+    """Register, in this process, the regimes and timers of another (a worker's parent) that
+    it lacks: a regime added in the user's code is measured in the workers too."""
+    for regime, timer in pairs:
+        if regime.name not in regimes.REGIMES:
+            regimes.register(regime)
+        if timer.name not in TIMERS:
+            register_timer(timer.name, timer.measure)
 
 
 def parse_timings(value: str | Sequence[str] | None) -> tuple[str, ...]:
     """`"device,eager"` or ["device", "eager"] -> ("device", "eager"), each one known."""
     if value is None:
-        return (DEVICE,)
+        return (regimes.DEVICE.name,)
     parts = value.split(",") if isinstance(value, str) else list(value)
     names = tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
     if not names:
@@ -241,6 +270,6 @@ def graph_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
     return summarise([s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)])
 
 
-register_timer(Timer(DEVICE, median_latency_ms))
-register_timer(Timer("eager", eager_latency_ms))
-register_timer(Timer("graph", graph_latency_ms, needs_gpu=True))
+register_timer(regimes.DEVICE.name, median_latency_ms)
+register_timer(regimes.EAGER.name, eager_latency_ms)
+register_timer(regimes.GRAPH.name, graph_latency_ms)

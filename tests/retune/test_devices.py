@@ -8,11 +8,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-import fib_runtime.bench.engine as engine
-from fib_runtime.bench import resolve_devices, retune
-from fib_runtime.bench.pool import WorkerHandle
+import fib_runtime.retune.executor as executor
+from fib_runtime.retune import resolve_devices, retune
+from fib_runtime.retune.worker import WorkerHandle
 from fib_runtime.store import TraceDB
-from tests.bench.helpers import DEF, SOLUTIONS, make_db
+from tests.retune.helpers import DEF, SOLUTIONS, make_db
 
 SLOW = """import time
 import torch
@@ -47,12 +47,12 @@ def test_two_workers_split_the_workloads_with_identical_results(
     retune(db, devices="cpu", **fast)
     single = {(t.solution, t.workload.uuid): t.evaluation for t in db.traces_for(DEF)}
 
-    monkeypatch.setattr(engine, "resolve_devices", lambda _devices: ["cpu", "cpu"])
-    monkeypatch.setattr(engine, "WorkerHandle", CountingHandle)
+    monkeypatch.setattr(executor, "resolve_devices", lambda _devices: ["cpu", "cpu"])
+    monkeypatch.setattr(executor, "WorkerHandle", CountingHandle)
     CountingHandle.made.clear()
-    report = retune(db, force=True, **fast)
+    summary = retune(db, force=True, **fast)
     assert [h.prepared > 0 for h in CountingHandle.made] == [True, True]
-    assert Counter((o.solution, o.workload) for o in report.outcomes) == Counter(
+    assert Counter((o.solution, o.workload) for o in summary.outcomes) == Counter(
         {key: 1 for key in single})
     latest = {(t.solution, t.workload.uuid): t.evaluation
               for t in TraceDB.open(db.root).traces_for(DEF)}

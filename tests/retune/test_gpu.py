@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fib_runtime.bench import retune
 from fib_runtime.hardware import current_hardware
-from tests.bench.helpers import DEF, SOLUTIONS, make_db
+from fib_runtime.retune import retune
+from tests.retune.helpers import DEF, SOLUTIONS, make_db
 
 CUDA_NORM = """import torch
 
@@ -24,7 +24,7 @@ def test_retune_tiny_definition_on_gpu(tmp_path: Path, monkeypatch: pytest.Monke
     solutions = {"gpu_norm": (CUDA_NORM, False), "good_dps": SOLUTIONS["good_dps"],
                  "wrong_value": SOLUTIONS["wrong_value"], "aborts": SOLUTIONS["aborts"]}
     db = make_db(tmp_path / "db", solutions, batches=(1, 256), hardware=("nvidia",))
-    report = retune(db, warmup=3, iters=10, timeout=60, progress=False)
+    summary = retune(db, warmup=3, iters=10, timeout=60, progress=False)
     hardware = current_hardware(0)
     traces = db.traces_for(DEF, hardware.key)
     assert len(traces) == 8
@@ -41,4 +41,4 @@ def test_retune_tiny_definition_on_gpu(tmp_path: Path, monkeypatch: pytest.Monke
         if trace.evaluation.performance is not None:
             # GPU events: a launch-bound op takes microseconds, not the CPU's idea of it.
             assert 0.001 < trace.evaluation.performance.latency_ms < 5.0
-    assert all(b.winner in ("gpu_norm", "good_dps") for b in report.buckets[DEF])
+    assert all(b.winner in ("gpu_norm", "good_dps") for b in summary.buckets[DEF])

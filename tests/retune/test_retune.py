@@ -7,25 +7,25 @@ from pathlib import Path
 
 import pytest
 
-from fib_runtime.bench import RetuneConfig, RetuneError, RetuneReport, retune
 from fib_runtime.hardware import CPU_KEY, current_hardware
+from fib_runtime.retune import RetuneConfig, RetuneError, RetuneSummary, retune
 from fib_runtime.schema import Status, Trace
 from fib_runtime.store import TraceDB
 from tests import factories
-from tests.bench.helpers import DEF, SOLUTIONS, latest_status, make_db
+from tests.retune.helpers import DEF, SOLUTIONS, latest_status, make_db
 
 FAST = {"warmup": 1, "iters": 3, "progress": False, "devices": "cpu"}
 
 
 @pytest.fixture(scope="module")
-def retuned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TraceDB, RetuneReport]]:
+def retuned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TraceDB, RetuneSummary]]:
     """One retune of every toy solution (the worker crashes and hangs along the way)."""
     tmp = tmp_path_factory.mktemp("retune")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FIB_CACHE_PATH", str(tmp / "cache"))
         db = make_db(tmp / "db", SOLUTIONS)
-        report = retune(db, timeout=5.0, **FAST)
-        yield db, report
+        summary = retune(db, timeout=5.0, **FAST)
+        yield db, summary
 
 
 EXPECTED = {
@@ -38,15 +38,15 @@ EXPECTED = {
 }
 
 
-def test_every_solution_gets_its_status(retuned: tuple[TraceDB, RetuneReport]) -> None:
-    db, report = retuned
+def test_every_solution_gets_its_status(retuned: tuple[TraceDB, RetuneSummary]) -> None:
+    db, summary = retuned
     traces = latest_status(db)
     assert {name: t.evaluation.status for name, t in traces.items()} == EXPECTED
-    assert len(report.outcomes) == len(SOLUTIONS) and report.skipped == 0
+    assert len(summary.outcomes) == len(SOLUTIONS) and summary.skipped == 0
 
 
 def test_passed_traces_carry_latency_and_environment(
-        retuned: tuple[TraceDB, RetuneReport]) -> None:
+        retuned: tuple[TraceDB, RetuneSummary]) -> None:
     db, _ = retuned
     for name in ("good", "good_dps"):
         evaluation = latest_status(db)[name].evaluation
@@ -61,7 +61,7 @@ def test_passed_traces_carry_latency_and_environment(
     assert {t.solution for t in db.traces_for(DEF, CPU_KEY)} == set(SOLUTIONS)
 
 
-def test_failures_carry_their_logs(retuned: tuple[TraceDB, RetuneReport]) -> None:
+def test_failures_carry_their_logs(retuned: tuple[TraceDB, RetuneSummary]) -> None:
     traces = latest_status(retuned[0])
 
     def log(name: str) -> str:
@@ -83,16 +83,16 @@ def test_failures_carry_their_logs(retuned: tuple[TraceDB, RetuneReport]) -> Non
         assert traces[name].evaluation.performance is None
 
 
-def test_report_table_names_winner_and_failures(retuned: tuple[TraceDB, RetuneReport]) -> None:
-    _, report = retuned
-    (bucket,) = report.buckets[DEF]
+def test_summary_table_names_winner_and_failures(retuned: tuple[TraceDB, RetuneSummary]) -> None:
+    _, summary = retuned
+    (bucket,) = summary.buckets[DEF]
     assert bucket.axes == (("batch_size", 4),)
     assert bucket.winner in ("good", "good_dps")
     assert bucket.speedup_vs_runner_up is not None and bucket.speedup_vs_runner_up >= 1.0
     assert dict(bucket.failures)["hangs"] == "TIMEOUT"
-    text = report.table()
+    text = summary.table()
     assert "batch_size=4" in text and "aborts: RUNTIME_ERROR" in text
-    assert report.counts()["PASSED"] == 2
+    assert summary.counts()["PASSED"] == 2
 
 
 def test_resume_skips_measured_and_force_measures_again(
@@ -119,9 +119,9 @@ def test_interrupted_run_resumes_only_the_rest(tmp_path: Path,
     data = factories.trace(DEF, "good", hardware=current_hardware().name)
     data["workload"] = done.workload.to_dict()
     db.append_traces([Trace.from_dict(data)])
-    report = retune(db, **FAST)
-    assert report.skipped == 1
-    assert [o.workload for o in report.outcomes] == [db.distinct_workloads(DEF)[1].workload.uuid]
+    summary = retune(db, **FAST)
+    assert summary.skipped == 1
+    assert [o.workload for o in summary.outcomes] == [db.distinct_workloads(DEF)[1].workload.uuid]
 
 
 def test_missing_blob_workload_is_reported_and_skipped(
@@ -133,10 +133,10 @@ def test_missing_blob_workload_is_reported_and_skipped(
             "tensor_key": "x"}
     lost = factories.workload(DEF, 3, x=blob, weight={"type": "random"})
     db.append_workloads([Trace.from_dict(lost)])
-    report = retune(db, **FAST)
-    assert [u.workload for u in report.unusable] == [lost["workload"]["uuid"]]
-    assert "x.safetensors is missing" in report.unusable[0].reason
-    assert [o.status for o in report.outcomes] == ["PASSED"]
+    summary = retune(db, **FAST)
+    assert [u.workload for u in summary.unusable] == [lost["workload"]["uuid"]]
+    assert "x.safetensors is missing" in summary.unusable[0].reason
+    assert [o.status for o in summary.outcomes] == ["PASSED"]
     assert {t.workload.uuid for t in db.traces_for(DEF)} != {lost["workload"]["uuid"]}
     assert sum("x.safetensors" in r.getMessage() for r in caplog.records) == 1
 
@@ -151,24 +151,24 @@ def test_blob_inputs_are_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     desc = {"type": "safetensors", "path": rel, "tensor_key": "x"}
     db.append_workloads([Trace.from_dict(factories.workload(DEF, 5, x=desc,
                                                             weight={"type": "random"}))])
-    report = retune(db, **FAST)
-    assert [o.status for o in report.outcomes] == ["PASSED"] and not report.unusable
+    summary = retune(db, **FAST)
+    assert [o.status for o in summary.outcomes] == ["PASSED"] and not summary.unusable
 
 
 def test_only_solutions_for_this_hardware_run(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FIB_CACHE_PATH", str(tmp_path / "cache"))
     db = make_db(tmp_path / "db", {"good": SOLUTIONS["good"]}, hardware=("H100",))
-    report = retune(db, **FAST)
-    assert report.outcomes == [] and db.traces_for(DEF) == []
+    summary = retune(db, **FAST)
+    assert summary.outcomes == [] and db.traces_for(DEF) == []
 
 
 def test_tolerance_override_per_definition(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FIB_CACHE_PATH", str(tmp_path / "cache"))
     db = make_db(tmp_path / "db", {"wrong_value": SOLUTIONS["wrong_value"]})
-    report = retune(db, config=RetuneConfig(tolerances={DEF: (1e-3, 2e-2)}), **FAST)
-    assert [o.status for o in report.outcomes] == ["PASSED"]
+    summary = retune(db, config=RetuneConfig(tolerances={DEF: (1e-3, 2e-2)}), **FAST)
+    assert [o.status for o in summary.outcomes] == ["PASSED"]
 
 
 def test_unknown_names_are_refused(tmp_path: Path) -> None:

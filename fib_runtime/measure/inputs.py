@@ -8,6 +8,10 @@ Structured inputs are recognised from names and axes, so the official definition
 - `*last_page_len*` lies in [1, page_size]; other index-like integers (ids, positions, tables)
   stay below the leading size of the tensor they index;
 - a random float scalar named `*scale*` is 1/sqrt(head_dim) when a head_dim axis exists.
+
+Where these rules are not enough, an input maker registered for the definition's name, or
+for its family (its `family:` tag), makes the inputs it knows (`register_inputs`); the rules
+make the rest. What a maker makes is restored before each check but never re-filled.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fib_runtime.errors import FibError, InputError
+from fib_runtime.families import family_of
 from fib_runtime.schema import (
     Definition,
     RandomInput,
@@ -34,6 +39,30 @@ from fib_runtime.tensors import INTEGER_DTYPES, torch_dtype
 _INDEX_WORDS = ("indices", "ids", "positions", "table")
 _LAST_ITEM = re.compile(r"^\s*(\w+)\s*==\s*(\w+)\[-1\]\.item\(\)\s*$")
 _ALTERNATES = 2  # fresh data sets cycled into the inputs between timed runs
+
+# (input name, its spec, the axis values, the workload's seeded torch.Generator) -> the value
+# (a CPU tensor or a scalar), or None to leave that input to the naming rules.
+InputMaker = Callable[[str, TensorSpec, Mapping[str, int], Any], Any]
+INPUT_MAKERS: dict[str, InputMaker] = {}
+
+
+def register_inputs(name: str, maker: InputMaker) -> None:
+    """Make the random inputs of the definition `name`, or of every definition of the family
+    `name`, with `maker` first (a definition's own maker wins over its family's). A worker
+    process adopts the makers of its parent, so `maker` must be importable (module level)."""
+    INPUT_MAKERS[name] = maker
+
+
+def unregister_inputs(name: str) -> None:
+    """Remove the maker registered under `name` (nothing when there is none)."""
+    INPUT_MAKERS.pop(name, None)
+
+
+def input_maker(definition: Definition) -> InputMaker | None:
+    """The maker of a definition's inputs: its name's, else its family's, else None."""
+    found = INPUT_MAKERS.get(definition.name)
+    family = family_of(definition) if found is None else None
+    return INPUT_MAKERS.get(family) if family is not None else found
 
 
 @dataclass
@@ -122,9 +151,14 @@ class _Maker:
         self.gen = gen
         self.totals = _indptr_totals(definition)
         self.lengths: dict[str, list[int]] = {}  # per len_* axis: lengths given out so far
+        self.custom = input_maker(definition)
 
     def make(self, name: str, spec: TensorSpec) -> tuple[Any, bool]:
         """The value of one random input, and whether it is plain (safe to re-fill)."""
+        if self.custom is not None:
+            value = self.custom(name, spec, self.values, self.gen)
+            if value is not None:
+                return value, False
         if spec.shape is None:
             return self._scalar(name, spec), False
         shape = tuple(self.values[a] for a in spec.shape)

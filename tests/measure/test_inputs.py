@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from fib_runtime.bench.inputs import InputError, materialise
+from fib_runtime.measure.inputs import InputError, materialise, register_inputs, unregister_inputs
 from fib_runtime.schema import Definition, RandomInput, Workload
 from tests import factories
 from tests.conftest import REPO
@@ -146,3 +147,27 @@ def test_restore_repairs_structured_inputs_a_solution_wrote_into() -> None:
     inputs.args[4].zero_()
     inputs.restore()
     assert torch.equal(inputs.args[4], indices)
+
+
+def test_an_input_maker_by_definition_or_family_wins_over_the_naming_rules() -> None:
+    def sevens(name: str, spec: Any, values: Any, gen: Any) -> Any:
+        return torch.full((values["batch_size"], values["hidden_size"]), 7.0) \
+            if name == "x" else None
+
+    def threes(name: str, spec: Any, values: Any, gen: Any) -> Any:
+        return torch.full((values["hidden_size"],), 3.0) if name == "weight" else None
+
+    plain = Definition.from_dict(factories.definition("maker_norm_h8"))
+    tagged = Definition.from_dict(factories.definition("maker_fam_h8", tags=["family:fam"]))
+    register_inputs("maker_norm_h8", sevens)
+    register_inputs("fam", threes)
+    try:
+        x, weight = materialise(plain, Workload.from_dict(
+            factories.workload("maker_norm_h8", 3)["workload"])).args
+        assert bool((x == 7.0).all()) and not bool((weight == 3.0).all())
+        x, weight = materialise(tagged, Workload.from_dict(
+            factories.workload("maker_fam_h8", 3)["workload"])).args
+        assert bool((weight == 3.0).all()) and not bool((x == 7.0).all())
+    finally:
+        unregister_inputs("maker_norm_h8")
+        unregister_inputs("fam")

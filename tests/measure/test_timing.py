@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from fib_runtime.bench.timing import median_latency_ms
+from fib_runtime.measure.timing import median_latency_ms
 
 
 def test_median_of_runs_after_warmup_with_refill_between() -> None:

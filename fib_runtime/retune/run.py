@@ -1,0 +1,93 @@
+"""retune: benchmark every candidate solution on every captured workload, on this machine's
+devices (or a Ray cluster's), and append the results to the database as traces.
+
+It reads as its four steps: the plan (`plan`: the workloads and solutions asked for, the
+trust gate, and what is measured already), the executor (`executor`: the local pool of
+worker processes or the Ray cluster; in a device's worker each workload is materialised and
+its reference run once, then each solution whose `target_hardware` admits the device is
+built, checked and timed), the record (`record`: every result becomes a trace, appended as
+soon as it exists, so an interrupted retune resumes where it stopped) and the summary
+(`summary`). Each timing regime asked for (`timings`, see fib_runtime.regimes and
+fib_runtime.measure.timing) gives its own trace, stamped with its regime.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fib_runtime.errors import RetuneError
+from fib_runtime.measure.compare import Tolerance
+from fib_runtime.measure.timing import parse_timings
+from fib_runtime.regimes import DEVICE
+from fib_runtime.retune.executor import Executor, Job, LocalPool, Settings
+from fib_runtime.retune.plan import Plan, trusted_only, workload_tasks
+from fib_runtime.retune.record import Recorder
+from fib_runtime.retune.summary import RetuneSummary, fill_buckets, nothing_to_compare
+from fib_runtime.store import TraceDB
+
+
+@dataclass(frozen=True)
+class RetuneConfig:
+    """Settings beyond the command line's.
+
+    `tolerances` overrides the per-dtype defaults (see fib_runtime.measure.compare) for the
+    named definitions, as (atol, rtol). `reference_timeout` bounds preparing a workload
+    (inputs, reference run and timing); `startup_timeout` bounds starting a worker.
+    """
+
+    tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    reference_timeout: float = 600.0
+    startup_timeout: float = 300.0
+    timings: tuple[str, ...] = (DEVICE.name,)  # the timing regimes to measure
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "timings", parse_timings(self.timings))
+
+
+def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
+           solutions: Iterable[str] | None = None,
+           devices: str | Sequence[int | str] | None = None, *, warmup: int = 10,
+           iters: int = 50, timeout: float = 120.0, force: bool = False,
+           progress: bool = True, config: RetuneConfig | None = None,
+           cluster: str | None = None) -> RetuneSummary:
+    """Benchmark the selected solutions on the captured workloads and append traces.
+
+    `timeout` bounds one solution on one workload (build, check and timing) in seconds.
+    `cluster` ("ray" for the Ray cluster of $RAY_ADDRESS or this host, or an address)
+    spreads the work over every GPU of a Ray cluster instead of this machine's `devices`.
+    """
+    if cluster is not None and devices is not None:
+        raise RetuneError("give either devices or a cluster, not both")
+    if not isinstance(db, TraceDB):
+        db = TraceDB.open(db)
+    config = config or RetuneConfig()
+    items, untrusted = trusted_only(db, workload_tasks(db, definitions, solutions))
+    summary = RetuneSummary(untrusted=untrusted, notes=nothing_to_compare(db, definitions))
+    executor: Executor
+    if cluster is not None:
+        from fib_runtime.retune.cluster import RayCluster  # Ray only when asked for
+
+        executor = RayCluster(cluster)
+    else:
+        executor = LocalPool(devices, config.startup_timeout, db)
+    job = new_job(db, summary, warmup=warmup, iters=iters, timeout=timeout, force=force,
+                  config=config)
+    if items:
+        infos = executor.run(job, items, progress)
+        fill_buckets(summary, db, (i.definition.name for i in items),
+                     {i.key for i in infos}, config.timings)
+    job.recorder.raise_if_lost()
+    return summary
+
+
+def new_job(db: TraceDB, summary: RetuneSummary, *, warmup: int, iters: int, timeout: float,
+            force: bool, config: RetuneConfig) -> Job:
+    """What an executor is handed: the settings, the plan and the recorder of one retune."""
+    lock, stop = threading.Lock(), threading.Event()
+    plan = Plan(db, config.timings, force, summary, lock)
+    recorder = Recorder(db, plan, summary, config.timings, lock, stop)
+    return Job(db, Settings(warmup, iters, timeout, config.reference_timeout, config.timings),
+               config.tolerances, config.startup_timeout, plan, recorder, summary, stop)
