@@ -33,7 +33,7 @@ from _common import print_table, write_json
 from fib_runtime.catalogue import install
 from fib_runtime.hardware import current_hardware
 from fib_runtime.measure.timing import median_latency_ms
-from fib_runtime.retune import retune
+from fib_runtime.retuning import retune
 from fib_runtime.schema import Definition, Status, Trace
 from fib_runtime.store import TraceDB
 from fib_runtime.tensors import torch_dtype

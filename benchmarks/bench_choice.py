@@ -48,7 +48,7 @@ from fib_runtime.dispatch.explain import explain
 from fib_runtime.hardware import current_hardware, target_matches
 from fib_runtime.measure.timing import get_timer, parse_timings
 from fib_runtime.original import is_original, unwrapped
-from fib_runtime.retune import RetuneConfig, retune
+from fib_runtime.retuning import RetuneConfig, retune
 from fib_runtime.schema import Definition, Status
 from fib_runtime.store import TraceDB
 from fib_runtime.tensors import torch_dtype

@@ -37,7 +37,7 @@ from fib_runtime.adapters import routing
 
 import fib_runtime as fib
 from fib_runtime.catalogue import install
-from fib_runtime.retune import retune
+from fib_runtime.retuning import retune
 from fib_runtime.store import TraceDB
 from integration.flashinfer_decode_layer import Layer
 

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import print_table, write_json
 
-from fib_runtime.retune import RetuneConfig, RetuneSummary
-from fib_runtime.retune.cluster import ClusterDriver, Slot
-from fib_runtime.retune.plan import workload_tasks
-from fib_runtime.retune.run import new_job
+from fib_runtime.retuning import RetuneConfig, RetuneSummary
+from fib_runtime.retuning.cluster import ClusterDriver, Slot
+from fib_runtime.retuning.plan import workload_tasks
+from fib_runtime.retuning.run import new_job
 from fib_runtime.schema import Definition, Solution, Trace
 from fib_runtime.store import TraceDB
 from fib_runtime.store.merge import merge

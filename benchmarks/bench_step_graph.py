@@ -43,7 +43,7 @@ from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.keys import axes_to_key
 from fib_runtime.measure.inputs import materialise
 from fib_runtime.measure.timing import graph_latency_ms
-from fib_runtime.retune import RetuneConfig, retune
+from fib_runtime.retuning import RetuneConfig, retune
 from fib_runtime.store import TraceDB
 from fib_runtime.verify import verify
 from integration.flashinfer_decode_layer import DEFINITIONS, Layer, op_axes

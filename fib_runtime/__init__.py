@@ -34,7 +34,7 @@ _LAZY = {
     "enable_capture": "fib_runtime.capture", "disable_capture": "fib_runtime.capture",
     "capture_stats": "fib_runtime.capture", "CaptureConfig": "fib_runtime.capture",
     "CapturePolicy": "fib_runtime.capture", "CaptureSession": "fib_runtime.capture",
-    "retune": "fib_runtime.retune", "RetuneConfig": "fib_runtime.retune",
+    "retune": "fib_runtime.retuning", "RetuneConfig": "fib_runtime.retuning",
 }
 
 

@@ -24,7 +24,7 @@ import fib_runtime as fib
 from fib_runtime.catalogue import install
 from fib_runtime.measure.timing import eager_latency_ms
 from fib_runtime.render import render_table
-from fib_runtime.retune import RetuneConfig, RetuneSummary, retune
+from fib_runtime.retuning import RetuneConfig, RetuneSummary, retune
 from fib_runtime.store import TraceDB
 
 HIDDEN, INTERMEDIATE = 4096, 14336

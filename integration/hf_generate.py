@@ -38,7 +38,7 @@ import torch
 from fib_runtime.adapters.transformers import apply
 
 import fib_runtime as fib
-from fib_runtime.retune import retune
+from fib_runtime.retuning import retune
 
 MODES = ("eager", "fib", "liger", "compile", "fib_compile")
 # (config class, liger patch function, full-size constants, tiny constants)

@@ -32,7 +32,7 @@ from fib_runtime.catalogue import install
 from fib_runtime.hardware import current_hardware
 from fib_runtime.measure.timing import median_latency_ms
 from fib_runtime.render import render_table
-from fib_runtime.retune import retune
+from fib_runtime.retuning import retune
 from fib_runtime.store import TraceDB
 
 HIDDEN, INTERMEDIATE = 4096, 14336

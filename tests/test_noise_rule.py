@@ -16,7 +16,7 @@ import pytest
 from fib_runtime.keys import Key
 from fib_runtime.measure.timing import Latency, summarise
 from fib_runtime.ranking import NOISE_FLOOR, noise, rank
-from fib_runtime.retune import retune
+from fib_runtime.retuning import retune
 from fib_runtime.schema import Definition, Solution, Trace
 from fib_runtime.schema.provenance import (
     GATE_KEY,
@@ -134,7 +134,7 @@ def test_retune_stamps_the_spread_and_flashinfer_bench_keeps_it(tmp_path: Path):
 _RETUNE_AND_SERVE = textwrap.dedent("""
     import json, sys
     import fib_runtime as fib
-    from fib_runtime.retune import RetuneConfig, retune
+    from fib_runtime.retuning import RetuneConfig, retune
     root = sys.argv[1]
     retune(root, devices="cpu", warmup=2, iters=14, progress=False,
            config=RetuneConfig(timings=("device", "eager")))

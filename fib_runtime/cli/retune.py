@@ -9,7 +9,7 @@ from fib_runtime.cli.options import integer, number
 from fib_runtime.errors import FibError
 from fib_runtime.measure.timing import parse_timings
 from fib_runtime.paths import default_db_path
-from fib_runtime.retune import RetuneConfig, retune
+from fib_runtime.retuning import RetuneConfig, retune
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -17,7 +17,7 @@ from fib_runtime.adapters.transformers import apply
 import fib_runtime as fib
 from fib_runtime.dispatch import sites
 from fib_runtime.original import is_original, untimeable_reason
-from fib_runtime.retune import retune
+from fib_runtime.retuning import retune
 from fib_runtime.store import TraceDB
 from tests.adapters.hf_models import (
     VOCAB,

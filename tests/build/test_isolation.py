@@ -15,7 +15,7 @@ import torch
 import fib_runtime as fib
 from fib_runtime.build import BuildCache, Built, value_returning
 from fib_runtime.hardware import CPU_KEY
-from fib_runtime.retune import retune
+from fib_runtime.retuning import retune
 from fib_runtime.schema import Definition, Solution, Status, Trace
 from fib_runtime.store import TraceDB
 from tests import factories

@@ -21,7 +21,7 @@ import torch
 import fib_runtime as fib
 from fib_runtime.catalogue import install
 from fib_runtime.hardware import CPU_KEY, current_hardware
-from fib_runtime.retune import RetuneConfig, retune
+from fib_runtime.retuning import RetuneConfig, retune
 from fib_runtime.schema import (
     Correctness,
     Environment,

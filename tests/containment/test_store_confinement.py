@@ -151,7 +151,7 @@ def test_a_link_inside_the_database_to_outside_is_not_followed_by_writes(root: P
 
 def test_retune_of_a_database_with_hostile_names_measures_the_rest(
         root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fib_runtime.retune import retune
+    from fib_runtime.retuning import retune
 
     monkeypatch.setenv("FIB_CACHE_PATH", str(root.parent / "cache"))
     db = good_db(root)

@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from fib_runtime.cli.main import main
-from fib_runtime.retune import RetuneError, retune
+from fib_runtime.retuning import RetuneError, retune
 from fib_runtime.schema import Definition, Solution, Trace
 from fib_runtime.store import TraceDB, files, layout
 from tests import factories

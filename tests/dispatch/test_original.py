@@ -20,7 +20,7 @@ from fib_runtime.original import (
     original_solution,
     untimeable_reason,
 )
-from fib_runtime.retune import RetuneConfig, retune
+from fib_runtime.retuning import RetuneConfig, retune
 from fib_runtime.schema import Definition, Solution, Status
 from fib_runtime.schema.provenance import ORIGINAL_AUTHOR
 from fib_runtime.store import TraceDB

@@ -192,7 +192,7 @@ def test_7_retune_times_the_plugins_originals(tmp_path: Path, monkeypatch: pytes
     originals; retune times them (no "not timeable" note) and they rank like any solution."""
     from fib_runtime.catalogue import install
     from fib_runtime.original import is_original, untimeable_reason
-    from fib_runtime.retune import retune
+    from fib_runtime.retuning import retune
     from fib_runtime.store import TraceDB
 
     db = TraceDB.open(tmp_path / "db", create=True)

@@ -38,13 +38,13 @@ def test_cli_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "unknown definitions: missing" in capsys.readouterr().err
 
 
-def test_fib_retune_is_still_the_function_once_the_package_is_imported(tmp_path: Path) -> None:
+def test_fib_retune_is_the_function_once_the_package_is_imported(tmp_path: Path) -> None:
+    """The package is `retuning`, so importing it never shadows `fib.retune`."""
     import fib_runtime as fib
-    import fib_runtime.retune  # makes the package the attribute fib.retune
+    import fib_runtime.retuning
     from fib_runtime import retune as imported
-    from fib_runtime.retune import RetuneSummary
+    from fib_runtime.retuning import RetuneSummary
 
     db = make_db(tmp_path / "db", {})  # nothing to measure: no worker starts
     assert isinstance(fib.retune(db, devices="cpu", progress=False), RetuneSummary)
     assert isinstance(imported(db.root, devices="cpu", progress=False), RetuneSummary)
-    assert fib_runtime.retune.retune is not fib_runtime.retune  # the function, in the package

@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-import fib_runtime.retune.executor as executor
-from fib_runtime.retune import resolve_devices, retune
-from fib_runtime.retune.worker import WorkerHandle
+import fib_runtime.retuning.executor as executor
+from fib_runtime.retuning import resolve_devices, retune
+from fib_runtime.retuning.worker import WorkerHandle
 from fib_runtime.store import TraceDB
 from tests.retune.helpers import DEF, SOLUTIONS, make_db
 

@@ -23,7 +23,7 @@ from fib_runtime.measure.timing import (
     unregister_timer,
 )
 from fib_runtime.regimes import Regime
-from fib_runtime.retune import RetuneConfig, retune
+from fib_runtime.retuning import RetuneConfig, retune
 from fib_runtime.schema import TensorSpec
 from fib_runtime.schema.provenance import spread_of, timing_of
 from fib_runtime.store import TraceDB

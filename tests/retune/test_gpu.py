@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fib_runtime.hardware import current_hardware
-from fib_runtime.retune import retune
+from fib_runtime.retuning import retune
 from tests.retune.helpers import DEF, SOLUTIONS, make_db
 
 CUDA_NORM = """import torch

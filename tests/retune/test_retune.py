@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fib_runtime.hardware import CPU_KEY, current_hardware
-from fib_runtime.retune import RetuneConfig, RetuneError, RetuneSummary, retune
+from fib_runtime.retuning import RetuneConfig, RetuneError, RetuneSummary, retune
 from fib_runtime.schema import Status, Trace
 from fib_runtime.store import TraceDB
 from tests import factories

@@ -10,7 +10,7 @@ import torch
 from fib_runtime.cli.main import main
 from fib_runtime.errors import FibError
 from fib_runtime.measure.timing import TIMERS, get_timer, parse_timings
-from fib_runtime.retune import RetuneConfig, retune
+from fib_runtime.retuning import RetuneConfig, retune
 from fib_runtime.schema.provenance import TIMING_KEY, timing_of
 from fib_runtime.store import TraceDB
 from tests.retune.helpers import DEF, SOLUTIONS, make_db

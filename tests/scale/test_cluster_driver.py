@@ -14,7 +14,7 @@ import pytest
 
 from fib_runtime.cli.main import main
 from fib_runtime.hardware import hardware_key
-from fib_runtime.retune import RetuneConfig, cluster, retune
+from fib_runtime.retuning import RetuneConfig, cluster, retune
 from fib_runtime.schema import Solution
 from fib_runtime.store import TraceDB
 from tests import factories

@@ -22,7 +22,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray = pytest.importorskip("ray")
 
-from fib_runtime.retune import retune  # noqa: E402
+from fib_runtime.retuning import retune  # noqa: E402
 from fib_runtime.schema import Solution  # noqa: E402
 from fib_runtime.store import TraceDB  # noqa: E402
 from tests import factories  # noqa: E402

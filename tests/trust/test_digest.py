@@ -12,7 +12,7 @@ import torch
 import fib_runtime as fib
 from fib_runtime.cli.main import main
 from fib_runtime.ranking import measures, rank
-from fib_runtime.retune import retune
+from fib_runtime.retuning import retune
 from fib_runtime.schema import Solution, Trace
 from fib_runtime.schema.provenance import digest_of, solution_digest, stamped
 from fib_runtime.store import TraceDB, layout

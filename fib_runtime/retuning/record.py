@@ -13,9 +13,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fib_runtime.errors import FibError, TracesNotWritten
-from fib_runtime.retune.plan import Plan, WorkloadTask
-from fib_runtime.retune.summary import Outcome, RetuneSummary, Unusable
-from fib_runtime.retune.worker import DeviceInfo
+from fib_runtime.retuning.plan import Plan, WorkloadTask
+from fib_runtime.retuning.summary import Outcome, RetuneSummary, Unusable
+from fib_runtime.retuning.worker import DeviceInfo
 from fib_runtime.schema import (
     Correctness,
     Environment,
@@ -28,7 +28,7 @@ from fib_runtime.schema import (
 from fib_runtime.schema.provenance import DEVICE, stamped
 from fib_runtime.store import TraceDB
 
-log = logging.getLogger("fib_runtime.retune")
+log = logging.getLogger("fib_runtime.retuning")
 # One evaluation's result: the solution, the worker's answer, the reference's ms (one
 # number, or one per timing regime).
 Result = tuple[Solution, dict[str, Any], float | Mapping[str, float]]

@@ -22,10 +22,10 @@ from fib_runtime.errors import RetuneError
 from fib_runtime.measure.compare import Tolerance
 from fib_runtime.measure.timing import parse_timings
 from fib_runtime.regimes import DEVICE
-from fib_runtime.retune.executor import Executor, Job, LocalPool, Settings
-from fib_runtime.retune.plan import Plan, trusted_only, workload_tasks
-from fib_runtime.retune.record import Recorder
-from fib_runtime.retune.summary import RetuneSummary, fill_buckets, nothing_to_compare
+from fib_runtime.retuning.executor import Executor, Job, LocalPool, Settings
+from fib_runtime.retuning.plan import Plan, trusted_only, workload_tasks
+from fib_runtime.retuning.record import Recorder
+from fib_runtime.retuning.summary import RetuneSummary, fill_buckets, nothing_to_compare
 from fib_runtime.store import TraceDB
 
 
@@ -68,7 +68,7 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
     summary = RetuneSummary(untrusted=untrusted, notes=nothing_to_compare(db, definitions))
     executor: Executor
     if cluster is not None:
-        from fib_runtime.retune.cluster import RayCluster  # Ray only when asked for
+        from fib_runtime.retuning.cluster import RayCluster  # Ray only when asked for
 
         executor = RayCluster(cluster)
     else:

@@ -42,7 +42,7 @@ from fib_runtime.regimes import DEVICE, Regime
 from fib_runtime.schema import Definition, Solution, Status, Workload
 from fib_runtime.store import TraceDB
 
-log = logging.getLogger("fib_runtime.retune")
+log = logging.getLogger("fib_runtime.retuning")
 _LOG_LIMIT = 8000
 _POLL_S = 0.05
 _FAULT_LOG_TAIL = 4000

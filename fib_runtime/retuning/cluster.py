@@ -1,6 +1,6 @@
 """Retune on a Ray cluster: the evaluations of a retune spread over every GPU of the cluster.
 
-The executor behind `retune(cluster=...)` (`RayCluster`, see fib_runtime.retune.executor).
+The executor behind `retune(cluster=...)` (`RayCluster`, see fib_runtime.retuning.executor).
 One Ray actor per GPU (`num_gpus=1`, pinned to its node; on a cluster without GPUs, one
 actor per node with one CPU) owns a local worker process (`worker.WorkerHandle`), so a
 solution that crashes, hangs or runs out of memory costs that worker, exactly as on one
@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fib_runtime.errors import ClusterError
-from fib_runtime.retune.executor import Job, Settings, evaluate_item, missing_blob
-from fib_runtime.retune.plan import WorkloadTask
-from fib_runtime.retune.worker import DeviceInfo, Extensions, WorkerHandle, extensions
+from fib_runtime.retuning.executor import Job, Settings, evaluate_item, missing_blob
+from fib_runtime.retuning.plan import WorkloadTask
+from fib_runtime.retuning.worker import DeviceInfo, Extensions, WorkerHandle, extensions
 
 if TYPE_CHECKING:
     from fib_runtime.schema import Solution
 
-log = logging.getLogger("fib_runtime.retune")
+log = logging.getLogger("fib_runtime.retuning")
 MAX_LOSSES = 2  # an actor lost this many times on one workload: its evaluations fail
 _START_SLACK_S = 60.0
 _POLL_S = 1.0

@@ -2,7 +2,7 @@
 
 One interface (`Executor.run`), two pools behind it: the local pool (`LocalPool`, one worker
 process per device of this machine, each driven by a thread taking the next workload from a
-shared queue) and the Ray cluster (`fib_runtime.retune.cluster.RayCluster`). Both evaluate a
+shared queue) and the Ray cluster (`fib_runtime.retuning.cluster.RayCluster`). Both evaluate a
 workload the same way (`evaluate_item`): the requests, the handling of a lost worker (a trace
 status, then a fresh worker that prepares again) and what counts as unusable are the same
 wherever the worker runs.
@@ -20,10 +20,10 @@ from typing import Any, Protocol
 from fib_runtime.errors import RetuneError, StoreError, WorkerLost
 from fib_runtime.measure.compare import Tolerance
 from fib_runtime.regimes import DEVICE
-from fib_runtime.retune.plan import Plan, WorkloadTask
-from fib_runtime.retune.record import Recorder
-from fib_runtime.retune.summary import RetuneSummary
-from fib_runtime.retune.worker import DeviceInfo, WorkerHandle
+from fib_runtime.retuning.plan import Plan, WorkloadTask
+from fib_runtime.retuning.record import Recorder
+from fib_runtime.retuning.summary import RetuneSummary
+from fib_runtime.retuning.worker import DeviceInfo, WorkerHandle
 from fib_runtime.schema import SafetensorsInput, Trace
 from fib_runtime.store import TraceDB
 

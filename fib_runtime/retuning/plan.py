@@ -19,14 +19,14 @@ from fib_runtime.hardware import CPU_KEY, target_matches
 from fib_runtime.measure.timing import get_timer
 from fib_runtime.original import untimeable_reason
 from fib_runtime.ranking import measures
-from fib_runtime.retune.summary import RetuneSummary
-from fib_runtime.retune.worker import DeviceInfo
+from fib_runtime.retuning.summary import RetuneSummary
+from fib_runtime.retuning.worker import DeviceInfo
 from fib_runtime.schema import Definition, Solution, Trace
 from fib_runtime.schema.provenance import digest_of, solution_digest, timing_of
 from fib_runtime.store import TraceDB
 from fib_runtime.trust import Trust
 
-log = logging.getLogger("fib_runtime.retune")
+log = logging.getLogger("fib_runtime.retuning")
 # Per (solution, workload, timing): the solution digests its traces carry (None: a trace
 # without one).
 Measured = dict[tuple[str, str, str], set[str | None]]
