@@ -1,8 +1,9 @@
 """Remembering what the user's own fib writes: trusted by content digest.
 
-Only what this process itself wrote (or the user named) is remembered, never what it read.
-Kept apart from the policy so the store (`TraceDB.add_solution`) can call it without
-depending on the catalogue the policy compares with. Remembering never waits long for
+Only what this process itself wrote (or the user named) is remembered, never what it read:
+`fib_runtime/__init__` registers `remember` as the store's listener of its own writes
+(`store.hooks`), so `TraceDB.add_solution`, `add_definition` and `catalogue.install` reach it
+without importing trust. Remembering never waits long for
 another writer of the store (REMEMBER_WAIT_S), and skips the write when the store already
 holds every digest.
 """
