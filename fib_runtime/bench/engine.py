@@ -43,7 +43,7 @@ from fib_runtime.schema import (
     Solution,
     Trace,
 )
-from fib_runtime.schema.provenance import DEVICE, digest_of, solution_digest, timing_of
+from fib_runtime.schema.provenance import DEVICE, content_digest, digest_of, timing_of
 from fib_runtime.store import TraceDB
 
 log = logging.getLogger("fib_runtime.bench")
@@ -218,7 +218,7 @@ class _Retune:
         """The solution's content digest (computed once per retune)."""
         found = self._digests.get(solution.name)
         if found is None:
-            found = self._digests[solution.name] = solution_digest(solution)
+            found = self._digests[solution.name] = content_digest(solution)
         return found
 
     def timings_on(self, info: DeviceInfo) -> tuple[str, ...]:

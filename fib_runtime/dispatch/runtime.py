@@ -31,7 +31,7 @@ from fib_runtime.hardware import Hardware, current_hardware
 from fib_runtime.original import vouched
 from fib_runtime.paths import cache_path, default_db_path
 from fib_runtime.schema import Solution
-from fib_runtime.schema.provenance import solution_digest
+from fib_runtime.schema.provenance import content_digest
 from fib_runtime.store import TraceDB, decisions_fingerprint
 from fib_runtime.trust import Trust, Untrusted, stamp
 
@@ -181,7 +181,7 @@ class Runtime:
         logged once per content when it may not run."""
         if snapshot.trust.solution(solution) is not None:
             return True
-        seen = (solution.name, solution_digest(solution))
+        seen = (solution.name, content_digest(solution))
         if seen not in snapshot.warned:
             snapshot.warned.add(seen)
             log.warning("solution %s (author %s) of %s is not trusted and does not run; "

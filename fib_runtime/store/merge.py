@@ -96,8 +96,10 @@ def _digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def solution_digest(solution: Solution | None) -> str:
-    """Digest of a solution's whole content ("" when the solution is unknown)."""
+def _record_digest(solution: Solution | None) -> str:
+    """Digest of a solution's whole record, name, author and description included: whether
+    two records of one name are the same ("" when the solution is unknown). Not the content
+    digest a trace stamps (`provenance.content_digest`), which leaves those out."""
     return "" if solution is None else _digest(_dumps_sorted(solution.to_dict()))
 
 
@@ -171,7 +173,7 @@ class _Merger:
                 else:
                     self.dest.solutions[name] = solution
                 self.report.solutions += 1
-            elif solution_digest(have) != solution_digest(solution):
+            elif _record_digest(have) != _record_digest(solution):
                 bad.add(name)
                 self._conflict(src, f"solution '{name}' differs from the destination's; "
                                "its traces are not merged")
@@ -248,7 +250,7 @@ class _Merger:
         measured = digest_of(evaluation)
         if measured is None:
             known = db.solutions.get(solution) or self.dest.solutions.get(solution)
-            measured = "content:" + solution_digest(known)
+            measured = "content:" + _record_digest(known)
         return (trace.definition, solution, trace.workload.uuid,
                 evaluation.environment.hardware, timing_of(evaluation), measured,
                 evaluation.timestamp)

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import orjson
 
 from fib_runtime.schema import Definition, Solution
-from fib_runtime.schema.provenance import solution_digest
+from fib_runtime.schema.provenance import content_digest
 from fib_runtime.trust.store import TrustStoreError, add_all, load_store
 
 log = logging.getLogger("fib_runtime.trust")
@@ -35,7 +35,7 @@ def remember(solutions: Iterable[Solution] = (),
     """Trust these records by digest: the user's own fib wrote them. Returns how many were
     new. Never raises: a store that cannot be written only costs a warning (the records
     then need `fib trust` to run)."""
-    sols = {solution_digest(s): {"name": s.name} for s in solutions}
+    sols = {content_digest(s): {"name": s.name} for s in solutions}
     defs = {definition_digest(d): {"name": d.name} for d in definitions}
     known = load_store()
     items = {"solutions": {k: v for k, v in sols.items() if not known.has("solutions", k)},

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fib_runtime.errors import BuildError, StoreError
 from fib_runtime.schema import Definition, Solution
-from fib_runtime.schema.provenance import solution_digest
+from fib_runtime.schema.provenance import content_digest
 from fib_runtime.store import TraceDB
 from fib_runtime.trust.memory import definition_digest
 from fib_runtime.trust.store import TrustStore, load_store
@@ -51,7 +51,7 @@ class Trust:
 
     def solution(self, solution: Solution) -> str | None:
         """Why `solution` may run, or None when it may not (kept per digest and author)."""
-        key = ("solution", solution_digest(solution), solution.author)
+        key = ("solution", content_digest(solution), solution.author)
         if key not in self._verdicts:
             self._verdicts[key] = self._solution(solution, key[1])
         return self._verdicts[key]
@@ -147,7 +147,7 @@ def _shipped_digests(generated: tuple[Definition, ...]) -> frozenset[str]:
     key = tuple(definition_digest(d) for d in generated)
     found = _SHIPPED_DIGESTS.get(key)
     if found is None:
-        found = frozenset(solution_digest(s)
+        found = frozenset(content_digest(s)
                           for s in load_catalogue(generated=generated).solutions)
         _SHIPPED_DIGESTS[key] = found
     return found
@@ -163,7 +163,7 @@ def _is_shipped(solution: Solution, definitions: Mapping[str, Definition]) -> bo
     from fib_runtime.families import family_of
 
     generated = tuple(d for _, d in sorted(definitions.items()) if family_of(d) is not None)
-    return solution_digest(solution) in _shipped_digests(generated)
+    return content_digest(solution) in _shipped_digests(generated)
 
 
 def _is_template_output(definition: Definition) -> bool:
