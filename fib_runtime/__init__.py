@@ -8,7 +8,7 @@
 
 from typing import Any
 
-from fib_runtime import autostart
+from fib_runtime import autostart, trust
 from fib_runtime.dispatch import (
     ApplySession,
     DefinitionConfig,
@@ -24,10 +24,14 @@ from fib_runtime.dispatch import (
 )
 from fib_runtime.errors import BuildError, FibError, SchemaError, ShapeError, StoreError
 from fib_runtime.hardware import Hardware, current_hardware, hardware_key
-from fib_runtime.store import TraceDB
+from fib_runtime.store import TraceDB, check_copies_with, listen_to_own_writes
 from fib_runtime.version import __version__
 
 autostart.install()
+# The store records, trust decides: it remembers what our own fib writes, and refuses a merge
+# that would launder code nobody trusted (store.hooks; the store never imports trust).
+listen_to_own_writes(trust.remember)
+check_copies_with(trust.refuse_laundering)
 
 # Imported on first use, so that dispatch-only users never load capture or retune.
 _LAZY = {

@@ -28,7 +28,7 @@ import orjson
 from fib_runtime.errors import SchemaError
 from fib_runtime.families import DTYPE_SUFFIXES, dtype_variants, family_of, split_dtype
 from fib_runtime.schema import BuildSpec, Definition, Solution, SourceFile
-from fib_runtime.store import TraceDB
+from fib_runtime.store import TraceDB, announce_own_writes
 
 AUTHOR = "fib-runtime"
 _ENTRY_KEYS = frozenset({
@@ -166,9 +166,10 @@ def install(db: TraceDB, catalogue: Catalogue | None = None) -> tuple[int, int]:
 
     Records already present with identical content are left alone; changed ones are replaced.
     The default catalogue includes the family definitions the database already holds, so
-    their solutions are (re)written too. Remembered as trusted: the catalogue's solutions
-    (shipped code) and the definitions written here, never a definition read from the
-    database (a copied one may carry any reference behind a family tag).
+    their solutions are (re)written too. Announced as our own (trust remembers them): the
+    catalogue's solutions (shipped code) and the definitions written here, never a
+    definition read from the database (a copied one may carry any reference behind a family
+    tag).
     """
     catalogue = catalogue or load_catalogue(
         generated=[d for d in db.definitions.values() if family_of(d) is not None])
@@ -176,13 +177,11 @@ def install(db: TraceDB, catalogue: Catalogue | None = None) -> tuple[int, int]:
     written_sols = 0
     for definition in catalogue.definitions.values():
         if db.definitions.get(definition.name) != definition:
-            db.add_definition(definition, replace=True, trust=False)
+            db.add_definition(definition, replace=True, own=False)
             written_defs.append(definition)
     for solution in catalogue.solutions:
         if db.solutions.get(solution.name) != solution:
-            db.add_solution(solution, replace=True, trust=False)
+            db.add_solution(solution, replace=True, own=False)
             written_sols += 1
-    from fib_runtime.trust.memory import remember
-
-    remember(catalogue.solutions, written_defs)  # one write for all
+    announce_own_writes(catalogue.solutions, written_defs)  # trust remembers all at once
     return len(written_defs), written_sols

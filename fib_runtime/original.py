@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fib_runtime.schema import Definition, Solution
-from fib_runtime.schema.provenance import ORIGINAL_AUTHOR, solution_digest
+from fib_runtime.schema.provenance import ORIGINAL_AUTHOR, content_digest
 from fib_runtime.schema.solution import BuildSpec, SourceFile
 
 log = logging.getLogger("fib_runtime.dispatch")
@@ -124,7 +124,7 @@ def vouch(definition: Definition, fn: Callable[..., Any]) -> Solution | None:
     returned is served by calling `fn` (never raises; None when it cannot be recorded)."""
     try:
         solution = original_solution(definition, fn)
-        entry = (solution_digest(solution), unwrapped(fn))
+        entry = (content_digest(solution), unwrapped(fn))
     except Exception as exc:  # an odd callable: it is simply not vouched for
         log.debug("%s: the original %r is not vouched for: %s", definition.name, fn, exc)
         return None
@@ -137,7 +137,7 @@ def vouched(solution: Solution) -> Callable[..., Any] | None:
     """The engine's function a live site of this process vouches for as exactly this record,
     or None (whatever its author says)."""
     entry = _vouched.get(solution.name)
-    if entry is None or entry[0] != solution_digest(solution):
+    if entry is None or entry[0] != content_digest(solution):
         return None
     return entry[1]
 

@@ -51,9 +51,9 @@ from fib_runtime.schema import Definition, Solution, Status, Trace
 from fib_runtime.schema.provenance import (
     DEVICE,
     GATE_REJECTED,
+    content_digest,
     digest_of,
     gate_of,
-    solution_digest,
     spread_of,
     timing_of,
 )
@@ -239,7 +239,7 @@ def _latest(traces: Iterable[Trace], solutions: Mapping[str, Solution]
             continue
         if name not in current:
             solution = solutions.get(name)
-            current[name] = None if solution is None else solution_digest(solution)
+            current[name] = None if solution is None else content_digest(solution)
         pair = (name, trace.workload.uuid)
         digest = None if trace.evaluation is None else digest_of(trace.evaluation)
         if digest is None or current[name] is None:  # unknown solutions are refused later

@@ -1,4 +1,5 @@
-"""The import graph of fib_runtime has no circle (function-level imports included)."""
+"""The import graph of fib_runtime has no circle (function-level imports included), neither
+between modules nor between packages, and no layer reaches into what it must not."""
 
 from __future__ import annotations
 
@@ -83,7 +84,77 @@ def test_the_checker_finds_a_circle() -> None:
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_dispatch_does_not_import_capture() -> None:
-    edges = graph()
-    dispatch = {m for m in edges if m.startswith("fib_runtime.dispatch")}
-    assert not {t for m in dispatch for t in edges[m] if t.startswith("fib_runtime.capture")}
+def package_of(module: str) -> str:
+    """The layer a module belongs to: the first level under fib_runtime (the root module
+    `fib_runtime` is its own), each adapter (`fib_runtime.adapters.<x>`) one of its own."""
+    parts = module.split(".")
+    depth = 3 if parts[:2] == ["fib_runtime", "adapters"] else 2
+    return ".".join(parts[:depth])
+
+
+def package_graph(modules: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Package -> the other packages its modules import."""
+    found: dict[str, set[str]] = {}
+    for module, targets in modules.items():
+        edges = found.setdefault(package_of(module), set())
+        edges.update(package_of(t) for t in targets)
+        edges.discard(package_of(module))
+    return found
+
+
+def test_no_import_circle_between_packages() -> None:
+    cycle = find_cycle(package_graph(graph()))
+    assert cycle is None, "package circle: " + " -> ".join(cycle or [])
+
+
+def test_the_package_graph_joins_modules_by_package() -> None:
+    modules = {"fib_runtime.store.db": {"fib_runtime.trust.memory"},
+               "fib_runtime.trust.policy": {"fib_runtime.catalogue"},
+               "fib_runtime.catalogue": {"fib_runtime.store"},
+               "fib_runtime.adapters.vllm.plugin": {"fib_runtime.adapters.routing"}}
+    packages = package_graph(modules)
+    assert packages["fib_runtime.adapters.vllm"] == {"fib_runtime.adapters.routing"}
+    assert find_cycle(packages) == ["fib_runtime.catalogue", "fib_runtime.store",
+                                    "fib_runtime.trust", "fib_runtime.catalogue"]
+
+
+# (importer prefix, imported prefix, why not): the store records, trust decides, the
+# catalogue knows what it ships; capture and dispatch see the store only through its face.
+FORBIDDEN = [
+    ("fib_runtime.store", "fib_runtime.trust", "the store records; trust decides"),
+    ("fib_runtime.store", "fib_runtime.catalogue", "the store knows nothing it ships"),
+    ("fib_runtime.catalogue", "fib_runtime.trust", "the catalogue does not decide trust"),
+    ("fib_runtime.capture", "fib_runtime.store.", "capture uses `fib_runtime.store` only"),
+    ("fib_runtime.dispatch", "fib_runtime.store.", "dispatch uses `fib_runtime.store` only"),
+    ("fib_runtime.dispatch", "fib_runtime.capture", "dispatch never imports capture"),
+]
+
+
+def forbidden_edges(modules: dict[str, set[str]]) -> list[str]:
+    found = []
+    for source, target, why in FORBIDDEN:
+        found += [f"{m} -> {t} ({why})" for m, targets in sorted(modules.items())
+                  if _under(m, source) for t in sorted(targets) if _under(t, target)]
+    return found
+
+
+def _under(module: str, prefix: str) -> bool:
+    """`prefix` itself or a module inside it; a prefix ending in "." only modules inside."""
+    return module.startswith(prefix) if prefix.endswith(".") else (
+        module == prefix or module.startswith(prefix + "."))
+
+
+def test_no_forbidden_import() -> None:
+    assert forbidden_edges(graph()) == []
+
+
+def test_the_forbidden_edges_are_found() -> None:
+    modules = {"fib_runtime.store.db": {"fib_runtime.trust.memory"},
+               "fib_runtime.capture.writer": {"fib_runtime.store", "fib_runtime.store.layout"},
+               "fib_runtime.dispatch.runtime": {"fib_runtime.store", "fib_runtime.storey"},
+               "fib_runtime.catalogue": {"fib_runtime.trust"}}
+    assert [e.split(" (")[0] for e in forbidden_edges(modules)] == [
+        "fib_runtime.store.db -> fib_runtime.trust.memory",
+        "fib_runtime.catalogue -> fib_runtime.trust",
+        "fib_runtime.capture.writer -> fib_runtime.store.layout"]
+

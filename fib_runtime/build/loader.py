@@ -28,6 +28,7 @@ from fib_runtime.build.isolation import import_entry
 from fib_runtime.errors import BuildError
 from fib_runtime.paths import cache_path
 from fib_runtime.schema import Definition, Solution
+from fib_runtime.schema.provenance import content_digest
 
 log = logging.getLogger("fib_runtime.build")
 PYTHON_LANGUAGES = frozenset({"python", "triton"})
@@ -52,7 +53,8 @@ class Built:
 
 
 class BuildCache:
-    """Each solution built once, by name and content; a failure is kept too (unavailable
+    """Each solution built once, by name and content digest (sources and spec: a changed
+    entry point or calling convention is built again); a failure is kept too (unavailable
     here). `get` never raises."""
 
     def __init__(self) -> None:
@@ -60,7 +62,7 @@ class BuildCache:
         self._lock = threading.Lock()
 
     def get(self, solution: Solution) -> Built | BuildError:
-        key = (solution.name, _digest(solution))
+        key = (solution.name, content_digest(solution))  # its spec counts: entry point, DPS
         built = self._built.get(key)
         if built is None:
             with self._lock:
@@ -107,7 +109,9 @@ def build_reference(definition: Definition) -> Callable[..., Any]:
     return namespace["run"]
 
 
-def _digest(solution: Solution) -> str:
+def _import_key(solution: Solution) -> str:
+    """A short digest of what is imported (name, language, sources): it names the module and
+    its build folder, shared by solutions that differ only in their spec."""
     digest = hashlib.blake2b(digest_size=8)
     digest.update(solution.name.encode() + b"\0" + solution.spec.language.encode())
     for source in solution.sources:
@@ -118,7 +122,7 @@ def _digest(solution: Solution) -> str:
 def _module_name(solution: Solution) -> str:
     """Unique per name and content; also the name of its build folder."""
     safe = "".join(c if c.isascii() and c.isalnum() else "_" for c in solution.name)
-    return f"fib_solution_{safe[:_NAME_CHARS]}_{_digest(solution)}"
+    return f"fib_solution_{safe[:_NAME_CHARS]}_{_import_key(solution)}"
 
 
 def _source_folder(solution: Solution, cache: Path) -> tuple[Path, str | None]:

@@ -206,12 +206,12 @@ def _policy(raw: Any, base: CapturePolicy, where: str) -> CapturePolicy:
 
 
 def _check_shard(shard: Any) -> None:
-    from fib_runtime.store.shards import check_spec
+    from fib_runtime.store import check_shard_spec
 
     if not isinstance(shard, str):
         raise CaptureConfigError(f"field 'shard': must be a string or null, got {shard!r}")
     try:
-        check_spec(shard)
+        check_shard_spec(shard)
     except FibError as exc:
         raise CaptureConfigError(f"field 'shard': {exc}") from None
 

@@ -21,7 +21,7 @@ from fib_runtime.dispatch.sites import Recorder, set_recorder_factory
 from fib_runtime.dispatch.unknown import say_once
 from fib_runtime.paths import default_db_path
 from fib_runtime.schema import Definition
-from fib_runtime.store import TraceDB
+from fib_runtime.store import TraceDB, announce_own_writes
 
 log = logging.getLogger("fib_runtime.capture")
 
@@ -110,10 +110,8 @@ class CaptureSession:
             self._catalogue = load_catalogue().definitions
         definition = self._catalogue.get(name)
         if definition is not None:
-            from fib_runtime.trust import remember
-
-            self.db.add_definition(definition, trust=False)
-            self._writer.later(functools.partial(remember, definitions=[definition]))
+            self.db.add_definition(definition, own=False)
+            self._writer.later(functools.partial(announce_own_writes, definitions=[definition]))
         return definition
 
     def check_config(self) -> None:

@@ -20,9 +20,7 @@ from fib_runtime.schema import (
     Trace,
     Workload,
 )
-from fib_runtime.store import TraceDB
-from fib_runtime.store.layout import workload_blob
-from fib_runtime.store.shards import shard_name, shard_spec
+from fib_runtime.store import TraceDB, shard_name, shard_spec, workload_blob
 
 log = logging.getLogger("fib_runtime.capture")
 _RANDOM = RandomInput()

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from fib_runtime.errors import FibError
-from fib_runtime.schema.provenance import solution_digest
+from fib_runtime.schema.provenance import content_digest
 from fib_runtime.store import TraceDB
 from fib_runtime.trust import Trust, definition_digest, load_store, root_key, store_path
 from fib_runtime.trust.store import add, remove
@@ -70,7 +70,7 @@ def _database(args: argparse.Namespace, verb: str) -> None:
         [db.solutions[n] for n in sorted(db.solutions)]
     wanted = {s.definition for s in solutions} if args.solution else set(db.definitions)
     definitions = [db.definitions[n] for n in sorted(wanted) if n in db.definitions]
-    sols = _apply("solutions", {solution_digest(s): {"name": s.name} for s in solutions},
+    sols = _apply("solutions", {content_digest(s): {"name": s.name} for s in solutions},
                   args.revoke)
     defs = _apply("definitions", {definition_digest(d): {"name": d.name}
                                   for d in definitions}, args.revoke)

@@ -31,10 +31,8 @@ from fib_runtime.hardware import Hardware, current_hardware
 from fib_runtime.original import vouched
 from fib_runtime.paths import cache_path, default_db_path
 from fib_runtime.schema import Solution
-from fib_runtime.schema.provenance import solution_digest
-from fib_runtime.store import TraceDB
-from fib_runtime.store.files import fingerprint
-from fib_runtime.store.layout import DECISION_FOLDERS
+from fib_runtime.schema.provenance import content_digest
+from fib_runtime.store import TraceDB, decisions_fingerprint
 from fib_runtime.trust import Trust, Untrusted, stamp
 
 log = logging.getLogger("fib_runtime.dispatch")
@@ -75,7 +73,7 @@ class Runtime:
     # -- loading and reloading ----------------------------------------------------------
 
     def _load(self) -> None:
-        folder = fingerprint(self.root, DECISION_FOLDERS)  # before reading: a later change
+        folder = decisions_fingerprint(self.root)  # before reading: a later change
         trust_stamp = stamp()  # of either reloads
         db = self._db if self._db is not None else TraceDB.open(self.root, create=True,
                                                                  workloads=False)
@@ -87,7 +85,7 @@ class Runtime:
             tables = {name: compile_table(db, d, self.hardware.key, self.config)
                       for name, d in db.definitions.items()}
             try:
-                if fingerprint(self.root, DECISION_FOLDERS) == folder:  # not a later state's
+                if decisions_fingerprint(self.root) == folder:  # not a later state's
                     save_tables(cached, tables)
             except OSError as exc:
                 log.debug("cannot cache decision tables at %s: %s", cached, exc)
@@ -125,7 +123,7 @@ class Runtime:
     def changed(self) -> bool:
         """The database or the trust store changed since the last load."""
         snapshot = self.snapshot
-        return (fingerprint(self.root, DECISION_FOLDERS) != snapshot.fingerprint
+        return (decisions_fingerprint(self.root) != snapshot.fingerprint
                 or stamp() != snapshot.trust_stamp)
 
     def _watch(self) -> None:
@@ -183,7 +181,7 @@ class Runtime:
         logged once per content when it may not run."""
         if snapshot.trust.solution(solution) is not None:
             return True
-        seen = (solution.name, solution_digest(solution))
+        seen = (solution.name, content_digest(solution))
         if seen not in snapshot.warned:
             snapshot.warned.add(seen)
             log.warning("solution %s (author %s) of %s is not trusted and does not run; "

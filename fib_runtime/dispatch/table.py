@@ -12,13 +12,13 @@ from typing import Any
 import orjson
 
 from fib_runtime.dispatch.config import DispatchConfig
+from fib_runtime.files import write_atomic
 from fib_runtime.hardware import arch_of_key
 from fib_runtime.keys import Key
 from fib_runtime.ranking import Ranking, rank, timings_in
 from fib_runtime.schema import Definition
 from fib_runtime.schema.provenance import DEVICE
 from fib_runtime.store import TraceDB
-from fib_runtime.store.files import write_atomic
 
 log = logging.getLogger("fib_runtime.dispatch")
 

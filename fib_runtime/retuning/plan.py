@@ -22,7 +22,7 @@ from fib_runtime.ranking import measures
 from fib_runtime.retuning.summary import RetuneSummary
 from fib_runtime.retuning.worker import DeviceInfo
 from fib_runtime.schema import Definition, Solution, Trace
-from fib_runtime.schema.provenance import digest_of, solution_digest, timing_of
+from fib_runtime.schema.provenance import content_digest, digest_of, timing_of
 from fib_runtime.store import TraceDB
 from fib_runtime.trust import Trust
 
@@ -115,7 +115,7 @@ class Plan:
         """The solution's content digest (computed once per retune)."""
         found = self._digests.get(solution.name)
         if found is None:
-            found = self._digests[solution.name] = solution_digest(solution)
+            found = self._digests[solution.name] = content_digest(solution)
         return found
 
     def timings_on(self, info: DeviceInfo) -> tuple[str, ...]:

@@ -57,8 +57,11 @@ def gate_of(evaluation: Evaluation) -> str | None:
     return evaluation.environment.libs.get(GATE_KEY)
 
 
-def solution_digest(solution: Solution) -> str:
-    """sha256 over the solution's definition, spec and sources (path and content)."""
+def content_digest(solution: Solution) -> str:
+    """The content a trace measured and trust vouches for: sha256 over the solution's
+    definition, spec and sources (path and content); its name, author and description do
+    not count. The one solution digest with this meaning (merge compares whole records with
+    its own `_record_digest`; the loader names modules by `_import_key`)."""
     body = {
         "definition": solution.definition,
         "spec": solution.spec.to_dict(),

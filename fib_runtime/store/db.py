@@ -14,9 +14,11 @@ from typing import Any, TypeVar
 import orjson
 
 from fib_runtime.errors import FibError, SchemaError, StoreError
+from fib_runtime.files import write_atomic
 from fib_runtime.hardware import hardware_key
 from fib_runtime.schema import Definition, SafetensorsInput, Solution, Trace, writable
 from fib_runtime.store import files, layout, shards
+from fib_runtime.store.hooks import announce_own_writes
 
 log = logging.getLogger("fib_runtime.store")
 _LOGGED_PROBLEMS = 20
@@ -267,32 +269,30 @@ class TraceDB:
                 if name == definition}
 
     def fingerprint(self) -> str:
-        """Digest of what dispatch decisions depend on (definitions, solutions, traces)."""
-        return files.fingerprint(self.root, layout.DECISION_FOLDERS)
+        """Digest of what dispatch decisions depend on (see `decisions_fingerprint`)."""
+        return files.decisions_fingerprint(self.root)
 
     # -- writing ------------------------------------------------------------------------
 
     def add_definition(self, definition: Definition, *, replace: bool = False,
-                       trust: bool = True) -> Path:
-        """Write a definition file atomically and index it; with `trust` (the user's own
-        fib writes it) its reference is remembered as trusted (fib_runtime.trust)."""
+                       own: bool = True) -> Path:
+        """Write a definition file atomically and index it; with `own` (this process wrote
+        it, not a copy) it is announced as our own (`store.hooks`: trust remembers it)."""
         if definition.name in self.definitions and not replace:
             raise StoreError(f"definition '{definition.name}' already exists in {self.root}")
         target = self._inside(layout.definition_file(self.root, definition.op_type,
                                                      definition.name))
         data = self._checked(writable.check_definition, definition, target)
-        files.write_atomic(target, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        write_atomic(target, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         self.definitions[definition.name] = definition
-        if trust:
-            from fib_runtime.trust.memory import remember
-
-            remember(definitions=[definition])
+        if own:
+            announce_own_writes(definitions=[definition])
         return target
 
     def add_solution(self, solution: Solution, *, replace: bool = False,
-                     trust: bool = True) -> Path:
-        """Write a solution file atomically and index it; with `trust` (the user's own fib
-        writes it, not a copy from another database) its content is remembered as trusted."""
+                     own: bool = True) -> Path:
+        """Write a solution file atomically and index it; with `own` (this process wrote it,
+        not a copy from another database) it is announced as our own (trust remembers it)."""
         definition = self._definition(solution.definition)
         if solution.name in self.solutions and not replace:
             raise StoreError(f"solution '{solution.name}' already exists in {self.root}")
@@ -300,7 +300,7 @@ class TraceDB:
                                                    definition.op_type, solution.definition,
                                                    solution.name))
         data = self._checked(writable.check_solution, solution, target)
-        files.write_atomic(target, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        write_atomic(target, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         old = self.solutions.get(solution.name)
         if old is not None:
             self._solutions_by_def[old.definition].remove(old)
@@ -310,10 +310,8 @@ class TraceDB:
         self.solutions[solution.name] = solution
         self.solution_files[solution.name] = target
         self._solutions_by_def[solution.definition].append(solution)
-        if trust:
-            from fib_runtime.trust.memory import remember
-
-            remember(solutions=[solution])
+        if own:
+            announce_own_writes(solutions=[solution])
         return target
 
     def append_workloads(self, workloads: Iterable[Trace], *, shard: str | None = None) -> int:
@@ -383,7 +381,7 @@ class TraceDB:
         from safetensors.torch import save
 
         data = save({k: v.contiguous() for k, v in tensors.items()})
-        files.write_atomic(self.blob_path(rel), data)
+        write_atomic(self.blob_path(rel), data)
         self._blob_exists[rel] = True
         self.missing_blobs.discard(rel)
         return len(data)

@@ -1,11 +1,11 @@
-"""Low-level file operations: locked whole-line appends, atomic writes, safe paths."""
+"""The database's file operations: locked whole-line appends, safe paths, a cheap digest of
+folders (atomic replacement is `fib_runtime.files.write_atomic`, shared with the trust store)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ import orjson
 from filelock import FileLock
 
 from fib_runtime.errors import StoreError, naming
+from fib_runtime.store import layout
 
 LOCK_DIR = ".fib/locks"
 
@@ -70,21 +71,6 @@ def _cut_back(fd: int, size: int) -> None:
         os.ftruncate(fd, size)
 
 
-def write_atomic(target: Path, data: bytes) -> None:
-    """Replace a file's content in one step (temp file in the same folder, then rename)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with naming(target), os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def inside(root: Path, rel: str) -> Path:
     """Resolve a path read from data; refuse one that leaves the database root."""
     resolved_root = root.resolve()
@@ -94,10 +80,12 @@ def inside(root: Path, rel: str) -> Path:
     return path
 
 
-def fingerprint(root: Path, folders: Iterable[str]) -> str:
-    """A cheap digest of the named folders: file names, sizes and modification times."""
+def decisions_fingerprint(root: Path) -> str:
+    """A cheap digest of what dispatch decisions depend on, read without loading anything:
+    the names, sizes and modification times of the definition, solution and trace files
+    under `root`. It changes when any of them does."""
     digest = hashlib.blake2b(digest_size=12)
-    for folder in folders:
+    for folder in layout.DECISION_FOLDERS:
         base = root / folder
         if not base.is_dir():
             continue

@@ -13,9 +13,10 @@ destination's canonical files; nothing is ever removed, and no source is changed
   the content they measured (the digest stamped on the trace; for an unstamped trace, the
   solution's content) and their timestamp are: a trace in another regime, or re-measured,
   is another measurement.
-- A destination trusted by its folder (`fib trust DEST --root`) runs whatever it holds, so
-  nothing is merged into it unless every solution and definition it would add is trusted
-  where it comes from (MergeError names them): merging never makes foreign code trusted.
+- Before anything is written, the checks registered with `store.hooks` may refuse the merge:
+  trust refuses one into a destination trusted by its folder (`fib trust DEST --root`)
+  unless every solution and definition it would add is trusted where it comes from
+  (`trust.refuse_laundering` names them): merging never makes foreign code trusted.
 
 Each file is written atomically (a temporary file, then a rename) under its lock, in the
 order definitions, solutions, blobs, workloads, traces: an interrupted merge leaves the
@@ -37,10 +38,12 @@ from pathlib import Path
 import orjson
 
 from fib_runtime.errors import StoreError
+from fib_runtime.files import write_atomic
 from fib_runtime.schema import SafetensorsInput, Solution, Trace
 from fib_runtime.schema.provenance import digest_of, timing_of
 from fib_runtime.store import files, layout
 from fib_runtime.store.db import TraceDB
+from fib_runtime.store.hooks import check_copies
 
 log = logging.getLogger("fib_runtime.store")
 
@@ -78,38 +81,11 @@ def merge(sources: list[str | Path], dest: str | Path, *, dry_run: bool = False
     else:
         target = TraceDB.open(dest_root, create=True)
     sources_db = [TraceDB.open(root) for root in roots]
-    _refuse_laundering(target, sources_db)
+    check_copies(target, sources_db)  # trust refuses laundering (store.hooks)
     merger = _Merger(target, dry_run)
     for src in sources_db:
         merger.fold(src)
     return merger.report
-
-
-class MergeError(StoreError):
-    """A merge that would make code nobody trusted run: nothing was written."""
-
-
-def _refuse_laundering(dest: TraceDB, sources: list[TraceDB]) -> None:
-    """Into a destination trusted by its folder, only records trusted where they come from
-    (see fib_runtime.trust); MergeError otherwise, before anything is written."""
-    from fib_runtime.trust import Trust
-
-    if not Trust(dest.root).root_trusted:
-        return
-    untrusted = []
-    for src in sources:
-        trust = Trust(src.root, src.definitions)
-        untrusted += [f"solution {n} of {src.root}" for n, s in sorted(src.solutions.items())
-                      if n not in dest.solutions and trust.solution(s) is None]
-        untrusted += [f"definition {n} of {src.root}"
-                      for n, d in sorted(src.definitions.items())
-                      if n not in dest.definitions and trust.definition(d) is None]
-    if untrusted:
-        shown = "; ".join(untrusted[:5]) + (f"; and {len(untrusted) - 5} more"
-                                            if len(untrusted) > 5 else "")
-        raise MergeError(f"{dest.root} is trusted as a folder: merging would let code nobody "
-                         f"trusted run there ({shown}); trust it first (`fib trust SRC`, "
-                         "`--solution`), or merge into a folder that is not trusted as such")
 
 
 def _dumps_sorted(data: object) -> bytes:
@@ -120,8 +96,10 @@ def _digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def solution_digest(solution: Solution | None) -> str:
-    """Digest of a solution's whole content ("" when the solution is unknown)."""
+def _record_digest(solution: Solution | None) -> str:
+    """Digest of a solution's whole record, name, author and description included: whether
+    two records of one name are the same ("" when the solution is unknown). Not the content
+    digest a trace stamps (`provenance.content_digest`), which leaves those out."""
     return "" if solution is None else _digest(_dumps_sorted(solution.to_dict()))
 
 
@@ -169,7 +147,7 @@ class _Merger:
             have = self.dest.definitions.get(name)
             if have is None:
                 if not self.dry_run:
-                    self.dest.add_definition(definition, trust=False)
+                    self.dest.add_definition(definition, own=False)
                 else:
                     self.dest.definitions[name] = definition
                 self.report.definitions += 1
@@ -191,11 +169,11 @@ class _Merger:
                                    f"'{solution.definition}'")
             elif have is None:
                 if not self.dry_run:
-                    self.dest.add_solution(solution, trust=False)
+                    self.dest.add_solution(solution, own=False)
                 else:
                     self.dest.solutions[name] = solution
                 self.report.solutions += 1
-            elif solution_digest(have) != solution_digest(solution):
+            elif _record_digest(have) != _record_digest(solution):
                 bad.add(name)
                 self._conflict(src, f"solution '{name}' differs from the destination's; "
                                "its traces are not merged")
@@ -272,7 +250,7 @@ class _Merger:
         measured = digest_of(evaluation)
         if measured is None:
             known = db.solutions.get(solution) or self.dest.solutions.get(solution)
-            measured = "content:" + solution_digest(known)
+            measured = "content:" + _record_digest(known)
         return (trace.definition, solution, trace.workload.uuid,
                 evaluation.environment.hardware, timing_of(evaluation), measured,
                 evaluation.timestamp)
@@ -304,7 +282,7 @@ class _Merger:
             old = target.read_bytes() if target.is_file() else b""
             if old and not old.endswith(b"\n"):
                 old += b"\n"
-            files.write_atomic(target, old + payload)
+            write_atomic(target, old + payload)
 
 
 def _copy_atomic(source: Path, target: Path) -> None:

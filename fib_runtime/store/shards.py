@@ -35,11 +35,11 @@ def shard_spec(configured: str | None) -> str | None:
         return None
     value = value.strip()
     spec = AUTO if value.lower() in _AUTO_WORDS else value
-    check_spec(spec)
+    check_shard_spec(spec)
     return spec
 
 
-def check_spec(spec: str) -> None:
+def check_shard_spec(spec: str) -> None:
     """Refuse a template whose placeholders cannot be filled (FibError names the field)."""
     try:
         spec.format(host="h", pid=0)

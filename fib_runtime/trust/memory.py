@@ -1,8 +1,9 @@
 """Remembering what the user's own fib writes: trusted by content digest.
 
-Only what this process itself wrote (or the user named) is remembered, never what it read.
-Kept apart from the policy so the store (`TraceDB.add_solution`) can call it without
-depending on the catalogue the policy compares with. Remembering never waits long for
+Only what this process itself wrote (or the user named) is remembered, never what it read:
+`fib_runtime/__init__` registers `remember` as the store's listener of its own writes
+(`store.hooks`), so `TraceDB.add_solution`, `add_definition` and `catalogue.install` reach it
+without importing trust. Remembering never waits long for
 another writer of the store (REMEMBER_WAIT_S), and skips the write when the store already
 holds every digest.
 """
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 import orjson
 
 from fib_runtime.schema import Definition, Solution
-from fib_runtime.schema.provenance import solution_digest
+from fib_runtime.schema.provenance import content_digest
 from fib_runtime.trust.store import TrustStoreError, add_all, load_store
 
 log = logging.getLogger("fib_runtime.trust")
@@ -34,7 +35,7 @@ def remember(solutions: Iterable[Solution] = (),
     """Trust these records by digest: the user's own fib wrote them. Returns how many were
     new. Never raises: a store that cannot be written only costs a warning (the records
     then need `fib trust` to run)."""
-    sols = {solution_digest(s): {"name": s.name} for s in solutions}
+    sols = {content_digest(s): {"name": s.name} for s in solutions}
     defs = {definition_digest(d): {"name": d.name} for d in definitions}
     known = load_store()
     items = {"solutions": {k: v for k, v in sols.items() if not known.has("solutions", k)},

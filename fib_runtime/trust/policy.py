@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from fib_runtime.errors import BuildError
+from fib_runtime.errors import BuildError, StoreError
 from fib_runtime.schema import Definition, Solution
-from fib_runtime.schema.provenance import solution_digest
+from fib_runtime.schema.provenance import content_digest
+from fib_runtime.store import TraceDB
 from fib_runtime.trust.memory import definition_digest
 from fib_runtime.trust.store import TrustStore, load_store
 
@@ -50,7 +51,7 @@ class Trust:
 
     def solution(self, solution: Solution) -> str | None:
         """Why `solution` may run, or None when it may not (kept per digest and author)."""
-        key = ("solution", solution_digest(solution), solution.author)
+        key = ("solution", content_digest(solution), solution.author)
         if key not in self._verdicts:
             self._verdicts[key] = self._solution(solution, key[1])
         return self._verdicts[key]
@@ -89,6 +90,33 @@ class Trust:
         return None
 
 
+class UntrustedMerge(StoreError):
+    """A merge that would make code nobody trusted run: nothing was written."""
+
+
+def refuse_laundering(dest: TraceDB, sources: Sequence[TraceDB]) -> None:
+    """Into a destination trusted by its folder, only records trusted where they come from;
+    UntrustedMerge otherwise. Registered as the store's copy check (`store.hooks`), so `fib
+    merge` asks it before anything is written."""
+    if not Trust(dest.root).root_trusted:
+        return
+    untrusted = []
+    for src in sources:
+        trust = Trust(src.root, src.definitions)
+        untrusted += [f"solution {n} of {src.root}" for n, s in sorted(src.solutions.items())
+                      if n not in dest.solutions and trust.solution(s) is None]
+        untrusted += [f"definition {n} of {src.root}"
+                      for n, d in sorted(src.definitions.items())
+                      if n not in dest.definitions and trust.definition(d) is None]
+    if untrusted:
+        shown = "; ".join(untrusted[:5]) + (f"; and {len(untrusted) - 5} more"
+                                            if len(untrusted) > 5 else "")
+        raise UntrustedMerge(f"{dest.root} is trusted as a folder: merging would let code "
+                             f"nobody trusted run there ({shown}); trust it first (`fib "
+                             "trust SRC`, `--solution`), or merge into a folder that is not "
+                             "trusted as such")
+
+
 # -- the shipped catalogue ----------------------------------------------------------------
 
 
@@ -119,7 +147,7 @@ def _shipped_digests(generated: tuple[Definition, ...]) -> frozenset[str]:
     key = tuple(definition_digest(d) for d in generated)
     found = _SHIPPED_DIGESTS.get(key)
     if found is None:
-        found = frozenset(solution_digest(s)
+        found = frozenset(content_digest(s)
                           for s in load_catalogue(generated=generated).solutions)
         _SHIPPED_DIGESTS[key] = found
     return found
@@ -135,7 +163,7 @@ def _is_shipped(solution: Solution, definitions: Mapping[str, Definition]) -> bo
     from fib_runtime.families import family_of
 
     generated = tuple(d for _, d in sorted(definitions.items()) if family_of(d) is not None)
-    return solution_digest(solution) in _shipped_digests(generated)
+    return content_digest(solution) in _shipped_digests(generated)
 
 
 def _is_template_output(definition: Definition) -> bool:

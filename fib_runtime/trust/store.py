@@ -29,6 +29,7 @@ import orjson
 from filelock import FileLock
 
 from fib_runtime.errors import FibError
+from fib_runtime.files import write_atomic
 
 log = logging.getLogger("fib_runtime.trust")
 PATH_ENV = "FIB_TRUST_PATH"
@@ -125,8 +126,6 @@ def update(change: Callable[[dict[str, dict[str, Any]]], None],
 
     Raises TrustStoreError when the store exists but cannot be read (it is left alone).
     """
-    from fib_runtime.store.files import write_atomic
-
     path = path or store_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock", timeout=wait_s):

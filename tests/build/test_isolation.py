@@ -77,6 +77,20 @@ def test_a_changed_solution_under_the_same_name_is_rebuilt() -> None:
     assert tag_of(cache.get(with_helper("iso_same", 5.0))) == 5.0
 
 
+def test_a_changed_entry_point_under_the_same_name_and_sources_is_rebuilt() -> None:
+    """A user who points a solution at another function of the same file (or flips its
+    calling convention) gets that function after a reload, not the one built before."""
+    code = TAG_MAIN + "\n\ndef other(x, weight):\n    return x * weight + 7.0\n"
+    first = with_helper("iso_entry", 1.0, code)
+    data = first.to_dict()
+    data["spec"]["entry_point"] = "main.py::other"
+    cache = BuildCache()
+    assert tag_of(cache.get(first)) == 1.0
+    assert tag_of(cache.get(Solution.from_dict(data))) == 7.0
+    data["spec"]["destination_passing_style"] = True
+    assert cache.get(Solution.from_dict(data)).dps  # type: ignore[union-attr]
+
+
 def test_dispatch_serves_each_solution_with_its_own_helper(tmp_path: Path) -> None:
     db = TraceDB.open(tmp_path / "db", create=True)
     db.add_definition(Definition.from_dict(factories.definition(DEF)))

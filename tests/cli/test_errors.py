@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from fib_runtime import files
 from fib_runtime.catalogue import install
 from fib_runtime.cli.main import main
-from fib_runtime.store import TraceDB, files
+from fib_runtime.store import TraceDB
 from tests.cli.test_report import build_db
 
 FIB = [sys.executable, "-m", "fib_runtime.cli.main"]

@@ -160,7 +160,7 @@ def test_blobs_are_not_touched_while_a_workload_folder_is_unreadable(tmp_path: P
 KILLED_WRITER = """
 import os, sys, time
 from pathlib import Path
-from fib_runtime.store import files
+from fib_runtime import files
 os.fsync = lambda fd: time.sleep(600)  # killed while its temporary file is half done
 files.write_atomic(Path(sys.argv[1]), b"{}")
 """

@@ -30,7 +30,7 @@ def _measured(base: dict, timing: str | None, digest: str | None,
 
 
 def test_merge_keeps_every_regime_and_every_measured_content(tmp_path: Path) -> None:
-    from fib_runtime.schema.provenance import solution_digest
+    from fib_runtime.schema.provenance import content_digest
 
     src = TraceDB.open(tmp_path / "src", create=True)
     src.add_definition(Definition.from_dict(factories.definition()))
@@ -39,10 +39,10 @@ def test_merge_keeps_every_regime_and_every_measured_content(tmp_path: Path) -> 
     src.add_solution(current)
     base = factories.trace()
     traces = [_measured(base, None, None),  # flashinfer-bench's own: device time, no stamp
-              _measured(base, "eager", solution_digest(old)),  # before the change
-              _measured(base, "eager", solution_digest(current)),  # re-measured after it
-              _measured(base, "graph", solution_digest(current)),
-              _measured(base, "graph", solution_digest(current), "2026-11-22T08:00:00+00:00")]
+              _measured(base, "eager", content_digest(old)),  # before the change
+              _measured(base, "eager", content_digest(current)),  # re-measured after it
+              _measured(base, "graph", content_digest(current)),
+              _measured(base, "graph", content_digest(current), "2026-11-22T08:00:00+00:00")]
     src.append_traces(traces)
     assert main(["merge", str(tmp_path / "src"), str(tmp_path / "dest")]) == 0
     merged = TraceDB.open(tmp_path / "dest").traces_for("toy_norm_h8")

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from fib_runtime.schema import Definition, Solution, Trace
-from fib_runtime.store import TraceDB, files
+from fib_runtime.store import TraceDB
+from fib_runtime.store import db as db_module
 from fib_runtime.store import merge as merge_module
 from fib_runtime.store.merge import merge
 from tests import factories
@@ -95,7 +96,8 @@ def test_interrupted_merge_leaves_a_loadable_dest_and_a_rerun_completes_it(
     src.append_traces([Trace.from_dict(factories.trace(batch=b)) for b in (1, 2)])
     merge([tmp_path / "a"], tmp_path / "full")
 
-    real_write, real_copy = files.write_atomic, merge_module._copy_atomic
+    real_write, real_copy = db_module.write_atomic, merge_module._copy_atomic
+    writers = (db_module, merge_module)  # every atomic write of a merge is one of theirs
     stop_after, finished = 0, False
     while not finished:  # interrupt before each atomic write or blob copy in turn
         calls = {"n": 0}
@@ -114,14 +116,16 @@ def test_interrupted_merge_leaves_a_loadable_dest_and_a_rerun_completes_it(
             real_copy(source, target)
 
         dest = tmp_path / f"d{stop_after}"
-        monkeypatch.setattr(files, "write_atomic", write)
+        for module in writers:
+            monkeypatch.setattr(module, "write_atomic", write)
         monkeypatch.setattr(merge_module, "_copy_atomic", copy)
         try:
             merge([tmp_path / "a"], dest)
             finished = True
         except KeyboardInterrupt:
             pass
-        monkeypatch.setattr(files, "write_atomic", real_write)
+        for module in writers:
+            monkeypatch.setattr(module, "write_atomic", real_write)
         monkeypatch.setattr(merge_module, "_copy_atomic", real_copy)
         TraceDB.open(dest, strict=True)  # loadable: no partial line, no half file
         report = merge([tmp_path / "a"], dest)

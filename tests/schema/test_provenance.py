@@ -8,8 +8,8 @@ from fib_runtime.schema import Environment, Evaluation, Solution, Status
 from fib_runtime.schema.provenance import (
     DIGEST_KEY,
     TIMING_KEY,
+    content_digest,
     digest_of,
-    solution_digest,
     stamped,
     timing_of,
 )
@@ -42,15 +42,15 @@ def test_stamp_round_trips_through_json() -> None:
 def test_digest_changes_with_source_and_spec_but_not_order_or_name() -> None:
     base = Solution.from_dict(SOLUTION)
     renamed = dataclasses.replace(base, name="other", description="x")
-    assert solution_digest(renamed) == solution_digest(base)
+    assert content_digest(renamed) == content_digest(base)
     edited = Solution.from_dict({**SOLUTION, "sources": [
         {"path": "main.py", "content": "def run(x):\n    return x + 1\n"}]})
-    assert solution_digest(edited) != solution_digest(base)
+    assert content_digest(edited) != content_digest(base)
     respec = Solution.from_dict({**SOLUTION, "spec": {**SOLUTION["spec"],
                                                       "destination_passing_style": False}})
-    assert solution_digest(respec) != solution_digest(base)
+    assert content_digest(respec) != content_digest(base)
     two = [{"path": "main.py", "content": "from helper import f as run\n"},
            {"path": "helper.py", "content": "def f(x):\n    return x\n"}]
     a = Solution.from_dict({**SOLUTION, "sources": two})
     b = Solution.from_dict({**SOLUTION, "sources": two[::-1]})
-    assert solution_digest(a) == solution_digest(b)
+    assert content_digest(a) == content_digest(b)

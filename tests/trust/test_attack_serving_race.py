@@ -22,7 +22,7 @@ import json, os, sys, threading, time
 from pathlib import Path
 import torch
 import fib_runtime as fib
-from fib_runtime.store.files import write_atomic
+from fib_runtime.files import write_atomic
 
 root, path, trusted, hostile, marker, rounds = sys.argv[1:7]
 path = Path(path)

@@ -14,7 +14,7 @@ from fib_runtime.cli.main import main
 from fib_runtime.ranking import measures, rank
 from fib_runtime.retuning import retune
 from fib_runtime.schema import Solution, Trace
-from fib_runtime.schema.provenance import digest_of, solution_digest, stamped
+from fib_runtime.schema.provenance import content_digest, digest_of, stamped
 from fib_runtime.store import TraceDB, layout
 from tests import factories
 from tests.dispatch.helpers import SCALE_CODE, make_db
@@ -43,7 +43,7 @@ def measured(solution: Solution, batch: int = 4, latency: float = 0.01) -> Trace
                                             hardware=CPU))
     evaluation = trace.evaluation
     assert evaluation is not None
-    env = stamped(evaluation.environment, digest=solution_digest(solution))
+    env = stamped(evaluation.environment, digest=content_digest(solution))
     return Trace.from_dict({**trace.to_dict(), "evaluation": {
         **evaluation.to_dict(), "environment": env.to_dict()}})
 
@@ -85,7 +85,7 @@ def test_retune_measures_a_changed_solution_again(tmp_path: Path) -> None:
     first = retune(db, **FAST)
     assert len(first.outcomes) == 1
     [trace] = TraceDB.open(tmp_path).traces_for(DEF)
-    assert digest_of(trace.evaluation) == solution_digest(db.solutions["good"])  # type: ignore[arg-type]
+    assert digest_of(trace.evaluation) == content_digest(db.solutions["good"])  # type: ignore[arg-type]
     assert retune(TraceDB.open(tmp_path), **FAST).skipped == 1  # unchanged: already measured
     code, dps = SOLUTIONS["wrong_value"]
     changed = Solution.from_dict(factories.solution("good", DEF, code=code, dps=dps))
@@ -93,7 +93,7 @@ def test_retune_measures_a_changed_solution_again(tmp_path: Path) -> None:
     again = retune(TraceDB.open(tmp_path), **FAST)
     assert again.skipped == 0 and [o.status for o in again.outcomes] == ["INCORRECT_NUMERICAL"]
     latest = TraceDB.open(tmp_path).traces_for(DEF)[-1]
-    assert digest_of(latest.evaluation) == solution_digest(changed)  # type: ignore[arg-type]
+    assert digest_of(latest.evaluation) == content_digest(changed)  # type: ignore[arg-type]
     assert retune(TraceDB.open(tmp_path), **FAST).skipped == 1
 
 
