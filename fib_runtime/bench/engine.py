@@ -39,11 +39,12 @@ from fib_runtime.errors import FibError, RetuneError, TracesNotWritten
 from fib_runtime.hardware import CPU_KEY, target_matches
 from fib_runtime.original import untimeable_reason
 from fib_runtime.ranking import measures
+from fib_runtime.regimes import DEVICE
 from fib_runtime.schema import (
     Solution,
     Trace,
 )
-from fib_runtime.schema.provenance import DEVICE, digest_of, solution_digest, timing_of
+from fib_runtime.schema.provenance import digest_of, solution_digest, timing_of
 from fib_runtime.store import TraceDB
 
 log = logging.getLogger("fib_runtime.bench")
@@ -61,7 +62,7 @@ class RetuneConfig:
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
     reference_timeout: float = 600.0
     startup_timeout: float = 300.0
-    timings: tuple[str, ...] = (DEVICE,)  # the timing regimes to measure
+    timings: tuple[str, ...] = (DEVICE.name,)  # the timing regimes to measure
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "timings", parse_timings(self.timings))

@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 
+from fib_runtime import regimes
 from fib_runtime.errors import SchemaError
 from fib_runtime.hardware import hardware_key
 from fib_runtime.schema._parse import as_dict, non_negative_int, req, text
-from fib_runtime.schema.provenance import TIMINGS
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,9 @@ def load_held_out(path: str | Path) -> list[HeldOutPoint]:
 def _point(raw: Any, path: str) -> HeldOutPoint:
     data = as_dict(raw, path)
     timing = text(data, "timing", path)
-    if timing not in TIMINGS:
+    if timing not in regimes.names():
         raise SchemaError(f"unknown timing regime {timing!r} (expected one of "
-                          f"{', '.join(TIMINGS)})", field=f"{path}.timing")
+                          f"{', '.join(regimes.names())})", field=f"{path}.timing")
     axes = as_dict(req(data, "axes", dict, path), f"{path}.axes")
     for name, value in axes.items():
         non_negative_int(value, f"{path}.axes.{name}")

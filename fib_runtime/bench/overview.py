@@ -24,13 +24,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from fib_runtime import regimes
 from fib_runtime.bench.held_out import HeldOutPoint
 from fib_runtime.errors import FibError
 from fib_runtime.keys import Key, axes_to_key
 from fib_runtime.original import untimeable_reason
 from fib_runtime.ranking import rank
 from fib_runtime.schema import Definition, Solution, Trace
-from fib_runtime.schema.provenance import ORIGINAL_AUTHOR, TIMINGS, spread_of, timing_of
+from fib_runtime.schema.provenance import ORIGINAL_AUTHOR, spread_of, timing_of
 from fib_runtime.schema.trace import Status
 from fib_runtime.store import TraceDB
 
@@ -231,7 +232,7 @@ def regime_argument(regime: str) -> dict[str, str]:
 
 
 def _regime_order(regime: str) -> tuple[int, str]:
-    return (TIMINGS.index(regime) if regime in TIMINGS else len(TIMINGS), regime)
+    return regimes.order(regime)
 
 
 def _panel(definition: Definition, hardware: str, regime: str, traces: list[Trace],

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fib_runtime.errors import FibError
-from fib_runtime.schema.provenance import DEVICE
+from fib_runtime.regimes import DEVICE
 
 _MIN_FLUSH_BYTES = 256 << 20
 _flush_buffers: dict[int, Any] = {}
@@ -99,7 +99,7 @@ def get_timer(name: str) -> Timer:
 def parse_timings(value: str | Sequence[str] | None) -> tuple[str, ...]:
     """`"device,eager"` or ["device", "eager"] -> ("device", "eager"), each one known."""
     if value is None:
-        return (DEVICE,)
+        return (DEVICE.name,)
     parts = value.split(",") if isinstance(value, str) else list(value)
     names = tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
     if not names:
@@ -241,6 +241,6 @@ def graph_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
     return summarise([s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)])
 
 
-register_timer(Timer(DEVICE, median_latency_ms))
+register_timer(Timer(DEVICE.name, median_latency_ms))
 register_timer(Timer("eager", eager_latency_ms))
 register_timer(Timer("graph", graph_latency_ms, needs_gpu=True))

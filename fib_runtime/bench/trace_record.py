@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fib_runtime.bench.pool import DeviceInfo
+from fib_runtime.ranking import DEVICE
 from fib_runtime.schema import (
     Correctness,
     Environment,
@@ -15,7 +16,7 @@ from fib_runtime.schema import (
     Status,
     Trace,
 )
-from fib_runtime.schema.provenance import DEVICE, stamped
+from fib_runtime.schema.provenance import stamped
 
 
 def make_trace(definition: str, workload: Trace, solution: str, result: dict[str, Any],

@@ -15,6 +15,7 @@ from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError, StoreError
 from fib_runtime.keys import axes_to_key
 from fib_runtime.paths import default_db_path
+from fib_runtime.regimes import DEVICE
 from fib_runtime.schema import Definition
 from fib_runtime.store import TraceDB
 
@@ -179,7 +180,8 @@ def warmup(definitions: Iterable[str] | None = None,
         dispatcher = runtime.dispatcher(name)
         if dispatcher is None:
             continue
-        wanted = {n for r in dispatcher.table.rankings.values() for n in r.names[:top]}
+        wanted = {n for r in dispatcher.table.for_timing(DEVICE.name).values()
+                  for n in r.names[:top]}
         built[name] = sorted(n for n in wanted if not isinstance(runtime.build(n), Exception))
         for values in (axes or {}).get(name, ()):
             key = axes_to_key(dispatcher.definition, dict(values))

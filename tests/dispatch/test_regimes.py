@@ -63,7 +63,7 @@ def three_regimes(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def no_capture_left() -> Any:
     yield
-    while graphs.capturing():
+    while graphs.context() == "graph":
         graphs.ended()
 
 
@@ -92,14 +92,14 @@ def test_capture_begin_and_end_swap_the_served_choices(three_regimes: Path) -> N
     with fib.enable_apply(three_regimes):
         assert served_by(32) == 2.0  # resolved eagerly: both maps filled
         graphs.began()
-        assert graphs.capturing()
+        assert graphs.context() == "graph"
         assert served_by(32) == 3.0  # the graph choice, without resolving again
         assert served_by(37) == 3.0  # a new key resolved during the swap: graph choice
-        graphs.began()  # a nested/overlapping capture
+        graphs.began()  # a nested/overlapping recording
         graphs.ended()
         assert served_by(32) == 3.0  # still inside the outer capture
         graphs.ended()
-        assert not graphs.capturing()
+        assert graphs.context() == "eager"
         assert served_by(32) == 2.0 and served_by(37) == 2.0
         assert fib.stats()["toy_norm_h8"]["fallbacks"] == {}
 
@@ -124,15 +124,15 @@ def test_wrapped_capture_methods_report_begin_and_end() -> None:
         def capture_end(self) -> None:
             calls.append("end")
 
-    graphs.wrap_capture(FakeGraph)
+    graphs.follow_recordings(FakeGraph)
     graph = FakeGraph()
     graph.capture_begin()
-    assert graphs.capturing()
+    assert graphs.context() == "graph"
     graph.capture_end()
-    assert not graphs.capturing()
+    assert graphs.context() == "eager"
     with pytest.raises(RuntimeError):
         graph.capture_begin(fail=True)
-    assert not graphs.capturing()  # a capture that failed to begin does not count
+    assert graphs.context() == "eager"  # a recording that failed to begin does not count
     assert calls == ["begin", "end", "begin"]
 
 
@@ -145,8 +145,9 @@ def test_install_is_a_no_op_without_cuda() -> None:
 
 
 def test_the_timing_setting_is_validated() -> None:
-    assert DefinitionConfig(timing="eager").regimes() == ("eager", "eager")
-    assert DefinitionConfig().regimes() == ("eager", "graph")
+    pinned, auto = DefinitionConfig(timing="eager"), DefinitionConfig()
+    assert (pinned.regime("eager"), pinned.regime("graph")) == ("eager", "eager")
+    assert (auto.regime("eager"), auto.regime("graph")) == ("eager", "graph")
     with pytest.raises(FibError, match="timing"):
         DefinitionConfig(timing="fast")  # type: ignore[arg-type]
     with pytest.raises(FibError, match="timing"):
@@ -160,7 +161,7 @@ def test_tables_cache_keeps_regimes_and_originals(three_regimes: Path) -> None:
     second = Runtime(TraceDB.open(three_regimes), watch=False)  # from the cached tables
     for runtime in (first, second):
         table = runtime.tables["toy_norm_h8"]
-        assert set(table.regimes) == {"eager", "graph"}
+        assert set(table.rankings) == {"device", "eager", "graph"}
         assert table.for_timing("graph")[(32,)].names[0] == "three"
 
 
