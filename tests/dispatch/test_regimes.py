@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import fib_runtime as fib
+from fib_runtime import regimes
 from fib_runtime.dispatch import graphs
 from fib_runtime.dispatch.config import DefinitionConfig
 from fib_runtime.dispatch.explain import explain
@@ -178,3 +179,54 @@ def test_a_key_between_two_measured_keys_is_ranked_by_interpolation(tmp_path: Pa
         assert explain("toy_norm_h8", {"batch_size": 24}).reason == "interpolated"
     with fib.enable_apply(tmp_path, {"default": {"miss": "nearest"}}):
         assert served_by(24) == 1.0
+
+
+@pytest.fixture
+def toy_regime() -> Any:
+    """A regime registered the way a user adds one (no timer: its traces are written here)."""
+    yield regimes.register(regimes.Regime("toy", gpu_only=False, serves=None,
+                                          description="a test's own timing regime"))
+    regimes.unregister("toy")
+
+
+def test_a_registered_regime_serves_where_pinned_with_no_edit_in_dispatch(
+        tmp_path: Path, toy_regime: regimes.Regime) -> None:
+    """device: one; eager: two; graph: three; toy: four fastest (batch 32)."""
+    db = make_db(tmp_path, {name: SCALE_CODE.format(tag=tag) for tag, name in
+                            enumerate(("one", "two", "three", "four"), 1)}, [])
+    db.append_traces([timed(name, 32, latency, regime) for regime, latencies in (
+        (None, (0.010, 0.020, 0.030, 0.040)), ("eager", (0.050, 0.015, 0.040, 0.060)),
+        ("graph", (0.009, 0.012, 0.004, 0.020)), ("toy", (0.050, 0.040, 0.030, 0.001)))
+        for name, latency in zip(("one", "two", "three", "four"), latencies, strict=True)])
+    pinned = {"default": {"timing": "toy"}}
+    with fib.enable_apply(tmp_path, fib.DispatchConfig.from_dict(pinned)):
+        assert served_by(32) == 4.0  # its own ranking, in every call context
+        graphs.began()
+        assert served_by(32) == 4.0 and served_by(33) == 4.0  # 33: nearest measured key
+        graphs.ended()
+        assert explain("toy_norm_h8", {"batch_size": 32}).timing == "toy"
+    with fib.enable_apply(tmp_path):  # auto: eager calls the eager ranking, graph the graph
+        assert served_by(32) == 2.0
+        graphs.began()
+        assert served_by(32) == 3.0
+        graphs.ended()
+        assert fib.stats()["toy_norm_h8"]["fallbacks"] == {}
+
+
+def test_a_pinned_regime_without_traces_ranks_by_device_time(
+        three_regimes: Path, toy_regime: regimes.Regime) -> None:
+    with fib.enable_apply(three_regimes, {"default": {"timing": "toy"}}):
+        assert served_by(32) == 1.0
+        text = str(explain("toy_norm_h8", {"batch_size": 32}))
+        assert "toy (no toy traces: device time)" in text
+
+
+def test_an_unregistered_regime_is_refused_in_the_config() -> None:
+    with pytest.raises(FibError, match=r"timing.*one of auto, device, eager, graph"):
+        fib.DispatchConfig.from_dict({"definitions": {"toy_norm_h8": {"timing": "toy"}}})
+    with pytest.raises(FibError, match="already registered"):
+        regimes.register(regimes.Regime("eager", gpu_only=False, serves=None, description=""))
+    with pytest.raises(FibError, match="already served"):
+        regimes.register(regimes.Regime("other", gpu_only=False, serves="eager",
+                                        description=""))
+    assert "other" not in regimes.names()
