@@ -169,7 +169,7 @@ def warmup(definitions: Iterable[str] | None = None,
            axes: Mapping[str, Iterable[Mapping[str, int]]] | None = None, *,
            top: int = 1) -> dict[str, list[str]]:
     """Build ahead of time the `top` solutions of every measured key, and resolve the given
-    keys (`{definition: [{axis: value}, ...]}`) on every call site, e.g. before capturing
+    keys (`{definition: [{axis: value}, ...]}`) on every call site, e.g. before recording
     CUDA graphs. Returns the solutions built per definition."""
     runtime = sites.current_runtime()
     if runtime is None:

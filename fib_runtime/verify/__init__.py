@@ -104,7 +104,7 @@ def verify(step: str, db: TraceDB | str | Path, *, kwargs: Mapping[str, Any] | N
             chosen = Runtime(root, config, watch=False)
             try:
                 verdict = _gate(run, root, config, chosen, regime, rounds, cuda)
-            except Exception as exc:  # e.g. a step that cannot be captured in a graph
+            except Exception as exc:  # e.g. a step that cannot be recorded in a graph
                 if regime == "eager":
                     raise
                 report.not_measured[regime] = f"{type(exc).__name__}: {exc}"
