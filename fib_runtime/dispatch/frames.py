@@ -4,9 +4,9 @@ A dispatching frame reads the key inline (the argument count, then each variable
 its hot form, `args[i].numel()` or `args[i].shape[j]`, then the first tensor's dtype and
 device and grad mode, see keys.HotKey), does one dict lookup and calls what it found.
 Everything else (the decision, the contract's dtype and device rules, the CUDA-graph
-recording rule, keywords, failures) happens once per key in `Binding`; what must be tested per call
-(a layout a solution cannot take, inputs that require grad in grad mode) is tested by a
-guard around the solution of that key only (see contract), and a call that fails it is
+recording rule, keywords, failures) happens once per key in `Binding`; what must be tested
+per call (a layout a solution cannot take, inputs that require grad in grad mode) is tested
+by a guard around the solution of that key only (see contract), and a call that fails it is
 answered by the original function, counted under its reason.
 
 A frame is a code object that reads its state from one global, `DISPATCH` (the binding's
