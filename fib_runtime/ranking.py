@@ -3,8 +3,8 @@
 Used by dispatch (its decision tables), `fib retune`'s report and `fib explain`, so the
 winner a retune prints is the solution dispatch serves.
 
-The rule, per definition, hardware key and timing regime (device | eager | graph, see
-fib_runtime.schema.provenance; each regime ranks only its own traces):
+The rule, per definition, hardware key and timing regime (fib_runtime.regimes; each regime
+ranks only its own traces):
 - a trace counts for the solution content it measured: one stamped with another digest than
   the current solution's is stale and ignored (named as the reason only where the solution
   has no other trace at that key); one with no digest (flashinfer-bench's own) is bound by
@@ -23,11 +23,11 @@ fib_runtime.schema.provenance; each regime ranks only its own traces):
 - candidates are ordered by that median, then by name; then the noise rule settles the
   first place. The noise between the fastest candidate F and another C is
   `max(floor, spread(F) + spread(C))`, the floor being the policy's `noise_floor` when it
-  sets one (a host noisier than usual), else `NOISE_FLOOR[regime]`; C is *tied* with F when
-  `median(C) <= median(F) * (1 + noise)`. Among the tied candidates the engine's own
-  function (an original) serves if it is one of them: nothing displaces the engine's path
-  unless it is faster by more than the noise. Otherwise, in the eager and graph regimes
-  where every tied candidate has device traces, only those tied in device time too with the
+  sets one (a host noisier than usual), else the regime's (`regimes.noise_floor`); C is
+  *tied* with F when `median(C) <= median(F) * (1 + noise)`. Among the tied candidates the
+  engine's own function (an original) serves if it is one of them: nothing displaces the
+  engine's path unless it is faster by more than the noise. Otherwise, in every regime but
+  device, where every tied candidate has device traces, only those tied in device time too with the
   one of lowest device time stay tied (device time is the most reproducible measurement);
   of the candidates still tied, the first by name serves: which of them a process measured
   fastest is noise, so two retunes serve the same one. `Ranking.note` says when the rule
@@ -44,12 +44,12 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from fib_runtime import regimes
 from fib_runtime.hardware import target_matches
 from fib_runtime.keys import Key, axes_to_key
 from fib_runtime.original import is_original
 from fib_runtime.schema import Definition, Solution, Status, Trace
 from fib_runtime.schema.provenance import (
-    DEVICE,
     GATE_REJECTED,
     content_digest,
     digest_of,
@@ -58,15 +58,12 @@ from fib_runtime.schema.provenance import (
     timing_of,
 )
 
-# The least relative difference that counts as faster, per timing regime: below it two
-# medians are the same measurement (eager times of host-bound calls wander by a few per
-# cent from one process to the next).
-NOISE_FLOOR = {DEVICE: 0.01, "graph": 0.01, "eager": 0.03}
+DEVICE = regimes.DEVICE.name  # the tie-break regime: the most reproducible measurement
 
 
 class Policy(Protocol):
     """Which solutions and errors a ranking accepts, and the least difference that counts
-    as faster (None: the regime's NOISE_FLOOR); a dispatch DefinitionConfig is one."""
+    as faster (None: the regime's noise floor); a dispatch DefinitionConfig is one."""
 
     noise_floor: float | None
 
@@ -116,7 +113,7 @@ class _Candidate:
 def noise(timing: str, spread_a: float, spread_b: float, floor: float | None = None) -> float:
     """The relative difference two medians must exceed to count as faster (module doc)."""
     if floor is None:
-        floor = NOISE_FLOOR.get(timing, NOISE_FLOOR["eager"])
+        floor = regimes.noise_floor(timing)
     return max(floor, spread_a + spread_b)
 
 

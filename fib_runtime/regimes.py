@@ -28,12 +28,14 @@ AUTO = "auto"
 class Regime:
     """A timing regime: its `name` (the trace stamp and the config value), whether it can
     only be measured on a GPU, and the call context whose choices its ranking decides under
-    `timing: auto` (None: only when pinned)."""
+    `timing: auto` (None: only when pinned), and its noise floor: the least relative
+    difference between two medians that counts as faster (`fib_runtime.ranking.noise`)."""
 
     name: str
     gpu_only: bool
     serves: Context | None
     description: str
+    noise_floor: float = 0.03
 
 
 REGIMES: dict[str, Regime] = {}
@@ -79,6 +81,22 @@ def serving(context: Context) -> Regime | None:
     return next((r for r in REGIMES.values() if r.serves == context), None)
 
 
+def for_context(timing: str, context: Context) -> str:
+    """The regime whose ranking serves a call in `context` for a definition whose `timing`
+    setting is `timing`: the pinned regime in every context, or under `auto` the regime
+    serving `context` (device when none does)."""
+    if timing != AUTO:
+        return timing
+    regime = serving(context)
+    return DEVICE.name if regime is None else regime.name
+
+
+def noise_floor(name: str) -> float:
+    """A regime's noise floor; an unknown name gets the default (`Regime.noise_floor`)."""
+    regime = REGIMES.get(name)
+    return Regime.noise_floor if regime is None else regime.noise_floor
+
+
 def order(name: str) -> tuple[int, str]:
     """A sort key: registered regimes in registration order, then unknown names by name."""
     known = names()
@@ -87,10 +105,13 @@ def order(name: str) -> tuple[int, str]:
 
 DEVICE = register(Regime(
     "device", gpu_only=False, serves=None,
-    description="the kernel alone: CUDA events around one call, L2 flushed, inputs re-filled"))
+    description="the kernel alone: CUDA events around one call, L2 flushed, inputs re-filled",
+    noise_floor=0.01))
 EAGER = register(Regime(
     "eager", gpu_only=False, serves="eager",
-    description="back-to-back calls with no sync, the host's launch path included"))
+    description="back-to-back calls with no sync, the host's launch path included",
+    noise_floor=0.03))  # eager times of host-bound calls wander by a few per cent
 GRAPH = register(Regime(
     "graph", gpu_only=True, serves="graph",
-    description="one call recorded in a CUDA graph and replayed, L2 flushed before each"))
+    description="one call recorded in a CUDA graph and replayed, L2 flushed before each",
+    noise_floor=0.01))

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from fib_runtime import regimes
 from fib_runtime.keys import Key
 from fib_runtime.measure.timing import Latency, summarise
-from fib_runtime.ranking import NOISE_FLOOR, noise, rank
+from fib_runtime.ranking import noise, rank
 from fib_runtime.retuning import retune
 from fib_runtime.schema import Definition, Solution, Trace
 from fib_runtime.schema.provenance import (
@@ -90,7 +91,7 @@ def test_the_measured_spread_widens_the_margin():
     assert _rank(bare, [FAST, ENGINE], "eager").ranking.names[0] == "fast"
     assert _rank(spread, [FAST, ENGINE], "eager").ranking.names[0] == "engine"
     assert noise("eager", 0.03, 0.03) == pytest.approx(0.06)
-    assert noise("device", 0.0, 0.0) == NOISE_FLOOR["device"]
+    assert noise("device", 0.0, 0.0) == regimes.DEVICE.noise_floor == 0.01
 
 
 def test_tied_candidates_are_settled_by_device_time():

@@ -81,7 +81,7 @@ def _plan_reason(wrapper: Any, page_size: int, pos_encoding_mode: str, window_le
 
 def _scratch_lse(wrapper: Any, batch: int, heads: int, device: Any) -> torch.Tensor:
     """A [batch, heads] float32 view of the wrapper's scratch lse buffer. The buffer only
-    grows, and a CUDA-graph wrapper's batch is fixed, so a captured run's lse stays valid."""
+    grows, and a CUDA-graph wrapper's batch is fixed, so a recorded run's lse stays valid."""
     buffer = wrapper.__dict__.get(_LSE)
     if buffer is None or buffer.shape[0] < batch or buffer.shape[1] != heads:
         buffer = torch.empty((max(batch, 1), heads), dtype=torch.float32, device=device)

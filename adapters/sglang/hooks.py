@@ -145,7 +145,7 @@ def install() -> None:
 
 def _prepare_wrappers() -> None:
     """Every catalogue norm/activation wrapper, made before fib-runtime is switched on so
-    that their torch.ops.fib custom ops exist before SGLang compiles or captures."""
+    that their torch.ops.fib custom ops exist before SGLang compiles or records its CUDA graphs."""
     for name in routing.family_names(["rmsnorm", "fused_add_rmsnorm_residual"]):
         if routing.definition_eps(name) is not None:
             routing.wrapper(ENGINE, name, getattr(originals, f"{name}__forward_native"))

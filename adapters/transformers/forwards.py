@@ -24,6 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fib_runtime import cuda_graphs
+
 ROUTE = "_fib_route"
 GATE_UP = "_fib_gate_up"  # (fused weight, gate's data_ptr, up's data_ptr) when fused
 
@@ -90,12 +92,12 @@ def fused_gate_up(module: torch.nn.Module, gate: torch.Tensor,
                   up: torch.Tensor) -> torch.Tensor | None:
     """The `[gate; up]` weight the projections' weights `gate` and `up` are views of, fused
     again when either was replaced; None where it cannot be made now (the two differ in
-    shape, dtype or device, or a CUDA graph is being captured)."""
+    shape, dtype or device, or a CUDA graph is being recorded)."""
     fused = module.__dict__.get(GATE_UP)
     if fused is not None and fused[1] == gate.data_ptr() and fused[2] == up.data_ptr():
         return fused[0]
     if (gate.shape != up.shape or gate.dtype != up.dtype or gate.device != up.device
-            or (gate.is_cuda and torch.cuda.is_current_stream_capturing())):
+            or (gate.is_cuda and cuda_graphs.being_recorded())):
         return None
     # a normal tensor even under inference_mode: the parameters become views of it, and an
     # inference tensor could never be trained or updated in place afterwards

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
+from fib_runtime import cuda_graphs
 from fib_runtime.capture.config import CapturePolicy
 from fib_runtime.capture.snapshot import (
     copy_to_host,
-    graph_capturing,
     is_tensor,
     nbytes,
     scalar_value,
@@ -203,8 +203,8 @@ class DefinitionRecorder:
             return "key_allowance"
         if policy.max_workloads is not None and stats.admitted >= policy.max_workloads:
             return self._refuse(key, "cap_workloads", f"max_workloads={policy.max_workloads}")
-        capturing = graph_capturing()
-        dumps = {} if capturing else self._tensors_to_dump(args)
+        in_graph = cuda_graphs.being_recorded()  # its tensors are not filled yet: no dumps
+        dumps = {} if in_graph else self._tensors_to_dump(args)
         size = sum(nbytes(t) for t in dumps.values())
         if size and policy.max_blob_bytes is not None \
                 and stats.reserved_bytes + size > policy.max_blob_bytes:
@@ -226,7 +226,7 @@ class DefinitionRecorder:
         stats.admitted += 1
         stats.reserved_bytes += size
         shared.reserved_bytes += size
-        stats.graph_captured += capturing
+        stats.graph_captured += in_graph
         self._per_hot[hot] = count + 1
         if self.kv_indptr is not None or (policy.per_key is not None
                                            and count + 1 >= policy.per_key):

@@ -12,14 +12,6 @@ def is_tensor(value: Any) -> bool:
     return torch is not None and isinstance(value, torch.Tensor)
 
 
-def graph_capturing() -> bool:
-    """Whether the current CUDA stream is capturing a graph (False when CUDA is unused)."""
-    torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_initialized():
-        return False
-    return bool(torch.cuda.is_current_stream_capturing())
-
-
 def copy_to_host(tensors: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
     """Copies of `tensors` in host memory, and the CUDA events that mark their completion.
 

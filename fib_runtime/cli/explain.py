@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fib_runtime import regimes
 from fib_runtime.dispatch.explain import explain
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError
@@ -18,9 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--axes", required=True, help="variable axes, e.g. batch_size=37")
     parser.add_argument("--db", type=Path, default=default_db_path(),
                         help="database folder (default: %(default)s)")
-    parser.add_argument("--timing", choices=("device", "eager", "graph"), default=None,
-                        help="the regime of the call: eager (default, unless the dispatch "
-                        "config pins one) or graph (a call inside CUDA-graph capture)")
+    parser.add_argument("--timing", choices=regimes.names(), default=None,
+                        help="the timing regime whose ranking decides (fib_runtime.regimes): "
+                        "by default the one serving an eager call (eager, unless the "
+                        "dispatch config pins one); graph: a call while a CUDA graph is "
+                        "being recorded")
     parser.set_defaults(handler=run)
 
 

@@ -55,12 +55,14 @@ def _value(text: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fib_runtime.verify import REGIMES, verify
+    from fib_runtime.regimes import CONTEXTS
+    from fib_runtime.verify import verify
 
     regimes = tuple(r.strip() for r in args.regimes.split(",") if r.strip())
-    unknown = [r for r in regimes if r not in REGIMES]
+    unknown = [r for r in regimes if r not in CONTEXTS]
     if unknown or not regimes:
-        raise FibError(f"--regimes: expected some of {', '.join(REGIMES)}, got {args.regimes!r}")
+        raise FibError(f"--regimes: expected some of {', '.join(CONTEXTS)}, "
+                       f"got {args.regimes!r}")
     if args.rounds < 2:
         raise FibError("--rounds must be at least 2")
     report = verify(args.step, args.db, kwargs=parse_args(args.arg), regimes=regimes,

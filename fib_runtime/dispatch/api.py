@@ -15,6 +15,7 @@ from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError, StoreError
 from fib_runtime.keys import axes_to_key
 from fib_runtime.paths import default_db_path
+from fib_runtime.regimes import DEVICE
 from fib_runtime.schema import Definition
 from fib_runtime.store import TraceDB
 
@@ -168,7 +169,7 @@ def warmup(definitions: Iterable[str] | None = None,
            axes: Mapping[str, Iterable[Mapping[str, int]]] | None = None, *,
            top: int = 1) -> dict[str, list[str]]:
     """Build ahead of time the `top` solutions of every measured key, and resolve the given
-    keys (`{definition: [{axis: value}, ...]}`) on every call site, e.g. before capturing
+    keys (`{definition: [{axis: value}, ...]}`) on every call site, e.g. before recording
     CUDA graphs. Returns the solutions built per definition."""
     runtime = sites.current_runtime()
     if runtime is None:
@@ -179,7 +180,8 @@ def warmup(definitions: Iterable[str] | None = None,
         dispatcher = runtime.dispatcher(name)
         if dispatcher is None:
             continue
-        wanted = {n for r in dispatcher.table.rankings.values() for n in r.names[:top]}
+        wanted = {n for r in dispatcher.table.for_timing(DEVICE.name).values()
+                  for n in r.names[:top]}
         built[name] = sorted(n for n in wanted if not isinstance(runtime.build(n), Exception))
         for values in (axes or {}).get(name, ()):
             key = axes_to_key(dispatcher.definition, dict(values))

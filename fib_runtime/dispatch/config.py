@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import orjson
 
+from fib_runtime import regimes
 from fib_runtime.config_fields import (
     check_bool,
     check_choice,
@@ -24,10 +25,8 @@ from fib_runtime.errors import DispatchConfigError
 
 MissPolicy = Literal["interpolate", "nearest", "best_overall", "fallback"]
 OtherHardware = Literal["never", "same_arch"]
-Timing = Literal["auto", "device", "eager", "graph"]
 MISS_POLICIES = ("interpolate", "nearest", "best_overall", "fallback")
 OTHER_HARDWARE = ("never", "same_arch")
-TIMING_CHOICES = ("auto", "device", "eager", "graph")
 _E = DispatchConfigError
 
 
@@ -47,17 +46,18 @@ class DefinitionConfig:
     other_hardware: OtherHardware = "never"  # use traces of other GPUs of the same arch?
     quarantine_after: int = 3  # errors before a solution is dropped for the definition
     validate_outputs: bool = False  # debug: check output shapes/dtypes of every call
-    # Which timing regime ranks the solutions: "auto" = a call resolved while a CUDA graph
-    # is captured uses the graph ranking, any other call the eager one (each falls back to
-    # device time where it has no traces); or pin one regime for every call.
-    timing: Timing = "auto"
+    # Which timing regime ranks the solutions (fib_runtime.regimes): "auto" = each call
+    # context is served by the regime that serves it (a call resolved while a CUDA graph is
+    # being recorded: graph; any other call: eager; each falls back to device time where it
+    # has no traces); or pin one regime for every call.
+    timing: str = regimes.AUTO
     # Shadow validation (dispatch/shadow.py): after a table is loaded, this fraction of the
     # calls of each new choice also runs the original and compares (0: off), until the
     # choice passed `shadow_checks` comparisons; one that disagrees is quarantined.
     shadow: float = 0.0
     shadow_checks: int = 3
     # The least relative difference that counts as faster in the ranking's noise rule
-    # (None: the regime's default, ranking.NOISE_FLOOR); raise it on a noisy host.
+    # (None: the regime's own, regimes.Regime.noise_floor); raise it on a noisy host.
     noise_floor: float | None = None
 
     def __post_init__(self) -> None:
@@ -70,16 +70,14 @@ class DefinitionConfig:
         check_choice(self.other_hardware, "other_hardware", _E, OTHER_HARDWARE)
         check_int(self.quarantine_after, "quarantine_after", _E, low=1)
         check_bool(self.validate_outputs, "validate_outputs", _E)
-        check_choice(self.timing, "timing", _E, TIMING_CHOICES)
+        check_choice(self.timing, "timing", _E, regimes.choices())
         check_number(self.shadow, "shadow", _E, high=1.0)
         check_int(self.shadow_checks, "shadow_checks", _E, low=1)
         check_number(self.noise_floor, "noise_floor", _E, high=1.0, none_ok=True)
 
-    def regimes(self) -> tuple[str, str]:
-        """The regimes whose rankings serve (eager calls, calls inside graph capture)."""
-        if self.timing == "auto":
-            return "eager", "graph"
-        return self.timing, self.timing
+    def regime(self, context: regimes.Context) -> str:
+        """The regime whose ranking serves this definition's calls in `context`."""
+        return regimes.for_context(self.timing, context)
 
     def admits(self, solution: str) -> bool:
         allowed = self.allow is None or solution in self.allow

@@ -17,9 +17,8 @@ from fib_runtime.dispatch.config import DefinitionConfig
 from fib_runtime.dispatch.table import DefinitionTable
 from fib_runtime.errors import BuildError, FibError
 from fib_runtime.keys import Key, key_expression
-from fib_runtime.ranking import Ranking, best_overall, interpolated, nearest_key
+from fib_runtime.ranking import DEVICE, Ranking, best_overall, interpolated, nearest_key
 from fib_runtime.schema import Definition
-from fib_runtime.schema.provenance import DEVICE
 from fib_runtime.trust import Untrusted
 
 log = logging.getLogger("fib_runtime.dispatch")
@@ -147,7 +146,7 @@ class Dispatcher:
     def effective(self, timing: str) -> str:
         """The regime whose ranking serves `timing`: itself, or device time when it has no
         traces for this definition."""
-        return timing if timing in self.table.regimes else DEVICE
+        return timing if timing in self.table.rankings else DEVICE
 
     def decide(self, key: Key, convention: str, timing: str = DEVICE) -> Decision:
         """The decision for a key in a convention and a timing regime, made once and kept

@@ -11,6 +11,7 @@ from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError
 from fib_runtime.keys import axes_to_key, key_to_axes
 from fib_runtime.original import is_original, untimeable_reason
+from fib_runtime.regimes import DEVICE
 from fib_runtime.schema import Trace
 from fib_runtime.schema.provenance import GATE_REJECTED, digest_of, gate_of, timing_of
 from fib_runtime.trust import Untrusted
@@ -28,7 +29,7 @@ class Explanation:
     candidates: list[tuple[str, float, str]]  # (solution, latency ms, status here)
     decision: str  # solution name or "fallback"
     reason: str
-    timing: str = "device"  # the regime whose ranking decided
+    timing: str = DEVICE.name  # the regime whose ranking decided
     notes: tuple[str, ...] = ()
     unbound: tuple[str, ...] = ()  # candidates ranked on traces that carry no digest
 
@@ -102,10 +103,10 @@ def explain(definition: str, axes: Mapping[str, int],
     except KeyError as exc:
         raise FibError(f"{definition}: missing axis {exc}; variable axes are "
                        f"{', '.join(dispatcher.definition.var_axes)}") from None
-    timing = timing or dispatcher.policy.regimes()[0]
+    timing = timing or dispatcher.policy.regime("eager")
     decision = dispatcher.decide(key, VALUE, timing)
     ranking, _, _ = dispatcher.ranking(key, timing)
-    if timing not in dispatcher.table.regimes and timing != "device":
+    if dispatcher.effective(timing) != timing:
         timing = f"{timing} (no {timing} traces: device time)"
     candidates = []
     if ranking is not None:

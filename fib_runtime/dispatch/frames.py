@@ -3,10 +3,10 @@
 A dispatching frame reads the key inline (the argument count, then each variable axis in
 its hot form, `args[i].numel()` or `args[i].shape[j]`, then the first tensor's dtype and
 device and grad mode, see keys.HotKey), does one dict lookup and calls what it found.
-Everything else (the decision, the contract's dtype and device rules, the graph-capture
-rule, keywords, failures) happens once per key in `Binding`; what must be tested per call
-(a layout a solution cannot take, inputs that require grad in grad mode) is tested by a
-guard around the solution of that key only (see contract), and a call that fails it is
+Everything else (the decision, the contract's dtype and device rules, the CUDA-graph
+recording rule, keywords, failures) happens once per key in `Binding`; what must be tested
+per call (a layout a solution cannot take, inputs that require grad in grad mode) is tested
+by a guard around the solution of that key only (see contract), and a call that fails it is
 answered by the original function, counted under its reason.
 
 A frame is a code object that reads its state from one global, `DISPATCH` (the binding's
@@ -14,12 +14,13 @@ lookup, call counter, the binding itself and the grad-mode test, unpacked once p
 that a site can install it as the code of the decorated function itself: no wrapper frame
 per call.
 
-Timing regimes: a binding keeps two maps, the choices of the eager ranking (`served`) and
-those of the graph ranking (`served_graph`), and two states that read one or the other.
-While a CUDA graph is captured the site's DISPATCH holds the graph state (see `graphs`):
-the hit path is the same lookup either way. A key is resolved in both maps at once, outside
-capture, so keys warmed up eagerly (as engines do before capturing) serve their graph
-choice inside the capture.
+Timing regimes: a binding keeps one map per call context (`regimes.CONTEXTS`: eager calls,
+calls recorded into a CUDA graph), `served[context]`, each holding the choices of the regime
+that serves that context (`DefinitionConfig.regime`), and one state per context that reads
+its map. While a CUDA graph is being recorded the site's DISPATCH holds the graph context's
+state (see `graphs`): the hit path is the same lookup either way. A key is resolved in every
+map at once, outside recording, so keys warmed up eagerly (as engines do before recording
+their graphs) serve their graph choice inside the recording.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from fib_runtime import cuda_graphs
 from fib_runtime.dispatch import graphs
 from fib_runtime.dispatch.contract import (
     DEVICE,
@@ -43,6 +45,7 @@ from fib_runtime.dispatch.dispatcher import DESTINATION, Dispatcher
 from fib_runtime.dispatch.shadow import on_probation
 from fib_runtime.errors import FibError
 from fib_runtime.keys import HotKey, Key, make_key_extractor
+from fib_runtime.regimes import CONTEXTS, Context
 from fib_runtime.schema import Definition
 
 log = logging.getLogger("fib_runtime.dispatch")
@@ -87,35 +90,35 @@ class Binding:
         self.hot = HotKey.of(dispatcher.definition, device=several_devices(),
                              grad=bool(self.contract.grad_inputs))
         self.extract = make_key_extractor(dispatcher.definition)
-        self.served: dict[tuple[int, ...], Callable[..., Any]] = {}  # eager calls
-        self.served_graph: dict[tuple[int, ...], Callable[..., Any]] = {}  # in graph capture
+        self.served: dict[Context, dict[tuple[int, ...], Callable[..., Any]]] = {
+            context: {} for context in CONTEXTS}
         self.warmed: set[tuple[Any, ...]] = set()  # decided by fib.warmup, not yet called
         # solution, convention, timing regime
         self.owners: dict[Callable[..., Any], tuple[str, str, str]] = {}
         self._counted: dict[str, Callable[..., Any]] = {}
-        # What the frame's global DISPATCH holds: `state` for eager calls, `graph_state`
-        # while a CUDA graph is captured.
+        # What the frame's global DISPATCH holds: the state of the context calls run in
+        # (eager, or graph while a CUDA graph is being recorded).
         import torch
 
-        self.state = (self.served.get, dispatcher.counters.calls, self, torch.is_grad_enabled)
-        self.graph_state = (self.served_graph.get, dispatcher.counters.calls, self,
-                            torch.is_grad_enabled)
+        self.states = {context: (served.get, dispatcher.counters.calls, self,
+                                 torch.is_grad_enabled)
+                       for context, served in self.served.items()}
         self.code = _dispatch_code(dispatcher.definition, self.hot, recorder is not None)
         self.globals: dict[str, Any] = {"__builtins__": builtins,
-                                        "DISPATCH": self.state_for(graphs.capturing())}
+                                        "DISPATCH": self.state_for(graphs.context())}
         self.frame: Callable[..., Any] = types.FunctionType(self.code, self.globals)
         self.unbind = dispatcher.on_change(self.clear)
 
-    def state_for(self, capturing: bool) -> tuple[Any, ...]:
-        """The DISPATCH state for calls outside (False) or inside (True) graph capture."""
-        return self.graph_state if capturing else self.state
+    def state_for(self, context: Context) -> tuple[Any, ...]:
+        """The DISPATCH state for calls in `context`."""
+        return self.states[context]
 
     def clear(self) -> None:
         """Forget cached choices (a quarantine). The dict objects stay the same, so the
         frames' bound lookups stay valid. `owners` is kept: a call in flight on another
         thread may still need to know whose error it caught."""
-        self.served.clear()
-        self.served_graph.clear()
+        for served in self.served.values():
+            served.clear()
         self.warmed.clear()
 
     def fallback_for(self, reason: str) -> Callable[..., Any]:
@@ -141,8 +144,8 @@ class Binding:
         solution does not run on: see contract) is cached as a counted fallback.
 
         `args` empty: a warm-up (fib.warmup). The key is decided and its solutions built,
-        nothing is cached: its first call, even inside CUDA-graph capture, makes the checks
-        above without building anything."""
+        nothing is cached: its first call, even while a CUDA graph is being recorded, makes
+        the checks above without building anything."""
         dispatcher = self.dispatcher
         generation = dispatcher.generation
         convention = dispatcher.convention(hot[0])
@@ -160,24 +163,21 @@ class Binding:
         if key is None:
             return self.fallback_for("arguments")
         if convention is None:
-            fn = fn_graph = self.fallback_for("arguments")
+            fns = dict.fromkeys(CONTEXTS, self.fallback_for("arguments"))
         elif self.contract.wrong_dtype(dtype) or refused is not None:
-            fn = fn_graph = self.fallback_for(refused or DTYPE)
-        elif capturing_graph() and hot not in self.warmed:
+            fns = dict.fromkeys(CONTEXTS, self.fallback_for(refused or DTYPE))
+        elif cuda_graphs.being_recorded() and hot not in self.warmed:
             return self.fallback_for("graph_capture")  # not cached: warm up keys ahead
         else:
-            eager, graph = dispatcher.policy.regimes()
-            fn = self._serve(key, convention, eager, device, grad)
-            fn_graph = fn if graph == eager else \
-                self._serve(key, convention, graph, device, grad)
+            fns = self._serve_contexts(key, convention, device, grad)
         if not args:
             self.warmed.add(hot)
-            return fn
+            return fns["eager"]
         with dispatcher.lock:  # not a choice made before a quarantine or reload cleared them
             if dispatcher.generation == generation:
-                self.served[hot] = fn
-                self.served_graph[hot] = fn_graph
-        return fn_graph if graphs.capturing() else fn
+                for context, fn in fns.items():
+                    self.served[context][hot] = fn
+        return fns[graphs.context()]
 
     def warm(self, key: Key) -> None:
         """Decide a workload key ahead of its first call (fib.warmup), for value-returning
@@ -187,6 +187,18 @@ class Binding:
         for grad in (False, True)[:1 + self.hot.grad]:
             self.resolve((contract.n_inputs,
                           *self.hot.encode(key, dtype, serving_device(), grad)), ())
+
+    def _serve_contexts(self, key: Key, convention: str, device: int,
+                        grad: bool) -> dict[Context, Callable[..., Any]]:
+        """What this site calls for a key in each call context: the choice of the regime
+        that serves the context (one choice per regime)."""
+        policy = self.dispatcher.policy
+        by_regime: dict[str, Callable[..., Any]] = {}
+        for context in CONTEXTS:
+            regime = policy.regime(context)
+            if regime not in by_regime:
+                by_regime[regime] = self._serve(key, convention, regime, device, grad)
+        return {context: by_regime[policy.regime(context)] for context in CONTEXTS}
 
     def _serve(self, key: Key, convention: str, timing: str, device: int,
                grad: bool) -> Callable[..., Any]:
@@ -287,11 +299,3 @@ def positional(names: tuple[str, ...], args: tuple[Any, ...],
     if len(ordered) - len(args) != len(kwargs):
         return None
     return tuple(ordered)
-
-
-def capturing_graph() -> bool:
-    """Is a CUDA graph being captured on the current stream?"""
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_initialized() and \
-        torch.cuda.is_current_stream_capturing()

@@ -1,16 +1,17 @@
-"""When CUDA graphs are being captured: the switch between the eager and the graph maps.
+"""When CUDA graphs are being recorded: the switch between the call contexts' maps.
 
-Each call site serves from one of two maps (see `frames.Binding`): the choices of the
-eager ranking, or those of the graph ranking. A call on the hit path reads whichever map
-its site's global holds; it never asks CUDA whether a capture is running. Instead
-`torch.cuda.CUDAGraph.capture_begin` / `capture_end` (what `torch.cuda.graph`,
-`make_graphed_callables` and torch.compile's cudagraphs all call) are wrapped once, when
-dispatch is enabled in a CUDA process, and each begin/end tells the listeners (the sites
-module swaps every site's map). Captures may nest or overlap on several threads: the graph
-maps stay in place until the last one ends.
+Each call site serves from one map per call context (`regimes.CONTEXTS`, see
+`frames.Binding`): the choices for eager calls, or those for calls recorded into a CUDA
+graph. A call on the hit path reads whichever map its site's global holds; it never asks
+CUDA whether a graph is being recorded. Instead torch's `CUDAGraph.capture_begin` /
+`capture_end` (what `torch.cuda.graph`, `make_graphed_callables` and torch.compile's
+cudagraphs all call) are wrapped once, when dispatch is enabled in a CUDA process, and each
+begin/end tells the listeners the context calls run in now (the sites module swaps every
+site's map). Recordings may nest or overlap on several threads: the graph maps stay in
+place until the last one ends.
 
-A capture started some other way (raw stream capture) is not seen here; for it the rule
-of `frames.Binding.resolve` still holds: a key not resolved before capture runs the
+A recording started some other way (raw stream capture) is not seen here; for it the rule
+of `frames.Binding.resolve` still holds: a key not resolved before the recording runs the
 original function, and resolved keys keep their eager choice.
 """
 
@@ -22,37 +23,40 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from fib_runtime.regimes import Context
+
 log = logging.getLogger("fib_runtime.dispatch")
 
 _lock = threading.Lock()
 _depth = 0
-_listeners: list[Callable[[bool], None]] = []
+_listeners: list[Callable[[Context], None]] = []
 _installed = False
 
 
-def capturing() -> bool:
-    """Whether some CUDA graph capture seen by the hooks is running now."""
-    return _depth > 0
+def context() -> Context:
+    """The context calls run in now: "graph" while some CUDA graph recording seen by the
+    hooks runs, else "eager"."""
+    return "graph" if _depth > 0 else "eager"
 
 
-def on_switch(listener: Callable[[bool], None]) -> None:
-    """Call `listener(True)` when the first capture begins, `listener(False)` when the last
-    one ends."""
+def on_switch(listener: Callable[[Context], None]) -> None:
+    """Call `listener("graph")` when the first recording begins, `listener("eager")` when
+    the last one ends."""
     _listeners.append(listener)
 
 
 def began() -> None:
-    """A capture began (called by the wrapped capture_begin; tests may call it)."""
+    """A recording began (called by the wrapped capture_begin; tests may call it)."""
     global _depth
     with _lock:
         _depth += 1
         first = _depth == 1
     if first:
-        _notify(True)
+        _notify("graph")
 
 
 def ended() -> None:
-    """A capture ended, or failed to begin."""
+    """A recording ended, or failed to begin."""
     global _depth
     with _lock:
         if _depth == 0:
@@ -60,15 +64,15 @@ def ended() -> None:
         _depth -= 1
         last = _depth == 0
     if last:
-        _notify(False)
+        _notify("eager")
 
 
-def _notify(flag: bool) -> None:
+def _notify(now: Context) -> None:
     for listener in list(_listeners):
         try:
-            listener(flag)
+            listener(now)
         except Exception as exc:  # serving goes on; the maps may stay as they were
-            log.warning("graph capture listener failed: %s", exc)
+            log.warning("graph recording listener failed: %s", exc)
 
 
 def install() -> bool:
@@ -88,13 +92,13 @@ def install() -> bool:
     with _lock:
         if _installed:
             return True
-        wrap_capture(graph_class)
+        follow_recordings(graph_class)
         _installed = True
     return True
 
 
-def wrap_capture(graph_class: Any) -> None:
-    """Make `graph_class.capture_begin/capture_end` report to this module."""
+def follow_recordings(graph_class: Any) -> None:
+    """Make `graph_class.capture_begin/capture_end` (torch's names) report to this module."""
     begin, end = graph_class.capture_begin, graph_class.capture_end
 
     @functools.wraps(begin)

@@ -23,6 +23,7 @@ from fib_runtime.dispatch.table import (
     DefinitionTable,
     cache_file,
     compile_table,
+    empty_table,
     load_tables,
     save_tables,
 )
@@ -158,7 +159,7 @@ class Runtime:
         return dispatcher
 
     def _table(self, name: str) -> DefinitionTable:
-        return self.tables.get(name) or DefinitionTable({})
+        return self.tables.get(name) or empty_table()
 
     def build(self, name: str) -> Built | BuildError:
         """A solution of the database built once; a failure marks it unavailable here. The

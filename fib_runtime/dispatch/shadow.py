@@ -12,7 +12,8 @@ Off, nothing changes: the probation wrapper is made when a decision is taken (on
 in `frames.Binding._serve`), never on the hit path, like `validate_outputs`. On, a call on
 probation pays one extra frame and a counter; a sampled one also pays copies of its tensor
 arguments, the original's run and the comparison, which reads the results on the host (a
-device sync). Inside CUDA-graph capture nothing is compared (the call passes through).
+device sync). While a CUDA graph is being recorded nothing is compared (the call passes
+through).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from fib_runtime import cuda_graphs
 from fib_runtime.dispatch.dispatcher import Dispatcher
+from fib_runtime.regimes import Context
 
 log = logging.getLogger("fib_runtime.dispatch")
 
@@ -32,8 +35,7 @@ class Binding(Protocol):
 
     dispatcher: Dispatcher
     fallback: Callable[..., Any]  # the site's original function
-    served: dict[tuple[int, ...], Callable[..., Any]]
-    served_graph: dict[tuple[int, ...], Callable[..., Any]]
+    served: dict[Context, dict[tuple[int, ...], Callable[..., Any]]]  # per call context
 
 
 class Probation:
@@ -50,7 +52,7 @@ class Probation:
         self.calls = itertools.count()
 
     def __call__(self, *args: Any) -> Any:
-        if next(self.calls) % self.every or self.left <= 0 or _capturing():
+        if next(self.calls) % self.every or self.left <= 0 or cuda_graphs.being_recorded():
             return self.call(*args)
         return self._compare(args)
 
@@ -97,7 +99,7 @@ class Probation:
         """Passed: the site's maps hold the solution itself from now on."""
         binding = self.binding
         with binding.dispatcher.lock:
-            for served in (binding.served, binding.served_graph):
+            for served in binding.served.values():
                 for key, fn in list(served.items()):
                     if fn is self:
                         served[key] = self.call
@@ -110,10 +112,3 @@ def on_probation(call: Callable[..., Any], binding: Binding, solution: str,
     if not policy.shadow:
         return call
     return Probation(call, binding, solution, destination, policy.shadow, policy.shadow_checks)
-
-
-def _capturing() -> bool:
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_initialized() and \
-        torch.cuda.is_current_stream_capturing()

@@ -27,6 +27,7 @@ from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError
 from fib_runtime.keys import Key
 from fib_runtime.original import unwrapped, vouch
+from fib_runtime.regimes import Context
 from fib_runtime.schema import Definition
 
 log = logging.getLogger("fib_runtime.dispatch")
@@ -76,14 +77,14 @@ class Site:
     def dispatch_through(self, binding: Binding) -> None:
         """Every call runs the binding's dispatching frame, as this function's own code."""
         self.binding = binding
-        self._scope["DISPATCH"] = binding.state_for(graphs.capturing())
+        self._scope["DISPATCH"] = binding.state_for(graphs.context())
         self.call.__code__ = binding.code
 
-    def serve_graph_choices(self, capturing: bool) -> None:
-        """Swap the map this site serves from: graph-capture choices or eager ones."""
+    def serve_context(self, context: Context) -> None:
+        """Swap the map this site serves from to that of `context`."""
         binding = self.binding
         if binding is not None:
-            state = binding.state_for(capturing)
+            state = binding.state_for(context)
             binding.globals["DISPATCH"] = state
             self._scope["DISPATCH"] = state
 
@@ -138,18 +139,18 @@ def set_runtime(runtime: Runtime | None) -> None:
         unknown.forget()
         if runtime is not None:
             runtime.on_reload(refresh_all)
-            graphs.install()  # a CUDA process: graph capture swaps the maps sites serve
+            graphs.install()  # a CUDA process: graph recording swaps the maps sites serve
     refresh_all()
 
 
-def _on_capture(capturing: bool) -> None:
-    """The first CUDA graph capture began (True) or the last ended (False)."""
+def _on_switch(context: Context) -> None:
+    """The first CUDA graph recording began ("graph") or the last ended ("eager")."""
     with _lock:
         for site in list(_sites):
-            site.serve_graph_choices(capturing)
+            site.serve_context(context)
 
 
-graphs.on_switch(_on_capture)
+graphs.on_switch(_on_switch)
 
 
 def current_runtime() -> Runtime | None:

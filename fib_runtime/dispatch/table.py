@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from fib_runtime import regimes
 from fib_runtime.dispatch.config import DispatchConfig
 from fib_runtime.files import write_atomic
 from fib_runtime.hardware import arch_of_key
 from fib_runtime.keys import Key
 from fib_runtime.ranking import Ranking, rank, timings_in
 from fib_runtime.schema import Definition
-from fib_runtime.schema.provenance import DEVICE
 from fib_runtime.store import TraceDB
 
 log = logging.getLogger("fib_runtime.dispatch")
@@ -25,19 +25,20 @@ log = logging.getLogger("fib_runtime.dispatch")
 
 @dataclass(frozen=True)
 class DefinitionTable:
-    """Per measured key, the candidates fastest first (an empty ranking: none passed), by
-    device time (`rankings`) and in each other regime that has traces (`regimes`). Which
-    candidate is the engine's own function is not the table's to say (see
-    fib_runtime.original.vouched)."""
+    """Per timing regime that ranks something here (fib_runtime.regimes; `device` always
+    present, maybe empty), per measured key, the candidates fastest first (an empty ranking:
+    none passed). Which candidate is the engine's own function is not the table's to say
+    (see fib_runtime.original.vouched)."""
 
-    rankings: dict[Key, Ranking]
-    regimes: dict[str, dict[Key, Ranking]] = field(default_factory=dict)
+    rankings: dict[str, dict[Key, Ranking]]
 
     def for_timing(self, timing: str) -> dict[Key, Ranking]:
         """The rankings of a regime; device time where that regime has no traces."""
-        if timing == DEVICE:
-            return self.rankings
-        return self.regimes.get(timing) or self.rankings
+        return self.rankings.get(timing) or self.rankings.get(regimes.DEVICE.name, {})
+
+
+def empty_table() -> DefinitionTable:
+    return DefinitionTable({regimes.DEVICE.name: {}})
 
 
 def compile_table(db: TraceDB, definition: Definition, hardware_key: str,
@@ -58,8 +59,9 @@ def compile_table(db: TraceDB, definition: Definition, hardware_key: str,
         results = rank(definition, traces, db.solutions, hardware_key, policy, timing)
         return {key: result.ranking for key, result in results.items()}
 
-    regimes = {t: ranked(t) for t in sorted(timings_in(traces) - {DEVICE})}
-    return DefinitionTable(ranked(DEVICE), {t: r for t, r in regimes.items() if r})
+    device = regimes.DEVICE.name
+    ranked_in = {t: ranked(t) for t in sorted(timings_in(traces) - {device}, key=regimes.order)}
+    return DefinitionTable({device: ranked(device), **{t: r for t, r in ranked_in.items() if r}})
 
 
 def cache_file(cache: Path, fingerprint: str, hardware_key: str, config: DispatchConfig) -> Path:
@@ -78,10 +80,9 @@ def _parse(raw: list[list[Any]]) -> dict[Key, Ranking]:
 
 
 def save_tables(path: Path, tables: dict[str, DefinitionTable]) -> None:
-    data = {name: {"rankings": _dump(table.rankings),
-                   "regimes": {t: _dump(r) for t, r in table.regimes.items()}}
+    data = {name: {t: _dump(r) for t, r in table.rankings.items()}
             for name, table in tables.items()}
-    write_atomic(path, orjson.dumps({"format": 3, "tables": data}))
+    write_atomic(path, orjson.dumps({"format": 4, "tables": data}))
 
 
 def load_tables(path: Path) -> dict[str, DefinitionTable] | None:
@@ -89,10 +90,9 @@ def load_tables(path: Path) -> dict[str, DefinitionTable] | None:
     are rebuilt)."""
     try:
         data = orjson.loads(path.read_bytes())
-        if data.get("format") != 3:
+        if data.get("format") != 4:
             return None
-        return {name: DefinitionTable(_parse(raw["rankings"]),
-                                      {t: _parse(r) for t, r in raw["regimes"].items()})
+        return {name: DefinitionTable({t: _parse(r) for t, r in raw.items()})
                 for name, raw in data["tables"].items()}
     except (OSError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
         return None

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fib_runtime.errors import FibError, TracesNotWritten
+from fib_runtime.regimes import DEVICE
 from fib_runtime.retuning.plan import Plan, WorkloadTask
 from fib_runtime.retuning.summary import Outcome, RetuneSummary, Unusable
 from fib_runtime.retuning.worker import DeviceInfo
@@ -25,7 +26,7 @@ from fib_runtime.schema import (
     Status,
     Trace,
 )
-from fib_runtime.schema.provenance import DEVICE, stamped
+from fib_runtime.schema.provenance import stamped
 from fib_runtime.store import TraceDB
 
 log = logging.getLogger("fib_runtime.retuning")
@@ -36,13 +37,13 @@ Result = tuple[Solution, dict[str, Any], float | Mapping[str, float]]
 
 def make_trace(definition: str, workload: Trace, solution: str, result: dict[str, Any],
                reference_ms: float | Mapping[str, float], info: DeviceInfo,
-               timing: str = DEVICE, *, digest: str | None = None) -> Trace:
+               timing: str = DEVICE.name, *, digest: str | None = None) -> Trace:
     """The trace of one evaluation (a worker's answer) in one timing regime on the device
     `info` describes. A regime other than `device` and the digest of the solution content
     measured are stamped into the environment."""
     status = Status(result["status"])
     if isinstance(reference_ms, Mapping):  # the reference timed in each regime
-        reference_ms = float(reference_ms.get(timing, reference_ms.get(DEVICE, 0.0)))
+        reference_ms = float(reference_ms.get(timing, reference_ms.get(DEVICE.name, 0.0)))
     correctness = performance = None
     raw = result.get("correctness")
     if raw is not None:
@@ -54,8 +55,8 @@ def make_trace(definition: str, workload: Trace, solution: str, result: dict[str
                                   reference_ms / latency if latency > 0 else 0.0)
     spread = (result.get("spreads") or {}).get(timing) if performance is not None else None
     environment = Environment(info.name, info.libs, {"hardware_key": info.key})
-    if timing != DEVICE or digest is not None or spread is not None:
-        environment = stamped(environment, timing=None if timing == DEVICE else timing,
+    if timing != DEVICE.name or digest is not None or spread is not None:
+        environment = stamped(environment, timing=None if timing == DEVICE.name else timing,
                               digest=digest, spread=spread)
     evaluation = Evaluation(status, environment, datetime.now(timezone.utc).isoformat(),
                             result.get("log") or None, correctness, performance)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from fib_runtime import regimes
+
 if TYPE_CHECKING:
     from fib_runtime.schema.solution import Solution
     from fib_runtime.schema.trace import Environment, Evaluation
@@ -26,15 +28,14 @@ SPREAD_KEY = "fib-runtime.spread"
 # in this regime, because the step it runs in was slower with it; the trace's log says why.
 GATE_KEY = "fib-runtime.gate"
 GATE_REJECTED = "rejected"
-DEVICE = "device"
-TIMINGS = (DEVICE, "eager", "graph")
 # The author of a solution that stands for the engine's own (decorated) function.
 ORIGINAL_AUTHOR = "fib-runtime.original"
 
 
 def timing_of(evaluation: Evaluation) -> str:
-    """The regime a trace was timed in; `device` when it does not say."""
-    return evaluation.environment.libs.get(TIMING_KEY, DEVICE)
+    """The regime a trace was timed in (see fib_runtime.regimes); `device` when it does not
+    say."""
+    return evaluation.environment.libs.get(TIMING_KEY, regimes.DEVICE.name)
 
 
 def digest_of(evaluation: Evaluation) -> str | None:

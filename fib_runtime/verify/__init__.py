@@ -3,9 +3,10 @@
 Per-op timings do not compose (inside a step the previous op's output sits in L2, launches
 queue behind each other), so the final judge is the step the engine runs. `verify(step, db)`
 runs the step (`module:factory`, see steps.py) with dispatch on the database (the choices)
-and with dispatch off (the engine's own path), in each serving regime asked for (`eager`:
-back-to-back steps; `graph`: CUDA-graph replays; a CPU has only eager), interleaved in
-rounds. The rule, per regime:
+and with dispatch off (the engine's own path), in each call context asked for
+(`regimes.CONTEXTS`, each served by its regime's choices: `eager`: back-to-back steps;
+`graph`: CUDA-graph replays; a CPU has only eager), interleaved in rounds. The rule, per
+context:
 
 - the step with the choices is *slower* when its median exceeds the original's by more than
   the noise, `ranking.noise(regime, spread_choices, spread_original)` (the floor of the
@@ -30,12 +31,12 @@ from fib_runtime.dispatch.config import DispatchConfig
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.keys import Key, key_to_axes
 from fib_runtime.ranking import noise
+from fib_runtime.regimes import CONTEXTS
 from fib_runtime.render import render_table
 from fib_runtime.store import TraceDB
 from fib_runtime.verify.pins import pin_traces
 from fib_runtime.verify.steps import Step, Variant, load_step, time_variants
 
-REGIMES = ("eager", "graph")
 ORIGINAL = "original"
 CHOICES = "choices"
 
@@ -84,7 +85,7 @@ class VerifyReport:
 
 
 def verify(step: str, db: TraceDB | str | Path, *, kwargs: Mapping[str, Any] | None = None,
-           regimes: tuple[str, ...] = REGIMES, rounds: int = 5,
+           regimes: tuple[str, ...] = CONTEXTS, rounds: int = 5,
            config: DispatchConfig | None = None, pin: bool = True) -> VerifyReport:
     """Gate the choices of `db` on the step `step` (module:factory); see the module doc."""
     import torch
@@ -103,7 +104,7 @@ def verify(step: str, db: TraceDB | str | Path, *, kwargs: Mapping[str, Any] | N
             chosen = Runtime(root, config, watch=False)
             try:
                 verdict = _gate(run, root, config, chosen, regime, rounds, cuda)
-            except Exception as exc:  # e.g. a step that cannot be captured in a graph
+            except Exception as exc:  # e.g. a step that cannot be recorded in a graph
                 if regime == "eager":
                     raise
                 report.not_measured[regime] = f"{type(exc).__name__}: {exc}"
@@ -123,8 +124,7 @@ def _used(runtime: Runtime, regime: str) -> dict[str, list[Key]]:
     for name, dispatcher in runtime.dispatchers.items():
         if dispatcher is None:
             continue
-        eager, graph = dispatcher.policy.regimes()
-        timing = dispatcher.effective(graph if regime == "graph" else eager)
+        timing = dispatcher.effective(dispatcher.policy.regime(regime))
         keys = sorted({key for (t, _, key), d in list(dispatcher.decisions.items())
                        if t == timing and d.solution is not None and not d.original})
         if keys:
@@ -185,8 +185,7 @@ def _pin(chosen: Runtime, verdict: RegimeVerdict, step: str) -> RegimeVerdict:
     for name in verdict.rejected:
         dispatcher = chosen.dispatchers[name]
         assert dispatcher is not None
-        eager, graph = dispatcher.policy.regimes()
-        timing = graph if verdict.regime == "graph" else eager
+        timing = dispatcher.policy.regime(verdict.regime)
         for key in used.get(name, []):
             made = pin_traces(chosen, dispatcher, key, timing, reason)
             if made:

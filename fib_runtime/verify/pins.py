@@ -22,6 +22,7 @@ from fib_runtime.dispatch.dispatcher import Dispatcher
 from fib_runtime.dispatch.explain import traces_at
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.keys import Key, key_to_axes
+from fib_runtime.regimes import DEVICE
 from fib_runtime.schema import Environment, Evaluation, Performance, Status, Trace
 from fib_runtime.schema.provenance import GATE_REJECTED, content_digest, stamped
 from fib_runtime.schema.trace import RANDOM, Workload
@@ -84,7 +85,7 @@ def _fresh(runtime: Runtime, definition: str, workload: Workload, solution: str,
     hardware = runtime.hardware
     environment = Environment(hardware.name, dict(hardware.libs), {"hardware_key": hardware.key})
     known = runtime.db.solutions.get(solution)
-    environment = stamped(environment, timing=None if regime == "device" else regime,
+    environment = stamped(environment, timing=None if regime == DEVICE.name else regime,
                           digest=content_digest(known) if known is not None else None,
                           gate=GATE_REJECTED)
     performance = Performance(latency, latency, 1.0)

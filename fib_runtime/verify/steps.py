@@ -4,7 +4,7 @@
 A step is named `module:factory`; `factory(**kwargs)` builds whatever the step needs
 (weights, inputs, static buffers) and returns a callable of no arguments that runs the step
 once (a decode layer, a model forward, an engine step). For the graph regime the step must
-be capturable in a CUDA graph (static inputs, no host sync).
+be recordable in a CUDA graph (static inputs, no host sync).
 """
 
 from __future__ import annotations
@@ -65,10 +65,10 @@ def time_variants(step: Step, variants: list[Variant], regime: str, *, rounds: i
                   cuda: bool, seed: int = 0) -> dict[str, Latency]:
     """Per variant, the median time of one step (ms) and its spread over `rounds` rounds;
     in each round every variant runs once, in a shuffled order. `eager`: back-to-back steps
-    (host launch path included); `graph`: replays of the step captured once per variant."""
+    (host launch path included); `graph`: replays of the step recorded once per variant."""
     order = random.Random(seed)
     if regime == "graph":
-        graphs = {v.name: _capture(step, v) for v in variants}
+        graphs = {v.name: _record(step, v) for v in variants}
         run = {name: graph.replay for name, graph in graphs.items()}
     else:
         run = {v.name: step for v in variants}
@@ -88,9 +88,9 @@ def time_variants(step: Step, variants: list[Variant], regime: str, *, rounds: i
     return {name: summarise(values) for name, values in samples.items()}
 
 
-def _capture(step: Step, variant: Variant) -> Any:
-    """The step captured in a CUDA graph with this variant's choices (keys warmed up first:
-    a key first seen inside capture runs the original)."""
+def _record(step: Step, variant: Variant) -> Any:
+    """The step recorded in a CUDA graph with this variant's choices (keys warmed up first:
+    a key first seen while recording runs the original)."""
     import torch
 
     activate(variant)

@@ -69,9 +69,10 @@ def test_named_dump_of_an_unknown_input_is_refused_at_enable(db: TraceDB) -> Non
         enable_capture(db, {"definitions": {NAME: {"dump": "named", "dump_inputs": ["nope"]}}})
 
 
-def test_graph_capture_records_shapes_without_dumps(db: TraceDB,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("fib_runtime.capture.recorder.graph_capturing", lambda: True)
+def test_a_call_in_a_graph_recording_records_shapes_without_dumps(db: TraceDB,
+                                                                monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    monkeypatch.setattr("fib_runtime.cuda_graphs.being_recorded", lambda: True)
     reloaded = capture_calls(db, {"dump": "int"}, [paged_args([4, 4])])
     [trace] = reloaded.workloads_for(NAME)
     assert trace.workload.inputs["kv_indptr"] == RandomInput()

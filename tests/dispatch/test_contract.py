@@ -195,15 +195,15 @@ def test_a_refused_call_is_counted_under_the_test_it_failed(tmp_path: Path) -> N
 def test_warmup_decides_a_key_in_both_grad_modes(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Grad mode is part of the key: fib.warmup decides both, so a warmed key first called
-    inside CUDA-graph capture is served with or without torch.no_grad(); a key not warmed
-    takes the original there."""
-    from fib_runtime.dispatch import frames
+    while a CUDA graph is being recorded is served with or without torch.no_grad(); a key
+    not warmed takes the original there."""
+    from fib_runtime import cuda_graphs
 
     _any_layout_db(tmp_path)
     x, w = torch.randn(4, 8), torch.randn(8)
     with fib.enable_apply(tmp_path):
         fib.warmup(axes={"toy_norm_h8": [{"batch_size": 4}]})
-        monkeypatch.setattr(frames, "capturing_graph", lambda: True)
+        monkeypatch.setattr(cuda_graphs, "being_recorded", lambda: True)
         with torch.no_grad():
             assert torch.equal(toy(x, w), x * w + 1)
         assert torch.equal(toy(x, w), x * w + 1)

@@ -103,7 +103,7 @@ def test_a_faster_original_is_served_and_explained(tmp_path: Path,
         site = next(s for s in sites.sites_of(DEF) if s.original is engine_norm.__fib_original__)
         assert site.binding is not None
         # The served callable is the engine's function itself, not a build of the database.
-        assert list(site.binding.served.values()) == [engine_norm.__fib_original__]
+        assert list(site.binding.served["eager"].values()) == [engine_norm.__fib_original__]
         explanation = explain(DEF, {"batch_size": 4})
         assert explanation.decision == name and ORIGINAL_SERVED in str(explanation)
     assert main(["explain", DEF, "--axes", "batch_size=4", "--db", str(tmp_path / "db")]) == 0

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import fib_runtime as fib
+from fib_runtime import regimes
 from fib_runtime.dispatch import graphs
 from fib_runtime.dispatch.config import DefinitionConfig
 from fib_runtime.dispatch.explain import explain
@@ -63,7 +64,7 @@ def three_regimes(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def no_capture_left() -> Any:
     yield
-    while graphs.capturing():
+    while graphs.context() == "graph":
         graphs.ended()
 
 
@@ -92,14 +93,14 @@ def test_capture_begin_and_end_swap_the_served_choices(three_regimes: Path) -> N
     with fib.enable_apply(three_regimes):
         assert served_by(32) == 2.0  # resolved eagerly: both maps filled
         graphs.began()
-        assert graphs.capturing()
+        assert graphs.context() == "graph"
         assert served_by(32) == 3.0  # the graph choice, without resolving again
         assert served_by(37) == 3.0  # a new key resolved during the swap: graph choice
-        graphs.began()  # a nested/overlapping capture
+        graphs.began()  # a nested/overlapping recording
         graphs.ended()
         assert served_by(32) == 3.0  # still inside the outer capture
         graphs.ended()
-        assert not graphs.capturing()
+        assert graphs.context() == "eager"
         assert served_by(32) == 2.0 and served_by(37) == 2.0
         assert fib.stats()["toy_norm_h8"]["fallbacks"] == {}
 
@@ -124,15 +125,15 @@ def test_wrapped_capture_methods_report_begin_and_end() -> None:
         def capture_end(self) -> None:
             calls.append("end")
 
-    graphs.wrap_capture(FakeGraph)
+    graphs.follow_recordings(FakeGraph)
     graph = FakeGraph()
     graph.capture_begin()
-    assert graphs.capturing()
+    assert graphs.context() == "graph"
     graph.capture_end()
-    assert not graphs.capturing()
+    assert graphs.context() == "eager"
     with pytest.raises(RuntimeError):
         graph.capture_begin(fail=True)
-    assert not graphs.capturing()  # a capture that failed to begin does not count
+    assert graphs.context() == "eager"  # a recording that failed to begin does not count
     assert calls == ["begin", "end", "begin"]
 
 
@@ -145,8 +146,9 @@ def test_install_is_a_no_op_without_cuda() -> None:
 
 
 def test_the_timing_setting_is_validated() -> None:
-    assert DefinitionConfig(timing="eager").regimes() == ("eager", "eager")
-    assert DefinitionConfig().regimes() == ("eager", "graph")
+    pinned, auto = DefinitionConfig(timing="eager"), DefinitionConfig()
+    assert (pinned.regime("eager"), pinned.regime("graph")) == ("eager", "eager")
+    assert (auto.regime("eager"), auto.regime("graph")) == ("eager", "graph")
     with pytest.raises(FibError, match="timing"):
         DefinitionConfig(timing="fast")  # type: ignore[arg-type]
     with pytest.raises(FibError, match="timing"):
@@ -160,7 +162,7 @@ def test_tables_cache_keeps_regimes_and_originals(three_regimes: Path) -> None:
     second = Runtime(TraceDB.open(three_regimes), watch=False)  # from the cached tables
     for runtime in (first, second):
         table = runtime.tables["toy_norm_h8"]
-        assert set(table.regimes) == {"eager", "graph"}
+        assert set(table.rankings) == {"device", "eager", "graph"}
         assert table.for_timing("graph")[(32,)].names[0] == "three"
 
 
@@ -177,3 +179,54 @@ def test_a_key_between_two_measured_keys_is_ranked_by_interpolation(tmp_path: Pa
         assert explain("toy_norm_h8", {"batch_size": 24}).reason == "interpolated"
     with fib.enable_apply(tmp_path, {"default": {"miss": "nearest"}}):
         assert served_by(24) == 1.0
+
+
+@pytest.fixture
+def toy_regime() -> Any:
+    """A regime registered the way a user adds one (no timer: its traces are written here)."""
+    yield regimes.register(regimes.Regime("toy", gpu_only=False, serves=None,
+                                          description="a test's own timing regime"))
+    regimes.unregister("toy")
+
+
+def test_a_registered_regime_serves_where_pinned_with_no_edit_in_dispatch(
+        tmp_path: Path, toy_regime: regimes.Regime) -> None:
+    """device: one; eager: two; graph: three; toy: four fastest (batch 32)."""
+    db = make_db(tmp_path, {name: SCALE_CODE.format(tag=tag) for tag, name in
+                            enumerate(("one", "two", "three", "four"), 1)}, [])
+    db.append_traces([timed(name, 32, latency, regime) for regime, latencies in (
+        (None, (0.010, 0.020, 0.030, 0.040)), ("eager", (0.050, 0.015, 0.040, 0.060)),
+        ("graph", (0.009, 0.012, 0.004, 0.020)), ("toy", (0.050, 0.040, 0.030, 0.001)))
+        for name, latency in zip(("one", "two", "three", "four"), latencies, strict=True)])
+    pinned = {"default": {"timing": "toy"}}
+    with fib.enable_apply(tmp_path, fib.DispatchConfig.from_dict(pinned)):
+        assert served_by(32) == 4.0  # its own ranking, in every call context
+        graphs.began()
+        assert served_by(32) == 4.0 and served_by(33) == 4.0  # 33: nearest measured key
+        graphs.ended()
+        assert explain("toy_norm_h8", {"batch_size": 32}).timing == "toy"
+    with fib.enable_apply(tmp_path):  # auto: eager calls the eager ranking, graph the graph
+        assert served_by(32) == 2.0
+        graphs.began()
+        assert served_by(32) == 3.0
+        graphs.ended()
+        assert fib.stats()["toy_norm_h8"]["fallbacks"] == {}
+
+
+def test_a_pinned_regime_without_traces_ranks_by_device_time(
+        three_regimes: Path, toy_regime: regimes.Regime) -> None:
+    with fib.enable_apply(three_regimes, {"default": {"timing": "toy"}}):
+        assert served_by(32) == 1.0
+        text = str(explain("toy_norm_h8", {"batch_size": 32}))
+        assert "toy (no toy traces: device time)" in text
+
+
+def test_an_unregistered_regime_is_refused_in_the_config() -> None:
+    with pytest.raises(FibError, match=r"timing.*one of auto, device, eager, graph"):
+        fib.DispatchConfig.from_dict({"definitions": {"toy_norm_h8": {"timing": "toy"}}})
+    with pytest.raises(FibError, match="already registered"):
+        regimes.register(regimes.Regime("eager", gpu_only=False, serves=None, description=""))
+    with pytest.raises(FibError, match="already served"):
+        regimes.register(regimes.Regime("other", gpu_only=False, serves="eager",
+                                        description=""))
+    assert "other" not in regimes.names()

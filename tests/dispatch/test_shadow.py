@@ -79,12 +79,12 @@ def test_an_agreeing_choice_graduates_to_a_plain_hit(tmp_path: Path, hardware: s
                                     "default": {"shadow": 0.5, "shadow_checks": 2}}):
         x, w = torch.randn(4, 8), torch.randn(8)
         engine(x, w)
-        assert any(isinstance(fn, Probation) for fn in _binding().served.values())
+        assert any(isinstance(fn, Probation) for fn in _binding().served["eager"].values())
         for _ in range(3):  # calls 0 and 2 are compared: two checks passed
             engine(x, w)
         stats = fib.stats()[DEF]
         assert stats["shadow"] == {"checked": 2} and not stats["quarantined"]
-        assert not any(isinstance(fn, Probation) for fn in _binding().served.values())
+        assert not any(isinstance(fn, Probation) for fn in _binding().served["eager"].values())
 
 
 def test_off_the_served_map_holds_the_solution_itself(tmp_path: Path, hardware: str):
@@ -92,7 +92,7 @@ def test_off_the_served_map_holds_the_solution_itself(tmp_path: Path, hardware: 
     with fib.enable_apply(db.root, {"check_interval_s": 0}):
         x, w = torch.randn(4, 8), torch.randn(8)
         torch.testing.assert_close(engine(x, w), x * w + 5.0)  # served, unchecked
-        (served,) = _binding().served.values()
+        (served,) = _binding().served["eager"].values()
         assert not isinstance(served, Probation)
         assert fib.stats()[DEF]["shadow"] == {}
 

@@ -84,7 +84,7 @@ from fib_runtime.dispatch import sites
 with fib.enable_apply({root!r}):
     out = engine_norm(torch.ones(4, 8), torch.ones(8))
     [site] = [s for s in sites.sites_of(DEF) if s.binding is not None]
-    served = list(site.binding.served.values())
+    served = list(site.binding.served["eager"].values())
     print("answer", float(out[0, 0]) - 1.0, "stats", fib.stats()[DEF],
           "engine", served == [engine_norm.__fib_original__])
 """
