@@ -12,11 +12,12 @@ from __future__ import annotations
 import ast
 import functools
 import logging
-import os
 import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from fib_runtime.config_fields import env_flag
 
 log = logging.getLogger("fib_runtime.adapters")
 
@@ -33,13 +34,9 @@ _lock = threading.RLock()
 _started = False
 
 
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def enabled() -> bool:
     """True when the user turned fib-runtime on (FIB_ENABLE_APPLY or FIB_ENABLE_TRACING)."""
-    return any(_truthy(name) for name in ENV_VARS)
+    return any(env_flag(name) for name in ENV_VARS)
 
 
 @functools.cache
@@ -184,13 +181,13 @@ def start(wrappers: Iterable[Callable[..., Any]] = ()) -> None:
 
         try:
             already = False
-            if _truthy("FIB_ENABLE_APPLY"):
+            if env_flag("FIB_ENABLE_APPLY"):
                 try:
                     fib.warmup(["__fib_adapter_probe__"])
                     already = True
                 except fib.FibError:
                     fib.enable_apply()
-            if _truthy("FIB_ENABLE_TRACING"):
+            if env_flag("FIB_ENABLE_TRACING"):
                 if fib.capture_stats()["active"]:
                     already = True
                 else:

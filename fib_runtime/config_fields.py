@@ -1,5 +1,6 @@
 """Typed checks of config fields (dispatch and capture): each wrong value raises the config's
-own FibError subclass with a message that names the field and shows the value.
+own FibError subclass with a message that names the field and shows the value; and the one
+reading of an on/off environment variable (`env_flag`).
 
 JSON has no tuples, so the list checks accept a list or a tuple and return a tuple; `bool`
 is never taken for a number, nor a string for a list of names.
@@ -8,10 +9,19 @@ is never taken for a number, nor a string for a list of names.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fib_runtime.errors import ConfigError
+
+# What switches an on/off environment variable on (any case, spaces around ignored).
+ON_WORDS = frozenset({"1", "true", "yes", "on"})
+
+
+def env_flag(name: str) -> bool:
+    """Whether the environment variable `name` is switched on (unset or anything else: off)."""
+    return os.environ.get(name, "").strip().lower() in ON_WORDS
 
 
 def _fail(error: type[ConfigError], field: str, wanted: str, value: Any) -> ConfigError:
