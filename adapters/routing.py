@@ -10,6 +10,7 @@ database that holds it). Everything else keeps the engine's own code, untouched.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import logging
 import sys
@@ -182,10 +183,9 @@ def start(wrappers: Iterable[Callable[..., Any]] = ()) -> None:
         try:
             already = False
             if env_flag("FIB_ENABLE_APPLY"):
-                try:
-                    fib.warmup(["__fib_adapter_probe__"])
+                if fib.dispatch_enabled():
                     already = True
-                except fib.FibError:
+                else:
                     fib.enable_apply()
             if env_flag("FIB_ENABLE_TRACING"):
                 if fib.capture_stats()["active"]:
@@ -200,15 +200,14 @@ def start(wrappers: Iterable[Callable[..., Any]] = ()) -> None:
 
 def served(name: str) -> bool:
     """True when fib-runtime serves `name` in this process: dispatch is on with a database
-    that defines it (its best solutions are built here, ahead of any CUDA-graph capture), or
-    capture is on (which records catalogue definitions too)."""
+    that defines it (its best solutions are then built here, ahead of any CUDA-graph
+    capture), or capture is on (which records catalogue definitions too)."""
     import fib_runtime as fib
 
-    try:
-        if name in fib.warmup([name]):
-            return True
-    except fib.FibError:
-        pass  # dispatch is off
+    if fib.serves(name):
+        with contextlib.suppress(fib.FibError):  # switched off since: the site falls back
+            fib.warmup([name])
+        return True
     try:
         return bool(fib.capture_stats()["active"])
     except Exception:
