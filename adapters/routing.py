@@ -1,17 +1,17 @@
-"""What the engine adapters share: the on/off switch, an engine op's constants -> definition,
-and one `fib.apply` wrapper per (engine, definition, fallback).
+"""What the engine adapters share: the on/off switch, whether a definition is served, one
+`fib.apply` wrapper per (engine, definition, fallback), eager call sites and importable
+originals.
 
 An adapter routes a call only when every constant of the engine op (size, eps, dtype) matches
-a definition of the catalogue, and only when fib-runtime serves that definition in this
-process (its `torch.ops.fib.<name>` custom op exists once dispatch or capture is on with a
-database that holds it). Everything else keeps the engine's own code, untouched.
+a shipped definition (`fib_runtime.engine_ops.definition_for`), and only when fib-runtime
+serves that definition in this process (its `torch.ops.fib.<name>` custom op exists once
+dispatch or capture is on with a database that holds it). Everything else keeps the engine's
+own code, untouched.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import functools
 import logging
 import sys
 import threading
@@ -23,12 +23,6 @@ from fib_runtime.config_fields import env_flag
 log = logging.getLogger("fib_runtime.adapters")
 
 ENV_VARS = ("FIB_ENABLE_APPLY", "FIB_ENABLE_TRACING")
-# Families the engine adapters route, and how a definition's name carries its size.
-FAMILIES = {
-    "rmsnorm": "rmsnorm_h{}",
-    "fused_add_rmsnorm_residual": "fused_add_rmsnorm_residual_h{}",
-    "silu_and_mul": "silu_and_mul_i{}",
-}
 _wrappers: dict[tuple[str, str], Callable[..., Any]] = {}
 _eager_sites: dict[tuple[str, Any, Any], Callable[..., Any]] = {}
 _lock = threading.RLock()
@@ -38,67 +32,6 @@ _started = False
 def enabled() -> bool:
     """True when the user turned fib-runtime on (FIB_ENABLE_APPLY or FIB_ENABLE_TRACING)."""
     return any(env_flag(name) for name in ENV_VARS)
-
-
-@functools.cache
-def _catalogue_definitions() -> dict[str, Any]:
-    from fib_runtime.catalogue import load_catalogue
-
-    return load_catalogue().definitions
-
-
-def reference_constant(reference: str, name: str) -> float | None:
-    """The literal assigned to `name` anywhere in a reference's source (read, never run)."""
-    for node in ast.walk(ast.parse(reference)):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and any(
-                isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            value = node.value.value
-            return float(value) if isinstance(value, int | float) else None
-    return None
-
-
-@functools.cache
-def definition_for(family: str, size: int, eps: float | None, dtype: str) -> str | None:
-    """The catalogue definition computing `family` at this size, eps and dtype, or None.
-
-    `dtype` is the definition's spelling ("bfloat16"; "float16" / "float32" find the
-    `_fp16` / `_fp32` variants); eps is compared against the reference's EPS literal with a
-    relative tolerance of 1e-6 (None: no eps, e.g. activations).
-    """
-    from fib_runtime.families import DTYPE_SUFFIXES, dtype_name
-
-    if dtype not in DTYPE_SUFFIXES:
-        return None
-    name = dtype_name(FAMILIES[family].format(size), dtype)
-    definition = _catalogue_definitions().get(name)
-    if definition is None:
-        return None
-    if any(spec.dtype != dtype for spec in definition.inputs.values() if spec.shape):
-        return None
-    if eps is not None:
-        expected = reference_constant(definition.reference, "EPS")
-        if expected is None or abs(expected - eps) > 1e-6 * abs(expected):
-            return None
-    return name
-
-
-def definition_eps(name: str) -> float | None:
-    """The EPS literal of a catalogue definition's reference, if it has one."""
-    return reference_constant(_catalogue_definitions()[name].reference, "EPS")
-
-
-def definition_size(name: str) -> int:
-    """The size a family name carries (rmsnorm_h4096 -> 4096, silu_and_mul_i14336 -> 14336)."""
-    return int(name.rsplit("_", 1)[1][1:])
-
-
-def family_names(families: Iterable[str]) -> list[str]:
-    """Every catalogue definition of these families in bfloat16 (no dtype variants)."""
-    from fib_runtime.families import split_dtype
-
-    prefixes = tuple(FAMILIES[f].format("") for f in families)
-    return sorted(n for n in _catalogue_definitions()
-                  if n.startswith(prefixes) and split_dtype(n)[1] is None)
 
 
 def wrapper(engine: str, name: str, fallback: Callable[..., Any]) -> Callable[..., Any]:

@@ -31,6 +31,8 @@ from fib_runtime.adapters import routing
 from fib_runtime.adapters.flashinfer import originals
 from fib_runtime.adapters.flashinfer.counters import norm_busy, routed, unchanged
 
+from fib_runtime import engine_ops
+
 DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
 # (family, size, eps, dtype) -> the served call site, or the reason the call is not covered
 _routes: dict[tuple[str, int, float | None, torch.dtype], Callable[..., Any] | str] = {}
@@ -42,7 +44,7 @@ def _route(family: str, size: int, eps: float | None, dtype: torch.dtype
     key = (family, size, eps, dtype)
     found = _routes.get(key)
     if found is None:
-        name = routing.definition_for(family, size, eps, DTYPE_NAMES.get(dtype, str(dtype)))
+        name = engine_ops.definition_for(family, size, eps, DTYPE_NAMES.get(dtype, str(dtype)))
         if name is None:
             found = "no_definition"
         else:  # whether fib-runtime serves it is the site's business: off, it calls FlashInfer

@@ -30,6 +30,8 @@ import torch
 from fib_runtime.adapters import routing
 from fib_runtime.adapters.flashinfer.counters import saved
 
+from fib_runtime import engine_ops
+
 _DECODE = re.compile(r"gqa_paged_decode_h(\d+)_kv(\d+)_d(\d+)_ps(\d+)")
 _WORKSPACE_BYTES = 128 << 20
 
@@ -139,7 +141,7 @@ def _make(name: str) -> Callable[..., Any] | None:
         return _decode(tuple(int(g) for g in decode.groups()))  # type: ignore[arg-type]
     if name.startswith("silu_and_mul_i"):
         return _silu()
-    eps = routing.definition_eps(name) if name.startswith(("rmsnorm_h", "fused_add_")) \
+    eps = engine_ops.shipped_eps(name) if name.startswith(("rmsnorm_h", "fused_add_")) \
         else None
     if eps is None:
         return None

@@ -27,6 +27,8 @@ import torch
 from fib_runtime.adapters import routing
 from fib_runtime.adapters.sglang import originals
 
+from fib_runtime import engine_ops
+
 log = logging.getLogger("fib_runtime.adapters.sglang")
 ENGINE = "sglang"
 _DTYPE = torch.bfloat16
@@ -49,7 +51,7 @@ def _decide(norm: Any) -> None:
             and not norm.fp32_residual and norm.override_orig_dtype is None):
         eps, hidden = float(norm.variance_epsilon), int(norm.hidden_size)  # routed by these
         for family in ("rmsnorm", "fused_add_rmsnorm_residual"):
-            name = routing.definition_for(family, hidden, eps, "bfloat16")
+            name = engine_ops.definition_for(family, hidden, eps, "bfloat16")
             if name is None or not routing.served(name):
                 continue
             routes[f"{family}.forward_native"] = _norm_wrapper(name, "forward_native")
@@ -146,16 +148,16 @@ def install() -> None:
 def _prepare_wrappers() -> None:
     """Every catalogue norm/activation wrapper, made before fib-runtime is switched on so
     that their torch.ops.fib custom ops exist before SGLang compiles or captures."""
-    for name in routing.family_names(["rmsnorm", "fused_add_rmsnorm_residual"]):
-        if routing.definition_eps(name) is not None:
+    for name in engine_ops.shipped(["rmsnorm", "fused_add_rmsnorm_residual"]):
+        if engine_ops.shipped_eps(name) is not None:
             routing.wrapper(ENGINE, name, getattr(originals, f"{name}__forward_native"))
-    for name in routing.family_names(["silu_and_mul"]):
+    for name in engine_ops.shipped(["silu_and_mul"]):
         routing.wrapper(ENGINE, name, getattr(originals, f"{name}__forward_native"))
 
 
 def _served_activations() -> None:
-    for name in routing.family_names(["silu_and_mul"]):
+    for name in engine_ops.shipped(["silu_and_mul"]):
         if routing.served(name):
-            _act_by_width[2 * routing.definition_size(name)] = (
+            _act_by_width[2 * engine_ops.shipped_size(name)] = (
                 routing.wrapper(ENGINE, name, getattr(originals, f"{name}__forward_native")),
                 routing.eager_site(name, getattr(originals, f"{name}__forward_cuda")))

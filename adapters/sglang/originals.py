@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from fib_runtime.adapters import routing
 
+from fib_runtime import engine_ops
+
 METHODS = ("forward_cuda", "forward_native")
 
 
@@ -109,7 +111,7 @@ def _make(name: str) -> Callable[..., Any] | None:
         return _act(method)
     if not base.startswith(("rmsnorm_h", "fused_add_rmsnorm_residual_h")):
         return None
-    eps = routing.definition_eps(base)
+    eps = engine_ops.shipped_eps(base)
     if eps is None:
         return None
     return (_norm if base.startswith("rmsnorm_h") else _fused)(method, eps)

@@ -29,6 +29,8 @@ from vllm.model_executor.custom_op import CustomOp, op_registry_oot
 from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.layernorm import RMSNorm
 
+from fib_runtime import engine_ops
+
 log = logging.getLogger("fib_runtime.adapters.vllm")
 ENGINE = "vllm"
 _DTYPE = torch.bfloat16  # the catalogue's definitions are bfloat16
@@ -43,8 +45,8 @@ def _norm_wrappers(norm: RMSNorm) -> tuple[Callable[..., Any] | None, Callable[.
             or norm.weight.dtype != _DTYPE or envs.VLLM_BATCH_INVARIANT):
         return None, None
     eps, hidden = float(norm.variance_epsilon), int(norm.hidden_size)
-    plain = routing.definition_for("rmsnorm", hidden, eps, "bfloat16")
-    fused = routing.definition_for("fused_add_rmsnorm_residual", hidden, eps, "bfloat16")
+    plain = engine_ops.definition_for("rmsnorm", hidden, eps, "bfloat16")
+    fused = engine_ops.definition_for("fused_add_rmsnorm_residual", hidden, eps, "bfloat16")
     made = (routing.wrapper(ENGINE, plain, getattr(originals, plain)) if plain else None,
             routing.wrapper(ENGINE, fused, getattr(originals, fused)) if fused else None)
     routing.start()
@@ -104,17 +106,17 @@ class FibSiluAndMul(SiluAndMul):
 def _prepare_wrappers() -> None:
     """Make the wrappers of every catalogue norm/activation definition before fib-runtime
     is switched on, so that their torch.ops.fib custom ops exist before vLLM compiles."""
-    for name in routing.family_names(["rmsnorm", "fused_add_rmsnorm_residual"]):
-        if routing.definition_eps(name) is not None:
+    for name in engine_ops.shipped(["rmsnorm", "fused_add_rmsnorm_residual"]):
+        if engine_ops.shipped_eps(name) is not None:
             routing.wrapper(ENGINE, name, getattr(originals, name))
-    for name in routing.family_names(["silu_and_mul"]):
+    for name in engine_ops.shipped(["silu_and_mul"]):
         routing.wrapper(ENGINE, name, getattr(originals, name))
 
 
 def _served_activations() -> None:
-    for name in routing.family_names(["silu_and_mul"]):
+    for name in engine_ops.shipped(["silu_and_mul"]):
         if routing.served(name):
-            width = 2 * routing.definition_size(name)
+            width = 2 * engine_ops.shipped_size(name)
             FibSiluAndMul._fib_by_width[width] = (
                 routing.wrapper(ENGINE, name, getattr(originals, name)),
                 routing.eager_site(name, getattr(originals, name + "__cuda")))

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from fib_runtime.adapters import routing
 
+from fib_runtime import engine_ops
+
 
 @functools.cache
 def compiled_silu_and_mul() -> Callable[[torch.Tensor], torch.Tensor]:
@@ -43,7 +45,7 @@ def _make(name: str) -> Callable[..., Any] | None:
         return _silu_cuda() if variant == "cuda" else _silu_native()
     if variant or not base.startswith(("rmsnorm_h", "fused_add_rmsnorm_residual_h")):
         return None
-    eps = routing.definition_eps(base)
+    eps = engine_ops.shipped_eps(base)
     if eps is None:
         return None
     from vllm import ir
