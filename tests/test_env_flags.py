@@ -5,7 +5,7 @@ adapter)."""
 from __future__ import annotations
 
 import pytest
-from fib_runtime.adapters import flashinfer, routing
+from fib_runtime.adapters import bridge, flashinfer
 
 from fib_runtime import autostart
 from fib_runtime.config_fields import env_flag
@@ -21,7 +21,7 @@ def test_every_switch_reads_the_variable_the_same_way(monkeypatch: pytest.Monkey
     assert env_flag("FIB_TEST_FLAG") is on
     monkeypatch.delenv("FIB_ENABLE_TRACING", raising=False)
     monkeypatch.setenv("FIB_ENABLE_APPLY", value)
-    assert routing.enabled() is on  # the vLLM / SGLang plugins' switch
+    assert bridge.enabled() is on  # the vLLM / SGLang plugins' switch
     started: list[str] = []
     monkeypatch.setattr(autostart, "_guarded", lambda variable, *_: started.append(variable))
     monkeypatch.setattr(autostart.sites, "current_runtime", lambda: None)

@@ -2,7 +2,7 @@
 path as an importable candidate (`fib_runtime.adapters.flashinfer.originals.<definition>`).
 
 One module-level function per definition, made on first access (see
-`routing.module_originals`), so that retune in another process imports and times exactly
+`bridge.module_originals`), so that retune in another process imports and times exactly
 what the adapter's call sites fall back to, and dispatch calls it directly where it is the
 fastest. Each calls FlashInfer's own function (the one the adapter replaced, when it is
 installed), never the adapter's replacement:
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from fib_runtime.adapters import routing
+from fib_runtime.adapters import bridge
 from fib_runtime.adapters.flashinfer.counters import saved
 
 from fib_runtime import engine_ops
@@ -148,4 +148,4 @@ def _make(name: str) -> Callable[..., Any] | None:
     return _rmsnorm(eps) if name.startswith("rmsnorm_h") else _fused(eps)
 
 
-__getattr__ = routing.module_originals(__name__, _make)
+__getattr__ = bridge.module_originals(__name__, _make)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
-from fib_runtime.adapters import routing
+from fib_runtime.adapters import bridge
 from fib_runtime.adapters.vllm import originals
 from vllm import envs
 from vllm.model_executor.custom_op import CustomOp, op_registry_oot
@@ -47,11 +47,11 @@ def _norm_wrappers(norm: RMSNorm) -> tuple[Callable[..., Any] | None, Callable[.
     eps, hidden = float(norm.variance_epsilon), int(norm.hidden_size)
     plain = engine_ops.definition_for("rmsnorm", hidden, eps, "bfloat16")
     fused = engine_ops.definition_for("fused_add_rmsnorm_residual", hidden, eps, "bfloat16")
-    made = (routing.wrapper(ENGINE, plain, getattr(originals, plain)) if plain else None,
-            routing.wrapper(ENGINE, fused, getattr(originals, fused)) if fused else None)
-    routing.start()
-    return (made[0] if plain and routing.served(plain) else None,
-            made[1] if fused and routing.served(fused) else None)
+    made = (bridge.wrapper(ENGINE, plain, getattr(originals, plain)) if plain else None,
+            bridge.wrapper(ENGINE, fused, getattr(originals, fused)) if fused else None)
+    bridge.start()
+    return (made[0] if plain and bridge.served(plain) else None,
+            made[1] if fused and bridge.served(fused) else None)
 
 
 class FibRMSNorm(RMSNorm):
@@ -108,18 +108,18 @@ def _prepare_wrappers() -> None:
     is switched on, so that their torch.ops.fib custom ops exist before vLLM compiles."""
     for name in engine_ops.shipped(["rmsnorm", "fused_add_rmsnorm_residual"]):
         if engine_ops.shipped_eps(name) is not None:
-            routing.wrapper(ENGINE, name, getattr(originals, name))
+            bridge.wrapper(ENGINE, name, getattr(originals, name))
     for name in engine_ops.shipped(["silu_and_mul"]):
-        routing.wrapper(ENGINE, name, getattr(originals, name))
+        bridge.wrapper(ENGINE, name, getattr(originals, name))
 
 
 def _served_activations() -> None:
     for name in engine_ops.shipped(["silu_and_mul"]):
-        if routing.served(name):
+        if bridge.served(name):
             width = 2 * engine_ops.shipped_size(name)
             FibSiluAndMul._fib_by_width[width] = (
-                routing.wrapper(ENGINE, name, getattr(originals, name)),
-                routing.eager_site(name, getattr(originals, name + "__cuda")))
+                bridge.wrapper(ENGINE, name, getattr(originals, name)),
+                bridge.eager_site(name, getattr(originals, name + "__cuda")))
 
 
 def install() -> None:
@@ -135,5 +135,5 @@ def install() -> None:
                 continue
             CustomOp.register_oot(replacement, name=base.__name__)
         _prepare_wrappers()
-        routing.start()
+        bridge.start()
         _served_activations()

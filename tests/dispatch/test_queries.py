@@ -40,22 +40,22 @@ def test_the_adapters_switch_uses_the_queries(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """An engine adapter started with dispatch already on reloads it instead of enabling a
     second runtime, and asks whether a definition is served without probing warmup."""
-    from fib_runtime.adapters import routing
+    from fib_runtime.adapters import bridge
 
     make_db(tmp_path, {"a": SCALE_CODE.format(tag=1.0)}, [("a", 4, 0.01, "cpu")])
     monkeypatch.setenv("FIB_ENABLE_APPLY", "1")
     monkeypatch.setenv("FIB_DATASET_PATH", str(tmp_path))
-    routing.reset_for_tests()
+    bridge.reset_for_tests()
     try:
-        assert not routing.served("toy_norm_h8")
-        routing.start()  # dispatch was off: the adapter switches it on
+        assert not bridge.served("toy_norm_h8")
+        bridge.start()  # dispatch was off: the adapter switches it on
         runtime = sites.current_runtime()
-        assert runtime is not None and routing.served("toy_norm_h8")
-        assert not routing.served("toy_norm_h16")
+        assert runtime is not None and bridge.served("toy_norm_h8")
+        assert not bridge.served("toy_norm_h16")
         assert len(runtime._builds._built) == 1  # served: its best solution built ahead
-        routing.reset_for_tests()
-        routing.start()  # dispatch already on: the same runtime, reloaded
+        bridge.reset_for_tests()
+        bridge.start()  # dispatch already on: the same runtime, reloaded
         assert sites.current_runtime() is runtime
     finally:
-        routing.reset_for_tests()
+        bridge.reset_for_tests()
         fib.disable_apply()

@@ -1,6 +1,7 @@
-"""What the engine adapters share: the on/off switch, whether a definition is served, one
-`fib.apply` wrapper per (engine, definition, fallback), eager call sites and importable
-originals.
+"""The bridge from an engine adapter to fib-runtime, what every adapter shares: the on/off
+switch, whether a definition is served, one `fib.apply` wrapper per (engine, definition,
+fallback), eager call sites and importable originals. ("Routing" is what an adapter does
+with a call; this module is the bridge it routes over.)
 
 An adapter routes a call only when every constant of the engine op (size, eps, dtype) matches
 a shipped definition (`fib_runtime.engine_ops.definition_for`), and only when fib-runtime
