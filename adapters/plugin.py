@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import importlib
 
-from fib_runtime.adapters import routing
+from fib_runtime.adapters import bridge
 
 
 def register_engine(adapter: str) -> None:
     """Import `adapter` (a module with `install()`) and install it, if routing is enabled."""
-    if not routing.enabled():
+    if not bridge.enabled():
         return
     importlib.import_module(adapter).install()
     try:

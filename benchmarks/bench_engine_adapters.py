@@ -1,7 +1,7 @@
 """GPU: the engine adapters' serving flows, on a fresh database (capture -> retune -> serve).
 
 vLLM / SGLang wheels cannot travel to the GPU machine, so their flow is reproduced with the
-adapters' own wrappers (`fib_runtime.adapters.routing`), as vLLM runs a model:
+adapters' own wrappers (`fib_runtime.adapters.bridge`), as vLLM runs a model:
   A. an MLP block of routed ops (fused add + RMSNorm, SiLU-and-mul, RMSNorm, torch GEMMs)
      under torch.compile(dynamic=True) (Inductor), warmed up, then captured in one CUDA graph
      per batch size; replay vs eager outputs, Dynamo graph count, no device sync (sync debug
@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # integration/, after the package
 from _common import print_table
-from fib_runtime.adapters import routing
+from fib_runtime.adapters import bridge
 
 import fib_runtime as fib
 from fib_runtime.catalogue import install
@@ -65,9 +65,9 @@ def _torch_silu(gu: torch.Tensor) -> torch.Tensor:
 
 
 WRAPPED = {  # made before fib-runtime is switched on, as the vLLM plugin does
-    NORM: routing.wrapper("bench", NORM, _torch_norm),
-    FUSED: routing.wrapper("bench", FUSED, _torch_fused),
-    ACT: routing.wrapper("bench", ACT, _torch_silu),
+    NORM: bridge.wrapper("bench", NORM, _torch_norm),
+    FUSED: bridge.wrapper("bench", FUSED, _torch_fused),
+    ACT: bridge.wrapper("bench", ACT, _torch_silu),
 }
 
 

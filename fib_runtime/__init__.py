@@ -16,9 +16,11 @@ from fib_runtime.dispatch import (
     Explanation,
     apply,
     disable_apply,
+    dispatch_enabled,
     enable_apply,
     explain,
     reload,
+    serves,
     stats,
     warmup,
 )
@@ -54,6 +56,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ApplySession", "BuildError", "DefinitionConfig", "DispatchConfig", "Explanation",
     "FibError", "Hardware", "SchemaError", "ShapeError", "StoreError", "TraceDB", "apply",
-    "current_hardware", "disable_apply", "enable_apply", "explain", "hardware_key", "reload",
-    "stats", "warmup", "__version__", *_LAZY,
+    "current_hardware", "disable_apply", "dispatch_enabled", "enable_apply", "explain",
+    "hardware_key", "reload", "serves", "stats", "warmup", "__version__", *_LAZY,
 ]

@@ -9,9 +9,9 @@ and serving goes on with the original functions.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 
+from fib_runtime.config_fields import env_flag
 from fib_runtime.dispatch import sites
 
 log = logging.getLogger("fib_runtime")
@@ -21,14 +21,14 @@ problems: list[str] = []
 
 
 def start_dispatch() -> None:
-    if _truthy("FIB_ENABLE_APPLY") and sites.current_runtime() is None:
+    if env_flag("FIB_ENABLE_APPLY") and sites.current_runtime() is None:
         from fib_runtime.dispatch.api import enable_apply
 
         _guarded("FIB_ENABLE_APPLY", "dispatch", enable_apply)
 
 
 def start_capture() -> None:
-    if _truthy("FIB_ENABLE_TRACING"):
+    if env_flag("FIB_ENABLE_TRACING"):
         from fib_runtime.capture.session import active_session, enable_capture
 
         if active_session() is None:
@@ -43,10 +43,6 @@ def _guarded(variable: str, feature: str, start: Callable[[], object]) -> None:
     except Exception as exc:
         problems.append(f"{variable}: {feature} stays off: {type(exc).__name__}: {exc}")
         log.error("%s", problems[-1])
-
-
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def install() -> None:

@@ -1,5 +1,8 @@
-"""Typed checks of config fields (dispatch and capture): each wrong value raises the config's
-own FibError subclass with a message that names the field and shows the value.
+"""The config files of dispatch and capture, read by one parser (`read_config`,
+`parse_config`), with typed checks of their fields: each wrong value raises the config's own
+FibError subclass with a message that names the file, the field by its path
+('definitions.<name>.<field>') and shows the value. And the one reading of an on/off
+environment variable (`env_flag`).
 
 JSON has no tuples, so the list checks accept a list or a tuple and return a tuple; `bool`
 is never taken for a number, nor a string for a list of names.
@@ -8,10 +11,25 @@ is never taken for a number, nor a string for a list of names.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
 
 from fib_runtime.errors import ConfigError
+
+C = TypeVar("C")
+
+# What switches an on/off environment variable on (any case, spaces around ignored).
+ON_WORDS = frozenset({"1", "true", "yes", "on"})
+
+
+def env_flag(name: str) -> bool:
+    """Whether the environment variable `name` is switched on (unset or anything else: off)."""
+    return os.environ.get(name, "").strip().lower() in ON_WORDS
 
 
 def _fail(error: type[ConfigError], field: str, wanted: str, value: Any) -> ConfigError:
@@ -73,3 +91,65 @@ def names(value: Any, field: str, error: type[ConfigError], *,
     if isinstance(value, (list, tuple)) and all(type(v) is str for v in value):
         return tuple(value)
     raise _fail(error, field, "a list of names" + (" or null" if none_ok else ""), value)
+
+
+# -- the config file ----------------------------------------------------------------------
+
+def read_config(path: str | Path, error: type[ConfigError], what: str) -> tuple[Path, Any]:
+    """The file's path and its JSON value; `error` names the file (and, for JSON that does
+    not parse, the line and column)."""
+    path = Path(path).expanduser()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what}: {exc}") from None
+    try:
+        return path, orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise error(f"{path}: not valid JSON: {exc}") from None
+
+
+def parse_config(config: type[C], policy: type, data: Any, error: type[ConfigError],
+                 what: str, file: str | Path | None = None) -> C:
+    """`{"default": {...}, "definitions": {name: {...}}, <setting>: value, ...}` as a
+    `config` dataclass (fields `default`, `definitions` and its settings), whose policies are
+    `policy` dataclasses; each definition's entry lists only the fields that differ from the
+    default. Every error is an `error` that starts with the file (when read from one) and
+    `what` ("dispatch config")."""
+    try:
+        if not isinstance(data, dict):
+            raise error(f"must be a JSON object, got {type(data).__name__}")
+        _check_known(data, config, error, None)
+        default = _policy(data.get("default", {}), policy(), "default", error)
+        raw = data.get("definitions", {})
+        if not isinstance(raw, dict):
+            raise error(f"field 'definitions': must be an object, got {raw!r}")
+        entries = {name: _policy(entry, default, f"definitions.{name}", error)
+                   for name, entry in raw.items()}
+        settings = {k: v for k, v in data.items() if k not in ("default", "definitions")}
+        return config(default=default, definitions=entries, **settings)
+    except error as exc:
+        raise error(f"{f'{file}: ' if file else ''}{what}: {exc}") from None
+
+
+def _policy(raw: Any, base: Any, where: str, error: type[ConfigError]) -> Any:
+    """One policy entry: `base` with the entry's fields, errors naming the field's path."""
+    if not isinstance(raw, dict):
+        raise error(f"field '{where}': must be an object, got {raw!r}")
+    _check_known(raw, type(base), error, where)
+    try:
+        return replace(base, **raw)
+    except error as exc:
+        message = str(exc)
+        raise error(message.replace("field '", f"field '{where}.", 1)
+                    if message.startswith("field '") else f"field '{where}': {message}") \
+            from None
+
+
+def _check_known(data: Mapping[str, Any], cls: type, error: type[ConfigError],
+                 where: str | None) -> None:
+    known = sorted(f.name for f in fields(cls))
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise error(f"{f'field {where!r}: ' if where else ''}unknown field(s) "
+                    f"{', '.join(unknown)}; known: {', '.join(known)}")

@@ -41,13 +41,13 @@ VARIED_OP_TYPES = frozenset({"rmsnorm", "fused_add_rmsnorm", "activation", "gemm
 
 @dataclass(frozen=True)
 class Family:
-    """A template: `name` builds the definition name, `build` the definition's JSON dict."""
+    """A template: `pattern` makes the definition name, `build` the definition's JSON dict."""
 
     name: str
     op_type: str
     scheme: str  # the naming scheme, for `fib catalogue ls`
     constants: tuple[str, ...]
-    make_name: Callable[..., str]
+    pattern: str  # the name at the official eps and dtype: pattern.format(**constants)
     build: Callable[..., dict[str, Any]]  # the definition in the official dtype
     dtype: str = "bfloat16"  # the official dtype: names without a dtype suffix
 
@@ -246,54 +246,80 @@ def _rope(name: str, head_size: int, rotary_dim: int, dtype: str) -> dict[str, A
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("rmsnorm", "rmsnorm", "rmsnorm_h{hidden_size}[_eps{eps}][_fp16|_fp32]",
-           ("hidden_size", "eps"),
-           lambda hidden_size, **_: f"rmsnorm_h{hidden_size}",
+           ("hidden_size", "eps"), "rmsnorm_h{hidden_size}",
            lambda name, hidden_size, eps: _norm(name, False, hidden_size, eps, "bfloat16")),
     Family("fused_add_rmsnorm", "rmsnorm",
            "fused_add_rmsnorm_h{hidden_size}[_eps{eps}][_fp16|_fp32]", ("hidden_size", "eps"),
-           lambda hidden_size, **_: f"fused_add_rmsnorm_h{hidden_size}",
+           "fused_add_rmsnorm_h{hidden_size}",
            lambda name, hidden_size, eps: _norm(name, True, hidden_size, eps, "bfloat16")),
     Family("silu_and_mul", "activation", "silu_and_mul_i{intermediate_size}[_fp16|_fp32]",
-           ("intermediate_size",),
-           lambda intermediate_size, **_: f"silu_and_mul_i{intermediate_size}",
+           ("intermediate_size",), "silu_and_mul_i{intermediate_size}",
            lambda name, intermediate_size: _silu_and_mul(name, intermediate_size, "bfloat16")),
-    Family("gemm", "gemm", "gemm_n{N}_k{K}[_bf16|_fp32]", ("n", "k"),
-           lambda n, k, **_: f"gemm_n{n}_k{k}",
+    Family("gemm", "gemm", "gemm_n{N}_k{K}[_bf16|_fp32]", ("n", "k"), "gemm_n{n}_k{k}",
            lambda name, n, k: _gemm(name, n, k, "float16"), "float16"),
     Family("rope", "rope",
            "rope_with_cos_sin_cache_neox_style_d{head_size}_rd{rotary_dim}[_fp16|_fp32]",
            ("head_size", "rotary_dim"),
-           lambda head_size, rotary_dim, **_:
-               f"rope_with_cos_sin_cache_neox_style_d{head_size}_rd{rotary_dim}",
+           "rope_with_cos_sin_cache_neox_style_d{head_size}_rd{rotary_dim}",
            lambda name, head_size, rotary_dim: _rope(name, head_size, rotary_dim, "bfloat16")),
 )}
+# Families the catalogue ships definitions of that no template writes (the engines' in-place
+# residual-add norm, bfloat16 officially): named like the others, never generated.
+SHIPPED_ONLY = {"fused_add_rmsnorm_residual": "fused_add_rmsnorm_residual_h{hidden_size}"}
+
+
+def name_pattern(family: str) -> str:
+    """A family's name at its official eps and dtype, as a `str.format` pattern."""
+    spec = FAMILIES.get(family)
+    pattern = spec.pattern if spec is not None else SHIPPED_ONLY.get(family)
+    if pattern is None:
+        raise SchemaError(f"unknown definition family '{family}' "
+                          f"(known: {sorted({*FAMILIES, *SHIPPED_ONLY})})")
+    return pattern
+
+
+def definition_name(family: str, known: Mapping[str, Definition], dtype: str | None = None,
+                    **constants: Any) -> str:
+    """The name of `family`'s definition for `constants` in `dtype` (default: the family's
+    official one): the one path from an op's constants to a definition name, taken by
+    `resolve` (the transformers adapter) and `fib_runtime.engine_ops` (the engine adapters).
+
+    Norm families take `eps`; a name's official eps is the known definition's, or
+    DEFAULT_EPS for a hidden size nobody defined; any other eps (compared exactly) is spelled
+    in the name, before the dtype suffix.
+    """
+    spec = FAMILIES.get(family)
+    official_dtype = spec.dtype if spec is not None else "bfloat16"
+    return dtype_name(_eps_name(name_pattern(family).format(**constants), known, constants),
+                      dtype or official_dtype, official_dtype)
+
+
+def _eps_name(name: str, known: Mapping[str, Definition], constants: Mapping[str, Any]) -> str:
+    eps = constants.get("eps")
+    if eps is None:
+        return name
+    base = known.get(name)
+    official = eps_of(base) if base is not None else DEFAULT_EPS
+    return name if official is not None and float(eps) == official else \
+        f"{name}_eps{eps_label(float(eps))}"
 
 
 def resolve(family: str, known: Mapping[str, Definition], dtype: str | None = None,
             **constants: Any) -> Definition:
     """The definition of `family` for `constants` in `dtype` (default: the family's official
-    one): the known one (catalogue or database) of that name when its eps agrees, else one
-    generated from the template.
-
-    Norm families take `eps`; a name's official eps is the known definition's, or
-    DEFAULT_EPS for a hidden size nobody defined; any other eps is spelled in the name,
-    before the dtype suffix.
+    one), named by `definition_name`: the known one (catalogue or database) of that name when
+    its eps agrees, else one generated from the template.
     """
     spec = FAMILIES.get(family)
     if spec is None:
         raise SchemaError(f"unknown definition family '{family}' (known: {sorted(FAMILIES)})")
-    name = spec.make_name(**constants)
+    full = definition_name(family, known, dtype, **constants)
+    name = split_dtype(full)[0]  # in the official dtype
     eps = constants.get("eps")
-    if eps is not None:
-        base = known.get(name)
-        official = eps_of(base) if base is not None else DEFAULT_EPS
-        if official is None or float(eps) != official:
-            name = f"{name}_eps{eps_label(float(eps))}"
 
     def agrees(found: Definition | None) -> bool:
         return found is not None and (eps is None or eps_of(found) == float(eps))
 
-    full = dtype_name(name, dtype or spec.dtype, spec.dtype)
     if agrees(known.get(full)):
         return known[full]
     base = known[name] if agrees(known.get(name)) else Definition.from_dict(

@@ -16,11 +16,12 @@ norm.py and decode.py for what is covered.
 
 from __future__ import annotations
 
-import os
 import threading
 
 from fib_runtime.adapters.flashinfer.counters import replaced as _saved
 from fib_runtime.adapters.flashinfer.counters import reset, saved, stats
+
+from fib_runtime.config_fields import env_flag
 
 ENV_VAR = "FIB_FLASHINFER"
 _lock = threading.Lock()
@@ -75,7 +76,7 @@ def uninstall() -> None:
 
 def install_from_env() -> bool:
     """install() when FIB_FLASHINFER is set (the engine plugins call this); True if so."""
-    if os.environ.get(ENV_VAR, "").strip().lower() not in ("1", "true", "yes", "on"):
+    if not env_flag(ENV_VAR):
         return False
     install()
     return True

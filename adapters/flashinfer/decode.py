@@ -13,7 +13,7 @@ written into `out` (allocated with `torch.empty_like(q)` when absent, as FlashIn
 a scratch lse kept on the wrapper and sized at plan time (destination-passing): a routed
 call allocates nothing else.
 
-Each definition has one call site (`routing.eager_site`) whose fallback runs FlashInfer's
+Each definition has one call site (`bridge.eager_site`) whose fallback runs FlashInfer's
 own `run` on the planned wrapper of the call in flight: when FlashInfer is the fastest
 candidate, dispatch calls that directly. The candidate retune times in its place is
 `originals.<definition>`, FlashInfer's run on a wrapper it plans only when the index
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from fib_runtime.adapters import routing
+from fib_runtime.adapters import bridge
 from fib_runtime.adapters.flashinfer import originals
 from fib_runtime.adapters.flashinfer.counters import guard, routed, unchanged
 
@@ -111,8 +111,8 @@ def wrap(plan0: Callable[..., Any], run0: Callable[..., Any]
         FlashInfer's run itself)."""
         site = sites.get(name)
         if site is None:
-            routing.start()
-            site = sites.setdefault(name, routing.eager_site(name, planned_run,
+            bridge.start()
+            site = sites.setdefault(name, bridge.eager_site(name, planned_run,
                                                               getattr(originals, name)))
         return site
 

@@ -14,7 +14,7 @@ its database it calls FlashInfer's own function), and its tensors are 2-D with u
 stride. Everything else goes to FlashInfer unchanged and is counted by reason
 (`fib_runtime.adapters.flashinfer.stats()`).
 
-A covered call goes to a call site of its own (`routing.eager_site`) whose fallback is the
+A covered call goes to a call site of its own (`bridge.eager_site`) whose fallback is the
 definition's original in `originals.py`: FlashInfer's own function at the definition's
 constants, importable, so retune times it and dispatch calls it directly where it is the
 fastest. Per call the replacement does one dict lookup for the route, a few attribute reads
@@ -27,9 +27,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from fib_runtime.adapters import routing
+from fib_runtime.adapters import bridge
 from fib_runtime.adapters.flashinfer import originals
 from fib_runtime.adapters.flashinfer.counters import norm_busy, routed, unchanged
+
+from fib_runtime import engine_ops
 
 DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
 # (family, size, eps, dtype) -> the served call site, or the reason the call is not covered
@@ -42,12 +44,12 @@ def _route(family: str, size: int, eps: float | None, dtype: torch.dtype
     key = (family, size, eps, dtype)
     found = _routes.get(key)
     if found is None:
-        name = routing.definition_for(family, size, eps, DTYPE_NAMES.get(dtype, str(dtype)))
+        name = engine_ops.definition_for(family, size, eps, DTYPE_NAMES.get(dtype, str(dtype)))
         if name is None:
             found = "no_definition"
         else:  # whether fib-runtime serves it is the site's business: off, it calls FlashInfer
-            routing.start()
-            found = routing.eager_site(name, getattr(originals, name))
+            bridge.start()
+            found = bridge.eager_site(name, getattr(originals, name))
         _routes[key] = found
     return found
 

@@ -2,7 +2,7 @@
 path as an importable candidate (`fib_runtime.adapters.flashinfer.originals.<definition>`).
 
 One module-level function per definition, made on first access (see
-`routing.module_originals`), so that retune in another process imports and times exactly
+`bridge.module_originals`), so that retune in another process imports and times exactly
 what the adapter's call sites fall back to, and dispatch calls it directly where it is the
 fastest. Each calls FlashInfer's own function (the one the adapter replaced, when it is
 installed), never the adapter's replacement:
@@ -27,8 +27,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from fib_runtime.adapters import routing
+from fib_runtime.adapters import bridge
 from fib_runtime.adapters.flashinfer.counters import saved
+
+from fib_runtime import engine_ops
 
 _DECODE = re.compile(r"gqa_paged_decode_h(\d+)_kv(\d+)_d(\d+)_ps(\d+)")
 _WORKSPACE_BYTES = 128 << 20
@@ -139,11 +141,11 @@ def _make(name: str) -> Callable[..., Any] | None:
         return _decode(tuple(int(g) for g in decode.groups()))  # type: ignore[arg-type]
     if name.startswith("silu_and_mul_i"):
         return _silu()
-    eps = routing.definition_eps(name) if name.startswith(("rmsnorm_h", "fused_add_")) \
+    eps = engine_ops.shipped_eps(name) if name.startswith(("rmsnorm_h", "fused_add_")) \
         else None
     if eps is None:
         return None
     return _rmsnorm(eps) if name.startswith("rmsnorm_h") else _fused(eps)
 
 
-__getattr__ = routing.module_originals(__name__, _make)
+__getattr__ = bridge.module_originals(__name__, _make)

@@ -24,8 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from fib_runtime.adapters import routing
+from fib_runtime.adapters import bridge
 from fib_runtime.adapters.sglang import originals
+
+from fib_runtime import engine_ops
 
 log = logging.getLogger("fib_runtime.adapters.sglang")
 ENGINE = "sglang"
@@ -49,8 +51,8 @@ def _decide(norm: Any) -> None:
             and not norm.fp32_residual and norm.override_orig_dtype is None):
         eps, hidden = float(norm.variance_epsilon), int(norm.hidden_size)  # routed by these
         for family in ("rmsnorm", "fused_add_rmsnorm_residual"):
-            name = routing.definition_for(family, hidden, eps, "bfloat16")
-            if name is None or not routing.served(name):
+            name = engine_ops.definition_for(family, hidden, eps, "bfloat16")
+            if name is None or not bridge.served(name):
                 continue
             routes[f"{family}.forward_native"] = _norm_wrapper(name, "forward_native")
             routes[f"{family}.forward_cuda"] = _norm_wrapper(name, "forward_cuda")
@@ -65,10 +67,10 @@ def _norm_wrapper(name: str, method: str) -> Callable[..., Any]:
     call site whose fallback is SGLang's CUDA path."""
     original = getattr(originals, f"{name}__{method}")
     if method == "forward_native":
-        return routing.wrapper(ENGINE, name, original)
+        return bridge.wrapper(ENGINE, name, original)
     fn = _eager.get((name, method))
     if fn is None:
-        fn = _eager.setdefault((name, method), routing.eager_site(name, original))
+        fn = _eager.setdefault((name, method), bridge.eager_site(name, original))
     return fn
 
 
@@ -132,7 +134,7 @@ def install() -> None:
                 _originals[f"norm.{method}"] = getattr(RMSNorm, method)
                 _originals[f"act.{method}"] = getattr(SiluAndMul, method)
         _prepare_wrappers()
-        routing.start()
+        bridge.start()
         _served_activations()
         if _installed:
             return
@@ -146,16 +148,16 @@ def install() -> None:
 def _prepare_wrappers() -> None:
     """Every catalogue norm/activation wrapper, made before fib-runtime is switched on so
     that their torch.ops.fib custom ops exist before SGLang compiles or records its CUDA graphs."""
-    for name in routing.family_names(["rmsnorm", "fused_add_rmsnorm_residual"]):
-        if routing.definition_eps(name) is not None:
-            routing.wrapper(ENGINE, name, getattr(originals, f"{name}__forward_native"))
-    for name in routing.family_names(["silu_and_mul"]):
-        routing.wrapper(ENGINE, name, getattr(originals, f"{name}__forward_native"))
+    for name in engine_ops.shipped(["rmsnorm", "fused_add_rmsnorm_residual"]):
+        if engine_ops.shipped_eps(name) is not None:
+            bridge.wrapper(ENGINE, name, getattr(originals, f"{name}__forward_native"))
+    for name in engine_ops.shipped(["silu_and_mul"]):
+        bridge.wrapper(ENGINE, name, getattr(originals, f"{name}__forward_native"))
 
 
 def _served_activations() -> None:
-    for name in routing.family_names(["silu_and_mul"]):
-        if routing.served(name):
-            _act_by_width[2 * routing.definition_size(name)] = (
-                routing.wrapper(ENGINE, name, getattr(originals, f"{name}__forward_native")),
-                routing.eager_site(name, getattr(originals, f"{name}__forward_cuda")))
+    for name in engine_ops.shipped(["silu_and_mul"]):
+        if bridge.served(name):
+            _act_by_width[2 * engine_ops.shipped_size(name)] = (
+                bridge.wrapper(ENGINE, name, getattr(originals, f"{name}__forward_native")),
+                bridge.eager_site(name, getattr(originals, f"{name}__forward_cuda")))

@@ -2,7 +2,7 @@
 constants: the engine's path as an importable candidate
 (`fib_runtime.adapters.sglang.originals.<definition>__<method>`).
 
-One module-level function per name, made on first access (`routing.module_originals`), so
+One module-level function per name, made on first access (`bridge.module_originals`), so
 retune in another process imports and times exactly what the plugin's call sites fall back
 to, and dispatch calls it directly where it is the fastest. `<method>` is `forward_cuda`
 (SGLang's kernels; the norms work in place there) or `forward_native` (what
@@ -18,7 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from fib_runtime.adapters import routing
+from fib_runtime.adapters import bridge
+
+from fib_runtime import engine_ops
 
 METHODS = ("forward_cuda", "forward_native")
 
@@ -109,10 +111,10 @@ def _make(name: str) -> Callable[..., Any] | None:
         return _act(method)
     if not base.startswith(("rmsnorm_h", "fused_add_rmsnorm_residual_h")):
         return None
-    eps = routing.definition_eps(base)
+    eps = engine_ops.shipped_eps(base)
     if eps is None:
         return None
     return (_norm if base.startswith("rmsnorm_h") else _fused)(method, eps)
 
 
-__getattr__ = routing.module_originals(__name__, _make)
+__getattr__ = bridge.module_originals(__name__, _make)

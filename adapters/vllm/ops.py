@@ -22,12 +22,14 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
-from fib_runtime.adapters import routing
+from fib_runtime.adapters import bridge
 from fib_runtime.adapters.vllm import originals
 from vllm import envs
 from vllm.model_executor.custom_op import CustomOp, op_registry_oot
 from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.layernorm import RMSNorm
+
+from fib_runtime import engine_ops
 
 log = logging.getLogger("fib_runtime.adapters.vllm")
 ENGINE = "vllm"
@@ -43,13 +45,13 @@ def _norm_wrappers(norm: RMSNorm) -> tuple[Callable[..., Any] | None, Callable[.
             or norm.weight.dtype != _DTYPE or envs.VLLM_BATCH_INVARIANT):
         return None, None
     eps, hidden = float(norm.variance_epsilon), int(norm.hidden_size)
-    plain = routing.definition_for("rmsnorm", hidden, eps, "bfloat16")
-    fused = routing.definition_for("fused_add_rmsnorm_residual", hidden, eps, "bfloat16")
-    made = (routing.wrapper(ENGINE, plain, getattr(originals, plain)) if plain else None,
-            routing.wrapper(ENGINE, fused, getattr(originals, fused)) if fused else None)
-    routing.start()
-    return (made[0] if plain and routing.served(plain) else None,
-            made[1] if fused and routing.served(fused) else None)
+    plain = engine_ops.definition_for("rmsnorm", hidden, eps, "bfloat16")
+    fused = engine_ops.definition_for("fused_add_rmsnorm_residual", hidden, eps, "bfloat16")
+    made = (bridge.wrapper(ENGINE, plain, getattr(originals, plain)) if plain else None,
+            bridge.wrapper(ENGINE, fused, getattr(originals, fused)) if fused else None)
+    bridge.start()
+    return (made[0] if plain and bridge.served(plain) else None,
+            made[1] if fused and bridge.served(fused) else None)
 
 
 class FibRMSNorm(RMSNorm):
@@ -104,20 +106,20 @@ class FibSiluAndMul(SiluAndMul):
 def _prepare_wrappers() -> None:
     """Make the wrappers of every catalogue norm/activation definition before fib-runtime
     is switched on, so that their torch.ops.fib custom ops exist before vLLM compiles."""
-    for name in routing.family_names(["rmsnorm", "fused_add_rmsnorm_residual"]):
-        if routing.definition_eps(name) is not None:
-            routing.wrapper(ENGINE, name, getattr(originals, name))
-    for name in routing.family_names(["silu_and_mul"]):
-        routing.wrapper(ENGINE, name, getattr(originals, name))
+    for name in engine_ops.shipped(["rmsnorm", "fused_add_rmsnorm_residual"]):
+        if engine_ops.shipped_eps(name) is not None:
+            bridge.wrapper(ENGINE, name, getattr(originals, name))
+    for name in engine_ops.shipped(["silu_and_mul"]):
+        bridge.wrapper(ENGINE, name, getattr(originals, name))
 
 
 def _served_activations() -> None:
-    for name in routing.family_names(["silu_and_mul"]):
-        if routing.served(name):
-            width = 2 * routing.definition_size(name)
+    for name in engine_ops.shipped(["silu_and_mul"]):
+        if bridge.served(name):
+            width = 2 * engine_ops.shipped_size(name)
             FibSiluAndMul._fib_by_width[width] = (
-                routing.wrapper(ENGINE, name, getattr(originals, name)),
-                routing.eager_site(name, getattr(originals, name + "__cuda")))
+                bridge.wrapper(ENGINE, name, getattr(originals, name)),
+                bridge.eager_site(name, getattr(originals, name + "__cuda")))
 
 
 def install() -> None:
@@ -133,5 +135,5 @@ def install() -> None:
                 continue
             CustomOp.register_oot(replacement, name=base.__name__)
         _prepare_wrappers()
-        routing.start()
+        bridge.start()
         _served_activations()

@@ -1,7 +1,7 @@
 """vLLM's own implementations with each definition's signature and constants: the engine's
 path as an importable candidate (`fib_runtime.adapters.vllm.originals.<name>`).
 
-One module-level function per name, made on first access (`routing.module_originals`), so
+One module-level function per name, made on first access (`bridge.module_originals`), so
 retune in another process imports and times exactly what the plugin's call sites fall back
 to, and dispatch calls it directly where it is the fastest:
 
@@ -24,7 +24,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from fib_runtime.adapters import routing
+from fib_runtime.adapters import bridge
+
+from fib_runtime import engine_ops
 
 
 @functools.cache
@@ -43,7 +45,7 @@ def _make(name: str) -> Callable[..., Any] | None:
         return _silu_cuda() if variant == "cuda" else _silu_native()
     if variant or not base.startswith(("rmsnorm_h", "fused_add_rmsnorm_residual_h")):
         return None
-    eps = routing.definition_eps(base)
+    eps = engine_ops.shipped_eps(base)
     if eps is None:
         return None
     from vllm import ir
@@ -75,4 +77,4 @@ def _silu_cuda() -> Callable[..., Any]:
     return silu_and_mul
 
 
-__getattr__ = routing.module_originals(__name__, _make)
+__getattr__ = bridge.module_originals(__name__, _make)

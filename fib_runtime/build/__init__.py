@@ -1,4 +1,5 @@
-"""Build solutions into callables (python and triton, by import) and bridge conventions."""
+"""Build solutions into callables (by language: `loader.LANGUAGES`; python and triton, by
+import) and bridge calling conventions."""
 
 from fib_runtime.build.calling import destination_passing, value_returning
 from fib_runtime.build.loader import BuildCache, Built, build_reference, build_solution

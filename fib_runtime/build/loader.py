@@ -31,7 +31,6 @@ from fib_runtime.schema import Definition, Solution
 from fib_runtime.schema.provenance import content_digest
 
 log = logging.getLogger("fib_runtime.build")
-PYTHON_LANGUAGES = frozenset({"python", "triton"})
 _NAME_CHARS = 48  # of the solution's name in its module and folder name (a part <= 255 bytes)
 
 
@@ -80,11 +79,19 @@ class BuildCache:
 
 
 def build_solution(solution: Solution, cache: Path | None = None) -> Built:
-    """Build a solution on this machine; BuildError (with the log) if it cannot be."""
-    if solution.spec.language.lower() not in PYTHON_LANGUAGES:
+    """Build a solution on this machine with its language's builder (`LANGUAGES`);
+    BuildError (with the log) if it cannot be."""
+    language = LANGUAGES.get(solution.spec.language.lower())
+    if language is None:
         raise BuildError(f"{solution.name}: language '{solution.spec.language}' cannot be "
-                         "built here (python and triton can)")
-    folder, note = _source_folder(solution, cache or cache_path())
+                         f"built here ({' and '.join(sorted(LANGUAGES))} can)")
+    return language.build(solution, cache or cache_path())
+
+
+def import_entry_point(solution: Solution, cache: Path) -> Built:
+    """The builder of Python-hosted languages: write the sources, import the entry file and
+    take its entry function (Triton kernels compile on their first launch)."""
+    folder, note = _source_folder(solution, cache)
     try:
         module = import_entry(folder / solution.spec.entry_file, _module_name(solution))
         fn = getattr(module, solution.spec.entry_function)
@@ -97,6 +104,36 @@ def build_solution(solution: Solution, cache: Path | None = None) -> Built:
     return Built(solution.name, fn, solution.spec.dps, note, solution.spec.target_hardware,
                  solution.spec.language.lower(),
                  any_layout=getattr(module, "FIB_ANY_LAYOUT", False) is True)
+
+
+def _never() -> bool:
+    return False
+
+
+def _triton_interpreter() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@dataclass(frozen=True)
+class Language:
+    """How solutions in one language are built here, and whether they also run on CPU
+    tensors when their targets name no CPU (e.g. in a kernel interpreter)."""
+
+    build: Callable[[Solution, Path], Built]
+    on_cpu: Callable[[], bool] = _never
+
+
+# Solution builders by language (`spec.language`, lower case): a new language is one entry.
+LANGUAGES: dict[str, Language] = {
+    "python": Language(import_entry_point),
+    "triton": Language(import_entry_point, on_cpu=_triton_interpreter),
+}
+
+
+def runs_on_cpu_anyway(language: str) -> bool:
+    """Whether a solution in `language` runs on CPU tensors whatever its targets say."""
+    entry = LANGUAGES.get(language)
+    return entry is not None and entry.on_cpu()
 
 
 def build_reference(definition: Definition) -> Callable[..., Any]:

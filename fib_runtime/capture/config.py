@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ from fib_runtime.config_fields import (
     check_number,
     check_policies,
     names,
+    parse_config,
+    read_config,
 )
 from fib_runtime.errors import CaptureConfigError, FibError
 
@@ -128,35 +130,10 @@ class CaptureConfig:
     # -- JSON ---------------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, data: Any, *, file: str | None = None) -> CaptureConfig:
-        where = f"{file}: " if file else ""
-        try:
-            return cls._from_dict(data)
-        except CaptureConfigError as exc:
-            raise CaptureConfigError(f"{where}{exc}") from None
-
-    @classmethod
-    def _from_dict(cls, data: Any) -> CaptureConfig:
-        if not isinstance(data, dict):
-            raise CaptureConfigError("the config must be a JSON object")
-        settings = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - settings)
-        if unknown:
-            raise CaptureConfigError(f"unknown field(s) {', '.join(unknown)}; "
-                                     f"known: {', '.join(sorted(settings))}")
-        default = _policy(data.get("default", {}), CapturePolicy(), "default")
-        raw_defs = data.get("definitions", {})
-        if not isinstance(raw_defs, dict):
-            raise CaptureConfigError("field 'definitions': must be an object")
-        per_def = {name: _policy(raw, default, f"definitions.{name}")
-                   for name, raw in raw_defs.items()}
-        rest = {k: v for k, v in data.items() if k not in ("default", "definitions")}
-        try:
-            return cls(default=default, definitions=per_def, **rest)
-        except CaptureConfigError:
-            raise
-        except TypeError as exc:
-            raise CaptureConfigError(str(exc)) from None
+    def from_dict(cls, data: Any, *, file: str | Path | None = None) -> CaptureConfig:
+        """Parse `{"default": {...}, "definitions": {name or pattern: {...}}, <setting>: ...}`;
+        `file` (where it was read from) prefixes every error message."""
+        return parse_config(cls, CapturePolicy, data, _E, "capture config", file)
 
     def to_dict(self) -> dict[str, Any]:
         base = self.default.to_dict()
@@ -172,14 +149,8 @@ class CaptureConfig:
     @classmethod
     def load(cls, path: str | Path) -> CaptureConfig:
         """Read a JSON config file (CaptureConfigError names the file and field)."""
-        path = Path(path).expanduser()
-        try:
-            data = orjson.loads(path.read_bytes())
-        except OSError as exc:
-            raise CaptureConfigError(f"{path}: cannot read the capture config: {exc}") from None
-        except orjson.JSONDecodeError as exc:
-            raise CaptureConfigError(f"{path}: not valid JSON: {exc}") from None
-        return cls.from_dict(data, file=str(path))
+        path, data = read_config(path, _E, "capture config")
+        return cls.from_dict(data, file=path)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_bytes(orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2))
@@ -189,20 +160,6 @@ class CaptureConfig:
         """The config named by $FIB_CAPTURE_CONFIG, else the defaults."""
         path = os.environ.get(CONFIG_ENV)
         return cls.load(path) if path else cls()
-
-
-def _policy(raw: Any, base: CapturePolicy, where: str) -> CapturePolicy:
-    if not isinstance(raw, dict):
-        raise CaptureConfigError(f"field '{where}': must be an object")
-    known = {f.name for f in fields(CapturePolicy)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise CaptureConfigError(f"field '{where}': unknown field(s) {', '.join(unknown)}; "
-                                 f"known: {', '.join(sorted(known))}")
-    try:
-        return replace(base, **raw)
-    except CaptureConfigError as exc:
-        raise CaptureConfigError(f"in '{where}': {exc}") from None
 
 
 def _check_shard(shard: Any) -> None:

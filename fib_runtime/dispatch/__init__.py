@@ -4,9 +4,11 @@ from fib_runtime.dispatch.api import (
     ApplySession,
     apply,
     disable_apply,
+    dispatch_enabled,
     enable_apply,
     find_definition,
     reload,
+    serves,
     stats,
     warmup,
 )
@@ -15,5 +17,6 @@ from fib_runtime.dispatch.explain import Explanation, explain
 
 __all__ = [
     "ApplySession", "DefinitionConfig", "DispatchConfig", "Explanation", "apply",
-    "disable_apply", "enable_apply", "explain", "find_definition", "reload", "stats", "warmup",
+    "disable_apply", "dispatch_enabled", "enable_apply", "explain", "find_definition", "reload",
+    "serves", "stats", "warmup",
 ]

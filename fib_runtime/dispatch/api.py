@@ -1,4 +1,5 @@
-"""The public dispatch API: fib.apply, enable_apply / disable_apply, reload, warmup, stats."""
+"""The public dispatch API: fib.apply, enable_apply / disable_apply, reload, warmup, stats,
+and the queries adapters ask (dispatch_enabled, serves)."""
 
 from __future__ import annotations
 
@@ -157,6 +158,19 @@ def reload() -> None:
     runtime = sites.current_runtime()
     if runtime is not None:
         runtime.reload()
+
+
+def dispatch_enabled() -> bool:
+    """Whether dispatch is on in this process (`enable_apply`; FIB_ENABLE_APPLY switches it
+    on at the first call of a decorated function)."""
+    return sites.current_runtime() is not None
+
+
+def serves(name: str) -> bool:
+    """Whether dispatch is on and its loaded database defines `name`, so that calls of that
+    definition are dispatched (a reload re-reads the database). Nothing is built or warmed."""
+    runtime = sites.current_runtime()
+    return runtime is not None and runtime.dispatcher(name) is not None
 
 
 def stats() -> dict[str, dict[str, Any]]:

@@ -6,11 +6,9 @@ naming the field (and the file, when the config was read from one).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-
-import orjson
 
 from fib_runtime import regimes
 from fib_runtime.config_fields import (
@@ -20,6 +18,8 @@ from fib_runtime.config_fields import (
     check_number,
     check_policies,
     names,
+    parse_config,
+    read_config,
 )
 from fib_runtime.errors import DispatchConfigError
 
@@ -109,47 +109,10 @@ class DispatchConfig:
     def from_dict(cls, data: Any, *, file: str | Path | None = None) -> DispatchConfig:
         """Parse `{"default": {...}, "definitions": {name: {...}}, "check_interval_s": 5}`;
         `file` (where it was read from) prefixes every error message."""
-        try:
-            return cls._from_dict(data)
-        except DispatchConfigError as exc:
-            where = f"{file}: " if file else ""
-            raise DispatchConfigError(f"{where}dispatch config: {exc}") from None
-
-    @classmethod
-    def _from_dict(cls, data: Any) -> DispatchConfig:
-        if not isinstance(data, dict):
-            raise _E(f"must be an object, got {type(data).__name__}")
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise _E(f"unknown keys {sorted(unknown)}")
-        default = _parse(data.get("default", {}), "default", DefinitionConfig())
-        raw = data.get("definitions", {})
-        if not isinstance(raw, dict):
-            raise _E(f"field 'definitions': must be an object, got {raw!r}")
-        overrides = {name: _parse(item, f"definitions.{name}", default)
-                     for name, item in raw.items()}
-        return cls(default, overrides, data.get("check_interval_s", 5.0))
+        return parse_config(cls, DefinitionConfig, data, _E, "dispatch config", file)
 
     @classmethod
     def load(cls, path: str | Path) -> DispatchConfig:
         """Read a JSON config file (DispatchConfigError names the file and field)."""
-        path = Path(path).expanduser()
-        try:
-            data = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError) as exc:
-            raise DispatchConfigError(f"{path}: cannot read the dispatch config: {exc}") \
-                from None
+        path, data = read_config(path, _E, "dispatch config")
         return cls.from_dict(data, file=path)
-
-
-def _parse(raw: Any, where: str, base: DefinitionConfig) -> DefinitionConfig:
-    """One definition's entry: only the fields that differ from `base`."""
-    if not isinstance(raw, dict):
-        raise _E(f"field '{where}': must be an object, got {raw!r}")
-    unknown = set(raw) - {f.name for f in fields(DefinitionConfig)}
-    if unknown:
-        raise _E(f"field '{where}': unknown keys {sorted(unknown)}")
-    try:
-        return replace(base, **raw)
-    except DispatchConfigError as exc:
-        raise _E(str(exc).replace("field '", f"field '{where}.", 1)) from None

@@ -33,11 +33,11 @@ the original function instead of the opaque custom op.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fib_runtime.build.loader import runs_on_cpu_anyway
 from fib_runtime.hardware import CPU_KEY, TARGET_CPU, target_matches
 from fib_runtime.schema import Definition
 from fib_runtime.tensors import torch_dtype
@@ -142,10 +142,10 @@ def serving_device() -> int:
 def runs_on(targets: Sequence[str], language: str, device: int) -> bool:
     """Does a solution with these `target_hardware` and language run on tensors of
     `device` (an index from `Tensor.get_device()`, -1 for the CPU)? A GPU tensor must be on
-    the current CUDA device (where kernels launch) and the solution not CPU-only; Triton
-    runs on the CPU only in its interpreter (TRITON_INTERPRET=1)."""
+    the current CUDA device (where kernels launch) and the solution not CPU-only; a language
+    may run on the CPU whatever the targets say (Triton in its interpreter, TRITON_INTERPRET=1:
+    `build.loader.LANGUAGES`)."""
     if device < 0:
-        return target_matches(targets, CPU_KEY) or (
-            language == "triton" and os.environ.get("TRITON_INTERPRET") == "1")
+        return target_matches(targets, CPU_KEY) or runs_on_cpu_anyway(language)
     words = {t.strip().lower() for t in targets}
     return device == serving_device() and not (words and words <= TARGET_CPU)

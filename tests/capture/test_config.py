@@ -28,11 +28,11 @@ def test_json_round_trip_and_overrides(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ({"default": {"dump": "ints"}}, "field 'dump'"),
-    ({"default": {"sample": 2}}, "field 'sample'"),
-    ({"definitions": {"x": {"per_key": 0}}}, "definitions.x.*field 'per_key'"),
+    ({"default": {"dump": "ints"}}, "field 'default.dump'"),
+    ({"default": {"sample": 2}}, "field 'default.sample'"),
+    ({"definitions": {"x": {"per_key": 0}}}, "field 'definitions.x.per_key'"),
     ({"definitions": {"x": {"dumps": "all"}}}, "definitions.x.*unknown field.*dumps"),
-    ({"default": {"dump": "named"}}, "field 'dump_inputs'"),
+    ({"default": {"dump": "named"}}, "field 'default.dump_inputs'"),
     ({"queue": 3}, "unknown field.*queue"),
     ({"flush_interval_s": 0}, "field 'flush_interval_s'"),
     ({"default": {"shape_axes": "batch_size"}}, "shape_axes.*list of names"),

@@ -335,7 +335,7 @@ def test_env_start_with_a_dangling_link_and_a_bad_capture_config(tmp_path: Path)
     assert result.stdout.splitlines() == ["[2.0, 2.0]", "2 1 False"]
     reports = [line for line in result.stderr.splitlines() if "stays off" in line]
     assert len(reports) == 1 and "FIB_ENABLE_TRACING" in reports[0]
-    assert f"{config}: field 'flush_interval_s'" in reports[0]
+    assert f"{config}: capture config: field 'flush_interval_s'" in reports[0]
 
 
 # -- 5. a bad config from the environment while serving -------------------------------------

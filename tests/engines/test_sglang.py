@@ -17,7 +17,7 @@ import torch
 pytest.importorskip("sglang.srt.layers.layernorm")
 
 import sglang.srt.plugins as sglang_plugins
-from fib_runtime.adapters import routing
+from fib_runtime.adapters import bridge
 from sglang.srt.layers.activation import SiluAndMul
 from sglang.srt.layers.layernorm import RMSNorm
 from sglang.srt.plugins.hook_registry import HookRegistry
@@ -66,7 +66,7 @@ def switched_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     engine_db(tmp_path / "db")
     monkeypatch.setenv("FIB_DATASET_PATH", str(tmp_path / "db"))
     monkeypatch.setenv("FIB_ENABLE_APPLY", "1")
-    routing.reset_for_tests()
+    bridge.reset_for_tests()
     _load_plugins()
     yield
     fib.disable_apply()

@@ -17,7 +17,7 @@ import torch
 pytest.importorskip("vllm")
 
 import vllm.plugins
-from fib_runtime.adapters import routing
+from fib_runtime.adapters import bridge
 from vllm.config import VllmConfig, set_current_vllm_config
 from vllm.model_executor.custom_op import op_registry_oot
 from vllm.model_executor.layers.activation import SiluAndMul
@@ -55,7 +55,7 @@ def switched_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     engine_db(tmp_path / "db")
     monkeypatch.setenv("FIB_DATASET_PATH", str(tmp_path / "db"))
     monkeypatch.setenv("FIB_ENABLE_APPLY", "1")
-    routing.reset_for_tests()
+    bridge.reset_for_tests()
     _load_plugins()
     yield
     fib.disable_apply()
@@ -199,7 +199,7 @@ def test_7_retune_times_the_plugins_originals(tmp_path: Path, monkeypatch: pytes
     install(db)
     monkeypatch.setenv("FIB_DATASET_PATH", str(tmp_path / "db"))
     monkeypatch.setenv("FIB_ENABLE_TRACING", "1")
-    routing.reset_for_tests()
+    bridge.reset_for_tests()
     _load_plugins()
     try:
         norm, act = _modules()

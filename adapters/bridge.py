@@ -1,106 +1,38 @@
-"""What the engine adapters share: the on/off switch, an engine op's constants -> definition,
-and one `fib.apply` wrapper per (engine, definition, fallback).
+"""The bridge from an engine adapter to fib-runtime, what every adapter shares: the on/off
+switch, whether a definition is served, one `fib.apply` wrapper per (engine, definition,
+fallback), eager call sites and importable originals. ("Routing" is what an adapter does
+with a call; this module is the bridge it routes over.)
 
 An adapter routes a call only when every constant of the engine op (size, eps, dtype) matches
-a definition of the catalogue, and only when fib-runtime serves that definition in this
-process (its `torch.ops.fib.<name>` custom op exists once dispatch or capture is on with a
-database that holds it). Everything else keeps the engine's own code, untouched.
+a shipped definition (`fib_runtime.engine_ops.definition_for`), and only when fib-runtime
+serves that definition in this process (its `torch.ops.fib.<name>` custom op exists once
+dispatch or capture is on with a database that holds it). Everything else keeps the engine's
+own code, untouched.
 """
 
 from __future__ import annotations
 
-import ast
-import functools
+import contextlib
 import logging
-import os
 import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from fib_runtime.config_fields import env_flag
+
 log = logging.getLogger("fib_runtime.adapters")
 
 ENV_VARS = ("FIB_ENABLE_APPLY", "FIB_ENABLE_TRACING")
-# Families the engine adapters route, and how a definition's name carries its size.
-FAMILIES = {
-    "rmsnorm": "rmsnorm_h{}",
-    "fused_add_rmsnorm_residual": "fused_add_rmsnorm_residual_h{}",
-    "silu_and_mul": "silu_and_mul_i{}",
-}
 _wrappers: dict[tuple[str, str], Callable[..., Any]] = {}
 _eager_sites: dict[tuple[str, Any, Any], Callable[..., Any]] = {}
 _lock = threading.RLock()
 _started = False
 
 
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def enabled() -> bool:
     """True when the user turned fib-runtime on (FIB_ENABLE_APPLY or FIB_ENABLE_TRACING)."""
-    return any(_truthy(name) for name in ENV_VARS)
-
-
-@functools.cache
-def _catalogue_definitions() -> dict[str, Any]:
-    from fib_runtime.catalogue import load_catalogue
-
-    return load_catalogue().definitions
-
-
-def reference_constant(reference: str, name: str) -> float | None:
-    """The literal assigned to `name` anywhere in a reference's source (read, never run)."""
-    for node in ast.walk(ast.parse(reference)):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and any(
-                isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            value = node.value.value
-            return float(value) if isinstance(value, int | float) else None
-    return None
-
-
-@functools.cache
-def definition_for(family: str, size: int, eps: float | None, dtype: str) -> str | None:
-    """The catalogue definition computing `family` at this size, eps and dtype, or None.
-
-    `dtype` is the definition's spelling ("bfloat16"; "float16" / "float32" find the
-    `_fp16` / `_fp32` variants); eps is compared against the reference's EPS literal with a
-    relative tolerance of 1e-6 (None: no eps, e.g. activations).
-    """
-    from fib_runtime.families import DTYPE_SUFFIXES, dtype_name
-
-    if dtype not in DTYPE_SUFFIXES:
-        return None
-    name = dtype_name(FAMILIES[family].format(size), dtype)
-    definition = _catalogue_definitions().get(name)
-    if definition is None:
-        return None
-    if any(spec.dtype != dtype for spec in definition.inputs.values() if spec.shape):
-        return None
-    if eps is not None:
-        expected = reference_constant(definition.reference, "EPS")
-        if expected is None or abs(expected - eps) > 1e-6 * abs(expected):
-            return None
-    return name
-
-
-def definition_eps(name: str) -> float | None:
-    """The EPS literal of a catalogue definition's reference, if it has one."""
-    return reference_constant(_catalogue_definitions()[name].reference, "EPS")
-
-
-def definition_size(name: str) -> int:
-    """The size a family name carries (rmsnorm_h4096 -> 4096, silu_and_mul_i14336 -> 14336)."""
-    return int(name.rsplit("_", 1)[1][1:])
-
-
-def family_names(families: Iterable[str]) -> list[str]:
-    """Every catalogue definition of these families in bfloat16 (no dtype variants)."""
-    from fib_runtime.families import split_dtype
-
-    prefixes = tuple(FAMILIES[f].format("") for f in families)
-    return sorted(n for n in _catalogue_definitions()
-                  if n.startswith(prefixes) and split_dtype(n)[1] is None)
+    return any(env_flag(name) for name in ENV_VARS)
 
 
 def wrapper(engine: str, name: str, fallback: Callable[..., Any]) -> Callable[..., Any]:
@@ -184,13 +116,12 @@ def start(wrappers: Iterable[Callable[..., Any]] = ()) -> None:
 
         try:
             already = False
-            if _truthy("FIB_ENABLE_APPLY"):
-                try:
-                    fib.warmup(["__fib_adapter_probe__"])
+            if env_flag("FIB_ENABLE_APPLY"):
+                if fib.dispatch_enabled():
                     already = True
-                except fib.FibError:
+                else:
                     fib.enable_apply()
-            if _truthy("FIB_ENABLE_TRACING"):
+            if env_flag("FIB_ENABLE_TRACING"):
                 if fib.capture_stats()["active"]:
                     already = True
                 else:
@@ -203,15 +134,14 @@ def start(wrappers: Iterable[Callable[..., Any]] = ()) -> None:
 
 def served(name: str) -> bool:
     """True when fib-runtime serves `name` in this process: dispatch is on with a database
-    that defines it (its best solutions are built here, ahead of any CUDA-graph capture), or
-    capture is on (which records catalogue definitions too)."""
+    that defines it (its best solutions are then built here, ahead of any CUDA-graph
+    capture), or capture is on (which records catalogue definitions too)."""
     import fib_runtime as fib
 
-    try:
-        if name in fib.warmup([name]):
-            return True
-    except fib.FibError:
-        pass  # dispatch is off
+    if fib.serves(name):
+        with contextlib.suppress(fib.FibError):  # switched off since: the site falls back
+            fib.warmup([name])
+        return True
     try:
         return bool(fib.capture_stats()["active"])
     except Exception:
