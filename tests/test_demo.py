@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
-import statistics
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 from fib_runtime.demo import Row, format_rows, run_demo, speedup_text
+from fib_runtime.ranking import noise
 from fib_runtime.schema import Status
-from fib_runtime.schema.provenance import timing_of
+from fib_runtime.schema.provenance import spread_of, timing_of
 from fib_runtime.store import TraceDB
 
 
-def measured_winner(db: TraceDB, definition: str, batch: int) -> str:
-    """The winner by eager time: the regime the demo's (eager) calls are served in."""
-    latencies: dict[str, list[float]] = defaultdict(list)
+def measured_winners(db: TraceDB, definition: str, batch: int) -> set[str]:
+    """The candidates the eager traces (the regime the demo's calls are served in) cannot
+    tell from the fastest: within the noise of the two measurements (fib_runtime.ranking)."""
+    measured: dict[str, tuple[float, float]] = {}
     for trace in db.traces_for(definition, "CPU"):
         evaluation = trace.evaluation
         if trace.workload.axes["batch_size"] == batch and evaluation.status is Status.PASSED \
                 and timing_of(evaluation) == "eager":
-            latencies[trace.solution].append(evaluation.performance.latency_ms)
-    return min(latencies, key=lambda name: statistics.median(latencies[name]))
+            measured[trace.solution] = (evaluation.performance.latency_ms,
+                                        spread_of(evaluation) or 0.0)
+    best, best_spread = min(measured.values())
+    return {name for name, (median, spread) in measured.items()
+            if median <= best * (1.0 + noise("eager", best_spread, spread))}
 
 
 def test_capture_retune_dispatch_on_cpu(tmp_path: Path,
@@ -42,7 +45,7 @@ def test_capture_retune_dispatch_on_cpu(tmp_path: Path,
                                                       ("rmsnorm_h4096", 96)]
     for row in rows:
         assert row.reason == "measured"
-        assert row.served_by == measured_winner(db, row.definition, row.batch)
+        assert row.served_by in measured_winners(db, row.definition, row.batch)
         assert row.fib_ms > 0 and row.original_ms > 0
     assert "rmsnorm_h4096" in format_rows(rows)
 
