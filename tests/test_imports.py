@@ -158,3 +158,51 @@ def test_the_forbidden_edges_are_found() -> None:
         "fib_runtime.catalogue -> fib_runtime.trust",
         "fib_runtime.capture.writer -> fib_runtime.store.layout"]
 
+
+
+# The packages in layers, lowest first: a package imports only from its own layer or lower
+# ones (and the package graph has no circle, above). A new package must be given a layer.
+LAYERS = [
+    ("base", {"errors", "version", "regimes", "paths", "config_fields", "files", "render",
+              "cuda_graphs", "hardware", "triton_launch"}),
+    ("format", {"schema", "tensors", "keys", "original", "families"}),
+    ("records and measuring", {"store", "build", "ranking", "measure"}),
+    ("what ships and what is trusted", {"catalogue", "engine_ops", "trust"}),
+    ("serving", {"dispatch", "capture"}),
+    ("offline", {"retuning", "report", "verify"}),
+    ("entry points", {"autostart", "", "demo", "cli", "adapters"}),
+]
+
+
+def layer_of(package: str) -> int:
+    """The index in LAYERS of a package (`fib_runtime` itself is "", every adapter
+    "adapters"); -1 when no layer names it."""
+    name = package.removeprefix("fib_runtime").removeprefix(".")
+    name = "adapters" if name.startswith("adapters") else name
+    return next((i for i, (_, names) in enumerate(LAYERS) if name in names), -1)
+
+
+def upward_imports(packages: dict[str, set[str]]) -> list[str]:
+    found = []
+    for package, targets in sorted(packages.items()):
+        found += [f"{package} -> {t} ({LAYERS[layer_of(t)][0]} above "
+                  f"{LAYERS[layer_of(package)][0]})" for t in sorted(targets)
+                  if layer_of(t) > layer_of(package)]
+    return found
+
+
+def test_every_package_has_a_layer() -> None:
+    packages = package_graph(graph())
+    assert [p for p in sorted(packages) if layer_of(p) < 0] == []
+
+
+def test_no_import_from_a_lower_layer_to_a_higher_one() -> None:
+    assert upward_imports(package_graph(graph())) == []
+
+
+def test_an_upward_import_is_found() -> None:
+    packages = {"fib_runtime.store": {"fib_runtime.trust", "fib_runtime.schema"},
+                "fib_runtime.dispatch": {"fib_runtime.store"}}
+    assert upward_imports(packages) == [
+        "fib_runtime.store -> fib_runtime.trust (what ships and what is trusted above "
+        "records and measuring)"]
