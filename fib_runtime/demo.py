@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 import fib_runtime as fib
+from fib_runtime import regimes
 from fib_runtime.catalogue import install
 from fib_runtime.measure.timing import eager_latency_ms
 from fib_runtime.render import render_table
@@ -120,7 +121,8 @@ def run_demo(db_path: Path, *, device: str | None = None,
 def _timings(device: str) -> tuple[str, ...]:
     """The regimes the demo measures: on a CPU, calls are synchronous and device time is
     eager time, so eager alone; on a GPU both."""
-    return ("device", "eager") if device.startswith("cuda") else ("eager",)
+    eager = regimes.EAGER.name
+    return (regimes.DEVICE.name, eager) if device.startswith("cuda") else (eager,)
 
 
 def _serve(op: DemoOp, batch: int, device: str, iters: int, rounds: int = 3) -> Row:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fib_runtime import regimes
 from fib_runtime.cli.options import integer, number
 from fib_runtime.errors import FibError
 from fib_runtime.measure.timing import parse_timings
@@ -38,11 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: %(default)s)")
     parser.add_argument("--tolerance", action="append", default=[], metavar="DEF=ATOL,RTOL",
                         help="override the per-dtype tolerances for one definition")
-    parser.add_argument("--timing", default="device", metavar="device,eager,graph",
-                        help="timing regimes to measure, comma-separated, one trace each: "
-                        "device (CUDA events, L2 flushed), eager (back-to-back calls, host "
-                        "launch path included), graph (CUDA-graph replay; GPU only) "
-                        "(default: %(default)s)")
+    known = "; ".join(f"{r.name} ({r.description}{', GPU only' if r.gpu_only else ''})"
+                      for r in regimes.REGIMES.values())
+    parser.add_argument("--timing", default=regimes.DEVICE.name,
+                        metavar=",".join(regimes.names()),
+                        help=f"timing regimes to measure, comma-separated, one trace each: "
+                        f"{known} (default: %(default)s)")
     parser.add_argument("--force", action="store_true",
                         help="measure again what already has a trace on this hardware")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -13,12 +13,13 @@ import os
 import socket
 from pathlib import Path
 
+from fib_runtime.config_fields import ON_WORDS
 from fib_runtime.errors import FibError
 from fib_runtime.store import layout
 
 SHARD_ENV = "FIB_CAPTURE_SHARD"
 AUTO = "{host}-{pid}"
-_AUTO_WORDS = frozenset({"1", "true", "yes", "on", "auto"})
+_AUTO_WORDS = ON_WORDS | {"auto"}
 _OFF_WORDS = frozenset({"", "0", "false", "no", "off"})
 
 
