@@ -44,6 +44,7 @@ from _common import RESULTS, print_table
 
 import fib_runtime as fib
 from fib_runtime.catalogue import load_catalogue
+from fib_runtime.measure.timing import back_to_back_ms
 from fib_runtime.original import original_solution
 from fib_runtime.schema import Correctness, Environment, Evaluation, Performance, Status, Trace
 from fib_runtime.schema.trace import RANDOM, Workload
@@ -122,16 +123,6 @@ def site_calls(layer: Layer, batch: int) -> dict[str, Callable[[], Any]]:
             "silu_and_mul": lambda: silu(gate_up, layer.act)}
 
 
-def per_call_us(fn: Callable[[], Any], calls: int) -> float:
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(calls):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) * 1e3 / calls
-
 
 class Modes:
     """Switch between the modes (outside the timed runs)."""
@@ -181,7 +172,7 @@ def run(batches: list[int], rounds: int, calls: int, kv_len: int) -> dict[str, A
                             fn()
                         n = calls if op != "decode_plan" else max(10, calls // 10)
                         samples.setdefault(op, {}).setdefault(mode, []).append(
-                            per_call_us(fn, n))
+                            back_to_back_ms(fn, (), n, cuda=True) * 1e3)
             switch.enter("flashinfer")
             for op, by_mode in samples.items():
                 own = by_mode["flashinfer"]

@@ -37,6 +37,7 @@ from fib_runtime.adapters import bridge
 
 import fib_runtime as fib
 from fib_runtime.catalogue import install
+from fib_runtime.measure.timing import back_to_back_ms
 from fib_runtime.retuning import retune
 from fib_runtime.store import TraceDB
 from integration.flashinfer_decode_layer import Layer
@@ -144,13 +145,8 @@ def run_flow(batches: list[int]) -> dict[str, Any]:
 # -- B: a decode layer on FlashInfer's API ---------------------------------------------------
 
 def _time(fn: Callable[[], Any], iters: int) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) * 1000 / iters  # us
+    """us per call of `iters` calls in a row."""
+    return back_to_back_ms(fn, (), iters, cuda=True) * 1e3
 
 
 def per_op_eager(layer: Layer, iters: int) -> dict[str, float]:

@@ -205,7 +205,6 @@ def eager_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
                      refill: Refill | None = None, warmup: int = 10, iters: int = 50,
                      rounds: int = _EAGER_ROUNDS) -> Latency:
     """Eager regime: median over rounds of (N back-to-back calls) / N, in ms."""
-    import torch
 
     if iters < 1:
         raise ValueError("iters must be at least 1")
@@ -218,21 +217,30 @@ def eager_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
     times = []
     for r in range(rounds):
         refill(r)
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize(device)
-            start.record()
-            for _ in range(per_round):
-                fn(*args)
-            end.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end) / per_round)
-        else:
-            begin = time.perf_counter_ns()
-            for _ in range(per_round):
-                fn(*args)
-            times.append((time.perf_counter_ns() - begin) / 1e6 / per_round)
+        times.append(back_to_back_ms(fn, args, per_round, cuda))
     return summarise(times)
+
+
+def back_to_back_ms(fn: Callable[..., Any], args: Sequence[Any], calls: int,
+                    cuda: bool) -> float:
+    """ms per call of `calls` calls of `fn(*args)` in a row, no sync between them: CUDA
+    events on the current stream on a GPU (synchronised before and after), the wall clock
+    on a CPU."""
+    if cuda:
+        import torch
+
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(calls):
+            fn(*args)
+        end.record()
+        end.synchronize()
+        return float(start.elapsed_time(end)) / calls
+    begin = time.perf_counter_ns()
+    for _ in range(calls):
+        fn(*args)
+    return (time.perf_counter_ns() - begin) / 1e6 / calls
 
 
 def graph_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,

@@ -13,7 +13,6 @@ import importlib
 import os
 import random
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from fib_runtime.dispatch import sites
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError
-from fib_runtime.measure.timing import Latency, summarise
+from fib_runtime.measure.timing import Latency, back_to_back_ms, summarise
 
 Step = Callable[[], Any]
 _TARGET_S = 0.02  # the least time of one sample (a run of back-to-back steps)
@@ -84,7 +83,7 @@ def time_variants(step: Step, variants: list[Variant], regime: str, *, rounds: i
                 activate(active[name])
                 run[name]()  # keys resolved on the new bindings, outside the timed run
                 run[name]()
-            samples[name].append(_time(run[name], calls, cuda))
+            samples[name].append(back_to_back_ms(run[name], (), calls, cuda))
     return {name: summarise(values) for name, values in samples.items()}
 
 
@@ -112,27 +111,8 @@ def _calls_per_sample(run: Step, variant: Variant | None, cuda: bool) -> int:
     if variant is not None:
         activate(variant)
     run()
-    once = _time(run, 3, cuda) / 1e3  # s per call
+    once = back_to_back_ms(run, (), 3, cuda) / 1e3  # s per call
     return max(3, min(_MAX_CALLS, int(_TARGET_S / max(once, 1e-7)) + 1))
-
-
-def _time(run: Step, calls: int, cuda: bool) -> float:
-    """ms per call of `calls` back-to-back calls (CUDA events on a GPU)."""
-    if cuda:
-        import torch
-
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            run()
-        end.record()
-        end.synchronize()
-        return float(start.elapsed_time(end)) / calls
-    begin = time.perf_counter()
-    for _ in range(calls):
-        run()
-    return (time.perf_counter() - begin) * 1e3 / calls
 
 
 __all__ = ["Latency", "Step", "Variant", "activate", "load_step", "time_variants"]
