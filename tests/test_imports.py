@@ -8,12 +8,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # Source folders and the package each one is importable as.
-PACKAGES = {REPO / "fib_runtime": "fib_runtime", REPO / "adapters": "fib_runtime.adapters"}
+PACKAGES = {"fib_runtime": "fib_runtime", "adapters": "fib_runtime.adapters"}
 
 
-def module_files() -> dict[str, Path]:
+def module_files(root: Path = REPO) -> dict[str, Path]:
     found = {}
-    for folder, package in PACKAGES.items():
+    for folder_name, package in PACKAGES.items():
+        folder = root / folder_name
         for path in folder.rglob("*.py"):
             parts = list(path.relative_to(folder).with_suffix("").parts)
             if parts[-1] == "__init__":
@@ -69,8 +70,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def graph() -> dict[str, set[str]]:
-    files = module_files()
+def graph(root: Path = REPO) -> dict[str, set[str]]:
+    """Module -> the project modules it imports, for the checkout at `root`."""
+    files = module_files(root)
     return {name: imports_of(path, name, set(files)) for name, path in files.items()}
 
 
