@@ -83,12 +83,6 @@ def median_ns_per_call(fn: Callable[[], Any], *, calls: int, repeats: int) -> fl
 def per_call_us(fn: Callable[..., Any], args: Sequence[Any], calls: int) -> float:
     """GPU time of `calls` back-to-back calls of `fn(*args)` (CUDA events, no sync between
     calls) divided by `calls`, in microseconds: what an eager loop pays per call."""
-    import torch
+    from fib_runtime.measure.timing import back_to_back_ms
 
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(calls):
-        fn(*args)
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) * 1e3 / calls
+    return back_to_back_ms(fn, args, calls, cuda=True) * 1e3

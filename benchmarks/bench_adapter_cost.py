@@ -40,11 +40,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # integration/, after the package
-from _common import RESULTS, print_table
+from _common import RESULTS, per_call_us, print_table
 
 import fib_runtime as fib
 from fib_runtime.catalogue import load_catalogue
-from fib_runtime.measure.timing import back_to_back_ms
 from fib_runtime.original import original_solution
 from fib_runtime.schema import Correctness, Environment, Evaluation, Performance, Status, Trace
 from fib_runtime.schema.trace import RANDOM, Workload
@@ -172,7 +171,7 @@ def run(batches: list[int], rounds: int, calls: int, kv_len: int) -> dict[str, A
                             fn()
                         n = calls if op != "decode_plan" else max(10, calls // 10)
                         samples.setdefault(op, {}).setdefault(mode, []).append(
-                            back_to_back_ms(fn, (), n, cuda=True) * 1e3)
+                            per_call_us(fn, (), n))
             switch.enter("flashinfer")
             for op, by_mode in samples.items():
                 own = by_mode["flashinfer"]

@@ -32,12 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # integration/, after the package
-from _common import print_table
+from _common import per_call_us, print_table
 from fib_runtime.adapters import bridge
 
 import fib_runtime as fib
 from fib_runtime.catalogue import install
-from fib_runtime.measure.timing import back_to_back_ms
 from fib_runtime.retuning import retune
 from fib_runtime.store import TraceDB
 from integration.flashinfer_decode_layer import Layer
@@ -144,11 +143,6 @@ def run_flow(batches: list[int]) -> dict[str, Any]:
 
 # -- B: a decode layer on FlashInfer's API ---------------------------------------------------
 
-def _time(fn: Callable[[], Any], iters: int) -> float:
-    """us per call of `iters` calls in a row."""
-    return back_to_back_ms(fn, (), iters, cuda=True) * 1e3
-
-
 def per_op_eager(layer: Layer, iters: int) -> dict[str, float]:
     """Eager cost (us per call) of each FlashInfer call of the layer as the layer makes it,
     with the adapter installed or not (the caller switches)."""
@@ -158,12 +152,13 @@ def per_op_eager(layer: Layer, iters: int) -> dict[str, float]:
     q = torch.randn(layer.batch, QO, D, device=DEV).bfloat16()
     gate_up = torch.randn(layer.batch, 2 * INTER, device=DEV).bfloat16()
     return {
-        "fused_add_rmsnorm": _time(lambda: flashinfer.norm.fused_add_rmsnorm(x, r, w, EPS),
-                                   iters),
-        "silu_and_mul": _time(lambda: flashinfer.activation.silu_and_mul(gate_up,
-                                                                         out=layer.act), iters),
-        "decode_run": _time(lambda: layer.wrapper.run(q, (layer.k_cache, layer.v_cache),
-                                                      out=layer.attn), iters),
+        "fused_add_rmsnorm": per_call_us(
+            lambda: flashinfer.norm.fused_add_rmsnorm(x, r, w, EPS), (), iters),
+        "silu_and_mul": per_call_us(
+            lambda: flashinfer.activation.silu_and_mul(gate_up, out=layer.act), (), iters),
+        "decode_run": per_call_us(
+            lambda: layer.wrapper.run(q, (layer.k_cache, layer.v_cache), out=layer.attn), (),
+            iters),
     }
 
 
@@ -200,9 +195,9 @@ def run_layer(batches: list[int], kv_len: int, rounds: int, iters: int) -> dict[
         for _ in range(rounds):  # modes interleaved
             for mode, layer in layers.items():
                 (fi.install if mode == "fib" else fi.uninstall)()
-                times[f"{mode}_eager"].append(_time(layer.forward, iters))
+                times[f"{mode}_eager"].append(per_call_us(layer.forward, (), iters))
                 if mode in graphs:
-                    times[f"{mode}_graph"].append(_time(graphs[mode].replay, iters))
+                    times[f"{mode}_graph"].append(per_call_us(graphs[mode].replay, (), iters))
         per_op: dict[str, list[dict[str, float]]] = {"flashinfer": [], "fib": []}
         for _ in range(rounds):
             for mode, layer in layers.items():

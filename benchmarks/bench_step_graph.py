@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # integration/, after the package
-from _common import RESULTS, print_table
+from _common import RESULTS, per_call_us, print_table
 
 import fib_runtime as fib
 from fib_runtime.build import BuildCache, value_returning
@@ -80,17 +80,6 @@ def graph_of(layer: Layer, runtime: Runtime | None) -> torch.cuda.CUDAGraph:
     return graph
 
 
-def replay_us(graph: torch.cuda.CUDAGraph, n: int) -> float:
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(n):
-        graph.replay()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) * 1e3 / n
-
-
 def static_vs_fib(root: Path, batch: int, kv_len: int, rounds: int, n: int) -> dict[str, Any]:
     """Graph replays of the layer: dispatch off (static) and on (fib), interleaved."""
     runtime = Runtime(root, fib.DispatchConfig(check_interval_s=0), watch=False)
@@ -103,7 +92,7 @@ def static_vs_fib(root: Path, batch: int, kv_len: int, rounds: int, n: int) -> d
         order = list(graphs)
         rng.shuffle(order)
         for mode in order:
-            samples[mode].append(replay_us(graphs[mode], n))
+            samples[mode].append(per_call_us(graphs[mode].replay, (), n))
     static, fib_us = (statistics.median(samples[m]) for m in ("static", "fib"))
     served = {name: fib.explain(name, op_axes(batch, kv_len)[name], runtime, "graph").decision
               for name in DEFINITIONS}
