@@ -17,15 +17,18 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fib_runtime.config_fields import env_flag
+
+if TYPE_CHECKING:
+    from fib_runtime.dispatch.sites import Site
 
 log = logging.getLogger("fib_runtime.adapters")
 
 ENV_VARS = ("FIB_ENABLE_APPLY", "FIB_ENABLE_TRACING")
 _wrappers: dict[tuple[str, str], Callable[..., Any]] = {}
-_eager_sites: dict[tuple[str, Any, Any], Callable[..., Any]] = {}
+_eager_sites: dict[tuple[str, Any, Any], Site] = {}
 _lock = threading.RLock()
 _started = False
 
@@ -54,10 +57,12 @@ def wrapper(engine: str, name: str, fallback: Callable[..., Any]) -> Callable[..
 
 
 def eager_site(name: str, fallback: Callable[..., Any],
-               original: Callable[..., Any] | None = None) -> Callable[..., Any]:
+               original: Callable[..., Any] | None = None) -> Site:
     """A call site of `name` of its own (never traced by torch.compile; callers check
-    is_compiling): its function is the site's generated dispatch frame itself, so a routed
-    eager call pays no wrapper frame and no per-call lookup of the site. `fallback` answers
+    is_compiling): `site.call` is the site's generated dispatch frame itself, so a routed
+    eager call pays no wrapper frame and no per-call lookup of the site; `site.direct` says
+    when every call would only reach `fallback` (nothing dispatched, nothing captured), so
+    an adapter may call the engine's own function itself. `fallback` answers
     what dispatch does not serve and is the engine's path dispatch calls directly where it is
     the fastest; `original`, when given, is what capture records in its place as the
     importable candidate retune times (the same computation, e.g. one that plans for itself
@@ -65,14 +70,14 @@ def eager_site(name: str, fallback: Callable[..., Any],
     from fib_runtime.dispatch.sites import Site
 
     key = (name, fallback, original)
-    call = _eager_sites.get(key)
-    if call is None:  # one site per (definition, fallback), kept for the process's life
+    site = _eager_sites.get(key)
+    if site is None:  # one site per (definition, fallback), kept for the process's life
         site = Site(name, fallback)
         if original is not None:
             site.original = original
         with _lock:
-            call = _eager_sites.setdefault(key, site.call)
-    return call
+            site = _eager_sites.setdefault(key, site)
+    return site
 
 
 def module_originals(module: str, make: Callable[[str], Callable[..., Any] | None]

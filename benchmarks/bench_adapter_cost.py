@@ -8,8 +8,12 @@ as `--calls` back-to-back eager calls between CUDA events: what an eager engine 
 - `flashinfer`: FlashInfer's own function, the adapter not installed;
 - `site`: the definition's call site called directly, serving FlashInfer's own function
   (the original ranks first): the dispatch frame and the original's wrapper, no adapter;
-- `adapter->flashinfer`: the public FlashInfer call with the adapter installed, dispatch
-  serving FlashInfer's own function (what an engine pays where FlashInfer is the choice);
+- `adapter->flashinfer`: the public FlashInfer call with the adapter installed, the
+  database serving FlashInfer's own function at every key (the replacement then calls it
+  without the site);
+- `adapter->flashinfer, mixed table`: the same, but the catalogue's solution ranks first at
+  one other batch, so every call goes through the site (what an engine pays where
+  FlashInfer is the choice at this key but not at all);
 - `adapter, dispatch off`: installed, fib-runtime off;
 - `adapter->catalogue`: installed, serving the catalogue's Triton solution (its own launch
   cost included: the eager regime decides whether that pays).
@@ -56,9 +60,16 @@ CATALOGUE_CHOICE = {"rmsnorm_h4096": "triton_rowwise",
                     "gqa_paged_decode_h32_kv8_d128_ps1": "triton_split_kv"}
 
 
+MODES = ["flashinfer", "site", "adapter->flashinfer", "adapter->flashinfer, mixed table",
+         "adapter, dispatch off", "adapter->catalogue"]
+MIXED_OTHER_BATCH = 4096  # "mixed": the catalogue's solution first here, never timed
+
+
 def make_db(root: Path, batches: list[int], kv_len: int, first: str) -> Path:
     """The four definitions with one candidate measured at each batch: FlashInfer's own
-    function (`first` = "original") or the catalogue's Triton solution ("catalogue")."""
+    function (`first` = "original") or the catalogue's Triton solution ("catalogue"); with
+    "mixed", FlashInfer's at each batch and the Triton solution at MIXED_OTHER_BATCH, so that
+    dispatch must look at every call's key (the site stays in the path)."""
     from fib_runtime.adapters.flashinfer import originals
 
     catalogue = load_catalogue()
@@ -69,12 +80,13 @@ def make_db(root: Path, batches: list[int], kv_len: int, first: str) -> Path:
     for name, choice in CATALOGUE_CHOICE.items():
         definition = catalogue.definitions[name]
         db.add_definition(definition)
-        if first == "original":
-            solution = original_solution(definition, getattr(originals, name))
-        else:
-            solution = next(s for s in catalogue.solutions if s.name == f"{name}__{choice}")
-        db.add_solution(solution)
-        for batch in batches:
+        own = original_solution(definition, getattr(originals, name))
+        triton = next(s for s in catalogue.solutions if s.name == f"{name}__{choice}")
+        measured = [(triton if first == "catalogue" else own, batch) for batch in batches]
+        if first == "mixed":
+            measured.append((triton, MIXED_OTHER_BATCH))
+        for solution, batch in measured:
+            db.add_solution(solution)
             axes = op_axes(batch, kv_len)[name]
             workload = Workload(f"{name}-{batch}", axes, {i: RANDOM for i in definition.inputs})
             traces.append(Trace(name, workload, solution.name, Evaluation(
@@ -118,8 +130,9 @@ def site_calls(layer: Layer, batch: int) -> dict[str, Callable[[], Any]]:
     fused = norm._route("fused_add_rmsnorm_residual", 4096, EPS, torch.bfloat16)
     silu = norm._route("silu_and_mul", INTER, None, torch.bfloat16)
     w = layer.w_in
-    return {"rmsnorm": lambda: rms(x, w, out), "fused_add_rmsnorm": lambda: fused(x, r, w, x, r),
-            "silu_and_mul": lambda: silu(gate_up, layer.act)}
+    return {"rmsnorm": lambda: rms.call(x, w, out),
+            "fused_add_rmsnorm": lambda: fused.call(x, r, w, x, r),
+            "silu_and_mul": lambda: silu.call(gate_up, layer.act)}
 
 
 
@@ -141,17 +154,16 @@ class Modes:
             return
         fi.install()
         if mode != "adapter, dispatch off":
-            self.session = fib.enable_apply(
-                self.dbs["catalogue" if mode == "adapter->catalogue" else "original"],
-                {"check_interval_s": 0})
+            db = {"adapter->catalogue": "catalogue", "adapter->flashinfer, mixed table": "mixed"}
+            self.session = fib.enable_apply(self.dbs[db.get(mode, "original")],
+                                            {"check_interval_s": 0})
 
 
 def run(batches: list[int], rounds: int, calls: int, kv_len: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="fib-adapter-cost-"))
     dbs = {first: make_db(tmp / first, batches, kv_len, first)
-           for first in ("original", "catalogue")}
-    modes = ["flashinfer", "site", "adapter->flashinfer", "adapter, dispatch off",
-             "adapter->catalogue"]
+           for first in ("original", "catalogue", "mixed")}
+    modes = MODES
     switch = Modes(dbs)
     rng = random.Random(0)
     rows: list[dict[str, Any]] = []
@@ -163,7 +175,7 @@ def run(batches: list[int], rounds: int, calls: int, kv_len: int) -> dict[str, A
                 order = list(modes)
                 rng.shuffle(order)
                 for mode in order:
-                    switch.enter("adapter->flashinfer" if mode == "site" else mode)
+                    switch.enter("adapter->flashinfer, mixed table" if mode == "site" else mode)
                     layer.plan()
                     ops = site_calls(layer, batch) if mode == "site" else calls_of(layer, batch)
                     for op, fn in ops.items():
@@ -264,8 +276,7 @@ def main() -> None:
         print(f"wrote {out}")
         return
     result = run(args.batches, args.rounds, args.calls, args.kv_len)
-    modes = ["flashinfer", "site", "adapter->flashinfer", "adapter, dispatch off",
-             "adapter->catalogue"]
+    modes = MODES
     print_table(["batch", "op", *(f"{m} us" for m in modes), "adapter->flashinfer - own"],
                 [[r["batch"], r["op"], *(f"{r[f'{m} us']:.2f}" if f"{m} us" in r else "-"
                                          for m in modes),

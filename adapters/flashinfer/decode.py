@@ -24,13 +24,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from fib_runtime.adapters import bridge
 from fib_runtime.adapters.flashinfer import originals
 from fib_runtime.adapters.flashinfer.counters import guard, routed, unchanged
 
+if TYPE_CHECKING:
+    from fib_runtime.dispatch.sites import Site
+
+# The order of plan()'s optional arguments when passed positionally (FlashInfer's older API)
+LEGACY_PLAN_ARGS = ("pos_encoding_mode", "window_left", "logits_soft_cap", "q_data_type",
+                    "kv_data_type", "o_data_type", "data_type", "sm_scale")
 PAGE_SIZES = (1, 16)  # page sizes with definitions: SGLang's default 1, vLLM's default 16
 _STATE = "_fib_plan"
 _LSE = "_fib_lse"  # the wrapper's scratch lse buffer (grown, never shrunk)
@@ -44,13 +50,13 @@ def definition_name(num_qo_heads: int, num_kv_heads: int, head_dim: int,
 class _Plan:
     """What a routed run needs from the last plan of a wrapper."""
 
-    __slots__ = ("fn", "indices", "indptr", "last", "lse", "n_inputs", "reason", "sm_scale",
+    __slots__ = ("indices", "indptr", "last", "lse", "n_inputs", "reason", "site", "sm_scale",
                  "wrapper")
 
-    def __init__(self, wrapper: Any, fn: Callable[..., Any] | None, reason: str | None,
+    def __init__(self, wrapper: Any, site: Site | None, reason: str | None,
                  page_size: int, sm_scale: float, lse: torch.Tensor | None) -> None:
-        self.wrapper, self.fn, self.reason, self.sm_scale, self.lse = \
-            wrapper, fn, reason, sm_scale, lse
+        self.wrapper, self.site, self.reason, self.sm_scale, self.lse = \
+            wrapper, site, reason, sm_scale, lse
         self.n_inputs = 6 if page_size == 1 else 7
         # FlashInfer's plan leaves the device copies on the wrapper (under CUDA graphs, its
         # fixed buffers, the indices one oversized): the routed run reads those.
@@ -92,7 +98,7 @@ def _scratch_lse(wrapper: Any, batch: int, heads: int, device: Any) -> torch.Ten
 def wrap(plan0: Callable[..., Any], run0: Callable[..., Any]
          ) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The replacements of the wrapper's plan and run."""
-    sites: dict[str, Callable[..., Any]] = {}  # definition -> its call site
+    sites: dict[str, Site] = {}  # definition -> its call site
 
     def planned_run(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                     *rest: Any) -> Any:
@@ -101,12 +107,15 @@ def wrap(plan0: Callable[..., Any], run0: Callable[..., Any]
         plan: _Plan = guard.active
         outputs = rest[plan.n_inputs - 3:]
         if outputs:
-            run0(plan.wrapper, q, (k_cache, v_cache), out=outputs[0], lse=outputs[1],
-                 return_lse=True)
+            if outputs[1] is plan.lse:  # the adapter's scratch: nobody reads it, as FlashInfer
+                run0(plan.wrapper, q, (k_cache, v_cache), out=outputs[0])  # is called
+            else:
+                run0(plan.wrapper, q, (k_cache, v_cache), out=outputs[0], lse=outputs[1],
+                     return_lse=True)
             return outputs
         return run0(plan.wrapper, q, (k_cache, v_cache), return_lse=True)
 
-    def site_for(name: str) -> Callable[..., Any]:
+    def site_for(name: str) -> Site:
         """The definition's call site (dispatch off or the definition not served: it calls
         FlashInfer's run itself)."""
         site = sites.get(name)
@@ -118,26 +127,29 @@ def wrap(plan0: Callable[..., Any], run0: Callable[..., Any]
 
     def plan(self: Any, indptr: torch.Tensor, indices: torch.Tensor,
              last_page_len: torch.Tensor, num_qo_heads: int, num_kv_heads: int, head_dim: int,
-             page_size: int, pos_encoding_mode: str = "NONE", window_left: int = -1,
-             logits_soft_cap: float | None = None, q_data_type: Any = "float16",
-             kv_data_type: Any = None, o_data_type: Any = None, data_type: Any = None,
-             sm_scale: float | None = None, **kwargs: Any) -> None:
+             page_size: int, *args: Any, **kwargs: Any) -> None:
+        # FlashInfer's plan gets the call exactly as made: options passed positionally go
+        # through its deprecation path (a warning per call) only when the caller's do.
         plan0(self, indptr, indices, last_page_len, num_qo_heads, num_kv_heads, head_dim,
-              page_size, pos_encoding_mode, window_left, logits_soft_cap, q_data_type,
-              kv_data_type, o_data_type, data_type, sm_scale, **kwargs)
+              page_size, *args, **kwargs)
         if guard.active:
             return
-        q_dtype = data_type if data_type is not None else q_data_type
-        reason = _plan_reason(self, page_size, pos_encoding_mode, window_left,
-                              logits_soft_cap, q_dtype, kv_data_type or q_dtype, o_data_type)
-        fn = lse = None
+        options = {**dict(zip(LEGACY_PLAN_ARGS, args, strict=False)), **kwargs} if args \
+            else kwargs
+        q_dtype = options.get("data_type") or options.get("q_data_type", "float16")
+        reason = _plan_reason(self, page_size, options.get("pos_encoding_mode", "NONE"),
+                              options.get("window_left", -1), options.get("logits_soft_cap"),
+                              q_dtype, options.get("kv_data_type") or q_dtype,
+                              options.get("o_data_type"))
+        site = lse = None
         if reason is None and getattr(self, "_paged_kv_indptr_buf", None) is None:
             reason = "wrapper_state"  # a FlashInfer whose plan keeps its buffers elsewhere
         if reason is None:
-            fn = site_for(definition_name(num_qo_heads, num_kv_heads, head_dim, page_size))
+            site = site_for(definition_name(num_qo_heads, num_kv_heads, head_dim, page_size))
             lse = _scratch_lse(self, indptr.shape[0] - 1, num_qo_heads, indptr.device)
+        sm_scale = options.get("sm_scale")
         scale = float(sm_scale) if sm_scale is not None else 1.0 / math.sqrt(head_dim)
-        self.__dict__[_STATE] = _Plan(self, fn, reason, page_size, scale, lse)
+        self.__dict__[_STATE] = _Plan(self, site, reason, page_size, scale, lse)
 
     def run(self: Any, q: torch.Tensor, paged_kv_cache: Any, *args: Any,
             out: torch.Tensor | None = None, lse: torch.Tensor | None = None,
@@ -152,9 +164,11 @@ def wrap(plan0: Callable[..., Any], run0: Callable[..., Any]
                                    or paged_kv_cache[0].dtype != torch.bfloat16):
                 reason = "kv_format"
             if reason is None:
-                next(routed["decode.run"])
-                return _routed(state, q, paged_kv_cache, out)
-            unchanged["decode.run", reason] += 1
+                if not state.site.direct:  # direct: the site would only call FlashInfer's run
+                    next(routed["decode.run"])
+                    return _routed(state, q, paged_kv_cache, out)
+            else:
+                unchanged["decode.run", reason] += 1
         return run0(self, q, paged_kv_cache, *args, out=out, lse=lse, return_lse=return_lse,
                     **kwargs)
 
@@ -185,11 +199,11 @@ def _routed(plan: _Plan, q: torch.Tensor, paged_kv_cache: Any,
     guard.active = plan  # the fallback reads the wrapper from it; re-entry reaches FlashInfer
     try:
         if plan.n_inputs == 6:
-            plan.fn(q, k_cache, v_cache, plan.indptr, plan.indices,  # type: ignore[misc]
-                    plan.sm_scale, out, plan.lse)
+            plan.site.call(q, k_cache, v_cache, plan.indptr,  # type: ignore[union-attr]
+                           plan.indices, plan.sm_scale, out, plan.lse)
         else:
-            plan.fn(q, k_cache, v_cache, plan.indptr, plan.indices,  # type: ignore[misc]
-                    plan.last, plan.sm_scale, out, plan.lse)
+            plan.site.call(q, k_cache, v_cache, plan.indptr,  # type: ignore[union-attr]
+                           plan.indices, plan.last, plan.sm_scale, out, plan.lse)
         return out
     finally:
         guard.active = False

@@ -24,7 +24,7 @@ for the contract, and the site's call: nothing is allocated, no wrapper frame is
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from fib_runtime.adapters import bridge
@@ -33,16 +33,19 @@ from fib_runtime.adapters.flashinfer.counters import norm_busy, routed, unchange
 
 from fib_runtime import engine_ops
 
+if TYPE_CHECKING:
+    from fib_runtime.dispatch.sites import Site
+
 DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
-# (family, size, eps, dtype) -> the served call site, or the reason the call is not covered
-_routes: dict[tuple[str, int, float | None, torch.dtype], Callable[..., Any] | str] = {}
+# family -> (size, eps, dtype) -> the definition's call site, or why the call is not covered
+_routes: dict[str, dict[tuple[int, float | None, torch.dtype], Site | str]] = {
+    "rmsnorm": {}, "fused_add_rmsnorm_residual": {}, "silu_and_mul": {}}
 
 
-def _route(family: str, size: int, eps: float | None, dtype: torch.dtype
-           ) -> Callable[..., Any] | str:
+def _route(family: str, size: int, eps: float | None, dtype: torch.dtype) -> Site | str:
     """The call site for a call's constants (made once per constants), or why there is none."""
-    key = (family, size, eps, dtype)
-    found = _routes.get(key)
+    routes = _routes[family]
+    found = routes.get((size, eps, dtype))
     if found is None:
         name = engine_ops.definition_for(family, size, eps, DTYPE_NAMES.get(dtype, str(dtype)))
         if name is None:
@@ -50,7 +53,7 @@ def _route(family: str, size: int, eps: float | None, dtype: torch.dtype
         else:  # whether fib-runtime serves it is the site's business: off, it calls FlashInfer
             bridge.start()
             found = bridge.eager_site(name, getattr(originals, name))
-        _routes[key] = found
+        routes[size, eps, dtype] = found
     return found
 
 
@@ -59,30 +62,38 @@ def wrap(originals_: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., A
     rmsnorm0 = originals_["rmsnorm"]
     fused0 = originals_["fused_add_rmsnorm"]
     silu0 = originals_["silu_and_mul"]
-    routes, busy, counts = _routes, norm_busy, routed
+    busy = norm_busy
+    norms, fused_norms, activations = \
+        _routes["rmsnorm"], _routes["fused_add_rmsnorm_residual"], _routes["silu_and_mul"]
+    counts = routed  # reset() puts new counters in it
 
-    # Each check is written inline, each tensor property read once: this is the per-call
-    # path of every routed call (benchmarks/bench_adapter_cost.py).
+    # The per-call path of every routed call (benchmarks/bench_adapter_cost.py): each tensor
+    # property costs ~0.1 us on the host, so only what the route and the site cannot tell is
+    # read here: the route's constants, 2-D, and unit column stride (FlashInfer's own
+    # requirement; a column-major call goes to FlashInfer unchanged, as before). The dtypes
+    # of the other tensors are the contract's business at the site (dispatch.contract).
+    # Where the site would only call FlashInfer's own function (`direct`), the call goes
+    # there at once, unchecked and uncounted.
     def rmsnorm(input: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6,
                 out: torch.Tensor | None = None, enable_pdl: bool | None = None) -> torch.Tensor:
         if not busy[0]:
-            dtype, size = input.dtype, input.shape[-1]
-            fn = routes.get(("rmsnorm", size, eps, dtype)) or \
-                _route("rmsnorm", size, float(eps), dtype)
-            if fn.__class__ is str:
-                unchanged["rmsnorm", fn] += 1
-            elif weight.dtype != dtype or input.dim() != 2 or not (
-                    input.is_contiguous() or input.stride(1) == 1) or (
-                    out is not None and (out.dtype != dtype or out.dim() != 2 or not (
+            site = norms.get((input.shape[-1], eps, input.dtype)) or \
+                _route("rmsnorm", input.shape[-1], float(eps), input.dtype)
+            if site.__class__ is str:
+                unchanged["rmsnorm", site] += 1
+            elif site.direct:  # the site would only call FlashInfer's own function
+                pass
+            elif input.ndim != 2 or not (input.is_contiguous() or input.stride(1) == 1) or (
+                    out is not None and (out.ndim != 2 or not (
                         out.is_contiguous() or out.stride(1) == 1))):
-                unchanged["rmsnorm", "layout_or_dtype"] += 1
+                unchanged["rmsnorm", "layout"] += 1
             else:
                 next(counts["rmsnorm"])
                 busy[0] = True
                 try:
                     if out is None:
-                        return fn(input, weight)
-                    fn(input, weight, out)  # destination-passing: the result is `out`
+                        return site.call(input, weight)
+                    site.call(input, weight, out)  # destination-passing: the result is `out`
                     return out
                 finally:
                     busy[0] = False
@@ -91,20 +102,21 @@ def wrap(originals_: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., A
     def fused_add_rmsnorm(input: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
                           eps: float = 1e-6, enable_pdl: bool | None = None) -> None:
         if not busy[0]:
-            dtype, size = input.dtype, input.shape[-1]
-            fn = routes.get(("fused_add_rmsnorm_residual", size, eps, dtype)) or \
-                _route("fused_add_rmsnorm_residual", size, float(eps), dtype)
-            if fn.__class__ is str:
-                unchanged["fused_add_rmsnorm", fn] += 1
-            elif residual.dtype != dtype or weight.dtype != dtype or input.dim() != 2 or \
-                    residual.dim() != 2 or not (input.is_contiguous() or input.stride(1) == 1) \
-                    or not (residual.is_contiguous() or residual.stride(1) == 1):
-                unchanged["fused_add_rmsnorm", "layout_or_dtype"] += 1
+            site = fused_norms.get((input.shape[-1], eps, input.dtype)) or \
+                _route("fused_add_rmsnorm_residual", input.shape[-1], float(eps), input.dtype)
+            if site.__class__ is str:
+                unchanged["fused_add_rmsnorm", site] += 1
+            elif site.direct:  # the site would only call FlashInfer's own function
+                pass
+            elif input.ndim != 2 or residual.ndim != 2 or \
+                    not (input.is_contiguous() or input.stride(1) == 1) or \
+                    not (residual.is_contiguous() or residual.stride(1) == 1):
+                unchanged["fused_add_rmsnorm", "layout"] += 1
             else:
                 next(counts["fused_add_rmsnorm"])
                 busy[0] = True
                 try:
-                    fn(input, residual, weight, input, residual)  # in place: outputs alias
+                    site.call(input, residual, weight, input, residual)  # in place: aliased
                     return None
                 finally:
                     busy[0] = False
@@ -114,24 +126,26 @@ def wrap(originals_: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., A
     def silu_and_mul(input: torch.Tensor, out: torch.Tensor | None = None,
                      enable_pdl: bool | None = None) -> torch.Tensor:
         if not busy[0]:
-            dtype, width = input.dtype, input.shape[-1]
-            fn = routes.get(("silu_and_mul", width // 2, None, dtype)) if width % 2 == 0 \
+            width = input.shape[-1]
+            site = activations.get((width // 2, None, input.dtype)) if width % 2 == 0 \
                 else "no_definition"
-            if fn is None:
-                fn = _route("silu_and_mul", width // 2, None, dtype)
-            if fn.__class__ is str:
-                unchanged["silu_and_mul", fn] += 1
-            elif input.dim() != 2 or not (input.is_contiguous() or input.stride(1) == 1) or (
-                    out is not None and (out.dtype != dtype or out.dim() != 2 or not (
+            if site is None:
+                site = _route("silu_and_mul", width // 2, None, input.dtype)
+            if site.__class__ is str:
+                unchanged["silu_and_mul", site] += 1
+            elif site.direct:  # the site would only call FlashInfer's own function
+                pass
+            elif input.ndim != 2 or not (input.is_contiguous() or input.stride(1) == 1) or (
+                    out is not None and (out.ndim != 2 or not (
                         out.is_contiguous() or out.stride(1) == 1))):
-                unchanged["silu_and_mul", "layout_or_dtype"] += 1
+                unchanged["silu_and_mul", "layout"] += 1
             else:
                 next(counts["silu_and_mul"])
                 busy[0] = True
                 try:
                     if out is None:
-                        return fn(input)
-                    fn(input, out)
+                        return site.call(input)
+                    site.call(input, out)
                     return out
                 finally:
                     busy[0] = False
@@ -143,4 +157,5 @@ def wrap(originals_: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., A
 
 def clear_routes() -> None:
     """Forget cached routing decisions (after fib-runtime was switched on or off)."""
-    _routes.clear()
+    for routes in _routes.values():
+        routes.clear()

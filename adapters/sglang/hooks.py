@@ -70,7 +70,7 @@ def _norm_wrapper(name: str, method: str) -> Callable[..., Any]:
         return bridge.wrapper(ENGINE, name, original)
     fn = _eager.get((name, method))
     if fn is None:
-        fn = _eager.setdefault((name, method), bridge.eager_site(name, original))
+        fn = _eager.setdefault((name, method), bridge.eager_site(name, original).call)
     return fn
 
 
@@ -160,4 +160,4 @@ def _served_activations() -> None:
         if bridge.served(name):
             _act_by_width[2 * engine_ops.shipped_size(name)] = (
                 bridge.wrapper(ENGINE, name, getattr(originals, f"{name}__forward_native")),
-                bridge.eager_site(name, getattr(originals, f"{name}__forward_cuda")))
+                bridge.eager_site(name, getattr(originals, f"{name}__forward_cuda")).call)

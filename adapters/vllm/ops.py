@@ -119,7 +119,7 @@ def _served_activations() -> None:
             width = 2 * engine_ops.shipped_size(name)
             FibSiluAndMul._fib_by_width[width] = (
                 bridge.wrapper(ENGINE, name, getattr(originals, name)),
-                bridge.eager_site(name, getattr(originals, name + "__cuda")))
+                bridge.eager_site(name, getattr(originals, name + "__cuda")).call)
 
 
 def install() -> None:

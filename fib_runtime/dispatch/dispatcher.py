@@ -143,6 +143,12 @@ class Dispatcher:
             return best_overall(rankings), None, "best_overall"
         return None, None, "miss"
 
+    def serves_only(self, solution: str) -> bool:
+        """Every ranking of every regime serves `solution` first, so every key does (measured,
+        nearest or interpolated), and a call it refuses has no other candidate either."""
+        rankings = [r for by_key in self.table.rankings.values() for r in by_key.values()]
+        return bool(rankings) and all(r.names[:1] == (solution,) for r in rankings)
+
     def effective(self, timing: str) -> str:
         """The regime whose ranking serves `timing`: itself, or device time when it has no
         traces for this definition."""

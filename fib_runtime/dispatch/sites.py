@@ -63,6 +63,9 @@ class Site:
         self.original = fallback  # the engine's own function (None: not given)
         self.fallback = fallback or _no_fallback(name)
         self.binding: Binding | None = None  # while dispatching
+        # Every call would only reach the engine's function: nothing is captured, and dispatch
+        # is off or serves that function at every key (adapters then call it themselves).
+        self.direct = False
         # SITE keeps the site alive exactly as long as its function is.
         self._scope: dict[str, Any] = {"__builtins__": builtins, "TARGET": self._first_call,
                                        "DISPATCH": None, "SITE": self}
@@ -73,9 +76,11 @@ class Site:
         """Every call goes to `target` (one forwarding frame)."""
         self._scope["TARGET"] = target
         self.call.__code__ = _FORWARD
+        self.direct = target is self.fallback
 
     def dispatch_through(self, binding: Binding) -> None:
         """Every call runs the binding's dispatching frame, as this function's own code."""
+        self.direct = False
         self.binding = binding
         self._scope["DISPATCH"] = binding.state_for(graphs.context())
         self.call.__code__ = binding.code
@@ -196,13 +201,18 @@ def refresh(site: Site) -> None:
         site.unbind()
         definition = dispatcher.definition if dispatcher is not None else \
             getattr(recorder, "definition", None)
+        vouched = None
         if definition is not None and site.original is not None:
-            vouch(definition, site.original)  # the record of its function is the engine's
+            vouched = vouch(definition, site.original)  # its record is the engine's function
         if site.traceable and definition is not None:
             _register_custom_op(site, definition)
         if dispatcher is not None:
             original = unwrapped(site.original) if site.original is not None else None
             site.dispatch_through(Binding(dispatcher, site.fallback, recorder, original))
+            # Where the database serves the engine's own function at every key, an adapter
+            # may call it as the engine does, without the site (not counted as hits).
+            site.direct = recorder is None and vouched is not None and \
+                dispatcher.serves_only(vouched.name)
             return
         target = site.fallback if recorder is None else \
             recording_frame(recorder.definition, site.fallback, recorder)

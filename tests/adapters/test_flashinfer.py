@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import fib_runtime as fib
+from fib_runtime.store import TraceDB
 from tests.adapters.engine_db import engine_db
 
 pytest.importorskip("flashinfer")
@@ -84,7 +85,7 @@ def test_out_buffers_are_written(installed: None):
 
 @pytest.mark.parametrize(("case", "reason"), [
     ("eps", "no_definition"), ("dtype", "no_definition"), ("hidden", "no_definition"),
-    ("strided", "layout_or_dtype"),
+    ("strided", "layout"),
 ])
 def test_uncovered_calls_reach_flashinfer_unchanged(installed: None, case: str, reason: str):
     x, r, w = _tensors()
@@ -256,6 +257,68 @@ def test_decode_run_is_routed_with_the_plan_state(tmp_path: Path):
         session.__exit__()
 
 
+@pytest.mark.parametrize("legacy", [False, True])
+def test_decode_plan_reaches_flashinfer_as_called_and_is_read_in_either_form(legacy: bool):
+    """FlashInfer's plan gets the caller's arguments as given (options passed positionally
+    would take its deprecation path, a warning per plan), and the adapter reads the options
+    from either form."""
+    seen: list = []
+
+    class Wrapper:
+        _kv_layout = "NHD"
+
+    def plan0(self, *args, **kwargs):
+        seen.append((args[7:], kwargs))
+        self._paged_kv_indptr_buf = args[0]
+
+    plan, _ = decode.wrap(plan0, lambda *args, **kwargs: None)
+    _, _, _, indptr, indices, last = _decode_inputs()
+    if legacy:
+        options, keywords = ("ROPE_LLAMA", -1, None, torch.bfloat16), {}
+    else:
+        options, keywords = (), {"pos_encoding_mode": "ROPE_LLAMA", "q_data_type": torch.bfloat16}
+    wrapper = Wrapper()
+    plan(wrapper, indptr, indices, last, 32, 8, 128, 1, *options, **keywords)
+    assert seen == [(options, keywords)]
+    assert wrapper.__dict__[decode._STATE].reason == "pos_encoding"
+
+
+def test_a_decode_run_left_to_flashinfer_by_dispatch_does_not_ask_it_for_lse(tmp_path: Path):
+    """With nothing measured, the site's fallback runs FlashInfer's run as the engine called
+    it: the adapter's scratch lse is not asked for (FlashInfer would compute it)."""
+    name = "gqa_paged_decode_h32_kv8_d128_ps1"
+    session = fib.enable_apply(engine_db(tmp_path / "db", [name], variant="torch_padded",
+                                         batches=()))
+    fi.reset()
+    try:
+        wrapper, plan, run, calls = _stub_decode(tmp_path)
+        q, k, v, indptr, indices, last = _decode_inputs()
+        plan(wrapper, indptr, indices, last, 32, 8, 128, 1, q_data_type=torch.bfloat16)
+        out = torch.zeros_like(q)
+        run(wrapper, q, (k, v), out=out)
+        assert len(calls) == 1 and calls[0].keys() == {"out"} and calls[0]["out"] is out
+        assert fib.stats()[name]["hits"] == 0
+    finally:
+        session.__exit__()
+
+
+def test_with_fib_runtime_off_a_covered_call_reaches_flashinfer_directly():
+    """Off, a covered call pays no site: once the site has started, FlashInfer's own
+    function is called from the replacement itself, and nothing counts as routed."""
+    fi.reset()
+    fi.install()
+    try:
+        x, r, w = _tensors()
+        for _ in range(2):  # the first call of a site starts it (the environment autostart)
+            with pytest.raises((RuntimeError, AssertionError)) as raised:
+                flashinfer.norm.fused_add_rmsnorm(x.clone(), r.clone(), w, 1e-5)
+        frames = [str(entry.path) for entry in raised.traceback]
+        assert any("site-packages/flashinfer/" in f for f in frames)
+        assert not any("originals.py" in f or f.startswith("<fib") for f in frames), frames
+    finally:
+        fi.uninstall()
+
+
 def load_catalogue_reference(name: str) -> str:
     from fib_runtime.catalogue import load_catalogue
 
@@ -308,10 +371,9 @@ def test_capture_through_the_adapter_records_its_originals(tmp_path: Path):
     assert untimeable_reason(ours) is None
 
 
-def test_where_flashinfer_is_fastest_the_call_goes_to_flashinfer_itself(tmp_path: Path):
-    """The original ranked first: dispatch calls the adapter's fallback, FlashInfer's own
-    function (on the CPU its kernel refuses the tensors, which shows it was reached), and
-    counts a hit, not a fallback."""
+def _original_first_db(root: Path, other_first_at: tuple[int, ...] = ()) -> TraceDB:
+    """rmsnorm_h4096 with FlashInfer's own function measured fastest at batch 4, and the
+    catalogue's torch solution fastest at the batches `other_first_at`."""
     from fib_runtime.adapters.flashinfer import originals
 
     from fib_runtime.catalogue import load_catalogue
@@ -319,7 +381,7 @@ def test_where_flashinfer_is_fastest_the_call_goes_to_flashinfer_itself(tmp_path
     from fib_runtime.schema import Trace
     from tests.factories import trace
 
-    db = engine_db(tmp_path / "db", ["rmsnorm_h4096"])
+    db = engine_db(root, ["rmsnorm_h4096"], batches=other_first_at)
     solution = original_solution(load_catalogue().definitions["rmsnorm_h4096"],
                                  originals.rmsnorm_h4096)
     db.add_solution(solution)
@@ -329,17 +391,54 @@ def test_where_flashinfer_is_fastest_the_call_goes_to_flashinfer_itself(tmp_path
                                   "weight": {"type": "random"}}
     data["workload"]["axes"] = {"batch_size": 4}
     db.append_traces([Trace.from_dict(data)])
+    return db
+
+
+def test_where_flashinfer_is_fastest_the_call_goes_to_flashinfer_itself(tmp_path: Path):
+    """The original ranked first at every key: once the site has started (a first call in
+    this process is a hit that calls FlashInfer's own function), the replacement calls
+    FlashInfer itself, without the site and not counted as a hit (on the CPU its kernel
+    refuses the tensors, which shows it was reached)."""
+    from fib_runtime.adapters.flashinfer import originals
+
+    db = _original_first_db(tmp_path / "db")
     session = fib.enable_apply(db.root, {"check_interval_s": 0})
     fi.reset()
     fi.install()
     try:
-        assert fib.explain("rmsnorm_h4096", {"batch_size": 4}).decision == solution.name
+        name = fib.explain("rmsnorm_h4096", {"batch_size": 4}).decision
+        assert name.startswith("rmsnorm_h4096__original__") and "originals" in name
         x, _, w = _tensors(4)
-        with pytest.raises((RuntimeError, AssertionError)) as raised:
-            flashinfer.norm.rmsnorm(x, w, 1e-5)
-        assert any("site-packages/flashinfer/" in str(e.path) for e in raised.traceback)
-        stats = fib.stats()["rmsnorm_h4096"]
-        assert stats["hits"] == 1 and not stats["fallbacks"]
+        hits = []
+        for _ in range(2):
+            with pytest.raises((RuntimeError, AssertionError)) as raised:
+                flashinfer.norm.rmsnorm(x, w, 1e-5)
+            assert any("site-packages/flashinfer/" in str(e.path) for e in raised.traceback)
+            hits.append(fib.stats()["rmsnorm_h4096"]["hits"])
+        frames = [str(entry.path) for entry in raised.traceback]
+        assert not any("originals.py" in f or f.startswith("<fib") for f in frames), frames
+        assert hits[0] == hits[1] <= 1 and not fib.stats()["rmsnorm_h4096"]["fallbacks"]
+        assert originals.rmsnorm_h4096  # the candidate retune times stays importable
+    finally:
+        fi.uninstall()
+        session.__exit__()
+
+
+def test_where_another_solution_wins_some_key_every_call_goes_through_the_site(
+        tmp_path: Path):
+    db = _original_first_db(tmp_path / "db", other_first_at=(16,))
+    session = fib.enable_apply(db.root, {"check_interval_s": 0})
+    fi.reset()
+    fi.install()
+    try:
+        x, w = torch.randn(16, H).bfloat16(), torch.randn(H).bfloat16()
+        want = torch.nn.functional.rms_norm(x.float(), (H,), w.float(), 1e-5).bfloat16()
+        for _ in range(2):
+            torch.testing.assert_close(flashinfer.norm.rmsnorm(x, w, 1e-5), want)
+        with pytest.raises((RuntimeError, AssertionError)):  # batch 4: FlashInfer's own
+            flashinfer.norm.rmsnorm(x[:4], w, 1e-5)
+        assert fib.stats()["rmsnorm_h4096"]["hits"] == 3
+        assert fi.stats()["routed"] == {"rmsnorm": 3}
     finally:
         fi.uninstall()
         session.__exit__()
