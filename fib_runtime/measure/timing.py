@@ -10,7 +10,9 @@
 - `eager`: the per-call cost of back-to-back calls with no sync between them, the host's
   launch path included (what an eager engine pays): per round, re-fill, sync, start, N calls
   in a row (N = max(10, iters) on a GPU, iters / rounds on a CPU), end, sync; the per-call
-  time is the round's total / N; the median over 7 rounds.
+  time is the round's total / N; the median over 7 rounds. Retune times a workload's
+  passing candidates once more together, interleaved in rounds (`eager_interleaved_ms`),
+  and keeps those times.
 - `graph`: the call captured in a CUDA graph (after a warm-up on a side stream) and replayed;
   the median per-replay time, L2 flushed before each replay (GPU only).
 
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,6 +221,35 @@ def eager_latency_ms(fn: Callable[..., Any], args: list[Any], *, device: Any,
         refill(r)
         times.append(back_to_back_ms(fn, args, per_round, cuda))
     return summarise(times)
+
+
+def eager_interleaved_ms(calls: Mapping[str, Callable[..., Any]], args: list[Any], *,
+                         device: Any, refill: Refill | None = None, warmup: int = 10,
+                         iters: int = 50, rounds: int = _EAGER_ROUNDS,
+                         seed: int = 0) -> dict[str, Latency]:
+    """The eager regime for several candidates of one workload, interleaved: per round, each
+    candidate's N back-to-back calls (as `eager_latency_ms`), in an order shuffled each
+    round. Host-bound calls of a few microseconds wander by several per cent from one
+    moment to the next (clocks, other processes); timed one after the other, that drift
+    decides between candidates within it, timed in rounds it falls on all of them alike."""
+    import random
+
+    if iters < 1:
+        raise ValueError("iters must be at least 1")
+    refill = refill or (lambda _i: None)
+    for fn in calls.values():
+        _warm(fn, args, refill, warmup)
+    cuda = _is_cuda(device)
+    per_round = max(10, iters) if cuda else max(1, iters // rounds)
+    order = list(calls)
+    rng = random.Random(seed)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for r in range(rounds):
+        rng.shuffle(order)
+        for name in order:
+            refill(warmup + r)
+            times[name].append(back_to_back_ms(calls[name], args, per_round, cuda))
+    return {name: summarise(samples) for name, samples in times.items()}
 
 
 def back_to_back_ms(fn: Callable[..., Any], args: Sequence[Any], calls: int,

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from fib_runtime.errors import RetuneError, StoreError, WorkerLost
 from fib_runtime.measure.compare import Tolerance
-from fib_runtime.regimes import DEVICE
+from fib_runtime.regimes import DEVICE, EAGER
 from fib_runtime.retuning.plan import Plan, WorkloadTask
 from fib_runtime.retuning.record import Recorder
 from fib_runtime.retuning.summary import RetuneSummary
@@ -169,9 +169,19 @@ def evaluate_item(handle: WorkerHandle, definition: dict[str, Any], workload: di
     reference_ms, reason = _prepare(handle, definition, workload, settings)
     if reference_ms is None:
         return reason
+    # Results timed in the eager regime wait for one interleaved timing of them all (the
+    # worker still holds their calls), then are reported.
+    waiting: list[tuple[str, dict[str, Any], Any]] = []
+
+    def settle() -> None:
+        _interleave_eager(handle, waiting, settings)
+        for name, answer, reference in waiting:
+            on_result(name, answer, reference)
+        waiting.clear()
+
     for index, solution in enumerate(solutions):
         if stop():
-            return None
+            break
         timings = list(settings.timings if timings_of is None else timings_of(solution["name"]))
         request = {"solution": solution, "warmup": settings.warmup, "iters": settings.iters,
                    "tolerance": tolerance, "timings": timings}
@@ -180,15 +190,44 @@ def evaluate_item(handle: WorkerHandle, definition: dict[str, Any], workload: di
         except WorkerLost as lost:
             result = {"status": lost.status, "log": lost.log, "fatal": True,
                       "timings": timings}
-        on_result(solution["name"], result, reference_ms)
         if result.get("fatal"):
+            settle()  # what the lost worker timed stands as it was timed
+            on_result(solution["name"], result, reference_ms)
             handle.kill()  # the next request gets a fresh worker
             if index + 1 == len(solutions):
                 break
             reference_ms, reason = _prepare(handle, definition, workload, settings)
             if reference_ms is None:
                 return reason
+        elif EAGER.name in (result.get("latencies_ms") or {}):
+            waiting.append((solution["name"], result, reference_ms))
+        else:
+            on_result(solution["name"], result, reference_ms)
+    settle()
     return None
+
+
+def _interleave_eager(handle: WorkerHandle, waiting: list[tuple[str, dict[str, Any], Any]],
+                      settings: Settings) -> None:
+    """Replace the eager times of `waiting` (two or more) with one timing of them together,
+    interleaved in rounds (measure.timing.eager_interleaved_ms); left as they are if that
+    fails."""
+    if len(waiting) < 2:
+        return
+    request = {"solutions": [name for name, _, _ in waiting], "warmup": settings.warmup,
+               "iters": settings.iters}
+    try:
+        answer = handle.request("interleave", request, settings.timeout * len(waiting))
+    except WorkerLost:
+        handle.kill()
+        return
+    for name, result, _ in waiting:
+        latency = answer["latencies_ms"].get(name)
+        if latency is None:
+            continue
+        result["latencies_ms"][EAGER.name] = latency
+        result.setdefault("spreads", {})[EAGER.name] = answer["spreads"][name]
+        result["latency_ms"] = next(iter(result["latencies_ms"].values()))
 
 
 def _prepare(handle: WorkerHandle, definition: dict[str, Any], workload: dict[str, Any],

@@ -26,7 +26,8 @@ import tempfile
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ class _Prepared:
     definition: Definition
     inputs: Inputs
     expected: tuple[Any, ...]
+    passed: dict[str, Callable[..., Any]] = field(default_factory=dict)  # name -> its call
 
 
 class _Worker:
@@ -159,6 +161,7 @@ class _Worker:
                                      "extra": check.extra}
         if check.status is not Status.PASSED:
             return result
+        prepared.passed[solution.name] = call
         timings = list(request.get("timings") or [DEVICE.name])
         latencies: dict[str, float] = {}
         unavailable: dict[str, str] = {}
@@ -186,6 +189,26 @@ class _Worker:
         if latencies:
             result["latency_ms"] = float(next(iter(latencies.values())))
         return result
+
+    def interleave(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The eager times of passing solutions of the prepared workload, timed together in
+        rounds (measure.timing.eager_interleaved_ms); empty where that fails."""
+        prepared = self.prepared
+        if prepared is None:
+            raise RuntimeError("interleave before a successful prepare")
+        calls = {name: prepared.passed[name] for name in request["solutions"]
+                 if name in prepared.passed}
+        try:
+            got = timers.eager_interleaved_ms(
+                calls, prepared.inputs.args, device=self.device, refill=prepared.inputs.refill,
+                warmup=request["warmup"], iters=request["iters"])
+        except (Exception, SystemExit) as exc:  # the solo times stand
+            self.sync()
+            return {"latencies_ms": {}, "spreads": {}, "log": _clip(f"{type(exc).__name__}: {exc}")}
+        finally:
+            prepared.inputs.restore()
+        return {"latencies_ms": {n: float(v) for n, v in got.items()},
+                "spreads": {n: v.spread for n, v in got.items()}}
 
     def _failed(self, status: Status, exc: BaseException) -> dict[str, Any]:
         log = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
@@ -244,7 +267,8 @@ def main(conn: Connection, device: str, db_root: str, fault_log: str,
             _adopt(parent)
         conn.send({"name": hardware.name, "key": hardware.key, "libs": hardware.libs})
         worker = _Worker(device, db_root)
-        handlers = {"prepare": worker.prepare, "evaluate": worker.evaluate}
+        handlers = {"prepare": worker.prepare, "evaluate": worker.evaluate,
+                    "interleave": worker.interleave}
         while True:
             try:
                 kind, request = conn.recv()
