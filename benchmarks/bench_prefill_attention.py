@@ -1,19 +1,19 @@
-"""GQA prefill attention (ragged, paged ps1 / ps16): our Triton kernel against FlashInfer's own
-prefill wrappers, on the official workloads' shapes and on a grid of serving mixes.
+"""GQA prefill attention (ragged, paged ps1 / ps16) and MLA decode / prefill: our Triton kernels
+against FlashInfer's own wrappers, on the official workloads' shapes and on serving mixes.
 
 The official workloads' index tensors are not published: they are generated from each
 workload's axes as `fib retune` does (fib_runtime.measure.inputs), the KV pool capped at
 max(num_kv_indices, 32768) pages (pages no index names are never read). FlashInfer is timed
-through the catalogue's flashinfer_prefill solution, whose plan() runs once per workload (not
-in the timed call). Each cell: Triton's output checked against FlashInfer's with retune's
-tolerances, then every variant timed with triton.testing.do_bench (median, L2 flushed), the
-variants interleaved over --rounds rounds (median of the rounds). Prints a table and writes
-benchmarks/results/prefill_attention_<gpu>[_<only>].json (or into --out), after every cell:
-per cell the latencies, TFLOP/s of the causal work, and Triton / FlashInfer throughput (goal
->= 0.80).
+through the catalogue's flashinfer_prefill / flashinfer_mla solutions, whose plan() runs once
+per workload (not in the timed call). Each cell: Triton's output checked against FlashInfer's
+with retune's tolerances, then every variant timed with triton.testing.do_bench (median, L2
+flushed), the variants interleaved over --rounds rounds (median of the rounds). Prints a table
+and writes benchmarks/results/prefill_attention_<gpu>[_<only>].json (or into --out), after
+every cell: per cell the latencies, TFLOP/s of the work, and Triton / FlashInfer throughput
+(goal >= 0.80).
 
     python3 benchmarks/bench_prefill_attention.py [--out DIR] [--rounds 2] [--configs]
-        [--only official|grid] [--limit N]
+        [--only official|mla|grid] [--limit N]
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ TRACE = REPO.parent / "shared" / "flashinfer-trace"
 OFFICIAL = [f"gqa_ragged_prefill_causal_h32_kv{kv}_d128" for kv in (8, 4)] + \
     [f"gqa_paged_prefill_causal_h32_kv{kv}_d128_ps1" for kv in (8, 4)]
 ALL = OFFICIAL + [f"gqa_paged_prefill_causal_h32_kv{kv}_d128_ps16" for kv in (8, 4)]
+MLA = ["mla_paged_decode_h16_ckv512_kpe64_ps1", "mla_paged_prefill_causal_h16_ckv512_kpe64_ps1"]
 # (sequences, queries each, cached prefix each): fresh prompts and appends over a prefix
 GRID = [(1, 2048, 0), (1, 8192, 0), (4, 512, 0), (16, 128, 0), (8, 1024, 0), (2, 512, 4096),
         (32, 64, 1024)]
@@ -57,19 +58,28 @@ def gpu_key(name: str) -> str:
     return name.replace("NVIDIA", "").split()[0].lower()
 
 
-def official_cells() -> list[tuple[str, dict]]:
+def official_cells(names: list[str], limit: int = 0) -> list[tuple[str, dict]]:
+    """(name, axes) of the official workloads of `names`; with `limit`, at most that many a
+    name, spread evenly over the workloads ordered by size."""
     cells = []
-    for name in OFFICIAL:
-        op_type = "gqa_ragged" if "ragged" in name else "gqa_paged"
+    for name in names:
+        op_type = name.split("_prefill")[0].split("_decode")[0]
         path = TRACE / "workloads" / op_type / f"{name}.jsonl"
         if not path.exists():
             print(f"skipped {name}: {path} not found")
             continue
+        found = []
         for line in path.read_text().splitlines():
             axes = dict(json.loads(line)["workload"]["axes"])
             if "num_pages" in axes:
                 axes["num_pages"] = min(axes["num_pages"], max(axes["num_kv_indices"], POOL_PAGES))
-            cells.append((name, axes))
+            if axes not in found:
+                found.append(axes)
+        found.sort(key=lambda a: (a.get("total_q", 0), a.get("num_kv_indices", 0)))
+        if limit and len(found) > limit:
+            found = [found[round(i * (len(found) - 1) / (limit - 1))] for i in range(limit)] \
+                if limit > 1 else found[-1:]
+        cells += [(name, axes) for axes in found]
     return cells
 
 
@@ -104,13 +114,20 @@ def grid_inputs(name: str, batch: int, queries: int, prefix: int) -> list:
 def official_inputs(name: str, axes: dict) -> list:
     definition = DEFINITIONS[name]
     inputs = {n: {"type": "random"} for n in definition.inputs if n != "sm_scale"}
-    inputs["sm_scale"] = {"type": "scalar", "value": 1 / math.sqrt(128)}
+    head = 192 if name.startswith("mla") else 128  # MLA: the head size before absorption
+    inputs["sm_scale"] = {"type": "scalar", "value": 1 / math.sqrt(head)}
     workload = Workload.from_dict({"uuid": str(uuid.uuid4()), "axes": axes, "inputs": inputs})
     return materialise(definition, workload, device=DEVICE, alternates=0).args
 
 
 def causal_flops(name: str, args: list) -> float:
-    """4 * heads * head_dim * (query, key) pairs a causal prefill computes."""
+    """The multiply-adds x 2 of the (query, key) pairs a causal prefill (or decode) computes:
+    4 * heads * head_dim per pair for GQA, 2 * 16 * (576 + 512) for MLA."""
+    if name.startswith("mla"):
+        kv = args[5 if "prefill" in name else 4].tolist()
+        qo = args[4].tolist() if "prefill" in name else list(range(len(kv)))
+        pairs = sum(_pairs(qo[i + 1] - qo[i], kv[i + 1] - kv[i]) for i in range(len(kv) - 1))
+        return 2.0 * 16 * (576 + 512) * pairs
     qo = args[3].tolist()
     kv = args[4].tolist()
     if "ragged" in name:
@@ -120,12 +137,15 @@ def causal_flops(name: str, args: list) -> float:
         last = args[6].tolist() if page_size > 1 else None
         kv_lens = [(b - a - 1) * page_size + last[i] if last and b > a else b - a
                    for i, (a, b) in enumerate(itertools.pairwise(kv))]
-    pairs = 0
-    for i, k in enumerate(kv_lens):
-        n = qo[i + 1] - qo[i]
-        blind = max(0, n - k)  # query j sees j + 1 + k - n keys, none for the first n - k
-        pairs += (blind + 1 + k - n + k) * (n - blind) // 2
+    pairs = sum(_pairs(qo[i + 1] - qo[i], k) for i, k in enumerate(kv_lens))
     return 4.0 * 32 * 128 * pairs
+
+
+def _pairs(n: int, k: int) -> int:
+    """(query, key) pairs of n causal queries over k keys: query j sees j + 1 + k - n keys,
+    none for the first n - k."""
+    blind = max(0, n - k)
+    return (blind + 1 + k - n + k) * (n - blind) // 2
 
 
 def time_rounds(variants: dict, rounds: int) -> dict[str, float]:
@@ -141,16 +161,17 @@ def time_rounds(variants: dict, rounds: int) -> dict[str, float]:
 
 
 def bench_cell(name: str, label: str, args: list, rounds: int, configs: bool) -> dict:
-    triton_run = entry(f"{name}__triton_prefill")
-    fi_run = entry(f"{name}__flashinfer_prefill")
+    kind = "mla" if name.startswith("mla") else "prefill"
+    triton_run = entry(f"{name}__triton_{kind}")
+    fi_run = entry(f"{name}__flashinfer_{kind}")
     want = fi_run(*args)
     got = triton_run(*args)
     check = check_outputs(DEFINITIONS[name], got, want)
     variants = {"triton": lambda: triton_run(*args), "flashinfer": lambda: fi_run(*args)}
     if args[0].shape[0] <= TORCH_MAX_Q:
-        torch_run = entry(f"{name}__torch_prefill")
+        torch_run = entry(f"{name}__torch_{kind}")
         variants["torch"] = lambda: torch_run(*args)
-    if configs:
+    if configs and kind == "prefill":
         module = import_file(solution_file(f"{name}__triton_prefill"))
         group = 32 // int(name.split("_kv")[1].split("_")[0])
         paged = "ragged" not in name
@@ -181,18 +202,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--configs", action="store_true",
                         help="also time other Triton tile configurations (grid cells)")
-    parser.add_argument("--only", choices=("official", "grid"))
-    parser.add_argument("--limit", type=int, default=0, help="at most N official cells a name")
+    parser.add_argument("--only", choices=("official", "mla", "grid"),
+                        help="official: the GQA official workloads; mla: the MLA ones")
+    parser.add_argument("--limit", type=int, default=0,
+                        help="at most N official workloads a name (spread over the sizes)")
     opts = parser.parse_args()
     device = torch.cuda.get_device_name()
     todo: list[tuple[str, str, object]] = []
-    if opts.only != "grid":
-        seen: dict[str, int] = {}
-        for name, axes in official_cells():
-            seen[name] = seen.get(name, 0) + 1
-            if not opts.limit or seen[name] <= opts.limit:
-                todo.append((name, "official " + json.dumps(axes), axes))
-    if opts.only != "official":
+    official = {None: OFFICIAL + MLA, "official": OFFICIAL, "mla": MLA}.get(opts.only, [])
+    for name, axes in official_cells(official, opts.limit):
+        todo.append((name, "official " + json.dumps(axes), axes))
+    if opts.only in (None, "grid"):
         for name in ALL:
             for batch, queries, prefix in GRID:
                 todo.append((name, f"grid b{batch} q{queries} prefix{prefix}",

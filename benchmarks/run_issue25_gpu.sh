@@ -2,12 +2,13 @@
 # Issue 25's GPU checks and measurements, < 240 s in all; each step has its own timeout and a
 # failing step does not stop the others. Run from the repository root, fib_runtime importable
 # (the installed wheel on PYTHONPATH, or an editable install):
-#   tests       the prefill solutions (torch, Triton, FlashInfer) against the reference on
-#               the GPU, FlashInfer's plan made once per workload                   <= 60 s
-#   official    bench_prefill_attention.py on the official workloads' shapes: Triton vs
-#               FlashInfer's own prefill wrappers (and torch on the small ones)      <= 100 s
-#   grid        the same on serving mixes (prompts, appends over a prefix) of all six
-#               definitions, ps16 included, with other Triton tile configurations    <= 75 s
+#   tests     the prefill and MLA solutions (torch, Triton, FlashInfer) against the reference
+#             on the GPU, FlashInfer's plan made once per workload                    <= 50 s
+#   official  bench_prefill_attention.py on 12 official workloads' shapes a GQA prefill
+#             definition: Triton vs FlashInfer's own wrappers (torch on the small)    <= 70 s
+#   mla       the same on 15 official workloads each of MLA decode and prefill         <= 55 s
+#   grid      GQA serving mixes (prompts, appends over a prefix) of all six prefill
+#             definitions, ps16 included, with other Triton tile configurations       <= 60 s
 # Usage: bash benchmarks/run_issue25_gpu.sh OUT   (logs and JSON in OUT)
 set -uo pipefail
 out=${1:?usage: run_issue25_gpu.sh OUT}
@@ -22,10 +23,12 @@ step() {  # name, seconds, command...
   timeout "$limit" "$@" >>"$log" 2>&1
   echo "== $name: exit $? in $((SECONDS - start)) s" | tee -a "$log"
 }
-step tests 60 python3 -m pytest -q -p no:cacheprovider -m gpu -x \
+step tests 50 python3 -m pytest -q -p no:cacheprovider -m gpu \
   tests/definitions/test_attention_prefill_gpu.py
-step official 100 python3 benchmarks/bench_prefill_attention.py --only official --rounds 2 \
+step official 70 python3 benchmarks/bench_prefill_attention.py --only official --limit 12 \
+  --rounds 2 --out "$out"
+step mla 55 python3 benchmarks/bench_prefill_attention.py --only mla --limit 15 --rounds 2 \
   --out "$out"
-step grid 75 python3 benchmarks/bench_prefill_attention.py --only grid --rounds 2 --configs \
+step grid 60 python3 benchmarks/bench_prefill_attention.py --only grid --rounds 2 --configs \
   --out "$out"
 grep -E "^== |passed|failed|error|Triton/FlashInfer" "$log"

@@ -63,3 +63,25 @@ def test_flashinfer_plans_once_per_workload(monkeypatch: pytest.MonkeyPatch) -> 
     args[5][:2] = args[5][:2].flip(0)  # the engine rewrote its page table: plan again
     module.run_paged_ps1(*args)
     assert len(plans) == 2
+
+
+MLA_MIXES = {"decode": [(1, k) for k in (1, 0, 700, 4096, 33)],
+             "prefill": [(512, 512), (64, 3000), (0, 4), (40, 10), (1, 1)]}
+
+
+@pytest.mark.parametrize("mix", sorted(MLA_MIXES))
+def test_mla_solutions_match_reference_on_gpu(mix: str) -> None:
+    from test_attention_mla import DECODE, PREFILL, mla_inputs
+    from test_attention_mla import ours as mla_definition
+
+    name = DECODE if mix == "decode" else PREFILL
+    args = _on_gpu(mla_inputs(name, MLA_MIXES[mix], seed=3))
+    want = reference(mla_definition(name))(*args)
+    failures = []
+    for variant in ("torch_mla", "triton_mla", "flashinfer_mla"):
+        got = entry(f"{name}__{variant}")(*args)
+        result = check_outputs(DEFINITIONS[name], got, want)
+        if result.status.value != "PASSED" or \
+                not torch.equal(torch.isneginf(got[1]), torch.isneginf(want[1])):
+            failures.append(f"{variant}: {result.log}")
+    assert not failures, "\n".join(failures)
