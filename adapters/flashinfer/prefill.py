@@ -122,7 +122,7 @@ def run_reason(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
     return None
 
 
-def _lse_buffer(wrapper: Any, rows: int, heads: int, device: Any) -> torch.Tensor:
+def lse_buffer(wrapper: Any, rows: int, heads: int, device: Any) -> torch.Tensor:
     """A [rows, heads] float32 view of the wrapper's scratch lse (grown, never shrunk)."""
     buffer = wrapper.__dict__.get(_LSE)
     if buffer is None or buffer.shape[0] < rows or buffer.shape[1] != heads:
@@ -204,7 +204,7 @@ def _routed(plan: _Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         out = torch.empty_like(q)
     if lse is None:
         lse = torch.empty((q.shape[0], q.shape[1]), dtype=torch.float32, device=q.device) \
-            if return_lse else _lse_buffer(plan.wrapper, q.shape[0], q.shape[1], q.device)
+            if return_lse else lse_buffer(plan.wrapper, q.shape[0], q.shape[1], q.device)
     guard.active = plan  # the fallback reads the wrapper from it; re-entry reaches FlashInfer
     try:
         plan.fn(q, k, v, *plan.indexes(), plan.sm_scale, out, lse)  # type: ignore[misc]
