@@ -36,7 +36,7 @@ def _stub():
     class Wrapper:
         _backend = "auto"
 
-    real = WRAPPER.plan
+    real = fi.saved(WRAPPER, "plan") or WRAPPER.plan  # FlashInfer's own, even if installed
 
     def plan0(self, *args, **kwargs):
         bound = inspect.signature(real).bind(self, *args, **kwargs).arguments
