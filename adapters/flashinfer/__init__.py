@@ -3,15 +3,17 @@
     from fib_runtime.adapters import flashinfer as fib_flashinfer
     fib_flashinfer.install()      # or FIB_FLASHINFER=1 with the vLLM / SGLang plugin
     ...                           # flashinfer.norm.rmsnorm, fused_add_rmsnorm,
-                                  # activation.silu_and_mul, BatchDecodeWithPagedKVCacheWrapper
+                                  # activation.silu_and_mul, BatchDecodeWithPagedKVCacheWrapper,
+                                  # BatchPrefillWith{Paged,Ragged}KVCacheWrapper,
+                                  # mla.BatchMLAPagedAttentionWrapper
     fib_flashinfer.stats()        # {"routed": {...}, "unchanged": {function: {reason: n}}}
     fib_flashinfer.uninstall()
 
 `install()` replaces the functions in `flashinfer`, `flashinfer.norm` and
-`flashinfer.activation` and the decode wrapper's `plan` / `run` (class attributes, so every
-wrapper instance is covered); `uninstall()` puts FlashInfer's own back. Routing needs
-fib-runtime on (`fib.enable_apply(...)`, or FIB_ENABLE_APPLY / FIB_ENABLE_TRACING); see
-norm.py and decode.py for what is covered.
+`flashinfer.activation` and the decode, prefill and MLA wrappers' `plan` / `run` (class
+attributes, so every wrapper instance is covered); `uninstall()` puts FlashInfer's own
+back. Routing needs fib-runtime on (`fib.enable_apply(...)`, or FIB_ENABLE_APPLY /
+FIB_ENABLE_TRACING); see norm.py, decode.py, prefill.py and mla.py for what is covered.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ def installed() -> bool:
 
 
 def install() -> None:
-    """Route FlashInfer's norm, activation and paged decode calls (idempotent)."""
+    """Route FlashInfer's norm, activation, paged decode, prefill and MLA calls (idempotent)."""
     import flashinfer
     import flashinfer.activation
     import flashinfer.decode
+    import flashinfer.mla
     import flashinfer.norm
-    from fib_runtime.adapters.flashinfer import decode, norm
+    import flashinfer.prefill
+    from fib_runtime.adapters.flashinfer import decode, mla, norm, prefill
 
     with _lock:
         if _saved:
@@ -58,6 +62,17 @@ def install() -> None:
                     setattr(module, name, replacements[name])
         cls = flashinfer.decode.BatchDecodeWithPagedKVCacheWrapper
         plan, run = decode.wrap(cls.plan, cls.run)
+        for name, fn in (("plan", plan), ("run", run)):
+            _saved[cls, name] = cls.__dict__[name]
+            setattr(cls, name, fn)
+        for paged, cls in ((True, flashinfer.prefill.BatchPrefillWithPagedKVCacheWrapper),
+                           (False, flashinfer.prefill.BatchPrefillWithRaggedKVCacheWrapper)):
+            plan, run = prefill.wrap(paged, cls.plan, cls.run)
+            for name, fn in (("plan", plan), ("run", run)):
+                _saved[cls, name] = cls.__dict__[name]
+                setattr(cls, name, fn)
+        cls = flashinfer.mla.BatchMLAPagedAttentionWrapper
+        plan, run = mla.wrap(cls.plan, cls.run)
         for name, fn in (("plan", plan), ("run", run)):
             _saved[cls, name] = cls.__dict__[name]
             setattr(cls, name, fn)

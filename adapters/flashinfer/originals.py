@@ -17,7 +17,8 @@ installed), never the adapter's replacement:
   [kv_last_page_len,] sm_scale, output=None, lse=None)`: a
   `BatchDecodeWithPagedKVCacheWrapper` run, planned again only when an index tensor is a
   new one or was written since the last plan (its `_version`), as an engine plans once per
-  step for all its layers.
+  step for all its layers;
+- the prefill and MLA definitions: see attention_originals.py.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 import torch
 from fib_runtime.adapters import bridge
+from fib_runtime.adapters.flashinfer import attention_originals
 from fib_runtime.adapters.flashinfer.counters import saved
 
 from fib_runtime import engine_ops
@@ -136,6 +138,8 @@ def _decode(heads: tuple[int, int, int, int]) -> Callable[..., Any]:
 
 def _make(name: str) -> Callable[..., Any] | None:
     """The original of a definition the adapter routes (None: not one)."""
+    if "_prefill_" in name or name.startswith("mla_"):
+        return attention_originals.make(name)
     decode = _DECODE.fullmatch(name)
     if decode:
         return _decode(tuple(int(g) for g in decode.groups()))  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import torch
 
 from fib_runtime.catalogue import declared_entries
@@ -23,6 +24,30 @@ def load_definition(name: str) -> dict:
     return json.loads((OP_DIR / f"{name}.json").read_text())
 
 
+def official_definition(folder: Path, name: str) -> dict:
+    """The official definition `name` from `folder` (the test skips when it is absent)."""
+    path = folder / f"{name}.json"
+    if not path.exists():
+        pytest.skip(f"official FlashInfer Trace data not found at {folder}")
+    return json.loads(path.read_text())
+
+
+def signature(spec: dict) -> dict:
+    """Everything that must agree with the official definition (descriptions may differ)."""
+    strip = lambda fields: {  # noqa: E731
+        name: {k: v for k, v in field.items() if k != "description"}
+        for name, field in fields.items()
+    }
+    return {
+        "name": spec["name"],
+        "op_type": spec["op_type"],
+        "axes": strip(spec["axes"]),
+        "inputs": list(strip(spec["inputs"]).items()),  # order is the calling convention
+        "outputs": list(strip(spec["outputs"]).items()),
+        "constraints": spec.get("constraints", []),
+    }
+
+
 def reference(definition: dict) -> Callable:
     """The definition's reference `run`, executed from its source text."""
     namespace: dict = {}
@@ -31,8 +56,8 @@ def reference(definition: dict) -> Callable:
 
 
 def solution_files() -> list[Path]:
-    """The built-in solution files of the attention definitions."""
-    return sorted((OP_DIR / "solutions").glob("*.py"))
+    """The built-in solution files of the decode attention definitions."""
+    return sorted((OP_DIR / "solutions").glob("*decode*.py"))
 
 
 def declared_solutions(path: Path) -> list[dict]:

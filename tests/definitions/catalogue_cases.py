@@ -35,10 +35,12 @@ SCALAR_VALUE = 0.125
 
 
 def solution_file(solution_name: str) -> Path:
-    """The catalogue file a solution comes from."""
+    """The catalogue file a solution comes from (a file may serve definitions of another op
+    type: the prefill files under gqa_paged/ serve the gqa_ragged ones too)."""
     solution = next(s for s in CATALOGUE.solutions if s.name == solution_name)
-    return ROOT / CATALOGUE.definitions[solution.definition].op_type / "solutions" / \
-        solution.sources[0].path
+    source = solution.sources[0]
+    return next(p for p in SOLUTION_PATHS if p.name == source.path and
+                p.read_text() == source.content)
 
 
 def _size(definition: Definition) -> int:
@@ -79,10 +81,12 @@ def entry(solution_name: str) -> Callable[..., Any]:
 
 
 def example_axes(definition: Definition, value: int) -> dict[str, int]:
-    """Every variable axis set to `value`, then axes defined by a constraint `AXIS == EXPR`
-    over other axes computed from it (`len_indptr == batch_size + 1`)."""
+    """Every variable axis set to `value` (a `len_*` axis, the length of an offsets array over
+    `value` sequences, to value + 1), then axes defined by a constraint `AXIS == EXPR` over
+    other axes computed from it (`len_indptr == batch_size + 1`)."""
     axes = {**definition.const_axes,
-            **{n: value for n, a in definition.axes.items() if isinstance(a, AxisVar)}}
+            **{n: value + n.startswith("len_") for n, a in definition.axes.items()
+               if isinstance(a, AxisVar)}}
     for constraint in definition.constraints or ():
         tree = ast.parse(constraint, mode="eval").body
         if isinstance(tree, ast.Compare) and isinstance(tree.left, ast.Name) and \

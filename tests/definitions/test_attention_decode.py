@@ -1,7 +1,6 @@
 """Paged GQA decode definitions and solutions on CPU (Triton kernels run in the interpreter)."""
 
 import ast
-import json
 import sys
 from pathlib import Path
 
@@ -18,7 +17,9 @@ from attention_helpers import (
     decode_inputs,
     import_solution,
     load_definition,
+    official_definition,
     reference,
+    signature,
     solution_files,
 )
 
@@ -29,32 +30,13 @@ LENGTHS = [[1], [5, 0, 70], [0, 0]]
 
 
 def official(name: str) -> dict:
-    path = OFFICIAL / f"{name}.json"
-    if not path.exists():
-        pytest.skip(f"official FlashInfer Trace data not found at {OFFICIAL}")
-    return json.loads(path.read_text())
-
-
-def _signature(spec: dict) -> dict:
-    """Everything that must agree with the official definition (descriptions may differ)."""
-    strip = lambda fields: {  # noqa: E731
-        name: {k: v for k, v in field.items() if k != "description"}
-        for name, field in fields.items()
-    }
-    return {
-        "name": spec["name"],
-        "op_type": spec["op_type"],
-        "axes": strip(spec["axes"]),
-        "inputs": list(strip(spec["inputs"]).items()),  # order is the calling convention
-        "outputs": list(strip(spec["outputs"]).items()),
-        "constraints": spec.get("constraints", []),
-    }
+    return official_definition(OFFICIAL, name)
 
 
 @pytest.mark.parametrize("kv_heads", KV_HEADS)
 def test_definition_matches_official(kv_heads: int) -> None:
     ours = load_definition(DEFINITIONS[kv_heads])
-    assert _signature(ours) == _signature(official(ours["name"]))
+    assert signature(ours) == signature(official(ours["name"]))
 
 
 @pytest.mark.parametrize("kv_heads", KV_HEADS)

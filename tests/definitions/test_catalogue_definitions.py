@@ -120,7 +120,10 @@ def test_fib_solutions_literal(path: Path):
         dps = entry.get("destination_passing_style", False)
         for name, function_name in entry_functions(entry, DEFINITIONS).items():
             params = [a.arg for a in functions[function_name].args.args]
-            assert DEFINITIONS[name].op_type == path.parent.parent.name
+            # A file serves its folder's op type, or one of the same attention kind (the
+            # prefill kernels under gqa_paged/ serve gqa_ragged: ragged keys are pages of one)
+            assert DEFINITIONS[name].op_type.split("_")[0] == \
+                path.parent.parent.name.split("_")[0]
             expected = list(DEFINITIONS[name].inputs)
             if dps:
                 expected += list(DEFINITIONS[name].outputs)

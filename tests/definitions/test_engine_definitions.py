@@ -140,7 +140,7 @@ def test_triton_solution_in_place_on_gpu(name: str):
         _check_triton_in_place(name, rows, "cuda")
 
 
-PS16 = sorted((REPO / "definitions" / "gqa_paged").glob("*_ps16.json"))
+PS16 = sorted((REPO / "definitions" / "gqa_paged").glob("*decode*_ps16.json"))
 
 
 @pytest.mark.parametrize("path", PS16, ids=lambda p: p.stem)
