@@ -154,7 +154,7 @@ def wrap(paged: bool, plan0: Callable[..., Any], run0: Callable[..., Any]
         if site is None:
             bridge.start()
             site = sites.setdefault(name, bridge.eager_site(name, planned_run,
-                                                              getattr(originals, name)))
+                                                              getattr(originals, name)).call)
         return site
 
     def plan(self: Any, *args: Any, **kwargs: Any) -> None:
