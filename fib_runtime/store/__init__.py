@@ -11,9 +11,9 @@ from fib_runtime.store.hooks import (
     check_copies_with,
     listen_to_own_writes,
 )
-from fib_runtime.store.layout import workload_blob
+from fib_runtime.store.layout import served_table_file, workload_blob
 from fib_runtime.store.shards import check_shard_spec, shard_name, shard_spec
 
 __all__ = ["LoadProblem", "TraceDB", "announce_own_writes", "check_copies_with",
-           "check_shard_spec", "decisions_fingerprint", "listen_to_own_writes", "shard_name",
-           "shard_spec", "workload_blob"]
+           "check_shard_spec", "decisions_fingerprint", "listen_to_own_writes",
+           "served_table_file", "shard_name", "shard_spec", "workload_blob"]
