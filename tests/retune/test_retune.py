@@ -192,10 +192,12 @@ def test_unknown_names_are_refused(tmp_path: Path) -> None:
 
 def test_a_retune_leaves_the_served_table_that_serving_starts_from(
         retuned: tuple[TraceDB, RetuneSummary]) -> None:
+    from fib_runtime.dispatch.config import DispatchConfig
     from fib_runtime.dispatch.runtime import Runtime
+    from fib_runtime.dispatch.table import compile_tables
 
     db, _ = retuned
     assert list((db.root / ".fib" / "tables").glob(f"{CPU_KEY}-*.json"))
     runtime = Runtime(db.root, watch=False)
     assert runtime.table_loads == {"served": 1} and runtime.db.parsed_traces == 0
-    assert runtime.tables == Runtime(TraceDB.open(db.root), watch=False).tables
+    assert runtime.tables == compile_tables(TraceDB.open(db.root), CPU_KEY, DispatchConfig())
