@@ -1,7 +1,8 @@
 """Trace line decoding: the schema's full parser against lighter ones, on the same lines.
 
 Run: python benchmarks/bench_trace_decode.py [--traces N] [--rounds R]
-Modes, interleaved in rounds on one set of bench_store.make_db lines:
+Modes, interleaved in rounds on one set of bench_store.make_db lines (garbage collector off,
+as while TraceDB.open loads; each mode keeps what it decoded):
 - `orjson only`: orjson.loads of each line (the floor of any orjson-based reader);
 - `from_dict`: orjson.loads + Trace.from_dict (the schema's full check; what TraceDB.open does);
 - `hardware filter`: orjson.loads + the hardware key read from the dict, then from_dict only
@@ -14,6 +15,7 @@ Writes benchmarks/results/bench_trace_decode.json. Goal (issue 30): >= 200k trac
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import tempfile
@@ -30,41 +32,39 @@ from fib_runtime.hardware import hardware_key
 from fib_runtime.schema import Trace
 
 
-def msgspec_decoder():  # type: ignore[no-untyped-def]
-    try:
-        import msgspec
-    except ImportError:
-        return None
+try:
+    import msgspec
+except ImportError:  # not a dependency: the mode is left out
+    msgspec = None
 
-    class Environment(msgspec.Struct):
+if msgspec is not None:
+    class MEnvironment(msgspec.Struct):
         hardware: str
         libs: dict[str, str] = {}
 
-    class Correctness(msgspec.Struct):
+    class MCorrectness(msgspec.Struct):
         max_relative_error: float
         max_absolute_error: float
 
-    class Performance(msgspec.Struct):
+    class MPerformance(msgspec.Struct):
         latency_ms: float
 
-    class Evaluation(msgspec.Struct):
+    class MEvaluation(msgspec.Struct):
         status: str
-        environment: Environment
+        environment: MEnvironment
         timestamp: str
-        correctness: Correctness | None = None
-        performance: Performance | None = None
+        correctness: MCorrectness | None = None
+        performance: MPerformance | None = None
 
-    class Workload(msgspec.Struct):
+    class MWorkload(msgspec.Struct):
         uuid: str
         axes: dict[str, int]
 
-    class Record(msgspec.Struct):
+    class MRecord(msgspec.Struct):
         definition: str
-        workload: Workload
+        workload: MWorkload
         solution: str | None = None
-        evaluation: Evaluation | None = None
-
-    return msgspec.json.Decoder(Record).decode
+        evaluation: MEvaluation | None = None
 
 
 def main() -> None:
@@ -85,33 +85,34 @@ def main() -> None:
             key = keys[name] = hardware_key(name)
         return key
 
-    def only_orjson() -> None:
-        loads = orjson.loads
-        for line in lines:
-            loads(line)
+    def only_orjson() -> list[object]:
+        return [orjson.loads(line) for line in lines]
 
-    def full() -> None:
+    def full() -> list[object]:
         loads, parse = orjson.loads, Trace.from_dict
-        for line in lines:
-            parse(loads(line))
+        return [parse(loads(line)) for line in lines]
 
-    def filtered() -> None:
-        loads, parse = orjson.loads, Trace.from_dict
+    def filtered() -> list[object]:
+        loads, parse, kept = orjson.loads, Trace.from_dict, []
         for line in lines:
             data = loads(line)
             if served_key(data["evaluation"]["environment"]["hardware"]) == "H100":
-                parse(data)
+                kept.append(parse(data))
+        return kept
 
     modes = {"orjson only": only_orjson, "from_dict": full, "hardware filter": filtered}
-    decode = msgspec_decoder()
-    if decode is not None:
+    if msgspec is not None:
+        decode = msgspec.json.Decoder(MRecord).decode
         modes["msgspec Struct"] = lambda: [decode(line) for line in lines]
     times: dict[str, list[float]] = {m: [] for m in modes}
+    gc.disable()  # as TraceDB.open does while it loads; every mode keeps what it decoded
     for _ in range(args.rounds):
         for name, fn in modes.items():
             start = time.perf_counter()
-            fn()
+            kept = fn()
             times[name].append(time.perf_counter() - start)
+            del kept
+    gc.enable()
     rows, out = [], {}
     for name, samples in times.items():
         rate = len(lines) / statistics.median(samples)
