@@ -1,4 +1,5 @@
-"""`fib ls` and `fib validate`: what a database holds, and every problem in it."""
+"""`fib ls`, `fib validate` and `fib compact`: what a database holds, every problem in it,
+and dropping the traces no ranking reads."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import logging
 from pathlib import Path
 
 from fib_runtime.cli.options import number
+from fib_runtime.errors import StoreError
 from fib_runtime.paths import default_db_path
 from fib_runtime.render import render_table
 from fib_runtime.store import TraceDB, tidy
 from fib_runtime.store.check import cross_check
+from fib_runtime.store.compact import compact
 from fib_runtime.store.oddities import odd_entries
 from fib_runtime.store.tidy import DEFAULT_MIN_AGE_S
 
@@ -31,6 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                           help="only leftovers untouched for S seconds count, so a live "
                           "writer is never disturbed (default: %(default)s)")
     validate.set_defaults(handler=run_validate)
+    compact = sub.add_parser("compact", help="drop re-measured traces no ranking reads")
+    compact.add_argument("db", type=Path, help="database folder")
+    compact.add_argument("--definition", action="append", metavar="NAME",
+                         help="only this definition's traces (repeatable)")
+    compact.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    compact.set_defaults(handler=run_compact)
 
 
 def summary_rows(db: TraceDB, *, everything: bool) -> list[list[str]]:
@@ -80,6 +89,17 @@ def run_validate(args: argparse.Namespace) -> int:
     report_leftovers(db.root, fix=args.fix, min_age_s=args.min_age)
     print(f"{len(problems)} problems" if problems else "ok")
     return 1 if problems else 0
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    if not args.db.is_dir():
+        raise StoreError(f"{args.db}: no such database folder")
+    report = compact(args.db, definitions=set(args.definition) if args.definition else None,
+                     dry_run=args.dry_run)
+    print(("would have: " if args.dry_run else "") + report.line())
+    for name, count in sorted(report.dropped.items()):
+        print(f"  {name}: {count} dropped")
+    return 0
 
 
 def report_leftovers(root: Path, *, fix: bool, min_age_s: float) -> None:
