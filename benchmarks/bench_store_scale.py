@@ -31,6 +31,11 @@ SERVED = "H100"
 _CHILD = r"""
 import json, os, resource, sys, time
 from pathlib import Path
+src = os.environ.get("FIB_BENCH_SRC")
+if src:  # another checkout's fib_runtime (e.g. before a change), not the editable install's
+    sys.meta_path[:] = [f for f in sys.meta_path
+                        if "__editable__" not in getattr(f, "__module__", "")]
+    sys.path.insert(0, src)
 def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -77,8 +82,10 @@ print("RESULT " + json.dumps(out))
 """.replace("@SERVED@", SERVED)
 
 
-def child(mode: str, root: Path, *extra: str, cache: Path) -> dict:
+def child(mode: str, root: Path, *extra: str, cache: Path, src: Path | None = None) -> dict:
     env = {**os.environ, "FIB_CACHE_PATH": str(cache)}
+    if src is not None:
+        env["FIB_BENCH_SRC"] = str(src)
     proc = subprocess.run([sys.executable, "-c", _CHILD, mode, str(root), *extra], env=env,
                           capture_output=True, text=True, check=False)
     for line in proc.stdout.splitlines():
@@ -125,26 +132,32 @@ def main() -> None:
     parser.add_argument("--merge-max", type=int, default=1_000_000,
                         help="merge only databases up to this size (default: %(default)s)")
     parser.add_argument("--reload-only", type=int, nargs="*", default=[])
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="a folder holding another fib_runtime (e.g. `git archive BASE "
+                        "fib_runtime | tar -x -C DIR`): each measurement is run with it "
+                        "too, right before this checkout's, rows marked 'base'")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     cache = args.work / "cache"
     rows, results = [], []
-    for n in args.traces:
+    codes = [("base", args.baseline), ("", None)] if args.baseline else [("", None)]
+    for n, (label, src) in ((n, code) for n in args.traces for code in codes):
         root = database(args.work, n, args.definitions)
-        load = child("load", root, cache=cache)
+        load = child("load", root, cache=cache, src=src)
         clear_tables(root, cache)
-        cold = child("serve", root, cache=cache)
-        warm = child("serve", root, cache=cache)
+        cold = child("serve", root, cache=cache, src=src)
+        warm = child("serve", root, cache=cache, src=src)
         merged = None
         if n <= args.merge_max:
             dest = args.work / f"merged_{n}"
             subprocess.run(["rm", "-rf", str(dest)], check=True)
-            merged = child("merge", root, str(dest), cache=cache)
+            merged = child("merge", root, str(dest), cache=cache, src=src)
             subprocess.run(["rm", "-rf", str(dest)], check=True)
-        result = {"traces": n, "load": load, "serve_cold": cold, "serve_warm": warm,
-                  "merge": merged}
+        result = {"traces": n, "code": label or "this checkout", "load": load,
+                  "serve_cold": cold, "serve_warm": warm, "merge": merged}
         results.append(result)
-        rows.append([n, f"{load['seconds']:.2f}", f"{n / load['seconds']:,.0f}",
+        rows.append([f"{n} {label}".strip(), f"{load['seconds']:.2f}",
+                     f"{n / load['seconds']:,.0f}",
                      f"{load['added_peak_mb']:.0f}",
                      f"{cold['seconds']:.3f}", f"{cold['added_peak_mb']:.0f}",
                      f"{warm['seconds']:.3f}", f"{warm['added_peak_mb']:.0f}",

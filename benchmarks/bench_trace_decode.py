@@ -31,7 +31,6 @@ from bench_store import make_db
 from fib_runtime.hardware import hardware_key
 from fib_runtime.schema import Trace
 
-
 try:
     import msgspec
 except ImportError:  # not a dependency: the mode is left out
@@ -40,7 +39,7 @@ except ImportError:  # not a dependency: the mode is left out
 if msgspec is not None:
     class MEnvironment(msgspec.Struct):
         hardware: str
-        libs: dict[str, str] = {}
+        libs: dict[str, str] = msgspec.field(default_factory=dict)
 
     class MCorrectness(msgspec.Struct):
         max_relative_error: float

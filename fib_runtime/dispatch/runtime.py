@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,16 +20,18 @@ from typing import Any
 from fib_runtime.build import BuildCache, Built
 from fib_runtime.dispatch.config import DispatchConfig
 from fib_runtime.dispatch.dispatcher import Dispatcher
-from fib_runtime.dispatch.table import (
+from fib_runtime.dispatch.served import (
     CorruptTables,
-    DefinitionTable,
     ServedTables,
-    compile_tables,
-    empty_table,
     load_tables,
-    reads_other_hardware,
     save_tables,
     served_files,
+)
+from fib_runtime.dispatch.table import (
+    DefinitionTable,
+    compile_tables,
+    empty_table,
+    reads_other_hardware,
 )
 from fib_runtime.errors import BuildError, FibError
 from fib_runtime.hardware import Hardware, current_hardware
@@ -50,7 +52,7 @@ class Snapshot:
 
     db: TraceDB
     trust: Trust
-    tables: dict[str, DefinitionTable]
+    tables: Mapping[str, DefinitionTable]
     fingerprint: str
     trust_stamp: tuple[int, ...] | None
     warned: set[tuple[str, str]] = field(default_factory=set)  # untrusted (name, digest)
@@ -93,7 +95,8 @@ class Runtime:
         self._db = None  # a later reload reads the folder again
         trust = Trust(self.root, db.definitions)
         files = served_files(self.root, cache_path(), self.hardware.key, self.config)
-        tables = self._served(files, folder, set(db.definitions))
+        tables: Mapping[str, DefinitionTable] | None = self._served(
+            files, folder, set(db.definitions))
         if tables is None:
             db.load_traces(hardware=None if reads_other_hardware(self.config)
                            else self.hardware.key)
@@ -107,7 +110,7 @@ class Runtime:
         self.snapshot = Snapshot(db, trust, tables, folder, trust_stamp)  # one publication
 
     def _served(self, files: tuple[Path, ...], folder: str, definitions: set[str]
-                ) -> dict[str, DefinitionTable] | None:
+                ) -> Mapping[str, DefinitionTable] | None:
         """The tables of the first served-table file built from these very records."""
         for path in files:
             try:
@@ -140,7 +143,7 @@ class Runtime:
         return self.snapshot.db
 
     @property
-    def tables(self) -> dict[str, DefinitionTable]:
+    def tables(self) -> Mapping[str, DefinitionTable]:
         return self.snapshot.tables
 
     @property

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fib_runtime.dispatch.table import write_served
+from fib_runtime.dispatch.served import write_served
 from fib_runtime.errors import FibError, RetuneError
 from fib_runtime.measure.compare import Tolerance
 from fib_runtime.measure.timing import parse_timings

@@ -6,7 +6,7 @@ import gc
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -167,13 +167,25 @@ class TraceDB:
         except (RecursionError, MemoryError):  # a hostile record; the rest still loads
             self._problem(path, None, SchemaError("nested too deeply to load"))
 
-    def _load_jsonl(self, path: Path, *, workloads: bool, hardware: str | None) -> None:
+    def stream(self, kind: str) -> Iterator[list[Trace]]:
+        """The records of each `workloads` or `traces` file, one file at a time, not indexed:
+        what an offline tool that only counts needs, in memory bounded by one file (load
+        problems are added to `load_errors` as each file is read)."""
+        folder = {"workloads": layout.WORKLOADS, "traces": layout.TRACES}[kind]
+        for path in self._files(folder, ".jsonl"):
+            records: list[Trace] = []
+            self._load_jsonl(path, workloads=kind == "workloads", hardware=None,
+                             index=records.append)
+            yield records
+
+    def _load_jsonl(self, path: Path, *, workloads: bool, hardware: str | None,
+                    index: Callable[[Trace], None] | None = None) -> None:
         try:
             data = path.read_bytes()
         except OSError as exc:
             self._problem(path, None, exc)
             return
-        parse, loads, index = Trace.from_dict, orjson.loads, self._index_trace
+        parse, loads, index = Trace.from_dict, orjson.loads, index or self._index_trace
         keys: dict[str, str] = {}
         parsed = skipped = 0
         for number, line in enumerate(data.split(b"\n"), start=1):
@@ -275,10 +287,7 @@ class TraceDB:
         seen: set[bytes] = set()
         distinct = []
         for trace in self._workloads.get(definition, ()):
-            wl = trace.workload
-            key = orjson.dumps({"axes": wl.axes,
-                                "inputs": {k: v.to_dict() for k, v in wl.inputs.items()}},
-                               option=orjson.OPT_SORT_KEYS)
+            key = workload_identity(trace)
             if key not in seen:
                 seen.add(key)
                 distinct.append(trace)
@@ -438,3 +447,10 @@ def _hardware_of(raw: Any, keys: dict[str, str]) -> str | None:
     if key is None and type(name) is str:
         key = keys[name] = hardware_key(name)
     return key
+
+
+def workload_identity(trace: Trace) -> bytes:
+    """What makes two workload records the same workload: axes and input descriptors."""
+    wl = trace.workload
+    return orjson.dumps({"axes": wl.axes, "inputs": {k: v.to_dict() for k, v in wl.inputs.items()}},
+                        option=orjson.OPT_SORT_KEYS)

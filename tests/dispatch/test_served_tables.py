@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from fib_runtime.dispatch.runtime import Runtime
-from fib_runtime.dispatch.table import write_served
+from fib_runtime.dispatch.served import write_served
 from fib_runtime.schema import Trace
 from fib_runtime.store import TraceDB
 from tests.dispatch.helpers import H100, SCALE_CODE, make_db
@@ -81,12 +82,16 @@ def test_a_stale_table_is_rebuilt_from_the_new_traces(fleet: Path) -> None:
 
 def test_a_corrupt_table_file_falls_back_to_the_traces_and_is_counted(fleet: Path) -> None:
     (path,) = write_served(fleet, ["CPU"])
-    path.write_bytes(b'{"format": 5, "tables": {"toy_norm_h8": [[')  # cut short
-    runtime = Runtime(fleet, watch=False)
-    assert runtime.table_loads == {"corrupt": 1, "compiled": 1}
-    assert winners(runtime)[(32,)] == "one"
-    path.write_bytes(b'{"format": 5, "fingerprint": 3, "hardware": "CPU", "tables": 7}')
-    assert Runtime(fleet, watch=False).table_loads["corrupt"] == 1
+    whole = path.read_bytes()
+    for damaged in (whole[:len(whole) - 20],  # cut short: its digest says so
+                    whole.replace(b'"one"', b'"two"'),  # changed: the digest again
+                    b'{"format": 6, "fingerprint": 3, "hardware": "CPU"}\n',
+                    b"\x00" * 64, b""):
+        path.write_bytes(damaged)
+        runtime = Runtime(fleet, watch=False)
+        assert runtime.table_loads == {"corrupt": 1, "compiled": 1}, damaged
+        assert winners(runtime) == {(8,): "one", (32,): "one", (128,): "one"}
+        shutil.rmtree(fleet.parent / "cache", ignore_errors=True)  # no host copy either
 
 
 def test_a_table_of_another_hardware_key_is_not_served(fleet: Path) -> None:
@@ -105,3 +110,12 @@ def test_a_reload_serves_the_old_table_until_the_new_one_is_ready(fleet: Path) -
     assert runtime.snapshot is before  # nothing swapped until reload publishes a new one
     runtime.reload()
     assert runtime.snapshot is not before and winners(runtime)[(8,)] == "two"
+
+
+def test_only_the_definitions_served_are_parsed_from_the_file(fleet: Path) -> None:
+    write_served(fleet, ["CPU"])
+    runtime = Runtime(fleet, watch=False)
+    tables = runtime.tables
+    assert tables._parsed == {}  # type: ignore[attr-defined]  # nothing until asked
+    assert runtime.dispatcher("toy_norm_h8") is not None
+    assert list(tables._parsed) == ["toy_norm_h8"]  # type: ignore[attr-defined]
