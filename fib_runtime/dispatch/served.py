@@ -33,6 +33,7 @@ from fib_runtime.files import write_atomic
 from fib_runtime.keys import Key
 from fib_runtime.ranking import Ranking
 from fib_runtime.store import TraceDB, decisions_fingerprint, served_table_file
+from fib_runtime.version import __version__
 
 log = logging.getLogger("fib_runtime.dispatch")
 _FORMAT = 6
@@ -81,7 +82,10 @@ class LazyTables(Mapping[str, DefinitionTable]):
 
 
 def config_tag(config: DispatchConfig) -> str:
-    return hashlib.blake2b(repr(config).encode(), digest_size=6).hexdigest()
+    """What else the tables depend on: the dispatch config, and the ranking code's version
+    (a newer fib-runtime ranks afresh rather than serve an older rule's tables)."""
+    what = f"{config!r}\0{__version__}\0{_FORMAT}"
+    return hashlib.blake2b(what.encode(), digest_size=6).hexdigest()
 
 
 def served_files(root: Path, cache: Path, hardware_key: str, config: DispatchConfig
