@@ -5,13 +5,13 @@ store.layout, store.shards or store.files), so the folder layout stays the store
 """
 
 from fib_runtime.store.db import LoadProblem, TraceDB
-from fib_runtime.store.files import decisions_fingerprint
+from fib_runtime.store.files import decisions_fingerprint, served_table_file
 from fib_runtime.store.hooks import (
     announce_own_writes,
     check_copies_with,
     listen_to_own_writes,
 )
-from fib_runtime.store.layout import served_table_file, workload_blob
+from fib_runtime.store.layout import workload_blob
 from fib_runtime.store.shards import check_shard_spec, shard_name, shard_spec
 
 __all__ = ["LoadProblem", "TraceDB", "announce_own_writes", "check_copies_with",

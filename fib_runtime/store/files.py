@@ -80,6 +80,13 @@ def inside(root: Path, rel: str) -> Path:
     return path
 
 
+def served_table_file(root: Path, hardware_key: str, tag: str) -> Path:
+    """Where the served tables of a hardware key are kept (`layout.served_table_path`),
+    refused (StoreError) when `.fib` or a folder below links outside the root."""
+    rel = layout.served_table_path(Path(), hardware_key, tag)
+    return inside(root, str(rel))
+
+
 def decisions_fingerprint(root: Path) -> str:
     """A cheap digest of what dispatch decisions depend on, read without loading anything:
     the names, sizes and modification times of the definition, solution and trace files

@@ -82,7 +82,7 @@ def trace_file(root: Path, op_type: str, definition: str) -> Path:
     return confined(root, TRACES, (("op_type", op_type), ("definition", definition)), ".jsonl")
 
 
-def served_table_file(root: Path, hardware_key: str, tag: str) -> Path:
+def served_table_path(root: Path, hardware_key: str, tag: str) -> Path:
     """Where the compiled decision tables of one hardware key (and dispatch config `tag`)
     are kept beside the records they are built from."""
     return root / SERVED_TABLES / f"{_safe(hardware_key)}-{_safe(tag)}.json"

@@ -9,6 +9,7 @@ import pytest
 
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.dispatch.served import write_served
+from fib_runtime.errors import StoreError
 from fib_runtime.schema import Trace
 from fib_runtime.store import TraceDB
 from tests.dispatch.helpers import H100, SCALE_CODE, make_db
@@ -119,3 +120,14 @@ def test_only_the_definitions_served_are_parsed_from_the_file(fleet: Path) -> No
     assert tables._parsed == {}  # type: ignore[attr-defined]  # nothing until asked
     assert runtime.dispatcher("toy_norm_h8") is not None
     assert list(tables._parsed) == ["toy_norm_h8"]  # type: ignore[attr-defined]
+
+
+def test_tables_are_never_written_through_a_link_out_of_the_database(
+        fleet: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (fleet / ".fib").mkdir(exist_ok=True)
+    (fleet / ".fib" / "tables").symlink_to(outside)
+    with pytest.raises(StoreError, match="outside"):
+        write_served(fleet, ["CPU"])
+    assert list(outside.iterdir()) == []
