@@ -16,8 +16,8 @@ from fib_runtime.render import render_table
 from fib_runtime.store import TraceDB, tidy
 from fib_runtime.store.check import cross_check
 from fib_runtime.store.compact import compact
-from fib_runtime.store.db import workload_identity
 from fib_runtime.store.oddities import odd_entries
+from fib_runtime.store.reading import workload_identity
 from fib_runtime.store.tidy import DEFAULT_MIN_AGE_S
 
 

@@ -7,7 +7,6 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,25 +18,12 @@ from fib_runtime.hardware import hardware_key
 from fib_runtime.schema import Definition, SafetensorsInput, Solution, Trace, writable
 from fib_runtime.store import files, layout, shards
 from fib_runtime.store.hooks import announce_own_writes
+from fib_runtime.store.reading import LoadProblem, hardware_of, workload_identity
 
 log = logging.getLogger("fib_runtime.store")
 _LOGGED_PROBLEMS = 20
 
 R = TypeVar("R")
-
-
-@dataclass(frozen=True, slots=True)
-class LoadProblem:
-    """One record that could not be loaded, and why."""
-
-    file: str
-    line: int | None
-    field: str | None
-    reason: str
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return f"{where}: " + (f"field '{self.field}': " if self.field else "") + self.reason
 
 
 class TraceDB:
@@ -193,7 +179,7 @@ class TraceDB:
                 continue
             try:
                 raw = loads(line)
-                if hardware is not None and _hardware_of(raw, keys) not in (hardware, None):
+                if hardware is not None and hardware_of(raw, keys) not in (hardware, None):
                     skipped += 1
                     continue
                 parsed += 1
@@ -435,22 +421,3 @@ class TraceDB:
                 raise StoreError(f"{desc.path}: no tensor '{desc.tensor_key}'")
             return handle.get_tensor(desc.tensor_key)
 
-
-def _hardware_of(raw: Any, keys: dict[str, str]) -> str | None:
-    """The hardware key of a raw trace line, read without parsing it (None when it names
-    none: the full parse then says what is wrong); `keys` caches the normalisation."""
-    try:
-        name = raw["evaluation"]["environment"]["hardware"]
-        key = keys.get(name)
-    except (KeyError, TypeError):
-        return None
-    if key is None and type(name) is str:
-        key = keys[name] = hardware_key(name)
-    return key
-
-
-def workload_identity(trace: Trace) -> bytes:
-    """What makes two workload records the same workload: axes and input descriptors."""
-    wl = trace.workload
-    return orjson.dumps({"axes": wl.axes, "inputs": {k: v.to_dict() for k, v in wl.inputs.items()}},
-                        option=orjson.OPT_SORT_KEYS)
