@@ -20,13 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table, write_json
 
 from fib_runtime.store import TraceDB
-from fib_runtime.store.layout import definition_file, trace_file
+from fib_runtime.store.layout import definition_file, solution_file, trace_file
 
 HARDWARE = ["NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA A800-SXM4-80GB"]
 
 
 def make_db(root: Path, n_traces: int, n_defs: int) -> None:
-    """Write definitions and a realistic trace file per definition."""
+    """Write definitions, four solutions each and a realistic trace file per definition."""
     per_def = n_traces // n_defs
     for d in range(n_defs):
         name = f"rmsnorm_h{128 * (d + 1)}"
@@ -42,6 +42,16 @@ def make_db(root: Path, n_traces: int, n_defs: int) -> None:
         path = definition_file(root, "rmsnorm", name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(orjson.dumps(definition))
+        for s in range(4):
+            solution = {
+                "name": f"{name}_sol{s}", "definition": name, "author": "bench",
+                "spec": {"language": "python", "target_hardware": ["any"],
+                         "entry_point": "main.py::run", "destination_passing_style": False},
+                "sources": [{"path": "main.py",
+                             "content": f"def run(x, w):\n    return x * w  # {s}\n"}]}
+            path = solution_file(root, "bench", "rmsnorm", name, solution["name"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(orjson.dumps(solution))
         lines = []
         for i in range(per_def):
             latency = 0.01 + (i % 97) * 1e-3

@@ -1,17 +1,23 @@
-"""`fib ls` and `fib validate`: what a database holds, and every problem in it."""
+"""`fib ls`, `fib validate` and `fib compact`: what a database holds, every problem in it,
+and dropping the traces no ranking reads."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from fib_runtime.cli.options import number
+from fib_runtime.errors import StoreError
+from fib_runtime.hardware import hardware_key
 from fib_runtime.paths import default_db_path
 from fib_runtime.render import render_table
 from fib_runtime.store import TraceDB, tidy
 from fib_runtime.store.check import cross_check
+from fib_runtime.store.compact import compact
 from fib_runtime.store.oddities import odd_entries
+from fib_runtime.store.reading import workload_identity
 from fib_runtime.store.tidy import DEFAULT_MIN_AGE_S
 
 
@@ -31,24 +37,42 @@ def register(sub: argparse._SubParsersAction) -> None:
                           help="only leftovers untouched for S seconds count, so a live "
                           "writer is never disturbed (default: %(default)s)")
     validate.set_defaults(handler=run_validate)
+    compact = sub.add_parser("compact", help="drop re-measured traces no ranking reads")
+    compact.add_argument("db", type=Path, help="database folder")
+    compact.add_argument("--definition", action="append", metavar="NAME",
+                         help="only this definition's traces (repeatable)")
+    compact.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    compact.set_defaults(handler=run_compact)
 
 
 def summary_rows(db: TraceDB, *, everything: bool) -> list[list[str]]:
+    """Per definition: solutions, workloads raw/distinct, traces per hardware key; the
+    workload and trace files are read one at a time (memory: one file, not the database)."""
+    raw: Counter[str] = Counter()
+    distinct: dict[str, set[bytes]] = defaultdict(set)
+    for records in db.stream("workloads"):
+        for record in records:
+            raw[record.definition] += 1
+            distinct[record.definition].add(workload_identity(record))
+    hardware: dict[str, Counter[str]] = defaultdict(Counter)
+    for records in db.stream("traces"):
+        for record in records:
+            if record.evaluation is not None:
+                key = hardware_key(record.evaluation.environment.hardware)
+                hardware[record.definition][key] += 1
     rows = []
     for name in sorted(db.definitions):
         solutions = len(db.solutions_for(name))
-        raw = len(db.workloads_for(name))
-        distinct = len(db.distinct_workloads(name)) if raw else 0
-        per_hw = db.hardware_keys(name)
-        if not (everything or solutions or raw or per_hw):
+        per_hw = hardware[name]
+        if not (everything or solutions or raw[name] or per_hw):
             continue
         traces = ", ".join(f"{k}:{n}" for k, n in sorted(per_hw.items())) or "-"
-        rows.append([name, str(solutions), f"{raw}/{distinct}", traces])
+        rows.append([name, str(solutions), f"{raw[name]}/{len(distinct[name])}", traces])
     return rows
 
 
 def print_summary(db: TraceDB, *, everything: bool = False) -> None:
-    rows = summary_rows(db, everything=everything)
+    rows = summary_rows(db, everything=everything)  # first: it adds the files' load problems
     headers = ["definition", "solutions", "workloads raw/distinct", "traces by hardware"]
     print(f"database {db.root}: {len(db.definitions)} definitions, {len(db.solutions)} "
           f"solutions, {len(db.load_errors)} load problems")
@@ -56,7 +80,7 @@ def print_summary(db: TraceDB, *, everything: bool = False) -> None:
 
 
 def run_ls(args: argparse.Namespace) -> int:
-    print_summary(TraceDB.open(args.db), everything=args.all)
+    print_summary(TraceDB.open(args.db, workloads=False, traces=False), everything=args.all)
     return 0
 
 
@@ -80,6 +104,17 @@ def run_validate(args: argparse.Namespace) -> int:
     report_leftovers(db.root, fix=args.fix, min_age_s=args.min_age)
     print(f"{len(problems)} problems" if problems else "ok")
     return 1 if problems else 0
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    if not args.db.is_dir():
+        raise StoreError(f"{args.db}: no such database folder")
+    report = compact(args.db, definitions=set(args.definition) if args.definition else None,
+                     dry_run=args.dry_run)
+    print(("would have: " if args.dry_run else "") + report.line())
+    for name, count in sorted(report.dropped.items()):
+        print(f"  {name}: {count} dropped")
+    return 0
 
 
 def report_leftovers(root: Path, *, fix: bool, min_age_s: float) -> None:

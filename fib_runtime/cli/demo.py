@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"fib demo on {hw.name} (key {hw.key}), database {args.db}")
     summary, rows = run_demo(args.db, iters=args.iters)
     print()
-    print_summary(TraceDB.open(args.db))
+    print_summary(TraceDB.open(args.db, workloads=False, traces=False))
     print()
     print("retune (winner per captured workload on this machine):")
     print(summary.table())

@@ -55,7 +55,8 @@ class Explanation:
 def unbound_solutions(runtime: Runtime, definition: str) -> set[str]:
     """Solutions with traces on this hardware that do not name the content they measured
     (flashinfer-bench's own traces): ranked by name only."""
-    return {t.solution for t in runtime.db.traces_for(definition, runtime.hardware.key)
+    traces = runtime.measured().traces_for(definition, runtime.hardware.key)
+    return {t.solution for t in traces
             if t.solution is not None and t.evaluation is not None
             and digest_of(t.evaluation) is None}
 
@@ -64,7 +65,7 @@ def traces_at(runtime: Runtime, definition: str, key: tuple[int, ...],
               regime: str) -> Iterator[Trace]:
     """The solution traces of `definition` at `key` in timing `regime` on this hardware."""
     spec = runtime.db.definitions[definition]
-    for trace in runtime.db.traces_for(definition, runtime.hardware.key):
+    for trace in runtime.measured().traces_for(definition, runtime.hardware.key):
         if trace.solution is None or trace.evaluation is None or \
                 timing_of(trace.evaluation) != regime:
             continue

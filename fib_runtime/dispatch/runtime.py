@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,18 @@ from typing import Any
 from fib_runtime.build import BuildCache, Built
 from fib_runtime.dispatch.config import DispatchConfig
 from fib_runtime.dispatch.dispatcher import Dispatcher
-from fib_runtime.dispatch.table import (
-    DefinitionTable,
-    cache_file,
-    compile_table,
-    empty_table,
+from fib_runtime.dispatch.served import (
+    CorruptTables,
+    ServedTables,
     load_tables,
     save_tables,
+    served_files,
+)
+from fib_runtime.dispatch.table import (
+    DefinitionTable,
+    compile_tables,
+    empty_table,
+    reads_other_hardware,
 )
 from fib_runtime.errors import BuildError, FibError
 from fib_runtime.hardware import Hardware, current_hardware
@@ -46,7 +52,7 @@ class Snapshot:
 
     db: TraceDB
     trust: Trust
-    tables: dict[str, DefinitionTable]
+    tables: Mapping[str, DefinitionTable]
     fingerprint: str
     trust_stamp: tuple[int, ...] | None
     warned: set[tuple[str, str]] = field(default_factory=set)  # untrusted (name, digest)
@@ -66,6 +72,10 @@ class Runtime:
         self.dispatchers: dict[str, Dispatcher | None] = {}
         self._lock = threading.RLock()
         self._listeners: list[Callable[[], None]] = []
+        # per load, where its tables came from: "served" (a served-table file that matches
+        # the records; no trace parsed), "compiled" (from this hardware's traces); and the
+        # files passed over: "stale" (older records), "corrupt" (unreadable; rebuilt)
+        self.table_loads: Counter[str] = Counter()
         self._load()
         self._stop = threading.Event()
         if watch and self.config.check_interval_s > 0:
@@ -74,30 +84,66 @@ class Runtime:
     # -- loading and reloading ----------------------------------------------------------
 
     def _load(self) -> None:
+        """Read definitions and solutions, and the tables from a served-table file that
+        matches the records; only without one, parse this hardware's traces and compile
+        them (then kept in this host's cache). A reload does this in the watcher thread
+        while the old snapshot serves."""
         folder = decisions_fingerprint(self.root)  # before reading: a later change
         trust_stamp = stamp()  # of either reloads
-        db = self._db if self._db is not None else TraceDB.open(self.root, create=True,
-                                                                 workloads=False)
+        db = self._db if self._db is not None else TraceDB.open(
+            self.root, create=True, workloads=False, traces=False)
         self._db = None  # a later reload reads the folder again
         trust = Trust(self.root, db.definitions)
-        cached = cache_file(cache_path(), folder, self.hardware.key, self.config)
-        tables = load_tables(cached)
-        if tables is None or set(tables) != set(db.definitions):
-            tables = {name: compile_table(db, d, self.hardware.key, self.config)
-                      for name, d in db.definitions.items()}
+        files = served_files(self.root, cache_path(), self.hardware.key, self.config)
+        tables: Mapping[str, DefinitionTable] | None = self._served(
+            files, folder, set(db.definitions))
+        if tables is None:
+            db.load_traces(hardware=None if reads_other_hardware(self.config)
+                           else self.hardware.key)
+            tables = compile_tables(db, self.hardware.key, self.config)
+            self.table_loads["compiled"] += 1
             try:
                 if decisions_fingerprint(self.root) == folder:  # not a later state's
-                    save_tables(cached, tables)
+                    save_tables(files[1], ServedTables(folder, self.hardware.key, tables))
             except OSError as exc:
-                log.debug("cannot cache decision tables at %s: %s", cached, exc)
+                log.debug("cannot cache decision tables at %s: %s", files[1], exc)
         self.snapshot = Snapshot(db, trust, tables, folder, trust_stamp)  # one publication
+
+    def _served(self, files: tuple[Path, ...], folder: str, definitions: set[str]
+                ) -> Mapping[str, DefinitionTable] | None:
+        """The tables of the first served-table file built from these very records."""
+        for path in files:
+            try:
+                served = load_tables(path)
+            except CorruptTables as exc:
+                self.table_loads["corrupt"] += 1
+                log.warning("decision tables %s unreadable, rebuilt from the traces", exc)
+                continue
+            if served is None:
+                continue
+            if served.fingerprint == folder and served.hardware_key == self.hardware.key \
+                    and set(served.tables) == definitions:
+                self.table_loads["served"] += 1
+                return served.tables
+            self.table_loads["stale"] += 1
+        return None
+
+    def measured(self) -> TraceDB:
+        """The snapshot's database with this hardware's traces, read on first need when
+        its tables came from a served-table file (for `fib.explain`, never for a call)."""
+        db = self.snapshot.db
+        with self._lock:
+            if not db.traces_loaded:
+                db.load_traces(hardware=None if reads_other_hardware(self.config)
+                               else self.hardware.key)
+        return db
 
     @property
     def db(self) -> TraceDB:
         return self.snapshot.db
 
     @property
-    def tables(self) -> dict[str, DefinitionTable]:
+    def tables(self) -> Mapping[str, DefinitionTable]:
         return self.snapshot.tables
 
     @property

@@ -1,19 +1,13 @@
-"""The decision tables of a definition on this hardware, one per timing regime, and their
-on-disk cache."""
+"""The decision tables of a definition on this hardware, one per timing regime, compiled
+from the traces (dispatch.served keeps them in files)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import orjson
 
 from fib_runtime import regimes
 from fib_runtime.dispatch.config import DispatchConfig
-from fib_runtime.files import write_atomic
 from fib_runtime.hardware import arch_of_key
 from fib_runtime.keys import Key
 from fib_runtime.ranking import Ranking, rank, timings_in
@@ -64,35 +58,15 @@ def compile_table(db: TraceDB, definition: Definition, hardware_key: str,
     return DefinitionTable({device: ranked(device), **{t: r for t, r in ranked_in.items() if r}})
 
 
-def cache_file(cache: Path, fingerprint: str, hardware_key: str, config: DispatchConfig) -> Path:
-    digest = hashlib.blake2b(repr(config).encode(), digest_size=6).hexdigest()
-    return cache / "tables" / f"{fingerprint}-{hardware_key}-{digest}.json"
+def compile_tables(db: TraceDB, hardware_key: str, config: DispatchConfig
+                   ) -> dict[str, DefinitionTable]:
+    """The table of every definition of `db` on this hardware."""
+    return {name: compile_table(db, d, hardware_key, config)
+            for name, d in db.definitions.items()}
 
 
-def _dump(rankings: dict[Key, Ranking]) -> list[list[object]]:
-    return [[list(k), list(r.names), list(r.latencies_ms), list(r.spreads),
-             sorted(r.originals), r.note] for k, r in rankings.items()]
-
-
-def _parse(raw: list[list[Any]]) -> dict[Key, Ranking]:
-    return {tuple(k): Ranking(tuple(n), tuple(lat), tuple(sp), frozenset(orig), note)
-            for k, n, lat, sp, orig, note in raw}
-
-
-def save_tables(path: Path, tables: dict[str, DefinitionTable]) -> None:
-    data = {name: {t: _dump(r) for t, r in table.rankings.items()}
-            for name, table in tables.items()}
-    write_atomic(path, orjson.dumps({"format": 4, "tables": data}))
-
-
-def load_tables(path: Path) -> dict[str, DefinitionTable] | None:
-    """The cached tables, or None when absent, unreadable or of an older format (then they
-    are rebuilt)."""
-    try:
-        data = orjson.loads(path.read_bytes())
-        if data.get("format") != 4:
-            return None
-        return {name: DefinitionTable({t: _parse(r) for t, r in raw.items()})
-                for name, raw in data["tables"].items()}
-    except (OSError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
-        return None
+def reads_other_hardware(config: DispatchConfig) -> bool:
+    """Whether some definition may rank traces of other GPU models (`same_arch`), so that
+    a table build must read every hardware key's traces, not only this one's."""
+    return any(policy.other_hardware != "never"
+               for policy in (config.default, *config.definitions.values()))

@@ -13,12 +13,14 @@ fib_runtime.measure.timing) gives its own trace, stamped with its regime.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fib_runtime.errors import RetuneError
+from fib_runtime.dispatch.served import write_served
+from fib_runtime.errors import FibError, RetuneError
 from fib_runtime.measure.compare import Tolerance
 from fib_runtime.measure.timing import parse_timings
 from fib_runtime.regimes import DEVICE
@@ -27,6 +29,8 @@ from fib_runtime.retuning.plan import Plan, trusted_only, workload_tasks
 from fib_runtime.retuning.record import Recorder
 from fib_runtime.retuning.summary import RetuneSummary, fill_buckets, nothing_to_compare
 from fib_runtime.store import TraceDB
+
+log = logging.getLogger("fib_runtime.retuning")
 
 
 @dataclass(frozen=True)
@@ -79,8 +83,18 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
         infos = executor.run(job, items, progress)
         fill_buckets(summary, db, (i.definition.name for i in items),
                      {i.key for i in infos}, config.timings)
+        refresh_served(db.root, sorted({i.key for i in infos}))
     job.recorder.raise_if_lost()
     return summary
+
+
+def refresh_served(root: Path, hardware_keys: list[str]) -> None:
+    """Write the served tables of the keys just measured beside the traces, so that serving
+    processes start without parsing them; a failure only costs them that parse."""
+    try:
+        write_served(root, hardware_keys)
+    except (OSError, FibError) as exc:
+        log.warning("served tables of %s not written: %s", root, exc)
 
 
 def new_job(db: TraceDB, summary: RetuneSummary, *, warmup: int, iters: int, timeout: float,

@@ -5,7 +5,7 @@ store.layout, store.shards or store.files), so the folder layout stays the store
 """
 
 from fib_runtime.store.db import LoadProblem, TraceDB
-from fib_runtime.store.files import decisions_fingerprint
+from fib_runtime.store.files import decisions_fingerprint, served_table_file
 from fib_runtime.store.hooks import (
     announce_own_writes,
     check_copies_with,
@@ -15,5 +15,5 @@ from fib_runtime.store.layout import workload_blob
 from fib_runtime.store.shards import check_shard_spec, shard_name, shard_spec
 
 __all__ = ["LoadProblem", "TraceDB", "announce_own_writes", "check_copies_with",
-           "check_shard_spec", "decisions_fingerprint", "listen_to_own_writes", "shard_name",
-           "shard_spec", "workload_blob"]
+           "check_shard_spec", "decisions_fingerprint", "listen_to_own_writes",
+           "served_table_file", "shard_name", "shard_spec", "workload_blob"]

@@ -6,8 +6,7 @@ import gc
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,25 +18,12 @@ from fib_runtime.hardware import hardware_key
 from fib_runtime.schema import Definition, SafetensorsInput, Solution, Trace, writable
 from fib_runtime.store import files, layout, shards
 from fib_runtime.store.hooks import announce_own_writes
+from fib_runtime.store.reading import LoadProblem, hardware_of, workload_identity
 
 log = logging.getLogger("fib_runtime.store")
 _LOGGED_PROBLEMS = 20
 
 R = TypeVar("R")
-
-
-@dataclass(frozen=True, slots=True)
-class LoadProblem:
-    """One record that could not be loaded, and why."""
-
-    file: str
-    line: int | None
-    field: str | None
-    reason: str
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return f"{where}: " + (f"field '{self.field}': " if self.field else "") + self.reason
 
 
 class TraceDB:
@@ -60,17 +46,22 @@ class TraceDB:
         self._traces: dict[str, list[Trace]] = defaultdict(list)
         self._traces_by_hw: dict[tuple[str, str], list[Trace]] = defaultdict(list)
         self._blob_exists: dict[str, bool] = {}
+        self.traces_loaded = False  # whether trace files were read (some keys' or all)
+        self.parsed_traces = 0  # trace lines parsed into records (workload lines too)
+        self.skipped_traces = 0  # trace lines of other hardware keys, left unparsed
 
     # -- loading ------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: str | Path, *, create: bool = False, strict: bool = False,
-             workloads: bool = True, traces: bool = True) -> TraceDB:
+             workloads: bool = True, traces: bool = True, hardware: str | None = None
+             ) -> TraceDB:
         """Load the database at `path` (creating an empty one when `create`).
 
         With `strict`, any load problem raises a StoreError listing all of them. A process
         that needs only some records skips the others: dispatch reads no workloads, capture
-        no traces (appending works either way).
+        no traces (appending works either way). With `hardware` (a hardware key), only the
+        traces measured on it are parsed; the others are counted in `skipped_traces`.
         """
         root = Path(path).expanduser()
         if not root.is_dir():
@@ -80,39 +71,52 @@ class TraceDB:
                 raise StoreError(f"{root}: no such database folder")
             root.mkdir(parents=True, exist_ok=True)
         db = cls(root)
-        db._load(workloads=workloads, traces=traces)
+        db._load(workloads=workloads, traces=traces, hardware=hardware)
         if strict and db.load_errors:
             raise StoreError(f"{root}: {len(db.load_errors)} problems:\n"
                              + "\n".join(str(p) for p in db.load_errors))
         return db
 
-    def _load(self, *, workloads: bool, traces: bool) -> None:
+    def load_traces(self, *, hardware: str | None = None) -> None:
+        """Read the trace files into a database opened with `traces=False` (all of them, or
+        only those of one hardware key)."""
+        if not self.traces_loaded:
+            self._load(workloads=False, traces=True, hardware=hardware, records=False)
+
+    def _load(self, *, workloads: bool, traces: bool, hardware: str | None,
+              records: bool = True) -> None:
         # Loading creates millions of small objects and no cycles: the cyclic collector
         # would only rescan them over and over.
         was_enabled = gc.isenabled()
         gc.disable()
         try:
-            self._load_all(workloads=workloads, traces=traces)
+            self._load_all(workloads=workloads, traces=traces, hardware=hardware,
+                           records=records)
         finally:
             if was_enabled:
                 gc.enable()
 
-    def _load_all(self, *, workloads: bool, traces: bool) -> None:
-        for path in self._files(layout.DEFINITIONS, ".json"):
+    def _load_all(self, *, workloads: bool, traces: bool, hardware: str | None,
+                  records: bool) -> None:
+        """Read the files of each kind asked for; `records`: definitions and solutions."""
+        errors_before = len(self.load_errors)
+        for path in self._files(layout.DEFINITIONS, ".json") if records else ():
             self._load_json(path, Definition.from_dict, self._index_definition)
-        for path in self._files(layout.SOLUTIONS, ".json"):
+        for path in self._files(layout.SOLUTIONS, ".json") if records else ():
             self._load_json(path, Solution.from_dict,
                             lambda solution, path=path: self._index_solution(solution, path))
         for path in self._files(layout.WORKLOADS, ".jsonl") if workloads else ():
-            self._load_jsonl(path, workloads=True)
+            self._load_jsonl(path, workloads=True, hardware=None)
         for path in self._files(layout.TRACES, ".jsonl") if traces else ():
-            self._load_jsonl(path, workloads=False)
+            self._load_jsonl(path, workloads=False, hardware=hardware)
+        self.traces_loaded = self.traces_loaded or traces
         self._report_missing_blobs()
-        for problem in self.load_errors[:_LOGGED_PROBLEMS]:
+        new = self.load_errors[errors_before:]
+        for problem in new[:_LOGGED_PROBLEMS]:
             log.warning("skipped %s", problem)
-        if len(self.load_errors) > _LOGGED_PROBLEMS:
+        if len(new) > _LOGGED_PROBLEMS:
             log.warning("skipped %d more records; run `fib validate %s` for all",
-                        len(self.load_errors) - _LOGGED_PROBLEMS, self.root)
+                        len(new) - _LOGGED_PROBLEMS, self.root)
 
     def _files(self, folder: str, suffix: str) -> list[Path]:
         """The record files of a folder; a link that resolves outside the root is a load
@@ -149,18 +153,37 @@ class TraceDB:
         except (RecursionError, MemoryError):  # a hostile record; the rest still loads
             self._problem(path, None, SchemaError("nested too deeply to load"))
 
-    def _load_jsonl(self, path: Path, *, workloads: bool) -> None:
+    def stream(self, kind: str) -> Iterator[list[Trace]]:
+        """The records of each `workloads` or `traces` file, one file at a time, not indexed:
+        what an offline tool that only counts needs, in memory bounded by one file (load
+        problems are added to `load_errors` as each file is read)."""
+        folder = {"workloads": layout.WORKLOADS, "traces": layout.TRACES}[kind]
+        for path in self._files(folder, ".jsonl"):
+            records: list[Trace] = []
+            self._load_jsonl(path, workloads=kind == "workloads", hardware=None,
+                             index=records.append)
+            yield records
+
+    def _load_jsonl(self, path: Path, *, workloads: bool, hardware: str | None,
+                    index: Callable[[Trace], None] | None = None) -> None:
         try:
             data = path.read_bytes()
         except OSError as exc:
             self._problem(path, None, exc)
             return
-        parse, loads, index = Trace.from_dict, orjson.loads, self._index_trace
+        parse, loads, index = Trace.from_dict, orjson.loads, index or self._index_trace
+        keys: dict[str, str] = {}
+        parsed = skipped = 0
         for number, line in enumerate(data.split(b"\n"), start=1):
             if not line.strip():
                 continue
             try:
-                trace = parse(loads(line))
+                raw = loads(line)
+                if hardware is not None and hardware_of(raw, keys) not in (hardware, None):
+                    skipped += 1
+                    continue
+                parsed += 1
+                trace = parse(raw)
             except (orjson.JSONDecodeError, FibError) as exc:
                 self._problem(path, number, exc)
                 continue
@@ -172,6 +195,8 @@ class TraceDB:
                     "a workload line must have null solution and evaluation", field="solution"))
                 continue
             index(trace)
+        self.parsed_traces += parsed
+        self.skipped_traces += skipped
 
     def _index_definition(self, definition: Definition) -> None:
         layout.check_definition(definition)
@@ -248,10 +273,7 @@ class TraceDB:
         seen: set[bytes] = set()
         distinct = []
         for trace in self._workloads.get(definition, ()):
-            wl = trace.workload
-            key = orjson.dumps({"axes": wl.axes,
-                                "inputs": {k: v.to_dict() for k, v in wl.inputs.items()}},
-                               option=orjson.OPT_SORT_KEYS)
+            key = workload_identity(trace)
             if key not in seen:
                 seen.add(key)
                 distinct.append(trace)
@@ -398,3 +420,4 @@ class TraceDB:
             if desc.tensor_key not in handle.keys():  # noqa: SIM118 - safe_open has no __contains__
                 raise StoreError(f"{desc.path}: no tensor '{desc.tensor_key}'")
             return handle.get_tensor(desc.tensor_key)
+

@@ -80,21 +80,40 @@ def inside(root: Path, rel: str) -> Path:
     return path
 
 
+def served_table_file(root: Path, hardware_key: str, tag: str) -> Path:
+    """Where the served tables of a hardware key are kept (`layout.served_table_path`),
+    refused (StoreError) when `.fib` or a folder below links outside the root."""
+    rel = layout.served_table_path(Path(), hardware_key, tag)
+    return inside(root, str(rel))
+
+
 def decisions_fingerprint(root: Path) -> str:
     """A cheap digest of what dispatch decisions depend on, read without loading anything:
     the names, sizes and modification times of the definition, solution and trace files
-    under `root`. It changes when any of them does."""
+    under `root`. It changes when any of them does. Its cost grows with the number of
+    files (one stat each), not with their size or the number of records."""
     digest = hashlib.blake2b(digest_size=12)
     for folder in layout.DECISION_FOLDERS:
-        base = root / folder
-        if not base.is_dir():
-            continue
-        for path in sorted(base.rglob("*")):
-            if path.suffix in (".json", ".jsonl"):
-                try:
-                    st = path.stat()
-                except OSError:  # a dangling link (a load problem) or a file just removed
-                    continue
-                digest.update(f"{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n"
-                              .encode())
+        _digest_folder(digest, os.path.join(root, folder), folder)
     return digest.hexdigest()
+
+
+def _digest_folder(digest: Any, folder: str, rel: str) -> None:
+    """Add each record file under `folder` (in name order; linked folders are not entered,
+    as `Path.rglob` does not) to `digest`."""
+    try:
+        with os.scandir(folder) as found:
+            entries = sorted(found, key=lambda e: e.name)
+    except OSError:  # no such folder (yet), or not a folder
+        return
+    for entry in entries:
+        name = rel + "/" + entry.name
+        if entry.is_dir(follow_symlinks=False):
+            _digest_folder(digest, entry.path, name)
+        elif entry.name.endswith((".json", ".jsonl")):
+            try:
+                st = entry.stat()
+            except OSError:  # a dangling link (a load problem) or a file just removed
+                continue
+            digest.update(b"%s\0%d\0%d\n" % (name.encode("utf-8", "surrogateescape"),
+                                              st.st_size, st.st_mtime_ns))

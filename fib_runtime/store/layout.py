@@ -20,6 +20,7 @@ WORKLOADS = "workloads"
 TRACES = "traces"
 BLOB = "blob"
 DECISION_FOLDERS = (DEFINITIONS, SOLUTIONS, TRACES)
+SERVED_TABLES = ".fib/tables"  # compiled decision tables, rebuilt from the records above
 # A file name is at most 255 bytes on common filesystems; a name also gets a suffix
 # (".jsonl", a shard, "_<uuid>.safetensors"), so the name itself is held well below that.
 NAME_MAX_BYTES = 200
@@ -79,6 +80,12 @@ def workload_file(root: Path, op_type: str, definition: str) -> Path:
 
 def trace_file(root: Path, op_type: str, definition: str) -> Path:
     return confined(root, TRACES, (("op_type", op_type), ("definition", definition)), ".jsonl")
+
+
+def served_table_path(root: Path, hardware_key: str, tag: str) -> Path:
+    """Where the compiled decision tables of one hardware key (and dispatch config `tag`)
+    are kept beside the records they are built from."""
+    return root / SERVED_TABLES / f"{_safe(hardware_key)}-{_safe(tag)}.json"
 
 
 def workload_blob(op_type: str, definition: str, uuid: str) -> str:

@@ -188,3 +188,16 @@ def test_unknown_names_are_refused(tmp_path: Path) -> None:
         retune(db, solutions=["nope"], **FAST)
     with pytest.raises(RetuneError, match="no CUDA device"):
         retune(db, **{**FAST, "devices": "7"})
+
+
+def test_a_retune_leaves_the_served_table_that_serving_starts_from(
+        retuned: tuple[TraceDB, RetuneSummary]) -> None:
+    from fib_runtime.dispatch.config import DispatchConfig
+    from fib_runtime.dispatch.runtime import Runtime
+    from fib_runtime.dispatch.table import compile_tables
+
+    db, _ = retuned
+    assert list((db.root / ".fib" / "tables").glob(f"{CPU_KEY}-*.json"))
+    runtime = Runtime(db.root, watch=False)
+    assert runtime.table_loads == {"served": 1} and runtime.db.parsed_traces == 0
+    assert runtime.tables == compile_tables(TraceDB.open(db.root), CPU_KEY, DispatchConfig())
