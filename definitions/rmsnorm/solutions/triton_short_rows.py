@@ -180,7 +180,7 @@ def _short_rows_kernel(
     else:
         mask = (rows < n_rows)[:, None] & (cols < HIDDEN)[None, :]
         w = tl.load(w_ptr + cols, mask=cols < HIDDEN, other=0.0).to(tl.float32)
-    if PER_HEAD:
+    if PER_HEAD:  # noqa: SIM108 (a constexpr branch: only one side is compiled)
         x_rows = (rows // heads) * stride_xt + (rows % heads) * stride_xh
     else:
         x_rows = rows * stride_xt
