@@ -180,13 +180,15 @@ def test_splitk_takes_any_strides_and_empty_batches():
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("hidden", [128, 256, 512, 1024])
+@pytest.mark.parametrize("hidden", [128, 512, 1024])
 def test_short_rows_match_the_reference_on_gpu(family: str, hidden: int):
-    for dtype in ("bfloat16", "float16", "float32"):
+    """Every tile in bfloat16, one in float32 (float16 takes bfloat16's path); row counts of
+    each integer specialisation Triton compiles (1, odd, multiple of 16)."""
+    for dtype, tiles in (("bfloat16", TILES), ("float32", ("t4k",))):
         definition = norm_definition(family, hidden, dtype)
-        for tile in TILES:
+        for tile in tiles:
             call = norm_call(family, tile, definition)
-            for rows in (1, 7, 16, 255, 4097, 65536):
+            for rows in (1, 7, 4096, 65536):
                 check(call, definition, rows, "cuda")
 
 
