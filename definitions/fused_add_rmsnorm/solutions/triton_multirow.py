@@ -147,17 +147,43 @@ def _launch(hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.T
             given.copy_(written)
 
 
-def _entry(tile: str, eps: float):
-    def fused_add_rmsnorm_residual(hidden_states: torch.Tensor, residual: torch.Tensor,
-                                   weight: torch.Tensor, output: torch.Tensor,
-                                   residual_out: torch.Tensor) -> None:
-        _launch(hidden_states, residual, weight, output, residual_out, eps, tile)
-    return fused_add_rmsnorm_residual
+def fused_add_rmsnorm_residual_t1k_eps1e5(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+    output: torch.Tensor, residual_out: torch.Tensor,
+) -> None:
+    _launch(hidden_states, residual, weight, output, residual_out, 1e-5, "t1k")
 
 
-fused_add_rmsnorm_residual_t1k_eps1e5 = _entry("t1k", 1e-5)
-fused_add_rmsnorm_residual_t1k_eps1e6 = _entry("t1k", 1e-6)
-fused_add_rmsnorm_residual_t4k_eps1e5 = _entry("t4k", 1e-5)
-fused_add_rmsnorm_residual_t4k_eps1e6 = _entry("t4k", 1e-6)
-fused_add_rmsnorm_residual_t16k_eps1e5 = _entry("t16k", 1e-5)
-fused_add_rmsnorm_residual_t16k_eps1e6 = _entry("t16k", 1e-6)
+def fused_add_rmsnorm_residual_t1k_eps1e6(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+    output: torch.Tensor, residual_out: torch.Tensor,
+) -> None:
+    _launch(hidden_states, residual, weight, output, residual_out, 1e-6, "t1k")
+
+
+def fused_add_rmsnorm_residual_t4k_eps1e5(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+    output: torch.Tensor, residual_out: torch.Tensor,
+) -> None:
+    _launch(hidden_states, residual, weight, output, residual_out, 1e-5, "t4k")
+
+
+def fused_add_rmsnorm_residual_t4k_eps1e6(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+    output: torch.Tensor, residual_out: torch.Tensor,
+) -> None:
+    _launch(hidden_states, residual, weight, output, residual_out, 1e-6, "t4k")
+
+
+def fused_add_rmsnorm_residual_t16k_eps1e5(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+    output: torch.Tensor, residual_out: torch.Tensor,
+) -> None:
+    _launch(hidden_states, residual, weight, output, residual_out, 1e-5, "t16k")
+
+
+def fused_add_rmsnorm_residual_t16k_eps1e6(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+    output: torch.Tensor, residual_out: torch.Tensor,
+) -> None:
+    _launch(hidden_states, residual, weight, output, residual_out, 1e-6, "t16k")

@@ -244,26 +244,61 @@ def _launch(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor
     return out
 
 
-def _plain_entry(tile: str, eps: float):
-    def rmsnorm(hidden_states: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return _launch(hidden_states, None, weight, eps, tile)
-    return rmsnorm
+def rmsnorm_t1k_eps1e5(hidden_states: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return _launch(hidden_states, None, weight, 1e-5, "t1k")
 
 
-def _fused_entry(tile: str, eps: float):
-    def fused_add_rmsnorm(hidden_states: torch.Tensor, residual: torch.Tensor,
-                          weight: torch.Tensor) -> torch.Tensor:
-        return _launch(hidden_states, residual, weight, eps, tile)
-    return fused_add_rmsnorm
+def rmsnorm_t1k_eps1e6(hidden_states: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return _launch(hidden_states, None, weight, 1e-6, "t1k")
 
 
-rmsnorm_t1k_eps1e5, rmsnorm_t1k_eps1e6 = _plain_entry("t1k", 1e-5), _plain_entry("t1k", 1e-6)
-rmsnorm_t4k_eps1e5, rmsnorm_t4k_eps1e6 = _plain_entry("t4k", 1e-5), _plain_entry("t4k", 1e-6)
-rmsnorm_t16k_eps1e5 = _plain_entry("t16k", 1e-5)
-rmsnorm_t16k_eps1e6 = _plain_entry("t16k", 1e-6)
-fused_add_rmsnorm_t1k_eps1e5 = _fused_entry("t1k", 1e-5)
-fused_add_rmsnorm_t1k_eps1e6 = _fused_entry("t1k", 1e-6)
-fused_add_rmsnorm_t4k_eps1e5 = _fused_entry("t4k", 1e-5)
-fused_add_rmsnorm_t4k_eps1e6 = _fused_entry("t4k", 1e-6)
-fused_add_rmsnorm_t16k_eps1e5 = _fused_entry("t16k", 1e-5)
-fused_add_rmsnorm_t16k_eps1e6 = _fused_entry("t16k", 1e-6)
+def rmsnorm_t4k_eps1e5(hidden_states: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return _launch(hidden_states, None, weight, 1e-5, "t4k")
+
+
+def rmsnorm_t4k_eps1e6(hidden_states: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return _launch(hidden_states, None, weight, 1e-6, "t4k")
+
+
+def rmsnorm_t16k_eps1e5(hidden_states: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return _launch(hidden_states, None, weight, 1e-5, "t16k")
+
+
+def rmsnorm_t16k_eps1e6(hidden_states: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return _launch(hidden_states, None, weight, 1e-6, "t16k")
+
+
+def fused_add_rmsnorm_t1k_eps1e5(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    return _launch(hidden_states, residual, weight, 1e-5, "t1k")
+
+
+def fused_add_rmsnorm_t1k_eps1e6(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    return _launch(hidden_states, residual, weight, 1e-6, "t1k")
+
+
+def fused_add_rmsnorm_t4k_eps1e5(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    return _launch(hidden_states, residual, weight, 1e-5, "t4k")
+
+
+def fused_add_rmsnorm_t4k_eps1e6(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    return _launch(hidden_states, residual, weight, 1e-6, "t4k")
+
+
+def fused_add_rmsnorm_t16k_eps1e5(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    return _launch(hidden_states, residual, weight, 1e-5, "t16k")
+
+
+def fused_add_rmsnorm_t16k_eps1e6(
+    hidden_states: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    return _launch(hidden_states, residual, weight, 1e-6, "t16k")
