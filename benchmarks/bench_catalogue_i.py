@@ -312,7 +312,7 @@ def gpu_run(defs: dict[str, dict], report: dict, quick: bool, dry: bool) -> str:
         if dry:
             return DRY_SIZES
         large = [] if d["op_type"] == "gemm" else [roofline.large_size(d)]
-        return (QUICK_SIZES if quick else GPU_SIZES[d["op_type"]]) + large
+        return sorted({*(QUICK_SIZES if quick else GPU_SIZES[d["op_type"]]), *large})
 
     results = sweep(sweeps, sols, sizes, measure, device)
     report["results"] = results
