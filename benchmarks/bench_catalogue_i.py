@@ -284,8 +284,10 @@ def cpu_crossovers(results: dict) -> dict[str, int | None]:
     return crossovers
 
 
-def gpu_run(defs: dict[str, dict], report: dict, quick: bool, dry: bool) -> str:
-    """The GPU sweep and issue 28's roofline views into `report`; returns the file key."""
+def gpu_run(defs: dict[str, dict], report: dict, quick: bool, dry: bool, out: Path) -> Path:
+    """The GPU sweep and issue 28's roofline views into `report`, written to
+    out/catalogue_i_<gpu>[_quick].json after each part (a run cut short keeps what it
+    measured); returns the file's path."""
     import triton
 
     from fib_runtime import families
@@ -298,6 +300,12 @@ def gpu_run(defs: dict[str, dict], report: dict, quick: bool, dry: bool) -> str:
     floor_us, touch_us = measure(floors["empty"]), measure(floors["load_store"])
     copy = copy_gbps(measure, device, 1 << (20 if dry else 28))  # 1 GiB on a GPU
     name = "cpu (dry run)" if dry else torch.cuda.get_device_name()
+    key = "dry" if dry else hardware_key(name).lower()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"catalogue_i_{key}{'_quick' if quick else ''}.json"
+
+    def save() -> None:
+        path.write_text(json.dumps(report, indent=1) + "\n")
     report |= {"device": name, "triton": triton.__version__, "launch_floor_us": floor_us,
                "load_store_floor_us": touch_us, "copy_gbps": copy,
                "mode": "dry" if dry else "quick" if quick else "full"}
@@ -317,9 +325,11 @@ def gpu_run(defs: dict[str, dict], report: dict, quick: bool, dry: bool) -> str:
     results = sweep(sweeps, sols, sizes, measure, device)
     report["results"] = results
     report["summary"] = summarise(sweeps, results, floor_us, touch_us, copy)
+    save()
     report["bandwidth"] = {
         n: roofline.bandwidth(n, results[n], lambda size, d=d: traffic(d, size)[0], copy)
         for n, d in sweeps.items() if d["op_type"] != "gemm"}
+    save()
 
     def graph_us(fn: Callable[[], object]) -> float:
         return dry_timer(fn) if dry else graph_latency_ms(fn, [], device=device, warmup=5,
@@ -329,9 +339,11 @@ def gpu_run(defs: dict[str, dict], report: dict, quick: bool, dry: bool) -> str:
         n: roofline.decode_gemm(n, d, sols.get(n, {}), lambda d, m: make_inputs(d, m, device),
                                 graph_us, copy, (1, 4) if dry else roofline.DECODE_M)
         for n, d in gemms.items()}
+    save()
     if "rmsnorm_h128" in sweeps:
         report["per_head"] = roofline.per_head(sols["rmsnorm_h128"], measure, copy, device,
                                                (1, 4) if dry else PER_HEAD_TOKENS)
+        save()
     cases = {}
     for n, d in sweeps.items():
         for batch in (QUICK_LAUNCH_BOUND if quick else LAUNCH_BOUND) if d["op_type"] != "gemm" \
@@ -346,8 +358,8 @@ def gpu_run(defs: dict[str, dict], report: dict, quick: bool, dry: bool) -> str:
     floors.pop("load_store")
     per_call = dry_timer if dry else lambda fn: per_call_us(fn, [], 200)
     report["launch_bound"] = roofline.launch_bound(cases, floors, per_call, 2 if dry else 7)
-    key = "dry" if dry else hardware_key(name).lower()
-    return f"{key}_quick" if quick else key
+    save()
+    return path
 
 
 def main() -> None:
@@ -368,19 +380,17 @@ def main() -> None:
         if args.quick else list(defs))
     defs = {n: defs[n] for n in args.only or default}
     report: dict = {"torch": torch.__version__}
-    if args.cpu:
-        report |= {"device": "cpu", "threads": torch.get_num_threads()}
-        sols = solutions({"any", "cpu"})
-        report["results"] = sweep(defs, sols, lambda d: CPU_SIZES[d["op_type"]], cpu_timer, "cpu")
-        report["crossover"] = cpu_crossovers(report["results"])
-        key = "cpu"
-    else:
-        key = gpu_run(defs, report, quick=args.quick, dry=args.dry)
+    if not args.cpu:
+        print(f"\nwrote {gpu_run(defs, report, args.quick, args.dry, args.out)}")
+        return
+    report |= {"device": "cpu", "threads": torch.get_num_threads()}
+    sols = solutions({"any", "cpu"})
+    report["results"] = sweep(defs, sols, lambda d: CPU_SIZES[d["op_type"]], cpu_timer, "cpu")
+    report["crossover"] = cpu_crossovers(report["results"])
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"catalogue_i_{key}.json"
+    path = args.out / "catalogue_i_cpu.json"
     path.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\nwrote {path}")
-
 
 if __name__ == "__main__":
     main()
