@@ -1,42 +1,64 @@
-"""Sweep every solution of catalogue part I (rmsnorm, gemm, activation) over batch sizes.
+"""Sweep every solution of catalogue part I (norms, gemm, activation) over batch sizes.
 
 GPU (default): median `triton.testing.do_bench` time of every solution that runs on an NVIDIA
 GPU, per definition and batch size; prints one table per definition with the winner per size,
 the winner's bandwidth (norms, activation) or TFLOP/s (GEMM) at the largest size next to this
 run's device-to-device copy bandwidth / torch.matmul rate, and the winner at the smallest sizes
-next to the launch floor (an empty Triton kernel). Writes
-benchmarks/results/catalogue_i_<gpu>.json.
+next to the launch floor (an empty Triton kernel). Then issue 28's roofline views
+(benchmarks/_roofline.py): every solution's % of copy bandwidth per size with the best before
+and after issue 28's kernels (the norms also at hidden 128-1024 and at a large size, 2^25
+elements a tensor), decode GEMMs' weight bandwidth at M = 1..64 in the graph regime, the
+per-head q norm of Qwen3 on a strided view, and eager per-call cost at batch <= 16 against the
+launch floor. Writes benchmarks/results/catalogue_i_<gpu>.json.
+
+--quick: issue 28's selection (norms at hidden 128-4096, silu_and_mul, decode GEMMs) and
+sizes (1, 16, 4096, 16384, large), a few minutes. --dry: the same code paths on the CPU at
+tiny sizes (Triton in its interpreter; timings meaningless), writes catalogue_i_dry.json.
 
 --cpu: the same sweep over the solutions that run on CPU (wall-clock median), to locate the
 crossovers between the CPU solutions; writes benchmarks/results/catalogue_i_cpu.json.
 
-    python3 benchmarks/bench_catalogue_i.py [--cpu] [--only NAME ...] [--out DIR]
+    python3 benchmarks/bench_catalogue_i.py [--cpu | --quick | --dry] [--only NAME ...]
+        [--out DIR]
 """
 
 import argparse
 import importlib.util
 import json
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+if "--dry" in sys.argv:  # before triton is imported
+    os.environ["TRITON_INTERPRET"] = "1"
+
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _roofline as roofline
+from _common import per_call_us
+
+from fib_runtime.build import Built, value_returning
 from fib_runtime.catalogue import declared_entries, entry_functions
 from fib_runtime.render import render_table
+from fib_runtime.schema import Definition
 
 REPO = Path(__file__).resolve().parents[1]
-OP_TYPES = ("rmsnorm", "activation", "gemm")
+OP_TYPES = ("rmsnorm", "fused_add_rmsnorm", "activation", "gemm")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 POW2 = [2**i for i in range(15)]
 GPU_SIZES = {
     "rmsnorm": sorted([*POW2, 7, 33, 255, 1000, 4097]),
+    "fused_add_rmsnorm": sorted([*POW2, 7, 33, 255, 1000, 4097]),
     "activation": sorted([*POW2, 7, 33, 255, 1000, 4097]),
     "gemm": [1, 4, 7, 16, 32, 64, 128, 255, 1024, 4096, 16384],
 }
 CPU_SIZES = {
     "rmsnorm": [1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096, 16384],
+    "fused_add_rmsnorm": [1, 4, 16, 64, 256, 1024, 4096],
     "activation": [1, 4, 16, 64, 128, 256, 1024, 4096],
     "gemm": [1, 4, 16, 32, 64, 128, 256, 512],
 }
@@ -48,21 +70,38 @@ CPU_DEFINITIONS = [
     "silu_and_mul_i14336",
     "gemm_n4096_k4096",
 ]
+QUICK_DEFINITIONS = [
+    *(f"rmsnorm_h{h}" for h in (128, 256, 512, 1024, 4096)),
+    *(f"fused_add_rmsnorm_h{h}" for h in (128, 512, 1024, 4096)),
+    *(f"fused_add_rmsnorm_residual_h{h}" for h in (128, 1024, 4096)),
+    "silu_and_mul_i14336",
+]
+QUICK_SIZES = [1, 16, 4096, 16384]
+DRY_DEFINITIONS = ["rmsnorm_h128", "fused_add_rmsnorm_h256", "fused_add_rmsnorm_residual_h128"]
+DRY_SIZES = [1, 7, 300]
+LAUNCH_BOUND = (1, 4, 16)
+QUICK_LAUNCH_BOUND = (1, 16)  # a batch of 4 would compile every Triton kernel once more
+PER_HEAD_TOKENS = (1, 16, 256, 2048, 8192)
 WARMUP_MS, REP_MS = 3, 10
 SMALL = 16  # sizes up to this are compared with the launch floor
 
 
 def definitions() -> dict[str, dict]:
-    return {
+    """The catalogue's definitions of OP_TYPES, and issue 28's small-hidden norms."""
+    shipped = {
         p.stem: json.loads(p.read_text())
         for op in OP_TYPES
         for p in sorted((REPO / "definitions" / op).glob("*.json"))
     }
+    return {**shipped, **roofline.small_hidden_definitions(shipped)}
 
 
-def solutions(targets: set[str]) -> dict[str, dict[str, Callable]]:
-    """{definition: {variant: entry point}} for entries whose target_hardware meets `targets`."""
-    names = list(definitions())
+def solutions(targets: set[str], extra: dict[str, dict] | None = None
+              ) -> dict[str, dict[str, Callable]]:
+    """{definition: {variant: value-returning entry point}} for entries whose target_hardware
+    meets `targets`, over the definitions and `extra` ones."""
+    defs = {**definitions(), **(extra or {})}
+    names = list(defs)
     found: dict[str, dict[str, Callable]] = {}
     for op in OP_TYPES:
         for path in sorted((REPO / "definitions" / op / "solutions").glob("*.py")):
@@ -74,7 +113,11 @@ def solutions(targets: set[str]) -> dict[str, dict[str, Callable]]:
             spec.loader.exec_module(module)
             for e in entries:
                 for name, function in entry_functions(e, names, path).items():
-                    found.setdefault(name, {})[e["variant"]] = getattr(module, function)
+                    fn = getattr(module, function)
+                    if e.get("destination_passing_style"):  # outputs allocated per call
+                        fn = value_returning(Built(e["variant"], fn, True),
+                                             Definition.from_dict(defs[name]))
+                    found.setdefault(name, {})[e["variant"]] = fn
     return found
 
 
@@ -121,11 +164,14 @@ def cpu_timer(fn: Callable) -> float:
     return statistics.median(runs) * 1e6
 
 
-def launch_floors_us(measure: Callable[[Callable], float]) -> tuple[float, float]:
-    """do_bench times of an empty Triton kernel (the launch floor) and of one that loads one
-    value and stores it (the floor of any kernel that reads memory, L2 being flushed)."""
+def launch_floors(device: str) -> dict[str, Callable[[], object]]:
+    """Launches of an empty Triton kernel (the launch floor), the ordinary way and through
+    FastLauncher (the catalogue's launch path), and of one that loads one value and stores it
+    (the floor of any kernel that reads memory, L2 being flushed)."""
     import triton
     import triton.language as tl
+
+    from fib_runtime.triton_launch import FastLauncher
 
     @triton.jit
     def _empty(x_ptr):
@@ -135,12 +181,14 @@ def launch_floors_us(measure: Callable[[Callable], float]) -> tuple[float, float
     def _touch(x_ptr, y_ptr):
         tl.store(y_ptr, tl.load(x_ptr) + 1)
 
-    x, y = torch.randn(1, device="cuda"), torch.empty(1, device="cuda")
-    return measure(lambda: _empty[(1,)](x)), measure(lambda: _touch[(1,)](x, y))
+    x, y = torch.randn(1, device=device), torch.empty(1, device=device)
+    fast = FastLauncher(_empty)
+    return {"empty": lambda: _empty[(1,)](x), "empty_fast": lambda: fast((1, 1, 1), x, num_warps=4),
+            "load_store": lambda: _touch[(1,)](x, y)}
 
 
-def copy_gbps(measure: Callable[[Callable], float]) -> float:
-    src = torch.randn(256 * 1024 * 1024 // 4, device="cuda")  # 1 GiB
+def copy_gbps(measure: Callable[[Callable], float], device: str, elements: int) -> float:
+    src = torch.randn(elements, device=device)
     dst = torch.empty_like(src)
     return 2 * src.nbytes / measure(lambda: dst.copy_(src)) / 1e3
 
@@ -148,7 +196,7 @@ def copy_gbps(measure: Callable[[Callable], float]) -> float:
 def sweep(
     defs: dict[str, dict],
     sols: dict[str, dict[str, Callable]],
-    sizes: dict[str, list[int]],
+    sizes: Callable[[dict], list[int]],
     measure: Callable[[Callable], float],
     device: str,
 ) -> dict[str, dict]:
@@ -156,7 +204,7 @@ def sweep(
     for name, d in defs.items():
         variants = sols.get(name, {})
         rows = []
-        for var in sizes[d["op_type"]]:
+        for var in sizes(d):
             inputs = make_inputs(d, var, device)
             times = {}
             for variant, fn in variants.items():
@@ -215,6 +263,14 @@ def summarise(
     return summary
 
 
+def dry_timer(fn: Callable) -> float:
+    """One call after a warm-up, in us: the dry run checks code paths, not speed."""
+    fn()
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e6
+
+
 def cpu_crossovers(results: dict) -> dict[str, int | None]:
     """Per definition, the smallest swept size from which a cpu_* variant wins every size."""
     crossovers = {}
@@ -228,42 +284,113 @@ def cpu_crossovers(results: dict) -> dict[str, int | None]:
     return crossovers
 
 
+def gpu_run(defs: dict[str, dict], report: dict, quick: bool, dry: bool, out: Path) -> Path:
+    """The GPU sweep and issue 28's roofline views into `report`, written to
+    out/catalogue_i_<gpu>[_quick].json after each part (a run cut short keeps what it
+    measured); returns the file's path."""
+    import triton
+
+    from fib_runtime import families
+    from fib_runtime.hardware import hardware_key
+    from fib_runtime.measure.timing import graph_latency_ms
+
+    device = "cpu" if dry else "cuda"
+    measure = dry_timer if dry else gpu_timer()
+    floors = launch_floors(device)
+    floor_us, touch_us = measure(floors["empty"]), measure(floors["load_store"])
+    copy = copy_gbps(measure, device, 1 << (20 if dry else 28))  # 1 GiB on a GPU
+    name = "cpu (dry run)" if dry else torch.cuda.get_device_name()
+    key = "dry" if dry else hardware_key(name).lower()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"catalogue_i_{key}{'_quick' if quick else ''}.json"
+
+    def save() -> None:
+        path.write_text(json.dumps(report, indent=1) + "\n")
+    report |= {"device": name, "triton": triton.__version__, "launch_floor_us": floor_us,
+               "load_store_floor_us": touch_us, "copy_gbps": copy,
+               "mode": "dry" if dry else "quick" if quick else "full"}
+    gemms = {n: d for n, d in defs.items() if d["op_type"] == "gemm"}
+    if dry:  # a GEMM the interpreter runs in seconds
+        small = families.resolve("gemm", {}, n=64, k=256).to_dict()
+        gemms = {small["name"]: small}
+    sweeps = {n: d for n, d in defs.items() if d["op_type"] != "gemm" or not (quick or dry)}
+    sols = solutions({"any", "nvidia"}, gemms)
+
+    def sizes(d: dict) -> list[int]:
+        if dry:
+            return DRY_SIZES
+        large = [] if d["op_type"] == "gemm" else [roofline.large_size(d)]
+        return sorted({*(QUICK_SIZES if quick else GPU_SIZES[d["op_type"]]), *large})
+
+    results = sweep(sweeps, sols, sizes, measure, device)
+    report["results"] = results
+    report["summary"] = summarise(sweeps, results, floor_us, touch_us, copy)
+    save()
+    report["bandwidth"] = {
+        n: roofline.bandwidth(n, results[n], lambda size, d=d: traffic(d, size)[0], copy)
+        for n, d in sweeps.items() if d["op_type"] != "gemm"}
+    save()
+
+    def graph_us(fn: Callable[[], object]) -> float:
+        return dry_timer(fn) if dry else graph_latency_ms(fn, [], device=device, warmup=5,
+                                                          iters=30) * 1e3
+
+    report["decode_gemm"] = {
+        n: roofline.decode_gemm(n, d, sols.get(n, {}), lambda d, m: make_inputs(d, m, device),
+                                graph_us, copy, (1, 4) if dry else roofline.DECODE_M)
+        for n, d in gemms.items()}
+    save()
+    if "rmsnorm_h128" in sweeps:
+        report["per_head"] = roofline.per_head(sols["rmsnorm_h128"], measure, copy, device,
+                                               (1, 4) if dry else PER_HEAD_TOKENS)
+        save()
+    cases = {}
+    for n, d in sweeps.items():
+        for batch in (QUICK_LAUNCH_BOUND if quick else LAUNCH_BOUND) if d["op_type"] != "gemm" \
+                else ():
+            args = make_inputs(d, batch, device)
+            for variant, fn in sols.get(n, {}).items():
+                try:
+                    fn(*args)
+                except Exception:  # reported by the sweep already
+                    continue
+                cases[n, batch, variant] = lambda fn=fn, args=args: fn(*args)
+    floors.pop("load_store")
+    per_call = dry_timer if dry else lambda fn: per_call_us(fn, [], 200)
+    report["launch_bound"] = roofline.launch_bound(cases, floors, per_call, 2 if dry else 7)
+    save()
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cpu", action="store_true", help="sweep the CPU solutions")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--cpu", action="store_true", help="sweep the CPU solutions")
+    mode.add_argument("--quick", action="store_true", help="issue 28's selection and sizes")
+    mode.add_argument("--dry", action="store_true",
+                      help="the GPU run's code paths on the CPU, tiny sizes (interpreter)")
     parser.add_argument("--only", nargs="*", help="definition names to sweep")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     torch.manual_seed(0)
     defs = definitions()
-    selected = args.only or (CPU_DEFINITIONS if args.cpu else list(defs))
-    defs = {n: defs[n] for n in selected}
+    default = CPU_DEFINITIONS if args.cpu else (
+        DRY_DEFINITIONS if args.dry else
+        [*QUICK_DEFINITIONS, *(n for n in defs if n.startswith("gemm_n") and n.count("_") == 2)]
+        if args.quick else list(defs))
+    defs = {n: defs[n] for n in args.only or default}
     report: dict = {"torch": torch.__version__}
-    if args.cpu:
-        report |= {"device": "cpu", "threads": torch.get_num_threads()}
-        sols = solutions({"any", "cpu"})
-        report["results"] = sweep(defs, sols, CPU_SIZES, cpu_timer, "cpu")
-        report["crossover"] = cpu_crossovers(report["results"])
-        key = "cpu"
-    else:
-        import triton
-
-        from fib_runtime.hardware import hardware_key
-
-        name = torch.cuda.get_device_name()
-        measure = gpu_timer()
-        (floor_us, touch_us), copy = launch_floors_us(measure), copy_gbps(measure)
-        report |= {"device": name, "triton": triton.__version__}
-        report |= {"launch_floor_us": floor_us, "load_store_floor_us": touch_us, "copy_gbps": copy}
-        results = sweep(defs, solutions({"any", "nvidia"}), GPU_SIZES, measure, "cuda")
-        report["results"] = results
-        report["summary"] = summarise(defs, results, floor_us, touch_us, copy)
-        key = hardware_key(name).lower()
+    if not args.cpu:
+        print(f"\nwrote {gpu_run(defs, report, args.quick, args.dry, args.out)}")
+        return
+    report |= {"device": "cpu", "threads": torch.get_num_threads()}
+    sols = solutions({"any", "cpu"})
+    report["results"] = sweep(defs, sols, lambda d: CPU_SIZES[d["op_type"]], cpu_timer, "cpu")
+    report["crossover"] = cpu_crossovers(report["results"])
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"catalogue_i_{key}.json"
+    path = args.out / "catalogue_i_cpu.json"
     path.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\nwrote {path}")
-
 
 if __name__ == "__main__":
     main()

@@ -62,7 +62,8 @@ def test_every_fused_size_has_an_engine_definition_in_the_catalogue():
     catalogue = load_catalogue()
     for name in DEFINITIONS:
         assert {s.name for s in catalogue.solutions if s.definition == name} == {
-            f"{name}__torch", f"{name}__triton_rowwise"}
+            f"{name}__torch", f"{name}__triton_rowwise",
+            *(f"{name}__triton_multirow_{tile}" for tile in ("t1k", "t4k", "t16k"))}
 
 
 @pytest.mark.parametrize("name", sorted(DEFINITIONS))
