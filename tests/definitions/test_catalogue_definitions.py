@@ -104,7 +104,10 @@ def test_matches_official_definition(name: str):
     exec(compile(official["reference"], name, "exec"), namespace)
     for scale in (1.0, 1e-3):
         inputs = example_inputs(DEFINITIONS[name], 5, scale=scale).args
-        torch.testing.assert_close(reference(name)(*inputs), namespace["run"](*inputs))
+        torch.manual_seed(0)  # a sampler's draws agree from the same generator state
+        ours_out = reference(name)(*inputs)
+        torch.manual_seed(0)
+        torch.testing.assert_close(ours_out, namespace["run"](*inputs))
 
 
 @pytest.mark.parametrize("path", SOLUTION_PATHS, ids=lambda p: f"{p.parent.parent.name}/{p.stem}")

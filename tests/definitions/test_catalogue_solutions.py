@@ -28,7 +28,8 @@ from catalogue_cases import (
 
 from fib_runtime import families
 from fib_runtime.build import Built, build_reference, value_returning
-from fib_runtime.measure.compare import as_tuple, check_outputs
+from fib_runtime.measure.checks import check_result
+from fib_runtime.measure.compare import as_tuple
 
 GPU_BATCHES = (1, 7, 33, 255, 1000, 4097, 16384)
 CUDA = torch.cuda.is_available()
@@ -66,7 +67,8 @@ def _check(name: str, var: int, device: str = "cpu", scale: float = 1.0) -> None
     inputs = example_inputs(definition, var, device, scale)
     expected = as_tuple(reference(solution.definition)(*inputs.args))
     got = call(*inputs.args)
-    check = check_outputs(definition, got, expected)
+    # by its check kind (a sampler: support only; its frequencies in test_sampling_check)
+    check = check_result(definition, got, expected, inputs.args)
     written = [i for i, a in inputs.canonical.items() if not torch.equal(a, inputs.args[i])]
     storages = {a.untyped_storage().data_ptr() for a in inputs.args if torch.is_tensor(a)}
     aliased = [i for i, out in enumerate(as_tuple(got))

@@ -1,0 +1,50 @@
+"""Built-in input makers by op type, for inputs the naming rules cannot make.
+
+- `sampling`: `probs` rows are softmax distributions of N(0, s^2) logits (s from 1 to 4, so
+  both flat and peaked rows occur); `top_k` in [1, 64] with every fourth row 0 (no
+  filtering); `top_p` in [0.5, 0.95] with every fourth row 1.0.
+- `moe` (the bfloat16 family): weights scaled by 1/sqrt(fan-in), so activations keep the
+  magnitude of a trained model's instead of growing with the hidden size.
+
+A maker registered for a definition or its family (`inputs.register_inputs`) wins over these.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from fib_runtime.schema import TensorSpec
+from fib_runtime.tensors import torch_dtype
+
+
+def sampling_inputs(name: str, spec: TensorSpec, axes: Mapping[str, int], gen: Any) -> Any:
+    import torch
+
+    rows = axes.get("batch_size", 1)
+    every_fourth = torch.arange(rows) % 4 == 3
+    if name == "probs":
+        scale = 1.0 + 3.0 * torch.rand(rows, 1, generator=gen)
+        logits = torch.randn(rows, axes["vocab_size"], generator=gen) * scale
+        return torch.softmax(logits, dim=-1).to(torch_dtype(spec.dtype))
+    if name == "top_k":
+        k = torch.randint(1, 65, (rows,), generator=gen)
+        return torch.where(every_fourth, 0, k).to(torch_dtype(spec.dtype))
+    if name == "top_p":
+        p = 0.5 + 0.45 * torch.rand(rows, generator=gen)
+        return torch.where(every_fourth, 1.0, p).to(torch_dtype(spec.dtype))
+    return None
+
+
+def moe_inputs(name: str, spec: TensorSpec, axes: Mapping[str, int], gen: Any) -> Any:
+    import torch
+
+    if spec.dtype != "bfloat16" or name not in ("w13", "w2") or not spec.shape:
+        return None
+    shape = tuple(axes[a] for a in spec.shape)
+    weights = torch.randn(shape, generator=gen) / math.sqrt(shape[-1])
+    return weights.to(torch.bfloat16)
+
+
+BY_OP_TYPE = {"sampling": sampling_inputs, "moe": moe_inputs}
