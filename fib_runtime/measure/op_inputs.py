@@ -3,7 +3,8 @@
 - `sampling`: `probs` rows are softmax distributions of N(0, s^2) logits (s from 1 to 4, so
   both flat and peaked rows occur); `top_k` in [1, 64] with every fourth row 0 (no
   filtering); `top_p` in [0.5, 0.95] with every fourth row 1.0.
-- `moe` (the bfloat16 family): weights scaled by 1/sqrt(fan-in), so activations keep the
+- `moe` (the bfloat16 family, with a `top_k` axis): distinct expert ids per token, routing
+  weights that sum to 1, and weights scaled by 1/sqrt(fan-in), so activations keep the
   magnitude of a trained model's instead of growing with the hidden size.
 
 A maker registered for a definition or its family (`inputs.register_inputs`) wins over these.
@@ -40,11 +41,19 @@ def sampling_inputs(name: str, spec: TensorSpec, axes: Mapping[str, int], gen: A
 def moe_inputs(name: str, spec: TensorSpec, axes: Mapping[str, int], gen: Any) -> Any:
     import torch
 
-    if spec.dtype != "bfloat16" or name not in ("w13", "w2") or not spec.shape:
+    if not spec.shape or "top_k" not in axes:  # the bfloat16 family only
         return None
     shape = tuple(axes[a] for a in spec.shape)
-    weights = torch.randn(shape, generator=gen) / math.sqrt(shape[-1])
-    return weights.to(torch.bfloat16)
+    if name == "topk_ids":  # distinct experts per token, uniform over the experts
+        scores = torch.rand(shape[0], axes["num_experts"], generator=gen)
+        return scores.topk(axes["top_k"], dim=-1).indices.to(torch_dtype(spec.dtype))
+    if name == "topk_weights":  # a renormalised softmax top-k: positive, summing to 1
+        weights = torch.rand(shape, generator=gen) + 0.1
+        return (weights / weights.sum(-1, keepdim=True)).to(torch_dtype(spec.dtype))
+    if name in ("w13", "w2"):
+        weights = torch.randn(shape, generator=gen) / math.sqrt(shape[-1])
+        return weights.to(torch_dtype(spec.dtype))
+    return None
 
 
 BY_OP_TYPE = {"sampling": sampling_inputs, "moe": moe_inputs}

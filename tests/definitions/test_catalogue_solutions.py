@@ -28,7 +28,7 @@ from catalogue_cases import (
 
 from fib_runtime import families
 from fib_runtime.build import Built, build_reference, value_returning
-from fib_runtime.measure.checks import check_result
+from fib_runtime.measure.checks import TOLERANCE, check_kind, check_result
 from fib_runtime.measure.compare import as_tuple
 
 GPU_BATCHES = (1, 7, 33, 255, 1000, 4097, 16384)
@@ -171,7 +171,10 @@ def test_flashinfer_solutions_answer_an_empty_batch_themselves(monkeypatch: pyte
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", GPU_CASES)
 def test_matches_reference_on_gpu(name: str):
-    for batch in GPU_BATCHES:
+    definition = DEFINITIONS[SOLUTIONS[name].definition]
+    # a sampler's reference draws row by row in Python: up to 255 rows
+    batches = GPU_BATCHES if check_kind(definition) == TOLERANCE else GPU_BATCHES[:4]
+    for batch in batches:
         _check(name, batch, device="cuda")
     _check(name, 33, device="cuda", scale=1e-3)
 
