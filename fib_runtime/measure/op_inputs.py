@@ -50,9 +50,11 @@ def moe_inputs(name: str, spec: TensorSpec, axes: Mapping[str, int], gen: Any) -
     if name == "topk_weights":  # a renormalised softmax top-k: positive, summing to 1
         weights = torch.rand(shape, generator=gen) + 0.1
         return (weights / weights.sum(-1, keepdim=True)).to(torch_dtype(spec.dtype))
-    if name in ("w13", "w2"):
-        weights = torch.randn(shape, generator=gen) / math.sqrt(shape[-1])
-        return weights.to(torch_dtype(spec.dtype))
+    if name in ("w13", "w2"):  # one expert at a time: no float32 copy of all the weights
+        weights = torch.empty(shape, dtype=torch_dtype(spec.dtype))
+        for expert in weights:
+            expert.copy_(torch.randn(shape[1:], generator=gen).div_(math.sqrt(shape[-1])))
+        return weights
     return None
 
 

@@ -17,11 +17,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from catalogue_cases import (
     CASES,
     CATALOGUE,
+    CPU_INPUT_BYTES,
     DEFINITIONS,
     ROOT,
     entry,
     example_inputs,
     import_file,
+    input_bytes,
     reference,
     solution_file,
 )
@@ -53,7 +55,8 @@ def _interpretable(solution) -> bool:
     return largest <= INTERPRETER_MAX_ELEMENTS // 64
 
 
-CPU_CASES = sorted(s.name for s in CASES if _runs_on_cpu(s) and _interpretable(s))
+CPU_CASES = sorted(s.name for s in CASES if _runs_on_cpu(s) and _interpretable(s)
+                   and input_bytes(DEFINITIONS[s.definition]) <= CPU_INPUT_BYTES)
 GPU_CASES = sorted(s.name for s in CASES if {"any", "nvidia"} & set(s.spec.target_hardware))
 SOLUTIONS = {s.name: s for s in CATALOGUE.solutions}
 

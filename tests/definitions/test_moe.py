@@ -31,10 +31,12 @@ def _inputs(tokens: int, experts: int, top_k: int, hidden: int, inter: int,
     ids = scores.topk(top_k, dim=-1).indices.to(torch.int32)
     weights = torch.rand(tokens, top_k, generator=gen) + 0.1
     weights = weights / weights.sum(-1, keepdim=True)
-    w13 = (torch.randn(experts, 2 * inter, hidden, generator=gen) / hidden ** 0.5)
-    w2 = (torch.randn(experts, hidden, inter, generator=gen) / inter ** 0.5)
-    return [t.to(device) for t in (x, weights, ids, w13.to(torch.bfloat16),
-                                   w2.to(torch.bfloat16))]
+    on_device = torch.Generator(device=device).manual_seed(seed)  # weights made in place
+    w13 = torch.randn(experts, 2 * inter, hidden, generator=on_device, device=device,
+                      dtype=torch.bfloat16).div_(hidden ** 0.5)
+    w2 = torch.randn(experts, hidden, inter, generator=on_device, device=device,
+                     dtype=torch.bfloat16).div_(inter ** 0.5)
+    return [t.to(device) for t in (x, weights, ids)] + [w13, w2]
 
 
 def _assert_matches(got, args):
