@@ -79,11 +79,21 @@ def _moe_inputs(consts: dict[str, int], tokens: int, skewed: bool, seed: int = 0
     return [x.cuda(), weights.cuda(), ids.cuda(), w13, w2]
 
 
+FAILED: dict[str, str] = {}  # candidate -> its first error (it is then left out)
+
+
 def _time_all(candidates: dict[str, Any], args: list[Any]) -> dict[str, float]:
     best: dict[str, float] = {}
     for _ in range(ROUNDS):
         for name, fn in candidates.items():
-            ms = _median_ms(lambda fn=fn: fn(*args))
+            if name in FAILED:
+                continue
+            try:
+                ms = _median_ms(lambda fn=fn: fn(*args))
+            except Exception as exc:  # e.g. a configuration out of shared memory here
+                FAILED[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                print(f"{name} failed: {FAILED[name]}")
+                continue
             best[name] = min(best.get(name, math.inf), ms)
     return best
 
@@ -122,13 +132,16 @@ def summarise_moe(rows: list[dict[str, Any]]) -> dict[str, Any]:
         measured = [r for r in mine if not r["held_out"]]
         for r in mine:
             triton = {k: v for k, v in r["ms"].items() if k.startswith("triton_")}
+            if "triton_default" not in triton:
+                continue
             winner = min(triton, key=triton.get)
             speedup = triton["triton_default"] / triton[winner]
             chosen = winner
             if r["held_out"] and measured:
                 near = min(measured, key=lambda m: abs(math.log(m["tokens"] / r["tokens"])))
-                near_t = {k: v for k, v in near["ms"].items() if k.startswith("triton_")}
-                chosen = min(near_t, key=near_t.get)
+                near_t = {k: v for k, v in near["ms"].items()
+                          if k.startswith("triton_") and k in triton}
+                chosen = min(near_t, key=near_t.get) if near_t else winner
             ratio = triton[chosen] / triton[winner]
             table.append([name, r["tokens"], "held-out" if r["held_out"] else "", winner,
                           f"{triton[winner]:.4f}", f"{triton['triton_default']:.4f}",
@@ -145,7 +158,10 @@ def summarise_moe(rows: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         uniform = next(u for u in rows if u["definition"] == r["definition"]
                        and u["tokens"] == r["tokens"] and not u["skewed"])
-        pick = min(uniform["ms"], key=uniform["ms"].get)
+        shared = [k for k in uniform["ms"] if k in r["ms"]]
+        if not shared:
+            continue
+        pick = min(shared, key=uniform["ms"].get)
         best = min(r["ms"], key=r["ms"].get)
         skew.append({"definition": r["definition"], "tokens": r["tokens"],
                      "uniform_winner": pick, "skewed_winner": best,
@@ -192,7 +208,8 @@ def main() -> None:
     parser.add_argument("--part", choices=("moe", "sampling", "both"), default="both")
     args = parser.parse_args()
     start = time.monotonic()
-    result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "rounds": ROUNDS}
+    result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "rounds": ROUNDS,
+                              "failed": FAILED}
     if args.part in ("moe", "both"):
         result["moe"] = bench_moe(start + args.budget * (0.7 if args.part == "both" else 1.0))
         result["moe_summary"] = summarise_moe(result["moe"])
