@@ -103,6 +103,8 @@ def test_matches_official_definition(name: str):
     for kind in ("inputs", "outputs"):
         assert list(strip(ours[kind]).items()) == list(strip(official[kind]).items())
     assert ours.get("constraints", []) == official.get("constraints", [])
+    if input_bytes(DEFINITIONS[name]) > CPU_INPUT_BYTES:  # the GPU tests compare these
+        return
     # Same semantics (eps included): tiny inputs make eps dominate the mean square.
     namespace: dict = {}
     exec(compile(official["reference"], name, "exec"), namespace)
