@@ -8,8 +8,9 @@ solution, median `triton.testing.do_bench` ms, the configurations interleaved in
 fixed default configuration (goal: >= 1.3x at some token counts); at held-out token counts
 (not measured for the choice) the configuration of the nearest measured count (in log
 space) against the fastest there (goal: <= 1.03x); and, at two token counts, whether a
-skewed routing (3/4 of the pairs on 1/8 of the experts) changes the winner and what the
-uniform winner costs there (is expert skew part of what makes two calls the same workload?).
+skewed routing changes the winner and what the
+uniform winner costs there (3/4 of the tokens choosing all their experts among the first
+eighth of them; is expert skew part of what makes two calls the same workload?).
 
 Sampling, per definition and batch: torch and FlashInfer median ms (inputs as retune makes
 them: softmax rows, top_k in [1, 64] with every fourth row 0, top_p in [0.5, 0.95]).
@@ -67,8 +68,9 @@ def _moe_inputs(consts: dict[str, int], tokens: int, skewed: bool, seed: int = 0
     experts, top_k = consts["num_experts"], consts["top_k"]
     hidden, inter = consts["hidden_size"], consts["intermediate_size"]
     scores = torch.rand(tokens, experts, generator=gen)
-    if skewed:
-        scores[:, : max(top_k, experts // 8)] += 1.0  # most pairs on the first experts
+    if skewed:  # 3/4 of the tokens choose all their experts among the first eighth
+        hot = torch.rand(tokens, generator=gen) < 0.75
+        scores[hot, : max(top_k, experts // 8)] += 1.0
     ids = scores.topk(top_k, dim=-1).indices.to(torch.int32)
     weights = torch.rand(tokens, top_k, generator=gen) + 0.1
     weights /= weights.sum(-1, keepdim=True)
