@@ -8,9 +8,9 @@ solution, median `triton.testing.do_bench` ms, the configurations interleaved in
 fixed default configuration (goal: >= 1.3x at some token counts); at held-out token counts
 (not measured for the choice) the configuration of the nearest measured count (in log
 space) against the fastest there (goal: <= 1.03x); and, at two token counts, whether a
-skewed routing changes the winner and what the
-uniform winner costs there (3/4 of the tokens choosing all their experts among the first
-eighth of them; is expert skew part of what makes two calls the same workload?).
+skewed routing (3/4 of the tokens choosing all their experts among the first eighth of
+them) changes the winner and what the uniform winner costs there: is expert skew part of
+what makes two calls the same workload?
 
 Sampling, per definition and batch: torch and FlashInfer median ms (inputs as retune makes
 them: softmax rows, top_k in [1, 64] with every fourth row 0, top_p in [0.5, 0.95]).
