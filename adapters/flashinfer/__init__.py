@@ -5,15 +5,17 @@
     ...                           # flashinfer.norm.rmsnorm, fused_add_rmsnorm,
                                   # activation.silu_and_mul, BatchDecodeWithPagedKVCacheWrapper,
                                   # BatchPrefillWith{Paged,Ragged}KVCacheWrapper,
-                                  # mla.BatchMLAPagedAttentionWrapper
+                                  # mla.BatchMLAPagedAttentionWrapper,
+                                  # sampling.top_k_(top_p_)sampling_from_probs, top_p_...
     fib_flashinfer.stats()        # {"routed": {...}, "unchanged": {function: {reason: n}}}
     fib_flashinfer.uninstall()
 
-`install()` replaces the functions in `flashinfer`, `flashinfer.norm` and
-`flashinfer.activation` and the decode, prefill and MLA wrappers' `plan` / `run` (class
-attributes, so every wrapper instance is covered); `uninstall()` puts FlashInfer's own
-back. Routing needs fib-runtime on (`fib.enable_apply(...)`, or FIB_ENABLE_APPLY /
-FIB_ENABLE_TRACING); see norm.py, decode.py, prefill.py and mla.py for what is covered.
+`install()` replaces the functions in `flashinfer`, `flashinfer.norm`,
+`flashinfer.activation` and `flashinfer.sampling`, and the decode, prefill and MLA wrappers'
+`plan` / `run` (class attributes, so every wrapper instance is covered); `uninstall()` puts
+FlashInfer's own back. Routing needs fib-runtime on (`fib.enable_apply(...)`, or
+FIB_ENABLE_APPLY / FIB_ENABLE_TRACING); see norm.py, decode.py, prefill.py, mla.py and
+sampling.py for what is covered.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def install() -> None:
     import flashinfer.mla
     import flashinfer.norm
     import flashinfer.prefill
-    from fib_runtime.adapters.flashinfer import decode, mla, norm, prefill
+    import flashinfer.sampling
+    from fib_runtime.adapters.flashinfer import decode, mla, norm, prefill, sampling
 
     with _lock:
         if _saved:
@@ -60,6 +63,12 @@ def install() -> None:
                 if getattr(module, name, None) is originals[name]:
                     _saved[module, name] = originals[name]
                     setattr(module, name, replacements[name])
+        own = {name: getattr(flashinfer.sampling, name) for name in sampling.FUNCTIONS}
+        for name, fn in sampling.wrap(own).items():
+            for module in (flashinfer, flashinfer.sampling):
+                if getattr(module, name, None) is own[name]:
+                    _saved[module, name] = own[name]
+                    setattr(module, name, fn)
         cls = flashinfer.decode.BatchDecodeWithPagedKVCacheWrapper
         plan, run = decode.wrap(cls.plan, cls.run)
         for name, fn in (("plan", plan), ("run", run)):
@@ -80,13 +89,14 @@ def install() -> None:
 
 def uninstall() -> None:
     """Put FlashInfer's own functions back."""
-    from fib_runtime.adapters.flashinfer import norm
+    from fib_runtime.adapters.flashinfer import norm, sampling
 
     with _lock:
         for (owner, name), original in _saved.items():
             setattr(owner, name, original)
         _saved.clear()
         norm.clear_routes()
+        sampling.clear_routes()
 
 
 def install_from_env() -> bool:

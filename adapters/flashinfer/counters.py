@@ -9,7 +9,9 @@ from collections import Counter
 from typing import Any
 
 FUNCTIONS = ("rmsnorm", "fused_add_rmsnorm", "silu_and_mul", "decode.run",
-             "prefill.paged.run", "prefill.ragged.run", "mla.run")
+             "prefill.paged.run", "prefill.ragged.run", "mla.run",
+             "top_k_sampling_from_probs", "top_k_top_p_sampling_from_probs",
+             "top_p_sampling_from_probs")
 # (function, reason) -> calls that went to FlashInfer unchanged; `routed` counts the calls
 # handed to fib-runtime per function (which counts hits and fallbacks itself, see
 # fib.stats()): `next(routed[name])` on the routed path, cheaper than a Counter's `+=`.

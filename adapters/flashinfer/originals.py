@@ -18,7 +18,10 @@ installed), never the adapter's replacement:
   `BatchDecodeWithPagedKVCacheWrapper` run, planned again only when an index tensor is a
   new one or was written since the last plan (its `_version`), as an engine plans once per
   step for all its layers;
-- the prefill and MLA definitions: see attention_originals.py.
+- the prefill and MLA definitions: see attention_originals.py;
+- `top_k_sampling_from_probs_v{V}(probs, top_k)`, `top_k_top_p_sampling_from_probs_v{V}(probs,
+  top_k, top_p)`, `top_p_sampling_from_probs_v{V}(probs, top_p)`: `flashinfer.sampling`'s
+  function of that name, its int32 ids widened to the definitions' int64.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from fib_runtime.adapters.flashinfer.counters import saved
 from fib_runtime import engine_ops
 
 _DECODE = re.compile(r"gqa_paged_decode_h(\d+)_kv(\d+)_d(\d+)_ps(\d+)")
+_SAMPLING = re.compile(r"(top_k_sampling_from_probs|top_k_top_p_sampling_from_probs|"
+                       r"top_p_sampling_from_probs)_v\d+")
 _WORKSPACE_BYTES = 128 << 20
 
 
@@ -136,10 +141,22 @@ def _decode(heads: tuple[int, int, int, int]) -> Callable[..., Any]:
     return run
 
 
+def _sampling(function: str) -> Callable[..., Any]:
+    sample = own("sampling", function)
+
+    def run(probs: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        return sample(probs, *params).to(torch.int64)
+
+    return run
+
+
 def _make(name: str) -> Callable[..., Any] | None:
     """The original of a definition the adapter routes (None: not one)."""
     if "_prefill_" in name or name.startswith("mla_"):
         return attention_originals.make(name)
+    sampling = _SAMPLING.fullmatch(name)
+    if sampling:
+        return _sampling(sampling.group(1))
     decode = _DECODE.fullmatch(name)
     if decode:
         return _decode(tuple(int(g) for g in decode.groups()))  # type: ignore[arg-type]

@@ -2,8 +2,9 @@
 
 When a table is loaded (or reloaded), every choice a call site makes starts on probation:
 one call in `round(1 / shadow)` of it, the first included, also runs the site's original
-function on copies of the arguments and compares the outputs within the definition's
-tolerance (retune's check, `fib_runtime.measure.compare`). A choice that disagrees is
+function on copies of the arguments and judges the outputs by the definition's check kind
+(retune's, `fib_runtime.measure.checks`: values within tolerance; a sampler's ids inside the
+support, since two random draws never compare). A choice that disagrees is
 quarantined at once, before it serves alone, and that call is answered with the original's
 outputs; one that passes `shadow_checks` comparisons graduates: the site's maps then hold
 the solution itself again, so it serves at a plain hit's cost.
@@ -59,7 +60,8 @@ class Probation:
     def _compare(self, args: tuple[Any, ...]) -> Any:
         import torch
 
-        from fib_runtime.measure.compare import as_tuple, check_outputs
+        from fib_runtime.measure.checks import check_result
+        from fib_runtime.measure.compare import as_tuple
 
         dispatcher = self.binding.dispatcher
         n_in = dispatcher.n_inputs
@@ -72,7 +74,7 @@ class Probation:
             expected = self.binding.fallback(*copies)
             got = args[n_in:] if self.destination else as_tuple(result)
             want = copies[n_in:] if self.destination else as_tuple(expected)
-            check = check_outputs(dispatcher.definition, got, want)
+            check = check_result(dispatcher.definition, got, want, copies[:n_in])
         except Exception as exc:  # the original cannot run here: nothing to compare with
             log.warning("%s: shadow check of %s not done: %s: %s", dispatcher.definition.name,
                         self.solution, type(exc).__name__, exc)

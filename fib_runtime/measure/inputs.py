@@ -10,8 +10,9 @@ Structured inputs are recognised from names and axes, so the official definition
 - a random float scalar named `*scale*` is 1/sqrt(head_dim) when a head_dim axis exists.
 
 Where these rules are not enough, an input maker registered for the definition's name, or
-for its family (its `family:` tag), makes the inputs it knows (`register_inputs`); the rules
-make the rest. What a maker makes is restored before each check but never re-filled.
+for its family (its `family:` tag), makes the inputs it knows (`register_inputs`), else a
+built-in maker of its op type (`op_inputs`: sampling distributions, scaled MoE weights); the
+rules make the rest. What a maker makes is restored before each check but never re-filled.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 from fib_runtime.errors import FibError, InputError
 from fib_runtime.families import family_of
+from fib_runtime.measure.op_inputs import BY_OP_TYPE
 from fib_runtime.schema import (
     Definition,
     RandomInput,
@@ -59,10 +61,12 @@ def unregister_inputs(name: str) -> None:
 
 
 def input_maker(definition: Definition) -> InputMaker | None:
-    """The maker of a definition's inputs: its name's, else its family's, else None."""
+    """The maker of a definition's inputs: its name's, else its family's, else the built-in
+    one of its op type (`op_inputs.BY_OP_TYPE`), else None."""
     found = INPUT_MAKERS.get(definition.name)
     family = family_of(definition) if found is None else None
-    return INPUT_MAKERS.get(family) if family is not None else found
+    found = INPUT_MAKERS.get(family) if family is not None else found
+    return found or BY_OP_TYPE.get(definition.op_type)
 
 
 @dataclass

@@ -36,7 +36,8 @@ from fib_runtime.build import BuildCache, build_reference, value_returning
 from fib_runtime.errors import BuildError, InputError, WorkerLost
 from fib_runtime.measure import inputs as input_makers
 from fib_runtime.measure import timing as timers
-from fib_runtime.measure.compare import as_tuple, check_outputs
+from fib_runtime.measure.checks import check_call
+from fib_runtime.measure.compare import as_tuple
 from fib_runtime.measure.inputs import InputMaker, Inputs, materialise
 from fib_runtime.measure.timing import Timer, get_timer, median_latency_ms
 from fib_runtime.regimes import DEVICE, Regime
@@ -152,8 +153,12 @@ class _Worker:
             return self._failed(Status.COMPILE_ERROR, exc)
         except (Exception, SystemExit) as exc:
             return self._failed(Status.RUNTIME_ERROR, exc)
-        check = check_outputs(prepared.definition, got, prepared.expected,
-                              request.get("tolerance"))
+        try:  # by the definition's check kind (a sampler is called again, many times)
+            check = check_call(prepared.definition, call, inputs.args, got, prepared.expected,
+                               request.get("tolerance"))
+        except (Exception, SystemExit) as exc:
+            return self._failed(Status.RUNTIME_ERROR, exc)
+        inputs.restore()
         result: dict[str, Any] = {"status": check.status.value, "log": _clip(check.log)}
         if check.max_absolute_error is not None:
             result["correctness"] = {"max_absolute_error": check.max_absolute_error,

@@ -34,6 +34,24 @@ OFFICIAL_NAMES = sorted(n for n in DEFINITIONS if split_dtype(n)[1] is None)
 SCALAR_VALUE = 0.125
 
 
+# The CPU tests skip definitions whose inputs need more memory than this (the MoE experts of
+# Mixtral-8x7B and Qwen3-30B-A3B: their weights); the GPU tests run them.
+CPU_INPUT_BYTES = 1 << 30
+
+
+def input_bytes(definition: Definition) -> int:
+    """Bytes of a definition's tensor inputs at its constants (variable axes 1)."""
+    from fib_runtime.tensors import torch_dtype
+
+    total = 0
+    for spec in definition.inputs.values():
+        count = 1
+        for axis in spec.shape or ():
+            count *= definition.const_axes.get(axis, 1)
+        total += count * torch_dtype(spec.dtype).itemsize
+    return total
+
+
 def solution_file(solution_name: str) -> Path:
     """The catalogue file a solution comes from (a file may serve definitions of another op
     type: the prefill files under gqa_paged/ serve the gqa_ragged ones too)."""

@@ -1,0 +1,227 @@
+"""Issue 26 on a GPU: the bfloat16 MoE family's launch configurations per token count, and
+sampling's torch and FlashInfer solutions.
+
+MoE, per definition (Mixtral-8x7B, Qwen3-30B-A3B, OLMoE shapes) and token count: every
+Triton configuration of `definitions/moe/solutions/triton_fused_moe.py` and the torch
+solution, median `triton.testing.do_bench` ms, the configurations interleaved in rounds
+(the best round's median kept per candidate). Reported: the winner, its speed-up over the
+fixed default configuration (goal: >= 1.3x at some token counts); at held-out token counts
+(not measured for the choice) the configuration of the nearest measured count (in log
+space) against the fastest there (goal: <= 1.03x); and, at two token counts, whether a
+skewed routing (3/4 of the tokens choosing all their experts among the first eighth of
+them) changes the winner and what the uniform winner costs there: is expert skew part of
+what makes two calls the same workload?
+
+Sampling, per definition and batch: torch and FlashInfer median ms (inputs as retune makes
+them: softmax rows, top_k in [1, 64] with every fourth row 0, top_p in [0.5, 0.95]).
+
+Usage: python benchmarks/bench_moe_sampling.py --out DIR [--budget SECONDS]
+Prints tables; writes DIR/moe_sampling.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import print_table
+
+from fib_runtime.catalogue import catalogue_root, load_catalogue
+from fib_runtime.measure.op_inputs import sampling_inputs
+
+MOE = ("moe_bf16_topk8_e128_h2048_i768", "moe_bf16_topk8_e64_h2048_i1024",
+       "moe_bf16_topk2_e8_h4096_i14336")  # in this order while the budget lasts
+TOKENS = (1, 8, 32, 128, 512, 2048)
+HELD_OUT = (16, 256, 1024)
+SKEW_AT = (32, 512)
+SAMPLING = ("top_k_sampling_from_probs_v128256", "top_k_top_p_sampling_from_probs_v128256",
+            "top_k_top_p_sampling_from_probs_v151936")
+BATCHES = (1, 16, 64, 256)
+ROUNDS = 2
+
+
+def _module(op_type: str, stem: str) -> Any:
+    path = catalogue_root() / op_type / "solutions" / f"{stem}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _median_ms(fn) -> float:
+    import triton.testing
+
+    return float(triton.testing.do_bench(fn, warmup=3, rep=10, return_mode="median"))
+
+
+def _moe_inputs(consts: dict[str, int], tokens: int, skewed: bool, seed: int = 0) -> list[Any]:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    experts, top_k = consts["num_experts"], consts["top_k"]
+    hidden, inter = consts["hidden_size"], consts["intermediate_size"]
+    scores = torch.rand(tokens, experts, generator=gen)
+    if skewed:  # 3/4 of the tokens choose all their experts among the first eighth
+        hot = torch.rand(tokens, generator=gen) < 0.75
+        scores[hot, : max(top_k, experts // 8)] += 1.0
+    ids = scores.topk(top_k, dim=-1).indices.to(torch.int32)
+    weights = torch.rand(tokens, top_k, generator=gen) + 0.1
+    weights /= weights.sum(-1, keepdim=True)
+    x = torch.randn(tokens, hidden, generator=gen).to(torch.bfloat16)
+    w13 = torch.randn(experts, 2 * inter, hidden, device="cuda", dtype=torch.bfloat16)
+    w13 /= hidden ** 0.5
+    w2 = torch.randn(experts, hidden, inter, device="cuda", dtype=torch.bfloat16) / inter ** 0.5
+    return [x.cuda(), weights.cuda(), ids.cuda(), w13, w2]
+
+
+FAILED: dict[str, str] = {}  # candidate -> its first error (it is then left out)
+
+
+def _time_all(candidates: dict[str, Any], args: list[Any]) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for _ in range(ROUNDS):
+        for name, fn in candidates.items():
+            if name in FAILED:
+                continue
+            try:
+                ms = _median_ms(lambda fn=fn: fn(*args))
+            except Exception as exc:  # e.g. a configuration out of shared memory here
+                FAILED[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                print(f"{name} failed: {FAILED[name]}")
+                continue
+            best[name] = min(best.get(name, math.inf), ms)
+    return best
+
+
+def bench_moe(deadline: float) -> list[dict[str, Any]]:
+    triton_moe, torch_moe = _module("moe", "triton_fused_moe"), _module("moe", "torch_moe")
+    definitions = load_catalogue().definitions
+    configs = {e["variant"]: getattr(triton_moe, e["entry_point"])
+               for e in triton_moe.FIB_SOLUTIONS}
+    rows = []
+    for name in MOE:
+        consts = definitions[name].const_axes
+        shared = None
+        for tokens in sorted({*TOKENS, *HELD_OUT}):
+            if time.monotonic() > deadline:
+                print(f"budget spent: {name} stops before {tokens} tokens")
+                break
+            for skewed in (False, True) if tokens in SKEW_AT else (False,):
+                args = _moe_inputs(consts, tokens, skewed)
+                if shared is None:
+                    shared = args[3:]
+                args[3:] = shared  # one copy of the weights per definition
+                times = _time_all(configs, args)
+                if tokens <= 512 and not skewed:
+                    times["torch"] = _time_all({"torch": torch_moe.moe_experts}, args)["torch"]
+                rows.append({"definition": name, "tokens": tokens, "skewed": skewed,
+                             "held_out": tokens in HELD_OUT, "ms": times})
+        shared = None
+    return rows
+
+
+def summarise_moe(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    table, summary = [], {}
+    for name in MOE:
+        mine = [r for r in rows if r["definition"] == name and not r["skewed"]]
+        measured = [r for r in mine if not r["held_out"]]
+        for r in mine:
+            triton = {k: v for k, v in r["ms"].items() if k.startswith("triton_")}
+            if "triton_default" not in triton:
+                continue
+            winner = min(triton, key=triton.get)
+            speedup = triton["triton_default"] / triton[winner]
+            chosen = winner
+            if r["held_out"] and measured:
+                near = min(measured, key=lambda m: abs(math.log(m["tokens"] / r["tokens"])))
+                near_t = {k: v for k, v in near["ms"].items()
+                          if k.startswith("triton_") and k in triton}
+                chosen = min(near_t, key=near_t.get) if near_t else winner
+            ratio = triton[chosen] / triton[winner]
+            table.append([name, r["tokens"], "held-out" if r["held_out"] else "", winner,
+                          f"{triton[winner]:.4f}", f"{triton['triton_default']:.4f}",
+                          f"{speedup:.2f}x", chosen, f"{ratio:.3f}",
+                          f"{r['ms']['torch']:.4f}" if "torch" in r["ms"] else "-"])
+            summary.setdefault(name, []).append(
+                {"tokens": r["tokens"], "held_out": r["held_out"], "winner": winner,
+                 "speedup_over_default": speedup, "chosen": chosen, "chosen_over_best": ratio})
+    print_table(["definition", "tokens", "", "winner", "ms", "default ms", "vs default",
+                 "chosen", "chosen/best", "torch ms"], table)
+    skew = []
+    for r in rows:
+        if not r["skewed"]:
+            continue
+        uniform = next(u for u in rows if u["definition"] == r["definition"]
+                       and u["tokens"] == r["tokens"] and not u["skewed"])
+        shared = [k for k in uniform["ms"] if k in r["ms"]]
+        if not shared:
+            continue
+        pick = min(shared, key=uniform["ms"].get)
+        best = min(r["ms"], key=r["ms"].get)
+        skew.append({"definition": r["definition"], "tokens": r["tokens"],
+                     "uniform_winner": pick, "skewed_winner": best,
+                     "uniform_winner_on_skewed_over_best": r["ms"][pick] / r["ms"][best]})
+    print_table(["definition", "tokens", "uniform winner", "skewed winner", "cost on skewed"],
+                [[s["definition"], s["tokens"], s["uniform_winner"], s["skewed_winner"],
+                  f"{s['uniform_winner_on_skewed_over_best']:.3f}"] for s in skew])
+    return {"per_definition": summary, "skew": skew}
+
+
+def bench_sampling(deadline: float) -> list[dict[str, Any]]:
+    import torch
+
+    torch_s, flash_s = _module("sampling", "torch_sampling"), _module("sampling",
+                                                                       "flashinfer_sampling")
+    definitions = load_catalogue().definitions
+    rows = []
+    for name in SAMPLING:
+        definition = definitions[name]
+        entry = ("top_k_top_p_sampling" if name.startswith("top_k_top_p") else
+                 "top_k_sampling")
+        for batch in BATCHES:
+            if time.monotonic() > deadline:
+                break
+            gen = torch.Generator().manual_seed(batch)
+            axes = {"batch_size": batch, **definition.const_axes}
+            args = [sampling_inputs(n, s, axes, gen).cuda() for n, s in definition.inputs.items()]
+            times = _time_all({"torch": getattr(torch_s, entry),
+                               "flashinfer": getattr(flash_s, entry)}, args)
+            rows.append({"definition": name, "batch": batch, "ms": times})
+    print_table(["definition", "batch", "torch ms", "flashinfer ms", "torch/flashinfer"],
+                [[r["definition"], r["batch"], f"{r['ms']['torch']:.4f}",
+                  f"{r['ms']['flashinfer']:.4f}", f"{r['ms']['torch'] / r['ms']['flashinfer']:.2f}"]
+                 for r in rows])
+    return rows
+
+
+def main() -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--budget", type=float, default=150.0, help="seconds for both parts")
+    parser.add_argument("--part", choices=("moe", "sampling", "both"), default="both")
+    args = parser.parse_args()
+    start = time.monotonic()
+    result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "rounds": ROUNDS,
+                              "failed": FAILED}
+    if args.part in ("moe", "both"):
+        result["moe"] = bench_moe(start + args.budget * (0.8 if args.part == "both" else 1.0))
+        result["moe_summary"] = summarise_moe(result["moe"])
+    if args.part in ("sampling", "both"):
+        result["sampling"] = bench_sampling(start + args.budget)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "moe_sampling.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path} in {time.monotonic() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
