@@ -85,8 +85,9 @@ def make_db(root: Path, batches: list[int], kv_len: int, first: str) -> Path:
         measured = [(triton if first == "catalogue" else own, batch) for batch in batches]
         if first == "mixed":
             measured.append((triton, MIXED_OTHER_BATCH))
-        for solution, batch in measured:
+        for solution in {s.name: s for s, _ in measured}.values():
             db.add_solution(solution)
+        for solution, batch in measured:
             axes = op_axes(batch, kv_len)[name]
             workload = Workload(f"{name}-{batch}", axes, {i: RANDOM for i in definition.inputs})
             traces.append(Trace(name, workload, solution.name, Evaluation(

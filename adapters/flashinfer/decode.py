@@ -40,6 +40,8 @@ LEGACY_PLAN_ARGS = ("pos_encoding_mode", "window_left", "logits_soft_cap", "q_da
 PAGE_SIZES = (1, 16)  # page sizes with definitions: SGLang's default 1, vLLM's default 16
 _STATE = "_fib_plan"
 _LSE = "_fib_lse"  # the wrapper's scratch lse buffer (grown, never shrunk)
+_KNOWN = "_fib_plans"  # per wrapper: a plan's arguments -> what they decide (_Covered)
+KNOWN_PLANS = 64  # the most argument sets a wrapper remembers (then it starts again)
 
 
 def definition_name(num_qo_heads: int, num_kv_heads: int, head_dim: int,
@@ -53,16 +55,19 @@ class _Plan:
     __slots__ = ("indices", "indptr", "last", "lse", "n_inputs", "reason", "site", "sm_scale",
                  "wrapper")
 
-    def __init__(self, wrapper: Any, site: Site | None, reason: str | None,
-                 page_size: int, sm_scale: float, lse: torch.Tensor | None) -> None:
-        self.wrapper, self.site, self.reason, self.sm_scale, self.lse = \
-            wrapper, site, reason, sm_scale, lse
-        self.n_inputs = 6 if page_size == 1 else 7
+    def __init__(self, wrapper: Any, covered: _Covered) -> None:
+        self.wrapper = wrapper
+        self.site, self.reason, self.sm_scale, self.lse, self.n_inputs = covered
         # FlashInfer's plan leaves the device copies on the wrapper (under CUDA graphs, its
         # fixed buffers, the indices one oversized): the routed run reads those.
         self.indptr = getattr(wrapper, "_paged_kv_indptr_buf", None)
         self.indices = getattr(wrapper, "_paged_kv_indices_buf", None)
         self.last = getattr(wrapper, "_paged_kv_last_page_len_buf", None)
+
+
+# What a plan's arguments decide, the same at every plan made with them: the site, why the
+# plan is not covered (or None), sm_scale, the scratch lse and the definition's input count.
+_Covered = tuple["Site | None", "str | None", float, "torch.Tensor | None", int]
 
 
 def _plan_reason(wrapper: Any, page_size: int, pos_encoding_mode: str, window_left: int,
@@ -125,6 +130,25 @@ def wrap(plan0: Callable[..., Any], run0: Callable[..., Any]
                                                               getattr(originals, name)))
         return site
 
+    def cover(wrapper: Any, batch: int, num_qo_heads: int, num_kv_heads: int, head_dim: int,
+              page_size: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Covered:
+        """What the plan's arguments decide (see _Covered)."""
+        options = {**dict(zip(LEGACY_PLAN_ARGS, args, strict=False)), **kwargs}
+        q_dtype = options.get("data_type") or options.get("q_data_type", "float16")
+        reason = _plan_reason(wrapper, page_size, options.get("pos_encoding_mode", "NONE"),
+                              options.get("window_left", -1), options.get("logits_soft_cap"),
+                              q_dtype, options.get("kv_data_type") or q_dtype,
+                              options.get("o_data_type"))
+        site = lse = None
+        if reason is None and getattr(wrapper, "_paged_kv_indptr_buf", None) is None:
+            reason = "wrapper_state"  # a FlashInfer whose plan keeps its buffers elsewhere
+        if reason is None:
+            site = site_for(definition_name(num_qo_heads, num_kv_heads, head_dim, page_size))
+            lse = _scratch_lse(wrapper, batch, num_qo_heads, wrapper._paged_kv_indptr_buf.device)
+        sm_scale = options.get("sm_scale")
+        scale = float(sm_scale) if sm_scale is not None else 1.0 / math.sqrt(head_dim)
+        return site, reason, scale, lse, 6 if page_size == 1 else 7
+
     def plan(self: Any, indptr: torch.Tensor, indices: torch.Tensor,
              last_page_len: torch.Tensor, num_qo_heads: int, num_kv_heads: int, head_dim: int,
              page_size: int, *args: Any, **kwargs: Any) -> None:
@@ -134,22 +158,25 @@ def wrap(plan0: Callable[..., Any], run0: Callable[..., Any]
               page_size, *args, **kwargs)
         if guard.active:
             return
-        options = {**dict(zip(LEGACY_PLAN_ARGS, args, strict=False)), **kwargs} if args \
-            else kwargs
-        q_dtype = options.get("data_type") or options.get("q_data_type", "float16")
-        reason = _plan_reason(self, page_size, options.get("pos_encoding_mode", "NONE"),
-                              options.get("window_left", -1), options.get("logits_soft_cap"),
-                              q_dtype, options.get("kv_data_type") or q_dtype,
-                              options.get("o_data_type"))
-        site = lse = None
-        if reason is None and getattr(self, "_paged_kv_indptr_buf", None) is None:
-            reason = "wrapper_state"  # a FlashInfer whose plan keeps its buffers elsewhere
-        if reason is None:
-            site = site_for(definition_name(num_qo_heads, num_kv_heads, head_dim, page_size))
-            lse = _scratch_lse(self, indptr.shape[0] - 1, num_qo_heads, indptr.device)
-        sm_scale = options.get("sm_scale")
-        scale = float(sm_scale) if sm_scale is not None else 1.0 / math.sqrt(head_dim)
-        self.__dict__[_STATE] = _Plan(self, site, reason, page_size, scale, lse)
+        # An engine plans every step with the same few argument sets: what they decide is
+        # remembered per wrapper (a tensor option, e.g. seq_lens, makes the set new each time).
+        batch = indptr.shape[0] - 1
+        key = (batch, num_qo_heads, num_kv_heads, head_dim, page_size, args, *kwargs.items())
+        known = self.__dict__.get(_KNOWN)
+        if known is None:
+            known = self.__dict__[_KNOWN] = {}
+        try:
+            covered = known.get(key)
+        except (TypeError, RuntimeError):  # an unhashable option, or tensors compared
+            covered = key = None
+        if covered is None:
+            covered = cover(self, batch, num_qo_heads, num_kv_heads, head_dim, page_size,
+                            args, kwargs)
+            if key is not None:
+                if len(known) >= KNOWN_PLANS:
+                    known.clear()
+                known[key] = covered
+        self.__dict__[_STATE] = _Plan(self, covered)
 
     def run(self: Any, q: torch.Tensor, paged_kv_cache: Any, *args: Any,
             out: torch.Tensor | None = None, lse: torch.Tensor | None = None,

@@ -1,5 +1,6 @@
 """`fib verify STEP`: the step gate (fib_runtime.verify): keep a definition's choice only
-where the step it runs in is not slower than the engine's own path; pin the others."""
+where the step it runs in is faster than the engine's own path beyond the noise; pin the
+others."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from fib_runtime.paths import default_db_path
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "verify", help="time a whole step (layer, forward, engine step) with the database's "
-        "choices against the engine's own path; pin a choice that slows it to the original")
+        "choices against the engine's own path; pin a choice that does not speed it up beyond "
+        "the noise to the original")
     parser.add_argument("step", help="module:factory; factory(**args) returns the step, a "
                         "callable of no arguments (e.g. integration.llama_decode_layer:"
                         "gate_step)")

@@ -1,4 +1,4 @@
-"""The step gate (`fib verify`): keep a choice only where the step it runs in is not slower.
+"""The step gate (`fib verify`): keep a choice only where the step it runs in is faster.
 
 Per-op timings do not compose (inside a step the previous op's output sits in L2, launches
 queue behind each other), so the final judge is the step the engine runs. `verify(step, db)`
@@ -8,12 +8,15 @@ and with dispatch off (the engine's own path), in each call context asked for
 `graph`: CUDA-graph replays; a CPU has only eager), interleaved in rounds. The rule, per
 context:
 
-- the step with the choices is *slower* when its median exceeds the original's by more than
-  the noise, `ranking.noise(regime, spread_choices, spread_original)` (the floor of the
-  regime, or the two spreads together);
-- while it is slower, the definitions whose non-original choices the step uses are tried one
-  at a time with their choices off (their calls then run the original); the one whose
-  removal makes the step fastest is rejected, and the step is measured again without it;
+- the choices are *kept* only when the step with them is faster than the original's by more
+  than the noise, `ranking.noise(regime, spread_choices, spread_original)` (the floor of the
+  regime, or the two spreads together): as in retune's ranking, a candidate displaces the
+  engine's own path only by a margin the noise cannot explain, so a step that is slower,
+  or merely within the noise (which could be up to the noise slower), does not keep them;
+- until they are kept, the definitions whose non-original choices the step uses are tried
+  one at a time with their choices off (their calls then run the original); the one whose
+  removal makes the step fastest is rejected, and the step is measured again without it
+  (with every one rejected, the step is the engine's own);
 - each rejected definition is pinned to the original at every key the step used, in the
   database, in the FlashInfer Trace format (pins.py), so dispatch serves the original there
   from then on and `fib explain` says why.
@@ -52,6 +55,7 @@ class RegimeVerdict:
     noise: float
     slower: bool  # the choices made the step slower beyond the noise
     rejected: tuple[str, ...]  # definitions pinned to the original, in order
+    final_original_ms: float = 0.0  # the original in the last round (final_ms's pair)
     pinned: tuple[tuple[str, dict[str, int]], ...] = ()  # (definition, axes) pinned
     ablations: tuple[dict[str, float], ...] = ()  # per round of rejection: variant -> ms
 
@@ -64,13 +68,13 @@ class VerifyReport:
 
     def table(self) -> str:
         rows = [[v.regime, f"{v.original_ms:.4f}", f"{v.choices_ms:.4f}",
-                 f"{v.original_ms / v.choices_ms:.3f}x", f"{v.final_ms:.4f}",
-                 f"{v.original_ms / v.final_ms:.3f}x", f"{v.noise:.1%}",
-                 "slower: " + ", ".join(v.rejected) if v.slower else "kept"]
-                for v in self.verdicts]
+                 f"{v.original_ms / v.choices_ms:.3f}x", f"{v.final_original_ms:.4f}",
+                 f"{v.final_ms:.4f}", f"{v.final_original_ms / v.final_ms:.3f}x",
+                 f"{v.noise:.1%}", _verdict(v)] for v in self.verdicts]
         lines = [f"step {self.step}",
-                 render_table(["regime", "original ms", "choices ms", "speedup", "verified ms",
-                               "speedup", "noise", "verdict"], rows)]
+                 render_table(["regime", "original ms", "choices ms", "speedup",
+                               "original ms (last)", "verified ms", "speedup", "noise",
+                               "verdict"], rows)]
         for verdict in self.verdicts:
             lines.extend(f"pinned to the original ({verdict.regime}): {d} at {axes}"
                          for d, axes in verdict.pinned)
@@ -117,6 +121,13 @@ def verify(step: str, db: TraceDB | str | Path, *, kwargs: Mapping[str, Any] | N
     return report
 
 
+def _verdict(v: RegimeVerdict) -> str:
+    if not v.rejected:
+        return "kept"
+    why = "slower" if v.slower else "no gain beyond the noise"
+    return f"{why}: rejected " + ", ".join(v.rejected)
+
+
 def _used(runtime: Runtime, regime: str) -> dict[str, list[Key]]:
     """Per definition, the keys at which the step was served a solution (not the original)
     in `regime` (after the step ran with this runtime)."""
@@ -158,7 +169,7 @@ def _gate(step: Step, root: Path, config: DispatchConfig, chosen: Runtime, regim
         if first is None:
             first = (float(o), float(c), margin)
         left = [d for d in used if d not in rejected]
-        if float(c) <= float(o) * (1.0 + margin) or not left:
+        if float(c) * (1.0 + margin) < float(o) or not left:
             break
         trials = [current] + [Variant(f"without {d}", _without(root, config, [*rejected, d]))
                               for d in left]
@@ -168,8 +179,9 @@ def _gate(step: Step, root: Path, config: DispatchConfig, chosen: Runtime, regim
         best = min(left, key=lambda d: float(tried[f"without {d}"]))
         rejected.append(best)
         current = Variant(f"without {', '.join(rejected)}", _without(root, config, rejected))
-    return RegimeVerdict(regime, first[0], first[1], float(c), first[2], bool(rejected),
-                         tuple(rejected), (), tuple(ablations))
+    slower = first[1] > first[0] * (1.0 + first[2])
+    return RegimeVerdict(regime, first[0], first[1], float(c), first[2], slower,
+                         tuple(rejected), float(o), (), tuple(ablations))
 
 
 def _pin(chosen: Runtime, verdict: RegimeVerdict, step: str) -> RegimeVerdict:
@@ -177,9 +189,9 @@ def _pin(chosen: Runtime, verdict: RegimeVerdict, step: str) -> RegimeVerdict:
     used = _used(chosen, verdict.regime)
     reason = (f"fib verify {step} ({verdict.regime}): the step took {verdict.choices_ms:.4f} "
               f"ms with the choices against {verdict.original_ms:.4f} ms on the engine's own "
-              f"path (+{verdict.choices_ms / verdict.original_ms - 1:.1%}, noise "
-              f"{verdict.noise:.1%}); with this definition on its original: "
-              f"{verdict.final_ms:.4f} ms")
+              f"path ({verdict.choices_ms / verdict.original_ms - 1:+.1%}, noise "
+              f"{verdict.noise:.1%}: {_verdict(verdict)}); with this definition on its "
+              f"original: {verdict.final_ms:.4f} ms against {verdict.final_original_ms:.4f}")
     traces = []
     pinned = []
     for name in verdict.rejected:

@@ -461,3 +461,39 @@ def test_a_routed_decode_run_allocates_no_scratch_per_call(tmp_path: Path):
         assert fi.stats()["routed"] == {"decode.run": 3}
     finally:
         session.__exit__()
+
+
+def test_a_replan_reads_the_new_buffers_and_what_changed_options_decide(tmp_path: Path):
+    """What a plan's arguments decide is remembered per wrapper, but every plan reads the
+    buffers FlashInfer's plan just made, a changed option or batch decides anew, and the
+    memo stays bounded."""
+    name = "gqa_paged_decode_h32_kv8_d128_ps1"
+    session = fib.enable_apply(engine_db(tmp_path / "db", [name], variant="torch_padded"))
+    fi.reset()
+    try:
+        wrapper, plan, run, calls = _stub_decode(tmp_path)
+        namespace: dict = {}
+        exec(load_catalogue_reference(name), namespace)
+        for batch, per_seq in ((3, 5), (3, 7)):  # same arguments, new index tensors
+            q, k, v, indptr, indices, last = _decode_inputs(batch, per_seq)
+            plan(wrapper, indptr, indices, last, 32, 8, 128, 1, q_data_type=torch.bfloat16)
+            want, _ = namespace["run"](q, k, v, indptr, indices, 128 ** -0.5)
+            torch.testing.assert_close(run(wrapper, q, (k, v)), want)
+        assert len(wrapper.__dict__[decode._KNOWN]) == 1
+        plan(wrapper, indptr, indices, last, 32, 8, 128, 1, q_data_type=torch.bfloat16,
+             window_left=16)
+        run(wrapper, q, (k, v))
+        assert fi.stats()["unchanged"] == {"decode.run": {"window": 1}} and len(calls) == 1
+        q, k, v, indptr, indices, last = _decode_inputs(5)
+        plan(wrapper, indptr, indices, last, 32, 8, 128, 1, q_data_type=torch.bfloat16,
+             sm_scale=0.5)
+        want, _ = namespace["run"](q, k, v, indptr, indices, 0.5)
+        torch.testing.assert_close(run(wrapper, q, (k, v)), want)
+        assert wrapper.__dict__[decode._STATE].lse.shape == (5, 32)
+        for batch in range(1, decode.KNOWN_PLANS + 2):
+            _, _, _, indptr, indices, last = _decode_inputs(batch, 1)
+            plan(wrapper, indptr, indices, last, 32, 8, 128, 1, q_data_type=torch.bfloat16)
+        assert len(wrapper.__dict__[decode._KNOWN]) <= decode.KNOWN_PLANS
+        assert fi.stats()["routed"] == {"decode.run": 3}
+    finally:
+        session.__exit__()

@@ -27,6 +27,16 @@ def run(x, weight):
 QUICK_CODE = """def run(x, weight):
     return x * weight
 """
+# A solution of toy_norm_h32 that takes as long as the original: a per-op "win" measured in
+# noise, which the step cannot show.
+EVEN_CODE = """import time
+
+def run(x, weight):
+    end = time.perf_counter() + 0.002
+    while time.perf_counter() < end:
+        pass
+    return x * weight
+"""
 
 
 def spin(seconds: float) -> None:
@@ -49,6 +59,13 @@ def norm_b(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return x * weight
 
 
+@fib.apply("toy_norm_h32")
+def norm_c(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The engine's own op: 2 ms, as long as EVEN_CODE."""
+    spin(0.002)
+    return x * weight
+
+
 def next_op(y: torch.Tensor) -> torch.Tensor:
     """Plain code after norm_a: 10 ms more when what it reads was evicted."""
     if os.environ.pop(POLLUTED, None):
@@ -66,3 +83,9 @@ def polluting_step(batch: int = 4) -> Callable[[], torch.Tensor]:
         return norm_b(x16, w16)
 
     return step
+
+
+def even_step(batch: int = 4) -> Callable[[], torch.Tensor]:
+    """A step of one op whose choice (EVEN_CODE) runs as long as the original."""
+    x, w = torch.randn(batch, 32), torch.randn(32)
+    return lambda: norm_c(x, w)

@@ -15,7 +15,7 @@ from fib_runtime.schema import Definition, Solution, Trace
 from fib_runtime.schema.provenance import GATE_KEY, GATE_REJECTED
 from fib_runtime.store import TraceDB
 from tests import factories
-from tests.verify.steps import POLLUTING_CODE, QUICK_CODE
+from tests.verify.steps import EVEN_CODE, POLLUTING_CODE, QUICK_CODE
 
 STEP = "tests.verify.steps:polluting_step"
 
@@ -67,6 +67,28 @@ def test_a_per_op_winner_that_slows_the_step_is_rejected_and_pinned(
                  str(out)]) == 0
     (again,) = json.loads(out.read_text())["verdicts"]
     assert not again["slower"] and again["rejected"] == []
+
+
+def test_a_choice_the_step_cannot_tell_from_the_original_is_not_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Measured per op far faster, in the step as long as the original: the engine's own path
+    stays (retune's displacement rule: only an advantage beyond the noise displaces it)."""
+    from fib_runtime.verify import verify
+
+    monkeypatch.setenv("FIB_CACHE_PATH", str(tmp_path / "cache"))
+    db = TraceDB.open(tmp_path / "db", create=True)
+    db.add_definition(Definition.from_dict(factories.definition("toy_norm_h32", 32)))
+    db.add_solution(Solution.from_dict(factories.solution("even", "toy_norm_h32",
+                                                          code=EVEN_CODE)))
+    db.append_traces([Trace.from_dict(factories.trace(
+        "toy_norm_h32", "even", 4, latency=0.001, hardware=fib.current_hardware().name))])
+    report = verify("tests.verify.steps:even_step", db.root, rounds=3)
+    (eager,) = report.verdicts
+    assert eager.rejected == ("toy_norm_h32",)
+    assert eager.pinned == (("toy_norm_h32", {"batch_size": 4}),)
+    assert "rejected toy_norm_h32" in report.table()
+    with fib.enable_apply(db.root, {"check_interval_s": 0}):
+        assert fib.explain("toy_norm_h32", {"batch_size": 4}).decision == "fallback"
 
 
 def test_report_only_writes_nothing(db: TraceDB):
