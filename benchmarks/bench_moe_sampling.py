@@ -6,16 +6,19 @@ Triton configuration of `definitions/moe/solutions/triton_fused_moe.py` and the 
 solution, median `triton.testing.do_bench` ms, the configurations interleaved in rounds
 (the best round's median kept per candidate). Reported: the winner, its speed-up over the
 fixed default configuration (goal: >= 1.3x at some token counts); at held-out token counts
-(not measured for the choice) the configuration of the nearest measured count (in log
-space) against the fastest there (goal: <= 1.03x); and, at two token counts, whether a
-skewed routing (3/4 of the tokens choosing all their experts among the first eighth of
-them) changes the winner and what the uniform winner costs there: is expert skew part of
-what makes two calls the same workload?
+(not measured for the choice) the configuration dispatch serves there from the measured
+counts (its default miss rule, `ranking.interpolated`: each configuration's latency
+interpolated in log-log between the two measured counts around it; the nearest count's
+ranking outside them) against the fastest there (goal: <= 1.03x); and, at two token
+counts, whether a skewed routing (3/4 of the tokens choosing all their experts among the
+first eighth of them) changes the winner and what the uniform winner costs there: is
+expert skew part of what makes two calls the same workload?
 
 Sampling, per definition and batch: torch and FlashInfer median ms (inputs as retune makes
 them: softmax rows, top_k in [1, 64] with every fourth row 0, top_p in [0.5, 0.95]).
 
 Usage: python benchmarks/bench_moe_sampling.py --out DIR [--budget SECONDS]
+       python benchmarks/bench_moe_sampling.py --summarise FILE   (tables of a saved run)
 Prints tables; writes DIR/moe_sampling.json.
 """
 
@@ -35,6 +38,7 @@ from _common import print_table
 
 from fib_runtime.catalogue import catalogue_root, load_catalogue
 from fib_runtime.measure.op_inputs import sampling_inputs
+from fib_runtime.ranking import DEVICE, Ranking, interpolated, nearest_key
 
 MOE = ("moe_bf16_topk8_e128_h2048_i768", "moe_bf16_topk8_e64_h2048_i1024",
        "moe_bf16_topk2_e8_h4096_i14336")  # in this order while the budget lasts
@@ -127,6 +131,22 @@ def bench_moe(deadline: float) -> list[dict[str, Any]]:
     return rows
 
 
+def served_at(tokens: int, measured: list[dict[str, Any]], triton: dict[str, float]) -> str:
+    """The configuration dispatch serves at an unmeasured token count, from the rankings of
+    the measured counts (interpolated between the two around it, else the nearest)."""
+    rankings = {}
+    for m in measured:
+        times = sorted((v, k) for k, v in m["ms"].items() if k in triton)
+        rankings[(m["tokens"],)] = Ranking(tuple(k for _, k in times),
+                                           tuple(v for v, _ in times))
+    ranking = interpolated(rankings, (tokens,), DEVICE)
+    if ranking is None:
+        near = nearest_key(rankings, (tokens,))
+        ranking = rankings[near] if near is not None else None
+    return ranking.names[0] if ranking is not None and ranking.names else min(triton,
+                                                                              key=triton.get)
+
+
 def summarise_moe(rows: list[dict[str, Any]]) -> dict[str, Any]:
     table, summary = [], {}
     for name in MOE:
@@ -138,12 +158,7 @@ def summarise_moe(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 continue
             winner = min(triton, key=triton.get)
             speedup = triton["triton_default"] / triton[winner]
-            chosen = winner
-            if r["held_out"] and measured:
-                near = min(measured, key=lambda m: abs(math.log(m["tokens"] / r["tokens"])))
-                near_t = {k: v for k, v in near["ms"].items()
-                          if k.startswith("triton_") and k in triton}
-                chosen = min(near_t, key=near_t.get) if near_t else winner
+            chosen = served_at(r["tokens"], measured, triton) if r["held_out"] else winner
             ratio = triton[chosen] / triton[winner]
             table.append([name, r["tokens"], "held-out" if r["held_out"] else "", winner,
                           f"{triton[winner]:.4f}", f"{triton['triton_default']:.4f}",
@@ -205,10 +220,19 @@ def main() -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--summarise", type=Path, metavar="FILE",
+                        help="print the tables of a saved moe_sampling.json (no GPU)")
     parser.add_argument("--budget", type=float, default=150.0, help="seconds for both parts")
     parser.add_argument("--part", choices=("moe", "sampling", "both"), default="both")
     args = parser.parse_args()
+    if args.summarise:
+        saved = json.loads(args.summarise.read_text())
+        print(saved["device"])
+        summarise_moe(saved["moe"])
+        return
+    if args.out is None:
+        parser.error("--out is required to measure")
     start = time.monotonic()
     result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "rounds": ROUNDS,
                               "failed": FAILED}
