@@ -18,6 +18,7 @@ from fib_runtime.errors import naming
 from fib_runtime.paths import default_db_path
 from fib_runtime.report.gather import MAX_GROUPS, Overview, Skipped, gather
 from fib_runtime.report.held_out import load_held_out
+from fib_runtime.report.inheritance import inheritance_penalties, penalty_table
 from fib_runtime.report.page import image_name, text_report, write_html
 from fib_runtime.report.plots import PlotsUnavailable, draw, require_matplotlib
 from fib_runtime.store import TraceDB
@@ -65,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             images = draw_all(overview, plottable, args.out)
     print(text_report(overview))
+    penalties = inheritance_penalties(db, args.definition)
+    if penalties:
+        print("\n" + penalty_table(penalties))
     note = str(missing) if missing else "tables only (--no-plots)" if args.no_plots else None
     page = write_html(overview, images, args.out, source=str(db.root.resolve()), note=note)
     print(f"\nreport: {page} ({len(images)} plots)")

@@ -22,6 +22,7 @@ from fib_runtime.config_fields import (
     read_config,
 )
 from fib_runtime.errors import DispatchConfigError
+from fib_runtime.hardware import hardware_key
 
 MissPolicy = Literal["interpolate", "nearest", "best_overall", "fallback"]
 OtherHardware = Literal["never", "same_arch"]
@@ -44,6 +45,11 @@ class DefinitionConfig:
     allow: tuple[str, ...] | None = None  # only these solutions (None: all)
     deny: tuple[str, ...] = ()
     other_hardware: OtherHardware = "never"  # use traces of other GPUs of the same arch?
+    # Inheritance: GPU models (hardware keys or device names, e.g. "H100") whose rankings
+    # serve, in this order, the keys this GPU has not measured itself (its own traces win
+    # wherever they exist); a model of another architecture only with inherit_across_arch.
+    inherit: tuple[str, ...] = ()
+    inherit_across_arch: bool = False
     quarantine_after: int = 3  # errors before a solution is dropped for the definition
     validate_outputs: bool = False  # debug: check output shapes/dtypes of every call
     # Which timing regime ranks the solutions (fib_runtime.regimes): "auto" = each call
@@ -68,6 +74,9 @@ class DefinitionConfig:
         object.__setattr__(self, "allow", names(self.allow, "allow", _E, none_ok=True))
         object.__setattr__(self, "deny", names(self.deny, "deny", _E))
         check_choice(self.other_hardware, "other_hardware", _E, OTHER_HARDWARE)
+        object.__setattr__(self, "inherit", tuple(
+            hardware_key(n) for n in names(self.inherit, "inherit", _E) or ()))
+        check_bool(self.inherit_across_arch, "inherit_across_arch", _E)
         check_int(self.quarantine_after, "quarantine_after", _E, low=1)
         check_bool(self.validate_outputs, "validate_outputs", _E)
         check_choice(self.timing, "timing", _E, regimes.choices())

@@ -55,7 +55,7 @@ class Decision:
     """How one key of one definition is served in one convention."""
 
     solution: str | None  # None: the fallback (the decorated function)
-    reason: str  # measured | interpolated | nearest | best_overall | miss | untrusted | ...
+    reason: str  # measured | inherited | interpolated | nearest | best_overall | miss | ...
     via_key: Key | None = None  # the measured key the ranking came from
     call: Callable[..., Any] | None = None  # the solution in the caller's convention
     original: bool = False  # the engine's own function (vouched for by a live site) is `call`
@@ -125,7 +125,9 @@ class Dispatcher:
         timing = self.effective(timing)
         rankings = self.table.for_timing(timing)
         if key in rankings:
-            return rankings[key], key, "measured"
+            inherited = self.table.inherited.get(timing)
+            return rankings[key], key, "inherited" if inherited and key in inherited \
+                else "measured"
         if not rankings:
             return None, None, "no_traces"
         if self.policy.miss in ("nearest", "interpolate"):

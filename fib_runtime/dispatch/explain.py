@@ -6,10 +6,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from fib_runtime.dispatch import sites
-from fib_runtime.dispatch.dispatcher import VALUE
+from fib_runtime.dispatch.dispatcher import VALUE, Dispatcher
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError
-from fib_runtime.keys import axes_to_key, key_to_axes
+from fib_runtime.keys import Key, axes_to_key, key_to_axes
 from fib_runtime.original import is_original, untimeable_reason
 from fib_runtime.regimes import DEVICE
 from fib_runtime.schema import Trace
@@ -88,6 +88,13 @@ def gate_notes(runtime: Runtime, definition: str, key: tuple[int, ...],
     return list(notes.values())
 
 
+def inherited_from(dispatcher: Dispatcher, via: Key | None, timing: str) -> str | None:
+    """The GPU model whose ranking serves the measured key `via`, None when it is this one's."""
+    if via is None:
+        return None
+    return dispatcher.table.inherited.get(dispatcher.effective(timing), {}).get(via)
+
+
 def explain(definition: str, axes: Mapping[str, int],
             runtime: Runtime | None = None, timing: str | None = None) -> Explanation:
     """The candidates and the decision for a value-returning call of one definition with
@@ -123,6 +130,11 @@ def explain(definition: str, axes: Mapping[str, int],
     via = decision.via_key
     unbound = unbound_solutions(runtime, definition)
     notes = [ORIGINAL_SERVED] if decision.original else []
+    sibling = inherited_from(dispatcher, via, timing.partition(" ")[0])
+    if sibling is not None:
+        notes.append(f"ranking inherited from {sibling}: {runtime.hardware.key} has no "
+                     f"traces at {'this key' if via == key else 'the key it came from'} yet "
+                     "(the inherit policy); fib retune here replaces it")
     if ranking is not None and ranking.note:
         notes.append(f"noise rule: {ranking.note}")
     notes.extend(gate_notes(runtime, definition, key, dispatcher.effective(

@@ -36,7 +36,8 @@ from fib_runtime.store import TraceDB, decisions_fingerprint, served_table_file
 from fib_runtime.version import __version__
 
 log = logging.getLogger("fib_runtime.dispatch")
-_FORMAT = 6
+_FORMAT = 7
+_INHERITED = "inherited"  # a definition line's key for DefinitionTable.inherited
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class LazyTables(Mapping[str, DefinitionTable]):
         if table is None:
             line = self._lines[name]
             try:
-                table = DefinitionTable({t: _parse(r) for t, r in orjson.loads(line).items()})
+                table = _parse_table(orjson.loads(line))
             except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
                 log.warning("served table of %s unreadable (%s); it serves nothing", name, exc)
                 table = empty_table()
@@ -107,14 +108,27 @@ def _parse(raw: list[list[Any]]) -> dict[Key, Ranking]:
             for k, n, lat, sp, orig, note in raw}
 
 
+def _dump_table(table: DefinitionTable) -> bytes:
+    inherited = {t: [[list(k), sibling] for k, sibling in keys.items()]
+                 for t, keys in table.inherited.items()}
+    return orjson.dumps({**{t: _dump(r) for t, r in table.rankings.items()},
+                         _INHERITED: inherited})
+
+
+def _parse_table(raw: dict[str, Any]) -> DefinitionTable:
+    inherited = raw.pop(_INHERITED, {})
+    return DefinitionTable({t: _parse(r) for t, r in raw.items()},
+                           {t: {tuple(k): str(sibling) for k, sibling in keys}
+                            for t, keys in inherited.items()})
+
+
 def _digest(body: bytes) -> str:
     return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 
 def save_tables(path: Path, served: ServedTables) -> None:
     names = list(served.tables)
-    body = b"".join(orjson.dumps({t: _dump(r) for t, r in served.tables[n].rankings.items()})
-                    + b"\n" for n in names)
+    body = b"".join(_dump_table(served.tables[n]) + b"\n" for n in names)
     header = orjson.dumps({"format": _FORMAT, "fingerprint": served.fingerprint,
                            "hardware": served.hardware_key, "definitions": names,
                            "digest": _digest(body)})

@@ -4,14 +4,15 @@ from the traces (dispatch.served keeps them in files)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from fib_runtime import regimes
-from fib_runtime.dispatch.config import DispatchConfig
+from fib_runtime.dispatch.config import DefinitionConfig, DispatchConfig
 from fib_runtime.hardware import arch_of_key
 from fib_runtime.keys import Key
 from fib_runtime.ranking import Ranking, rank, timings_in
-from fib_runtime.schema import Definition
+from fib_runtime.schema import Definition, Trace
 from fib_runtime.store import TraceDB
 
 log = logging.getLogger("fib_runtime.dispatch")
@@ -25,6 +26,9 @@ class DefinitionTable:
     (see fib_runtime.original.vouched)."""
 
     rankings: dict[str, dict[Key, Ranking]]
+    # per regime, the keys whose ranking was inherited: key -> the GPU model it was measured
+    # on (DefinitionConfig.inherit); every other key was measured here
+    inherited: dict[str, dict[Key, str]] = field(default_factory=dict)
 
     def for_timing(self, timing: str) -> dict[Key, Ranking]:
         """The rankings of a regime; device time where that regime has no traces."""
@@ -49,13 +53,36 @@ def compile_table(db: TraceDB, definition: Definition, hardware_key: str,
                         definition.name, hardware_key, ", ".join(sources))
     # Traces of the same architecture rank as if measured here: their solutions must
     # target this hardware all the same.
-    def ranked(timing: str) -> dict[Key, Ranking]:
-        results = rank(definition, traces, db.solutions, hardware_key, policy, timing)
+    def ranked(measured: list[Trace], timing: str) -> dict[Key, Ranking]:
+        results = rank(definition, measured, db.solutions, hardware_key, policy, timing)
         return {key: result.ranking for key, result in results.items()}
 
     device = regimes.DEVICE.name
-    ranked_in = {t: ranked(t) for t in sorted(timings_in(traces) - {device}, key=regimes.order)}
-    return DefinitionTable({device: ranked(device), **{t: r for t, r in ranked_in.items() if r}})
+    siblings = [(k, db.traces_for(definition.name, k))
+                for k in siblings_of(policy, hardware_key, db.hardware_keys(definition.name))]
+    timings = timings_in(traces).union(*(timings_in(t) for _, t in siblings)) - {device}
+    rankings: dict[str, dict[Key, Ranking]] = {}
+    inherited: dict[str, dict[Key, str]] = {}
+    for timing in [device, *sorted(timings, key=regimes.order)]:
+        own = ranked(traces, timing)
+        for sibling, their in siblings:
+            for key, ranking in ranked(their, timing).items():
+                if key not in own:
+                    own[key] = ranking
+                    inherited.setdefault(timing, {})[key] = sibling
+        if own or timing == device:
+            rankings[timing] = own
+    return DefinitionTable(rankings, inherited)
+
+
+def siblings_of(policy: DefinitionConfig, hardware_key: str, measured: Iterable[str]
+                ) -> list[str]:
+    """The GPU models whose rankings this one inherits (policy.inherit, in order): those
+    with traces of the definition, not itself, of its architecture unless allowed."""
+    have = set(measured)
+    arch = arch_of_key(hardware_key)
+    return [k for k in policy.inherit if k != hardware_key and k in have and (
+        policy.inherit_across_arch or (arch is not None and arch_of_key(k) == arch))]
 
 
 def compile_tables(db: TraceDB, hardware_key: str, config: DispatchConfig
@@ -68,5 +95,5 @@ def compile_tables(db: TraceDB, hardware_key: str, config: DispatchConfig
 def reads_other_hardware(config: DispatchConfig) -> bool:
     """Whether some definition may rank traces of other GPU models (`same_arch`), so that
     a table build must read every hardware key's traces, not only this one's."""
-    return any(policy.other_hardware != "never"
+    return any(policy.other_hardware != "never" or policy.inherit
                for policy in (config.default, *config.definitions.values()))
