@@ -14,6 +14,7 @@ from fib_runtime.dispatch import (
     DefinitionConfig,
     DispatchConfig,
     Explanation,
+    RankGroup,
     apply,
     disable_apply,
     dispatch_enabled,
@@ -22,6 +23,7 @@ from fib_runtime.dispatch import (
     reload,
     serves,
     stats,
+    sync,
     warmup,
 )
 from fib_runtime.errors import BuildError, FibError, SchemaError, ShapeError, StoreError
@@ -54,8 +56,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ApplySession", "BuildError", "DefinitionConfig", "DispatchConfig", "Explanation",
+    "ApplySession", "BuildError", "DefinitionConfig", "DispatchConfig", "Explanation", "RankGroup",
     "FibError", "Hardware", "SchemaError", "ShapeError", "StoreError", "TraceDB", "apply",
     "current_hardware", "disable_apply", "dispatch_enabled", "enable_apply", "explain",
-    "hardware_key", "reload", "serves", "stats", "warmup", "__version__", *_LAZY,
+    "hardware_key", "reload", "serves", "stats", "sync", "warmup", "__version__", *_LAZY,
 ]

@@ -12,6 +12,7 @@ from typing import Any, TypeVar, overload
 from fib_runtime.dispatch import sites, unknown
 from fib_runtime.dispatch.compile import make_traceable
 from fib_runtime.dispatch.config import DispatchConfig
+from fib_runtime.dispatch.ranks import RankGroup
 from fib_runtime.dispatch.runtime import Runtime
 from fib_runtime.errors import FibError, StoreError
 from fib_runtime.keys import axes_to_key
@@ -117,8 +118,11 @@ class ApplySession:
 
 
 def enable_apply(db: TraceDB | str | Path | None = None,
-                 config: DispatchConfig | Mapping[str, Any] | None = None) -> ApplySession:
+                 config: DispatchConfig | Mapping[str, Any] | None = None, *,
+                 ranks: RankGroup | None = None) -> ApplySession:
     """Start dispatching from `db` (default: $FIB_DATASET_PATH or ~/.cache/fib_runtime/db).
+    With `ranks` (dispatch/ranks.py, made on every rank) the ranks of a tensor-parallel
+    group serve one table, and reload only at `fib.sync()`.
 
     The database must exist: a path that does not is a StoreError (dispatching from an empty
     folder would serve nothing, silently). FIB_ENABLE_APPLY=1 logs that error and leaves
@@ -134,7 +138,7 @@ def enable_apply(db: TraceDB | str | Path | None = None,
         db = root
     if isinstance(config, Mapping):
         config = DispatchConfig.from_dict(dict(config))
-    runtime = Runtime(db, config)
+    runtime = Runtime(db, config, ranks=ranks)
     with _stack_lock:
         _stack.append(sites.current_runtime())
         sites.set_runtime(runtime)
@@ -158,6 +162,14 @@ def reload() -> None:
     runtime = sites.current_runtime()
     if runtime is not None:
         runtime.reload()
+
+
+def sync() -> bool:
+    """Reload if the database changed; with a rank group, if any rank's did, every rank
+    calling this at the same point of its loop (the agreed point of a hot reload). Whether
+    it reloaded."""
+    runtime = sites.current_runtime()
+    return runtime.sync() if runtime is not None else False
 
 
 def dispatch_enabled() -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 from fib_runtime.build import BuildCache, Built
 from fib_runtime.dispatch.config import DispatchConfig
 from fib_runtime.dispatch.dispatcher import Dispatcher
+from fib_runtime.dispatch.ranks import RankGroup
 from fib_runtime.dispatch.served import (
     CorruptTables,
     ServedTables,
@@ -63,8 +64,10 @@ class Runtime:
 
     def __init__(self, db: TraceDB | str | Path | None = None,
                  config: DispatchConfig | None = None, *,
-                 hardware: Hardware | None = None, watch: bool = True) -> None:
+                 hardware: Hardware | None = None, watch: bool = True,
+                 ranks: RankGroup | None = None) -> None:
         self.config = config or DispatchConfig()
+        self.ranks = ranks  # the ranks that serve one table (dispatch/ranks.py)
         self.hardware = hardware or current_hardware()
         self.root = db.root if isinstance(db, TraceDB) else Path(db or default_db_path())
         self._db = db if isinstance(db, TraceDB) else None
@@ -78,7 +81,7 @@ class Runtime:
         self.table_loads: Counter[str] = Counter()
         self._load()
         self._stop = threading.Event()
-        if watch and self.config.check_interval_s > 0:
+        if watch and self.config.check_interval_s > 0 and ranks is None:  # ranks: sync()
             threading.Thread(target=self._watch, name="fib-dispatch-watch", daemon=True).start()
 
     # -- loading and reloading ----------------------------------------------------------
@@ -107,6 +110,8 @@ class Runtime:
                     save_tables(files[1], ServedTables(folder, self.hardware.key, tables))
             except OSError as exc:
                 log.debug("cannot cache decision tables at %s: %s", files[1], exc)
+        if self.ranks is not None:
+            tables = self.ranks.agree(tables)
         self.snapshot = Snapshot(db, trust, tables, folder, trust_stamp)  # one publication
 
     def _served(self, files: tuple[Path, ...], folder: str, definitions: set[str]
@@ -163,6 +168,22 @@ class Runtime:
                     dispatcher.update(self._table(name), self.config.for_definition(name))
         for listener in list(self._listeners):
             listener()
+
+    def sync(self) -> bool:
+        """Reload now if the database changed, with a rank group if any rank's did: the
+        agreed point of a reload, called by every rank together (between steps). Whether it
+        reloaded; a failed exchange keeps the tables served."""
+        changed = self.changed()
+        if self.ranks is not None:
+            try:
+                changed = self.ranks.any_changed(changed)
+            except Exception as exc:
+                log.error("ranks could not agree on a reload (%s: %s); serving the tables "
+                          "loaded before", type(exc).__name__, exc)
+                return False
+        if changed:
+            self.reload()
+        return changed
 
     def on_reload(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)

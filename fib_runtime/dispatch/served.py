@@ -75,6 +75,10 @@ class LazyTables(Mapping[str, DefinitionTable]):
             self._parsed[name] = table
         return table
 
+    def lines(self) -> dict[str, bytes]:
+        """Each definition's line, unparsed."""
+        return dict(self._lines)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._lines)
 
@@ -115,6 +119,13 @@ def _dump_table(table: DefinitionTable) -> bytes:
                          _INHERITED: inherited})
 
 
+def table_lines(tables: Mapping[str, DefinitionTable]) -> dict[str, bytes]:
+    """Each definition's table as its served-table line (LazyTables reads them back)."""
+    if isinstance(tables, LazyTables):  # read from a file: its lines as they are
+        return tables.lines()
+    return {name: _dump_table(tables[name]) for name in tables}
+
+
 def _parse_table(raw: dict[str, Any]) -> DefinitionTable:
     inherited = raw.pop(_INHERITED, {})
     return DefinitionTable({t: _parse(r) for t, r in raw.items()},
@@ -128,7 +139,8 @@ def _digest(body: bytes) -> str:
 
 def save_tables(path: Path, served: ServedTables) -> None:
     names = list(served.tables)
-    body = b"".join(_dump_table(served.tables[n]) + b"\n" for n in names)
+    lines = table_lines(served.tables)
+    body = b"".join(lines[n] + b"\n" for n in names)
     header = orjson.dumps({"format": _FORMAT, "fingerprint": served.fingerprint,
                            "hardware": served.hardware_key, "definitions": names,
                            "digest": _digest(body)})
