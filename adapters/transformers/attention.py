@@ -12,13 +12,14 @@ definition computes: no mask (transformers passes none for plain causal attentio
 padding: a prefill with q_len == kv_len, or a decode step with q_len 1, which sees every
 cached key, as the definition's query aligned to the end of its keys does), no dropout,
 causal, no sliding window, soft-cap, sinks or position bias, bfloat16, the definition's heads
-and head_dim, no autograd, not under torch.compile. The batch is a ragged batch with uniform
-offsets; the call's `scaling` is the definition's `sm_scale`. A prefill into a longer
-pre-allocated cache with no mask (a static cache's first step) reads the first q_len keys,
-as transformers' sdpa does. Prefill tensors are made contiguous (every solution takes them);
-a decode step's keys at batch 1 are a strided view of the cache (no copy per step), which
-solutions that take any layout serve and others leave to the original (counted by dispatch
-as `layout`).
+and head_dim, no autograd. The batch is a ragged batch with uniform offsets; the call's
+`scaling` is the definition's `sm_scale`. A prefill into a longer pre-allocated cache with no
+mask (a static cache's first step) reads the first q_len keys, as transformers' sdpa does.
+Under torch.compile every call is transformers' sdpa (not counted).
+
+Prefill tensors are made contiguous (every solution takes them); a decode step's keys at
+batch 1 are a strided view of the cache (no copy per step), which solutions that take any
+layout serve and others leave to the original (counted by dispatch as `layout`).
 """
 
 from __future__ import annotations
@@ -68,8 +69,6 @@ def reason(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: tor
     route = module.__dict__.get(ROUTE)
     if route is None:
         return "not_routed"
-    if torch.compiler.is_compiling():
-        return "compile"
     if attention_mask is not None:
         return "mask"
     if dropout:
@@ -96,6 +95,9 @@ def attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
                       **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers' attention signature ([batch, heads, len, head_dim] in, [batch, q_len,
     heads, head_dim] out): covered calls through the definition's site, others to sdpa."""
+    if torch.compiler.is_compiling():  # first: dynamo never reads the route or the counters
+        return _sdpa(module, query, key, value, attention_mask, dropout=dropout,
+                     scaling=scaling, is_causal=is_causal, **kwargs)
     why = reason(module, query, key, value, attention_mask, dropout, is_causal, kwargs)
     if why is not None:
         calls[why] += 1

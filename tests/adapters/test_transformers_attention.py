@@ -216,3 +216,18 @@ def test_original_is_transformers_sdpa_and_importable() -> None:
             query.transpose(1, 2).reshape(-1, 32, 128), key.transpose(1, 2).reshape(-1, 8, 128),
             value.transpose(1, 2).reshape(-1, 8, 128), rows * n, rows * length, 0.1)
         assert torch.equal(output.view(batch, n, 32, 128), expected)
+
+
+def test_torch_compile_fullgraph_takes_sdpa(tmp_path: Path) -> None:
+    model = tiny()
+    apply(model, db=tmp_path / "db", ops=["attention"])
+    layer = model.model.layers[0].self_attn
+    hidden = torch.randn(2, 6, 64, dtype=torch.bfloat16)
+    position_embeddings = model.model.rotary_emb(hidden, torch.arange(6)[None].expand(2, 6))
+    with torch.no_grad():
+        expected = layer(hidden, position_embeddings, None)[0]
+        attention.reset()
+        compiled = torch.compile(lambda h: layer(h, position_embeddings, None)[0],
+                                 fullgraph=True, backend="aot_eager")
+        assert torch.equal(compiled(hidden), expected)
+    assert attention.stats() == {"routed": 0, "unchanged": {}}  # traced: sdpa, uncounted
