@@ -54,7 +54,8 @@ _NO_FORWARD = object()  # the module had no instance-level forward before apply
 def apply(model: nn.Module, *, ops: Iterable[str] | Mapping[str, str | None] | None = None,
           db: TraceDB | str | Path | None = None) -> Routing:
     """Route `model`'s RMSNorms, SiLU-and-mul MLPs and rotary embedding through fib-runtime
-    definitions (generated from the definition families where the catalogue has none).
+    definitions (generated from the definition families where the catalogue has none), and
+    its sdpa attention through transformers' AttentionInterface (see attention.py).
 
     `ops`: the kinds to route (default all of KINDS), or a mapping kind -> definition name
     that pins the definition (a pinned one whose constants differ is skipped, never
