@@ -32,12 +32,13 @@ GATE_UP = "_fib_gate_up"  # (fused weight, gate's data_ptr, up's data_ptr) when 
 
 @dataclass(frozen=True)
 class Route:
-    """What a routed module calls: the `fib.apply` site of its definition, and the dtype
-    every routed call must have."""
+    """What a routed module calls: the `fib.apply` site of its definition, the dtype every
+    routed call must have, and (attention) the (heads, kv heads, head_dim) it must have."""
 
     definition: str
     site: Callable[..., Any]
     dtype: torch.dtype
+    shape: tuple[int, ...] = ()
 
 
 def needs_grad(*tensors: torch.Tensor) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fib_runtime.adapters.transformers import hub, ops, rope
+from fib_runtime.adapters.transformers import attention, hub, ops, rope, sdpa
 from fib_runtime.adapters.transformers.forwards import (
     GATE_UP,
     ROUTE,
@@ -44,6 +44,9 @@ NORMS = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNo
 MLPS = frozenset({"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"})
 ROTARIES = frozenset({"LlamaRotaryEmbedding", "MistralRotaryEmbedding", "Qwen2RotaryEmbedding",
                       "Qwen3RotaryEmbedding"})
+# Attentions that call `ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation)`
+ATTENTIONS = frozenset({"LlamaAttention", "MistralAttention", "Qwen2Attention",
+                        "Qwen3Attention"})
 SAVED = "_fib_saved_forward"
 _NO_FORWARD = object()  # the module had no instance-level forward before apply
 
@@ -51,7 +54,8 @@ _NO_FORWARD = object()  # the module had no instance-level forward before apply
 def apply(model: nn.Module, *, ops: Iterable[str] | Mapping[str, str | None] | None = None,
           db: TraceDB | str | Path | None = None) -> Routing:
     """Route `model`'s RMSNorms, SiLU-and-mul MLPs and rotary embedding through fib-runtime
-    definitions (generated from the definition families where the catalogue has none).
+    definitions (generated from the definition families where the catalogue has none), and
+    its sdpa attention through transformers' AttentionInterface (see attention.py).
 
     `ops`: the kinds to route (default all of KINDS), or a mapping kind -> definition name
     that pins the definition (a pinned one whose constants differ is skipped, never
@@ -114,6 +118,8 @@ def remove(model: nn.Module) -> int:
         module.__dict__.pop(GATE_UP, None)
         if _kind(module) == "rope":
             rope.unbind(module)
+        elif _kind(module) == "attention":
+            attention.unbind(module)
         restored += 1
     return restored
 
@@ -252,9 +258,35 @@ def _plan_rope(module: nn.Module, known: Mapping[str, Definition], pinned: str |
 
 
 def _plan_attention(module: nn.Module, known: Mapping[str, Definition], pinned: str | None,
-                    dtype: torch.dtype | None) -> str:
-    return ("no attention definition for transformers' contiguous KV cache (the catalogue "
-            "has paged decode attention only); AttentionInterface left as it is")
+                    dtype: torch.dtype | None) -> Definition | str:
+    cls = type(module).__name__
+    config = getattr(module, "config", None)
+    if cls not in ATTENTIONS or config is None:
+        return f"unsupported variant {cls}"
+    implementation = config._attn_implementation
+    if implementation != "sdpa":
+        return (f"attn_implementation {implementation!r}: only 'sdpa' is routed (its calls "
+                "that no definition covers stay sdpa's)")
+    window = getattr(module, "sliding_window", None) or getattr(config, "sliding_window", None)
+    if window is not None:
+        return f"sliding window {window} (the definitions are full causal)"
+    if getattr(config, "attn_logit_softcapping", None):
+        return "attention logit soft-cap (the definitions model none)"
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    head_dim = module.head_dim
+    name = pinned or attention.definition_name(heads, kv_heads, head_dim)
+    definition = known.get(name)
+    if definition is None or definition.op_type != "gqa_ragged":
+        return f"no gqa_ragged definition named {name}"
+    shape = (_const(definition, "num_qo_heads"), _const(definition, "num_kv_heads"),
+             _const(definition, "head_dim"))
+    if shape != (heads, kv_heads, head_dim):
+        return (f"heads {heads}, kv heads {kv_heads}, head_dim {head_dim} do not fit "
+                f"{definition.name}")
+    wanted = definition.inputs["q"].dtype
+    if dtype != torch_dtype(wanted):
+        return f"dtype {_dtype_name(dtype)} != {wanted} of {definition.name}"
+    return definition
 
 
 _PLANNERS: dict[str, Any] = {"rmsnorm": _plan_norm, "silu_and_mul": _plan_mlp,
@@ -287,6 +319,13 @@ def _bind(module: nn.Module, kind: str, definition: Definition) -> str:
                      type(module).__name__, exc)
         module.forward = types.MethodType(norm_forward, module)
         return "instance"
+    if kind == "attention":
+        config = module.config
+        route = Route(definition.name, ops.site(definition.name, sdpa.ragged_prefill),
+                      torch_dtype(definition.inputs["q"].dtype),
+                      (config.num_attention_heads, config.num_key_value_heads, module.head_dim))
+        attention.bind(module, route)
+        return "AttentionInterface"
     if kind == "rope":
         dtype = torch_dtype(definition.inputs["q"].dtype)
         modeling = rope.modeling_module(module)
