@@ -38,6 +38,12 @@ from fib_runtime.tensors import torch_dtype
 
 log = logging.getLogger("fib_runtime.adapters.transformers")
 KINDS = ("rmsnorm", "silu_and_mul", "rope", "attention")
+# Attention is routed only when asked for (ops=KINDS or ["attention", ...]): its original,
+# transformers' sdpa, must compute the definition's lse in an extra pass that the model's
+# own call never pays, so retune times the engine's path slower than it runs; until that
+# comparison is fair and measured on a GPU, routing it could serve a candidate slower than
+# the unrouted model.
+DEFAULT_KINDS = ("rmsnorm", "silu_and_mul", "rope")
 # Classes whose forward is exactly `weight * (x.float() * rsqrt(mean(x^2) + eps)).to(dtype)`
 # (read in transformers 5.17) and the gated MLPs `down(act(gate(x)) * up(x))`.
 NORMS = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"})
@@ -54,16 +60,17 @@ _NO_FORWARD = object()  # the module had no instance-level forward before apply
 def apply(model: nn.Module, *, ops: Iterable[str] | Mapping[str, str | None] | None = None,
           db: TraceDB | str | Path | None = None) -> Routing:
     """Route `model`'s RMSNorms, SiLU-and-mul MLPs and rotary embedding through fib-runtime
-    definitions (generated from the definition families where the catalogue has none), and
-    its sdpa attention through transformers' AttentionInterface (see attention.py).
+    definitions (generated from the definition families where the catalogue has none), and,
+    when asked for, its sdpa attention through transformers' AttentionInterface (see
+    attention.py).
 
-    `ops`: the kinds to route (default all of KINDS), or a mapping kind -> definition name
+    `ops`: the kinds to route (default DEFAULT_KINDS: all of KINDS but attention), or a mapping kind -> definition name
     that pins the definition (a pinned one whose constants differ is skipped, never
     routed). `db`: the database that receives the catalogue and the family definitions this
     model needs (default `$FIB_DATASET_PATH`, else ~/.cache/fib_runtime/db). Nothing runs
     differently until dispatch or capture is on (`fib.enable_apply`, `fib.enable_capture`).
     """
-    wanted = dict(ops) if isinstance(ops, Mapping) else dict.fromkeys(ops or KINDS)
+    wanted = dict(ops) if isinstance(ops, Mapping) else dict.fromkeys(ops or DEFAULT_KINDS)
     unknown = set(wanted) - set(KINDS)
     if unknown:
         raise FibError(f"apply(ops=...): unknown kinds {sorted(unknown)} (known: {KINDS})")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 from fib_runtime.adapters.transformers import apply, attention, remove
+from fib_runtime.adapters.transformers.patch import KINDS
 from fib_runtime.adapters.transformers.sdpa import ragged_prefill
 
 import fib_runtime as fib
@@ -61,6 +62,15 @@ def counters() -> Any:
     attention.reset()
 
 
+def test_attention_is_routed_only_when_asked_for(tmp_path: Path) -> None:
+    """Its original pays an lse pass the model's own call does not (patch.DEFAULT_KINDS)."""
+    model = tiny(8)
+    routing = apply(model, db=tmp_path / "db")
+    assert not any(p.endswith("self_attn") for p in routing.routed)
+    assert model.config._attn_implementation == "sdpa"
+    assert any(p.endswith("input_layernorm") for p in routing.routed)  # the rest is
+
+
 @pytest.mark.parametrize("kind,kv_heads", [("llama", 8), ("qwen3", 4)])
 def test_prefill_and_decode_dispatched(kind: str, kv_heads: int, tmp_path: Path) -> None:
     model = tiny(kv_heads, kind=kind)
@@ -69,7 +79,7 @@ def test_prefill_and_decode_dispatched(kind: str, kv_heads: int, tmp_path: Path)
     with torch.no_grad():
         expected = model(ids).logits
         expected_tokens = model.generate(ids, **GENERATE)
-    routing = apply(model, db=tmp_path / "db")
+    routing = apply(model, db=tmp_path / "db", ops=KINDS)
     assert {p: n for p, n in routing.routed.items() if p.endswith("self_attn")} == {
         f"model.layers.{i}.self_attn": name for i in range(2)}
     assert routing.hooks["model.layers.0.self_attn"] == "AttentionInterface"
@@ -111,7 +121,7 @@ def test_uncovered_calls_reach_sdpa_and_are_counted(tmp_path: Path) -> None:
     mask[1, :2] = 0  # left padding: transformers builds a mask tensor
     with torch.no_grad():
         expected = model(ids, attention_mask=mask).logits
-    apply(model, db=tmp_path / "db")
+    apply(model, db=tmp_path / "db", ops=KINDS)
     with fib.enable_apply(tmp_path / "db"), torch.no_grad():
         assert torch.equal(model(ids, attention_mask=mask).logits, expected)
     assert attention.stats() == {"routed": 0, "unchanged": {"mask": 2}}
@@ -151,15 +161,15 @@ def test_uncovered_calls_reach_sdpa_and_are_counted(tmp_path: Path) -> None:
 
 def test_skipped_models_say_why(tmp_path: Path) -> None:
     db = tmp_path / "db"
-    routing = apply(tiny(dtype=torch.float32), db=db)
+    routing = apply(tiny(dtype=torch.float32), db=db, ops=KINDS)
     assert routing.skipped["model.layers.0.self_attn"] == (
         "dtype float32 != bfloat16 of gqa_ragged_prefill_causal_h32_kv8_d128")
-    routing = apply(tiny(kv_heads=2), db=db)
+    routing = apply(tiny(kv_heads=2), db=db, ops=KINDS)
     assert routing.skipped["model.layers.0.self_attn"] == (
         "no gqa_ragged definition named gqa_ragged_prefill_causal_h32_kv2_d128")
-    routing = apply(tiny(attn_implementation="eager"), db=db)
+    routing = apply(tiny(attn_implementation="eager"), db=db, ops=KINDS)
     assert routing.skipped["model.layers.0.self_attn"].startswith("attn_implementation 'eager'")
-    routing = apply(make("mistral"), db=db)  # 4 heads of 20: no definition
+    routing = apply(make("mistral"), db=db, ops=KINDS)  # 4 heads of 20: no definition
     assert routing.skipped["model.layers.0.self_attn"] == (
         "no gqa_ragged definition named gqa_ragged_prefill_causal_h4_kv1_d20")
     for model in _made:
@@ -174,7 +184,7 @@ def test_static_cache_prefill_routed_decode_masked(tmp_path: Path) -> None:
     kwargs = {**GENERATE, "cache_implementation": "static"}
     with torch.no_grad():
         expected = model.generate(ids, **kwargs)
-    apply(model, db=tmp_path / "db")
+    apply(model, db=tmp_path / "db", ops=KINDS)
     with torch.no_grad():
         assert torch.equal(model.generate(ids, **kwargs), expected)
     stats = attention.stats()
