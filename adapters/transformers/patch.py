@@ -67,8 +67,9 @@ def apply(model: nn.Module, *, ops: Iterable[str] | Mapping[str, str | None] | N
     `ops`: the kinds to route (default DEFAULT_KINDS: all of KINDS but attention), or a
     mapping kind -> definition name that pins the definition (a pinned one whose constants
     differ is skipped, never routed). `db`: the database that receives the catalogue and the
-    family definitions this model needs (default `$FIB_DATASET_PATH`, else ~/.cache/fib_runtime/db). Nothing runs
-    differently until dispatch or capture is on (`fib.enable_apply`, `fib.enable_capture`).
+    family definitions this model needs (default `$FIB_DATASET_PATH`, else
+    ~/.cache/fib_runtime/db). Nothing runs differently until dispatch or capture is on
+    (`fib.enable_apply`, `fib.enable_capture`).
     """
     wanted = dict(ops) if isinstance(ops, Mapping) else dict.fromkeys(ops or DEFAULT_KINDS)
     unknown = set(wanted) - set(KINDS)
