@@ -158,7 +158,8 @@ def disable_apply(session: ApplySession | None = None) -> None:
 
 
 def reload() -> None:
-    """Re-read the database now (a background check also does it every few seconds)."""
+    """Re-read the database now (a background check also does it every few seconds). With
+    a rank group the load is collective: every rank of the group calls it, or `sync()`."""
     runtime = sites.current_runtime()
     if runtime is not None:
         runtime.reload()
