@@ -77,10 +77,11 @@ class CaptureQueue:
 class DefinitionRecorder:
     """Capture state of one definition.
 
-    `record(key, args)` is the hot path handed to dispatch: a key in `done` costs one set
-    lookup and one counter increment; any other key goes to `_admit` (under the session
-    lock), which applies the policy and queues a Record. `done` holds the keys that need
-    no more records (their allowance is used up, or a cap refused them).
+    `record(key, args)` is the hot path handed to dispatch: a key in `done` costs one dict
+    increment (its call count); any other key goes to `_admit` (under the session lock),
+    which applies the policy, counts the call and queues a Record. `done` holds the keys
+    that need no more records (their allowance is used up, or a cap refused them) with the
+    calls made since; `take_calls()` hands the counts per key to the writer (traffic).
     """
 
     def __init__(self, definition: Definition, policy: CapturePolicy, shared: CaptureQueue,
@@ -89,7 +90,9 @@ class DefinitionRecorder:
         self.policy = policy
         self.shared = shared
         self.stats = DefinitionStats()
-        self.done: set[Key] = set()
+        self.done: dict[Key, int] = {}  # key -> its calls on the hot path
+        self._slow: dict[Key, int] = {}  # key -> its calls on the slow path
+        self._reported: dict[Key, int] = {}  # key -> calls handed out by take_calls
         self._per_hot: dict[Key, int] = {}
         self._rng = random.Random(f"{seed}:{definition.name}" if seed is not None else None)
         specs = list(definition.inputs.items())
@@ -151,20 +154,19 @@ class DefinitionRecorder:
     def _hot_path(self) -> tuple[Callable[[Key, tuple[Any, ...]], None], Callable[[], int]]:
         done = self.done
         admit = self._admit
-        hits = 0
 
         def record(key: Key, args: tuple[Any, ...]) -> None:
-            nonlocal hits
             try:
-                if key in done:
-                    hits += 1
-                    return
+                done[key] += 1
+                return
+            except KeyError:  # not done: the slow path
+                pass
             except TypeError:  # an unhashable key; _admit counts it as an error
                 pass
             admit(key, args)
 
         def fast_hits() -> int:
-            return hits
+            return sum(list(done.values()))
 
         record.definition = self.definition  # type: ignore[attr-defined]
         record.__qualname__ = f"capture[{self.definition.name}]"
@@ -190,6 +192,7 @@ class DefinitionRecorder:
         """None when a record was queued (or none was needed), else the reason it was not."""
         stats, policy, shared = self.stats, self.policy, self.shared
         stats.slow_calls += 1
+        self._slow[key] = self._slow.get(key, 0) + 1
         if key in self.done:
             return None
         if not shared.open:
@@ -199,7 +202,7 @@ class DefinitionRecorder:
         hot = self._hot_key(key)
         count = self._per_hot.get(hot, 0)
         if policy.per_key is not None and count >= policy.per_key:
-            self.done.add(key)
+            self.done.setdefault(key, 0)
             return "key_allowance"
         if policy.max_workloads is not None and stats.admitted >= policy.max_workloads:
             return self._refuse(key, "cap_workloads", f"max_workloads={policy.max_workloads}")
@@ -230,12 +233,12 @@ class DefinitionRecorder:
         self._per_hot[hot] = count + 1
         if self.kv_indptr is not None or (policy.per_key is not None
                                            and count + 1 >= policy.per_key):
-            self.done.add(key)
+            self.done.setdefault(key, 0)
         return None
 
     def _refuse(self, key: Key, reason: str, cap: str) -> str:
         """Past a cap: the key is done, the call dropped and counted, one warning."""
-        self.done.add(key)
+        self.done.setdefault(key, 0)
         scope = "*" if reason == "cap_total_bytes" else self.definition.name
         self.shared.warn_once((scope, reason), "capture of %s reached %s: further workloads "
                               "are dropped and counted (capture_stats())",
@@ -252,6 +255,16 @@ class DefinitionRecorder:
             if value is not None:
                 out[name] = value
         return out
+
+    def take_calls(self) -> dict[Key, int]:
+        """The calls of each key since the last take (for the traffic counts)."""
+        with self.shared.lock:
+            totals = dict(self._slow)
+            for key, calls in list(self.done.items()):
+                totals[key] = totals.get(key, 0) + calls
+            new = {k: n - self._reported.get(k, 0) for k, n in totals.items()}
+            self._reported = totals
+        return {k: n for k, n in new.items() if n > 0}
 
     def snapshot(self) -> dict[str, Any]:
         return self.stats.as_dict(self._fast_hits())

@@ -19,6 +19,7 @@ from fib_runtime.capture.stats import total
 from fib_runtime.capture.writer import Writer
 from fib_runtime.dispatch.sites import Recorder, set_recorder_factory
 from fib_runtime.dispatch.unknown import say_once
+from fib_runtime.hardware import current_hardware
 from fib_runtime.paths import default_db_path
 from fib_runtime.schema import Definition
 from fib_runtime.store import TraceDB, announce_own_writes
@@ -39,7 +40,9 @@ class CaptureSession:
         self.config = config
         self.closed = False
         self._shared = CaptureQueue(config.queue_size, config.max_total_blob_bytes)
-        self._writer = Writer(db, self._shared, config.flush_interval_s, config.shard)
+        self._hardware = current_hardware().key  # the GPU model of the call counts
+        self._writer = Writer(db, self._shared, config.flush_interval_s, config.shard,
+                              self._live_recorders, self._hardware)
         self._signals = SignalFlush(self.flush) if config.handle_signals else None
         self._recorders: dict[str, DefinitionRecorder | None] = {}
         self._lock = threading.Lock()
@@ -114,6 +117,10 @@ class CaptureSession:
             self._writer.later(functools.partial(announce_own_writes, definitions=[definition]))
         return definition
 
+    def _live_recorders(self) -> list[DefinitionRecorder]:
+        with self._lock:
+            return [r for r in self._recorders.values() if r is not None]
+
     def check_config(self) -> None:
         """Build the recorders of the definitions the config names exactly (raises on error)."""
         for name in self.config.definitions:
@@ -148,7 +155,7 @@ class CaptureSession:
         self._lock = threading.Lock()
         self._shared.after_fork()
         self._writer = Writer(self.db, self._shared, self.config.flush_interval_s,
-                              self.config.shard)
+                              self.config.shard, self._live_recorders, self._hardware)
         self._writer.start()
 
     def close(self) -> None:

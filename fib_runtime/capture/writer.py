@@ -20,7 +20,13 @@ from fib_runtime.schema import (
     Trace,
     Workload,
 )
-from fib_runtime.store import TraceDB, shard_name, shard_spec, workload_blob
+from fib_runtime.store import (
+    TraceDB,
+    append_traffic,
+    shard_name,
+    shard_spec,
+    workload_blob,
+)
 
 log = logging.getLogger("fib_runtime.capture")
 _RANDOM = RandomInput()
@@ -47,8 +53,12 @@ class Writer:
     """
 
     def __init__(self, db: TraceDB, shared: CaptureQueue, interval: float,
-                 shard: str | None = None) -> None:
+                 shard: str | None = None,
+                 recorders: Callable[[], list[DefinitionRecorder]] = list,
+                 hardware: str = "") -> None:
         self.db = db
+        self._recorders = recorders  # whose call counts each flush appends (traffic)
+        self._hardware = hardware  # the GPU model the counts are of
         self._shard = shard_spec(shard)  # None: the canonical files, locked
         self._shared = shared
         self._interval = interval
@@ -112,7 +122,21 @@ class Writer:
                     continue
                 owner.stats.recorded += len(traces)
                 written += len(traces)
+            self._write_traffic()
             return written
+
+    def _write_traffic(self) -> None:
+        """Append each definition's call counts since the last flush (store.traffic); a
+        failure loses those counts, logged, never a record."""
+        for recorder in self._recorders():
+            calls = recorder.take_calls()
+            if not calls:
+                continue
+            try:
+                append_traffic(self.db.root, recorder.definition, self._hardware, calls)
+            except Exception as exc:
+                log.warning("capture: call counts of %s not written: %s",
+                            recorder.definition.name, exc)
 
     def _take(self) -> list[Record]:
         """What is queued now, taken at once so that a burst refills an empty queue while

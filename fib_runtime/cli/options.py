@@ -32,3 +32,19 @@ def number(minimum: float, *, above: bool = False) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
         return value
     return parse
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(text: str) -> float:
+    """Seconds from `90`, `90s`, `10m` or `1.5h` (> 0)."""
+    value, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    try:
+        seconds = float(value) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration (90, 90s, 10m, 1.5h), got "
+                                         f"{text!r}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be a duration > 0, got {text!r}")
+    return seconds

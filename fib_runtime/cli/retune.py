@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from fib_runtime import regimes
-from fib_runtime.cli.options import integer, number
+from fib_runtime.cli.options import duration, integer, number
 from fib_runtime.errors import FibError
 from fib_runtime.measure.timing import parse_timings
 from fib_runtime.paths import default_db_path
@@ -47,6 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"{known} (default: %(default)s)")
     parser.add_argument("--force", action="store_true",
                         help="measure again what already has a trace on this hardware")
+    parser.add_argument("--budget", type=duration, default=None, metavar="DURATION",
+                        help="start no workload after this long (90s, 10m, 1h): the most "
+                        "called keys, weighted by the expected gain, go first, and the next "
+                        "retune measures what is left")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
@@ -69,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     summary = retune(args.db, args.definition, args.solution, args.devices,
                      warmup=args.warmup, iters=args.iters, timeout=args.timeout,
                      force=args.force, progress=not args.no_progress, config=config,
-                     cluster=args.cluster)
+                     cluster=args.cluster, budget=args.budget)
     print(summary.table())
     for problem in summary.unusable:
         print(f"unusable workload {problem.definition} {problem.workload}: "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -96,8 +97,10 @@ class Plan:
     Shared by the device drivers (thread-safe under `lock`)."""
 
     def __init__(self, db: TraceDB, timings: tuple[str, ...], force: bool,
-                 summary: RetuneSummary, lock: threading.Lock) -> None:
+                 summary: RetuneSummary, lock: threading.Lock,
+                 deadline: float | None = None) -> None:
         self.db, self.timings, self.force = db, timings, force
+        self.deadline = deadline  # time.monotonic() past which no workload is started
         self.summary = summary
         self.lock = lock
         self._measured: dict[tuple[str, str], Measured] = {}  # per (definition, hardware)
@@ -179,6 +182,10 @@ class Plan:
         """The item's solutions to measure now on this device; the ones it admits but that
         are measured already count as skipped."""
         todo = self.todo(item, info)
+        if todo and self.deadline is not None and time.monotonic() > self.deadline:
+            with self.lock:  # the budget is spent: the next retune measures it
+                self.summary.deferred += len(todo)
+            return []
         admitted = sum(1 for s in item.solutions
                        if target_matches(s.spec.target_hardware, info.key)
                        and untimeable_reason(s) is None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from fib_runtime.retuning.executor import Executor, Job, LocalPool, Settings
 from fib_runtime.retuning.plan import Plan, trusted_only, workload_tasks
 from fib_runtime.retuning.record import Recorder
 from fib_runtime.retuning.summary import RetuneSummary, fill_buckets, nothing_to_compare
+from fib_runtime.retuning.traffic import by_traffic, coverage
 from fib_runtime.store import TraceDB
 
 log = logging.getLogger("fib_runtime.retuning")
@@ -56,10 +58,13 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
            devices: str | Sequence[int | str] | None = None, *, warmup: int = 10,
            iters: int = 50, timeout: float = 120.0, force: bool = False,
            progress: bool = True, config: RetuneConfig | None = None,
-           cluster: str | None = None) -> RetuneSummary:
+           cluster: str | None = None, budget: float | None = None) -> RetuneSummary:
     """Benchmark the selected solutions on the captured workloads and append traces.
 
-    `timeout` bounds one solution on one workload (build, check and timing) in seconds.
+    Workloads are taken most-called first, weighted by the expected gain (traffic.py);
+    with `budget` (seconds) no workload is started once it is spent, and the next retune
+    goes on from there. `timeout` bounds one solution on one workload (build, check and
+    timing) in seconds.
     `cluster` ("ray" for the Ray cluster of $RAY_ADDRESS or this host, or an address)
     spreads the work over every GPU of a Ray cluster instead of this machine's `devices`.
     """
@@ -68,7 +73,9 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
     if not isinstance(db, TraceDB):
         db = TraceDB.open(db)
     config = config or RetuneConfig()
+    deadline = None if budget is None else time.monotonic() + budget
     items, untrusted = trusted_only(db, workload_tasks(db, definitions, solutions))
+    items = by_traffic(db, items)
     summary = RetuneSummary(untrusted=untrusted, notes=nothing_to_compare(db, definitions))
     executor: Executor
     if cluster is not None:
@@ -78,11 +85,12 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
     else:
         executor = LocalPool(devices, config.startup_timeout, db)
     job = new_job(db, summary, warmup=warmup, iters=iters, timeout=timeout, force=force,
-                  config=config)
+                  config=config, deadline=deadline)
     if items:
         infos = executor.run(job, items, progress)
-        fill_buckets(summary, db, (i.definition.name for i in items),
-                     {i.key for i in infos}, config.timings)
+        names = [i.definition.name for i in items]
+        fill_buckets(summary, db, names, {i.key for i in infos}, config.timings)
+        summary.traffic = coverage(db, names, {i.key for i in infos})
         refresh_served(db.root, sorted({i.key for i in infos}))
     job.recorder.raise_if_lost()
     return summary
@@ -98,10 +106,10 @@ def refresh_served(root: Path, hardware_keys: list[str]) -> None:
 
 
 def new_job(db: TraceDB, summary: RetuneSummary, *, warmup: int, iters: int, timeout: float,
-            force: bool, config: RetuneConfig) -> Job:
+            force: bool, config: RetuneConfig, deadline: float | None = None) -> Job:
     """What an executor is handed: the settings, the plan and the recorder of one retune."""
     lock, stop = threading.Lock(), threading.Event()
-    plan = Plan(db, config.timings, force, summary, lock)
+    plan = Plan(db, config.timings, force, summary, lock, deadline)
     recorder = Recorder(db, plan, summary, config.timings, lock, stop)
     return Job(db, Settings(warmup, iters, timeout, config.reference_timeout, config.timings),
                config.tolerances, config.startup_timeout, plan, recorder, summary, stop)

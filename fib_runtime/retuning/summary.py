@@ -64,6 +64,8 @@ class RetuneSummary:
     buckets: dict[str, list[Bucket]] = field(default_factory=dict)
     untrusted: list[str] = field(default_factory=list)  # not run: nobody trusted their code
     notes: list[str] = field(default_factory=list)  # regimes or originals not measured
+    deferred: int = 0  # evaluations left for the next retune (the budget was spent)
+    traffic: tuple[int, int] | None = None  # (captured calls of keys measured here, all)
 
     def counts(self) -> dict[str, int]:
         """Evaluations of this run by status."""
@@ -86,6 +88,13 @@ class RetuneSummary:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts().items())) or "none"
         lines.append(f"evaluated: {len(self.outcomes)} ({counts}); already measured: "
                      f"{self.skipped}; workloads unusable: {len(self.unusable)}")
+        if self.deferred:
+            lines.append(f"left for the next retune (budget spent): {self.deferred} "
+                         "evaluations")
+        if self.traffic is not None and self.traffic[1]:
+            covered, calls = self.traffic
+            lines.append(f"captured calls whose key is measured here: {covered / calls:.1%} "
+                         f"({covered} of {calls})")
         if self.untrusted:
             lines.append(f"not run, untrusted: {len(self.untrusted)} "
                          f"({', '.join(self.untrusted)}); `fib trust DB` (or --author, "

@@ -13,7 +13,9 @@ from fib_runtime.store.hooks import (
 )
 from fib_runtime.store.layout import workload_blob
 from fib_runtime.store.shards import check_shard_spec, shard_name, shard_spec
+from fib_runtime.store.traffic import append_traffic, read_traffic
 
-__all__ = ["LoadProblem", "TraceDB", "announce_own_writes", "check_copies_with",
-           "check_shard_spec", "decisions_fingerprint", "listen_to_own_writes",
-           "served_table_file", "shard_name", "shard_spec", "workload_blob"]
+__all__ = ["LoadProblem", "TraceDB", "announce_own_writes", "append_traffic",
+           "check_copies_with", "check_shard_spec", "decisions_fingerprint",
+           "listen_to_own_writes", "read_traffic", "served_table_file", "shard_name",
+           "shard_spec", "workload_blob"]

@@ -1,0 +1,82 @@
+"""Traffic-weighted retune: the workloads most called, where dispatch gains most, first.
+
+Capture counts the calls of each key (`store.read_traffic`). A workload's priority is its
+key's calls (summed over GPU models) times the expected gain of measuring it: the speed-up
+of the fastest solution over the engine's original at the nearest key measured so far
+(1 where that is unknown). With `fib retune --budget`, work is taken in that order until
+the budget is spent; what is left is measured by the next retune (it skips what is
+measured), and the summary says what share of the captured calls the keys measured on this
+hardware now cover.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+
+from fib_runtime.keys import Key, axes_to_key
+from fib_runtime.original import is_original
+from fib_runtime.ranking import nearest_key
+from fib_runtime.retuning.plan import WorkloadTask
+from fib_runtime.schema import Definition, Status
+from fib_runtime.store import TraceDB, read_traffic
+
+
+def calls_per_key(db: TraceDB, definition: Definition) -> Counter[Key]:
+    """The captured calls of each key, summed over GPU models."""
+    calls: Counter[Key] = Counter()
+    for (_, key), n in read_traffic(db.root, definition).items():
+        calls[key] += n
+    return calls
+
+
+def gains(db: TraceDB, definition: Definition) -> dict[Key, float]:
+    """Per measured key (any GPU model): the fastest passing solution's speed-up over the
+    original's measurement there (keys without a measured original are left out)."""
+    best: dict[Key, float] = {}
+    original: dict[Key, float] = {}
+    for trace in db.traces_for(definition.name):
+        evaluation = trace.evaluation
+        if evaluation is None or evaluation.status != Status.PASSED or \
+                evaluation.performance is None or evaluation.performance.latency_ms <= 0:
+            continue
+        key = axes_to_key(definition, dict(trace.workload.axes))
+        latency = evaluation.performance.latency_ms
+        best[key] = min(best.get(key, math.inf), latency)
+        if is_original(db.solutions.get(trace.solution or "")):
+            original[key] = min(original.get(key, math.inf), latency)
+    return {k: original[k] / best[k] for k in original}
+
+
+def by_traffic(db: TraceDB, items: list[WorkloadTask]) -> list[WorkloadTask]:
+    """The items ordered by calls x expected gain, highest first (ties keep their order)."""
+    calls: dict[str, Counter[Key]] = {}
+    gain: dict[str, dict[Key, float]] = {}
+
+    def priority(item: WorkloadTask) -> float:
+        definition = item.definition
+        name = definition.name
+        if name not in calls:
+            calls[name], gain[name] = calls_per_key(db, definition), gains(db, definition)
+        key = axes_to_key(definition, dict(item.workload.workload.axes))
+        near = gain[name].get(key) or gain[name].get(nearest_key(gain[name], key) or ())
+        return calls[name][key] * (near or 1.0)
+
+    return sorted(items, key=priority, reverse=True)
+
+
+def coverage(db: TraceDB, definitions: Iterable[str], hardware_keys: Iterable[str]
+             ) -> tuple[int, int]:
+    """(captured calls whose key has a passing trace on these GPU models, captured calls)."""
+    keys = set(hardware_keys)
+    covered = total = 0
+    for name in dict.fromkeys(definitions):
+        definition = db.definitions[name]
+        calls = calls_per_key(db, definition)
+        measured = {axes_to_key(definition, dict(t.workload.axes))
+                    for hw in keys for t in db.traces_for(name, hw)
+                    if t.evaluation is not None and t.evaluation.status == Status.PASSED}
+        total += sum(calls.values())
+        covered += sum(n for key, n in calls.items() if key in measured)
+    return covered, total
