@@ -133,7 +133,8 @@ class Writer:
             if not calls:
                 continue
             try:
-                append_traffic(self.db.root, recorder.definition, self._hardware, calls)
+                append_traffic(self.db.root, recorder.definition, self._hardware, calls,
+                               None if self._shard is None else shard_name(self._shard))
             except Exception as exc:
                 log.warning("capture: call counts of %s not written: %s",
                             recorder.definition.name, exc)

@@ -11,7 +11,7 @@ import pytest
 from fib_runtime.capture import disable_capture, enable_capture
 from fib_runtime.cli.main import main
 from fib_runtime.errors import FibError
-from fib_runtime.store import TraceDB
+from fib_runtime.store import TraceDB, read_traffic
 from fib_runtime.store.shards import SHARD_ENV, shard_spec
 from tests.capture.conftest import NORM, make_db, run_child
 
@@ -49,6 +49,12 @@ def test_four_processes_write_shards_and_merge_keeps_each_workload_once(tmp_path
     assert not (fleet / ".fib" / "locks").exists()  # no lock was taken
     loaded = TraceDB.open(fleet, strict=True)  # the loader reads shards as they are
     assert len(loaded.workloads_for(NORM)) == PROCESSES * (SHARED + OWN)
+    # Each process counted its calls in a traffic file of its own shard; read, they add up.
+    traffic = read_traffic(fleet, loaded.definitions[NORM])
+    assert len(list((fleet / ".fib" / "traffic").glob(f"{NORM}.*.jsonl"))) == PROCESSES
+    assert sum(traffic.values()) == PROCESSES * (SHARED + OWN)
+    assert {key: n for (_, key), n in traffic.items() if key[0] <= SHARED} == {
+        (i,): PROCESSES for i in range(1, SHARED + 1)}
 
     assert main(["merge", str(fleet), str(dest)]) == 0
     merged = TraceDB.open(dest, strict=True)
