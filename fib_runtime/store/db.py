@@ -17,8 +17,9 @@ from fib_runtime.files import write_atomic
 from fib_runtime.hardware import hardware_key
 from fib_runtime.schema import Definition, SafetensorsInput, Solution, Trace, writable
 from fib_runtime.store import files, layout, shards
+from fib_runtime.store.decoding import OTHER_HARDWARE, decode_line
 from fib_runtime.store.hooks import announce_own_writes
-from fib_runtime.store.reading import LoadProblem, hardware_of, workload_identity
+from fib_runtime.store.reading import LoadProblem, workload_identity
 
 log = logging.getLogger("fib_runtime.store")
 _LOGGED_PROBLEMS = 20
@@ -171,20 +172,20 @@ class TraceDB:
         except OSError as exc:
             self._problem(path, None, exc)
             return
-        parse, loads, index = Trace.from_dict, orjson.loads, index or self._index_trace
+        index = index or self._index_trace
         keys: dict[str, str] = {}
         parsed = skipped = 0
         for number, line in enumerate(data.split(b"\n"), start=1):
             if not line.strip():
                 continue
             try:
-                raw = loads(line)
-                if hardware is not None and hardware_of(raw, keys) not in (hardware, None):
+                trace = decode_line(line, hardware, keys)
+                if trace is OTHER_HARDWARE:
                     skipped += 1
                     continue
                 parsed += 1
-                trace = parse(raw)
             except (orjson.JSONDecodeError, FibError) as exc:
+                parsed += 1
                 self._problem(path, number, exc)
                 continue
             except (RecursionError, MemoryError):
