@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -25,6 +26,19 @@ log = logging.getLogger("fib_runtime.store")
 _LOGGED_PROBLEMS = 20
 
 R = TypeVar("R")
+
+
+@contextlib.contextmanager
+def _collector_off() -> Iterator[None]:
+    """Loading creates millions of small objects and no cycles: the cyclic collector would
+    only rescan them over and over."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class TraceDB:
@@ -84,18 +98,63 @@ class TraceDB:
         if not self.traces_loaded:
             self._load(workloads=False, traces=True, hardware=hardware, records=False)
 
+    def each_definition(self) -> Iterator[str]:
+        """Each definition's workloads and traces in turn, for an offline tool that reads
+        one definition at a time: memory bounded by the largest definition, not the database.
+
+        On a database opened with `workloads=False, traces=False`, the files named for one
+        definition (`<name>.jsonl` and its shards, under workloads/ and traces/) are loaded
+        into the indexes, the name is yielded, and they are dropped before the next; load
+        problems add up in `load_errors`. A line naming another definition than its file is
+        indexed under its own name, in its file's turn. On a database already loaded, every
+        name is yielded with everything in place."""
+        if self.traces_loaded:
+            yield from sorted(self.definitions.keys() | self._workloads.keys()
+                              | self._traces.keys())
+            return
+        groups = self.record_files()
+        for name in sorted(groups.keys() | self.definitions.keys()):
+            self.hold(groups.get(name, ()))
+            yield name
+        self._forget_records()
+        self._report_missing_blobs()
+
+    def record_files(self) -> dict[str, list[tuple[Path, bool]]]:
+        """The workload and trace files named for each definition (`<name>.jsonl` and its
+        shards; a file named for no known definition under its stem), as (path, whether it
+        holds workloads)."""
+        groups: dict[str, list[tuple[Path, bool]]] = defaultdict(list)
+        for folder, is_workload in ((layout.WORKLOADS, True), (layout.TRACES, False)):
+            for path in self._files(folder, ".jsonl"):
+                groups[shards.definition_of_file(path, self.definitions)].append(
+                    (path, is_workload))
+        return groups
+
+    def hold(self, record_files: Iterable[tuple[Path, bool]]) -> None:
+        """Hold only the records of these files (`record_files`' values) in the indexes."""
+        self._forget_records()
+        with _collector_off():
+            for path, is_workload in record_files:
+                self._load_jsonl(path, workloads=is_workload, hardware=None)
+
+    def held_definitions(self) -> set[str]:
+        """The definitions whose workloads or traces are held now."""
+        return self._workloads.keys() | self._traces.keys()
+
+    def records_held(self) -> tuple[int, int]:
+        """(workloads, traces) in memory now."""
+        return (sum(map(len, self._workloads.values())), sum(map(len, self._traces.values())))
+
+    def _forget_records(self) -> None:
+        self._workloads.clear()
+        self._traces.clear()
+        self._traces_by_hw.clear()
+
     def _load(self, *, workloads: bool, traces: bool, hardware: str | None,
               records: bool = True) -> None:
-        # Loading creates millions of small objects and no cycles: the cyclic collector
-        # would only rescan them over and over.
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with _collector_off():
             self._load_all(workloads=workloads, traces=traces, hardware=hardware,
                            records=records)
-        finally:
-            if was_enabled:
-                gc.enable()
 
     def _load_all(self, *, workloads: bool, traces: bool, hardware: str | None,
                   records: bool) -> None:
