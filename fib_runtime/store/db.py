@@ -137,6 +137,23 @@ class TraceDB:
             for path, is_workload in record_files:
                 self._load_jsonl(path, workloads=is_workload, hardware=None)
 
+    def stored_traces(self, definition: str, hardware: str,
+                      record_files: dict[str, list[tuple[Path, bool]]] | None = None
+                      ) -> list[Trace]:
+        """A definition's traces of one hardware key: those loaded, or, on a database opened
+        without traces, read from the trace files named for it (`record_files()`, computed
+        here unless given) and not kept: memory bounded by one definition."""
+        if self.traces_loaded:
+            return self.traces_for(definition, hardware)
+        found: list[Trace] = []
+        groups = self.record_files() if record_files is None else record_files
+        for path, is_workload in groups.get(definition, ()):
+            if not is_workload:
+                with _collector_off():
+                    self._load_jsonl(path, workloads=False, hardware=hardware,
+                                     index=found.append)
+        return [t for t in found if t.definition == definition and t.evaluation is not None]
+
     def held_definitions(self) -> set[str]:
         """The definitions whose workloads or traces are held now."""
         return self._workloads.keys() | self._traces.keys()
