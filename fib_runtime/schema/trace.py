@@ -98,7 +98,7 @@ class Workload:
         inputs = {name: RANDOM if raw == _RANDOM_RAW else _parse_input(raw, f"{path}.inputs.{name}")
                   for name, raw in req(data, "inputs", dict, path).items()}
         return new_workload(text(data, "uuid", path), axes, inputs,
-                             extras(data, _WORKLOAD_KEYS))
+                            extras(data, _WORKLOAD_KEYS))
 
     def to_dict(self) -> dict[str, Any]:
         return {"uuid": self.uuid, "axes": dict(self.axes),
