@@ -1,5 +1,5 @@
 """How the database's costs grow with its size: offline load, serving start (cold and warm),
-reload check and merge, each with time and peak RSS, at 100k / 1M / ... traces.
+reload check, merge and validate, each with time and peak RSS, at 100k / 1M / ... traces.
 
 Run: python benchmarks/bench_store_scale.py --traces 100000 1000000 [--work DIR] [--label L]
      [--merge-max N] [--reload-only 10000000]
@@ -74,6 +74,11 @@ elif mode == "check":
 elif mode == "merge":
     from fib_runtime.store.merge import merge
     merge([root], Path(sys.argv[3]))
+elif mode == "validate":
+    import contextlib, io
+    from fib_runtime.cli.main import main
+    with contextlib.redirect_stdout(io.StringIO()):
+        out["exit"] = main(["validate", str(root)])
 out.setdefault("seconds", time.perf_counter() - start)
 out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 out["base_mb"] = base
@@ -147,6 +152,7 @@ def main() -> None:
         clear_tables(root, cache)
         cold = child("serve", root, cache=cache, src=src)
         warm = child("serve", root, cache=cache, src=src)
+        validated = child("validate", root, cache=cache, src=src)
         merged = None
         if n <= args.merge_max:
             dest = args.work / f"merged_{n}"
@@ -154,7 +160,8 @@ def main() -> None:
             merged = child("merge", root, str(dest), cache=cache, src=src)
             subprocess.run(["rm", "-rf", str(dest)], check=True)
         result = {"traces": n, "code": label or "this checkout", "load": load,
-                  "serve_cold": cold, "serve_warm": warm, "merge": merged}
+                  "serve_cold": cold, "serve_warm": warm, "merge": merged,
+                  "validate": validated}
         results.append(result)
         rows.append([f"{n} {label}".strip(), f"{load['seconds']:.2f}",
                      f"{n / load['seconds']:,.0f}",
@@ -163,17 +170,19 @@ def main() -> None:
                      f"{warm['seconds']:.3f}", f"{warm['added_peak_mb']:.0f}",
                      f"{warm['reload_check_ms']:.2f}",
                      "-" if merged is None else f"{merged['seconds']:.1f}",
-                     "-" if merged is None else f"{merged['added_peak_mb']:.0f}"])
+                     "-" if merged is None else f"{merged['added_peak_mb']:.0f}",
+                     f"{validated['seconds']:.1f}", f"{validated['added_peak_mb']:.0f}"])
         print(rows[-1], flush=True)
     like = args.work / f"db_{args.traces[0]}"
     for n in args.reload_only:
         root = sparse_database(args.work, n, args.definitions, like)
         check = child("check", root, cache=cache)
         results.append({"traces": n, "sparse": True, "reload_check": check})
-        rows.append([f"{n} (sparse)", *["-"] * 7, f"{check['reload_check_ms']:.2f}", "-", "-"])
+        rows.append([f"{n} (sparse)", *["-"] * 7, f"{check['reload_check_ms']:.2f}",
+                     *["-"] * 4])
     print_table(["traces", "load s", "load traces/s", "load +MB", "serve cold s",
                  "cold +MB", "serve warm s", "warm +MB", "reload check ms", "merge s",
-                 "merge +MB"], rows)
+                 "merge +MB", "validate s", "validate +MB"], rows)
     name = "bench_store_scale" + (f"_{args.label}" if args.label else "")
     print(f"wrote {write_json(name, {'served_hardware': SERVED, 'rows': results})}")
 

@@ -4,11 +4,14 @@ Run: python benchmarks/bench_trace_decode.py [--traces N] [--rounds R]
 Modes, interleaved in rounds on one set of bench_store.make_db lines (garbage collector off,
 as while TraceDB.open loads; each mode keeps what it decoded):
 - `orjson only`: orjson.loads of each line (the floor of any orjson-based reader);
-- `from_dict`: orjson.loads + Trace.from_dict (the schema's full check; what TraceDB.open does);
+- `from_dict`: orjson.loads + Trace.from_dict (the schema's full check; what TraceDB.open
+  did before the typed decoder);
 - `hardware filter`: orjson.loads + the hardware key read from the dict, then from_dict only
   for this GPU model's lines (what a serving process that must rebuild its table does);
-- `msgspec Struct`: msgspec.json.Decoder(type=...) of typed Structs with the fields the
-  ranking reads (only when msgspec imports; not a dependency of fib-runtime).
+- `typed decoder`: fib_runtime.store.decoding.decode_line, what TraceDB.open does now
+  (msgspec Structs that validate while they parse, then the schema's records; the same
+  records as `from_dict`);
+- `typed + hardware filter`: the same with this GPU model's key (other lines not built).
 Writes benchmarks/results/bench_trace_decode.json. Goal (issue 30): >= 200k traces/s.
 """
 
@@ -30,47 +33,14 @@ from bench_store import make_db
 
 from fib_runtime.hardware import hardware_key
 from fib_runtime.schema import Trace
-
-try:
-    import msgspec
-except ImportError:  # not a dependency: the mode is left out
-    msgspec = None
-
-if msgspec is not None:
-    class MEnvironment(msgspec.Struct):
-        hardware: str
-        libs: dict[str, str] = msgspec.field(default_factory=dict)
-
-    class MCorrectness(msgspec.Struct):
-        max_relative_error: float
-        max_absolute_error: float
-
-    class MPerformance(msgspec.Struct):
-        latency_ms: float
-
-    class MEvaluation(msgspec.Struct):
-        status: str
-        environment: MEnvironment
-        timestamp: str
-        correctness: MCorrectness | None = None
-        performance: MPerformance | None = None
-
-    class MWorkload(msgspec.Struct):
-        uuid: str
-        axes: dict[str, int]
-
-    class MRecord(msgspec.Struct):
-        definition: str
-        workload: MWorkload
-        solution: str | None = None
-        evaluation: MEvaluation | None = None
+from fib_runtime.store.decoding import OTHER_HARDWARE, decode_line
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--traces", type=int, default=60_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         make_db(Path(tmp), args.traces, 10)
@@ -99,10 +69,14 @@ def main() -> None:
                 kept.append(parse(data))
         return kept
 
-    modes = {"orjson only": only_orjson, "from_dict": full, "hardware filter": filtered}
-    if msgspec is not None:
-        decode = msgspec.json.Decoder(MRecord).decode
-        modes["msgspec Struct"] = lambda: [decode(line) for line in lines]
+    def typed(hardware: str | None) -> list[object]:
+        seen: dict[str, str] = {}
+        return [t for t in (decode_line(line, hardware, seen) for line in lines)
+                if t is not OTHER_HARDWARE]
+
+    modes = {"orjson only": only_orjson, "from_dict": full, "hardware filter": filtered,
+             "typed decoder": lambda: typed(None),
+             "typed + hardware filter": lambda: typed("H100")}
     times: dict[str, list[float]] = {m: [] for m in modes}
     gc.disable()  # as TraceDB.open does while it loads; every mode keeps what it decoded
     for _ in range(args.rounds):

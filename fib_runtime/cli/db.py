@@ -87,9 +87,11 @@ def run_ls(args: argparse.Namespace) -> int:
 def run_validate(args: argparse.Namespace) -> int:
     # Every problem is printed below; the loader's own warnings would repeat them.
     logging.getLogger("fib_runtime.store").setLevel(logging.ERROR)
-    db = TraceDB.open(args.db)
-    workloads = sum(len(db.workloads_for(d)) for d in db.definitions)
-    traces = sum(len(db.traces_for(d)) for d in db.definitions)
+    db = TraceDB.open(args.db, workloads=False, traces=False)
+    workloads = traces = 0
+    for _ in db.each_definition():  # memory: one definition's records at a time
+        held = db.records_held()
+        workloads, traces = workloads + held[0], traces + held[1]
     odd = odd_entries(db.root)
     said = {p.file for p in odd}  # the walk says more of a skipped entry than the loader
     loaded = [p for p in db.load_errors if p.line is not None or p.file not in said]

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     held_out = load_held_out(args.held_out) if args.held_out is not None else []
-    db = TraceDB.open(args.db)
+    db = TraceDB.open(args.db, workloads=False, traces=False)  # gather reads one at a time
     overview = gather(db, args.definition, held_out)
     if overview.traces == 0:
         names = ", ".join(args.definition) if args.definition else "any definition"

@@ -194,27 +194,15 @@ def gather(db: TraceDB, definitions: Sequence[str] | None = None,
     for point in held_out:
         points[(point.definition, point.hardware, point.timing)].append(point)
     overview = Overview()
+    found: dict[str, tuple[list[Panel], list[Skipped]]] = {}
+    wanted = set(names)
+    for name in db.each_definition():  # one definition's traces in memory at a time
+        if name in wanted:
+            found[name] = _definition_panels(db, name, points, overview)
     for name in names:
-        definition = db.definitions[name]
-        hardware = sorted(db.hardware_keys(name))
-        if not hardware:
-            overview.skipped.append(Skipped(name, None, None,
-                                            "no traces (run `fib retune` first)"))
-        for key in hardware:
-            traces = db.traces_for(name, key)
-            overview.traces += len(traces)
-            by_regime: dict[str, list[Trace]] = defaultdict(list)
-            for trace in traces:
-                by_regime[timing_of(trace.evaluation)].append(trace)  # type: ignore[arg-type]
-            for regime in sorted(by_regime, key=regimes.order):
-                panel = _panel(definition, key, regime, by_regime[regime], db.solutions)
-                if panel is None:
-                    overview.skipped.append(Skipped(
-                        name, key, regime, f"{len(by_regime[regime])} traces, none with "
-                        f"every variable axis ({', '.join(definition.var_axes)})"))
-                    continue
-                panel.held_out = points.pop((name, key, regime), [])
-                overview.panels.append(panel)
+        panels, skipped = found.get(name, ([], [Skipped(name, None, None, _NO_TRACES)]))
+        overview.panels.extend(panels)
+        overview.skipped.extend(skipped)
     for (name, key, regime), rest in sorted(points.items()):
         if name not in db.definitions and not definitions:
             overview.skipped.append(Skipped(name, key, regime, f"{len(rest)} held-out points "
@@ -223,6 +211,36 @@ def gather(db: TraceDB, definitions: Sequence[str] | None = None,
             overview.skipped.append(Skipped(name, key, regime, f"{len(rest)} held-out points "
                                             "but no traces of this hardware and regime"))
     return overview
+
+
+_NO_TRACES = "no traces (run `fib retune` first)"
+
+
+def _definition_panels(db: TraceDB, name: str,
+                       points: dict[tuple[str, str, str], list[HeldOutPoint]],
+                       overview: Overview) -> tuple[list[Panel], list[Skipped]]:
+    """The panels of one definition (its traces loaded), and what could not be drawn;
+    its held-out points are taken from `points`."""
+    definition = db.definitions[name]
+    hardware = sorted(db.hardware_keys(name))
+    panels: list[Panel] = []
+    skipped = [] if hardware else [Skipped(name, None, None, _NO_TRACES)]
+    for key in hardware:
+        traces = db.traces_for(name, key)
+        overview.traces += len(traces)
+        by_regime: dict[str, list[Trace]] = defaultdict(list)
+        for trace in traces:
+            by_regime[timing_of(trace.evaluation)].append(trace)  # type: ignore[arg-type]
+        for regime in sorted(by_regime, key=regimes.order):
+            panel = _panel(definition, key, regime, by_regime[regime], db.solutions)
+            if panel is None:
+                skipped.append(Skipped(
+                    name, key, regime, f"{len(by_regime[regime])} traces, none with "
+                    f"every variable axis ({', '.join(definition.var_axes)})"))
+                continue
+            panel.held_out = points.pop((name, key, regime), [])
+            panels.append(panel)
+    return panels, skipped
 
 
 def regime_argument(regime: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from fib_runtime.errors import RetuneError
 from fib_runtime.hardware import CPU_KEY, target_matches
@@ -93,7 +94,8 @@ def trusted_only(db: TraceDB, items: list[WorkloadTask]
 
 class Plan:
     """What is still to measure, per device: what the database holds (read once per
-    definition and hardware key) plus what this retune has recorded (`measured_now`).
+    definition and hardware key, from its files when the database was opened without traces;
+    only the keys are kept) plus what this retune has recorded (`measured_now`).
     Shared by the device drivers (thread-safe under `lock`)."""
 
     def __init__(self, db: TraceDB, timings: tuple[str, ...], force: bool,
@@ -105,6 +107,7 @@ class Plan:
         self.lock = lock
         self._measured: dict[tuple[str, str], Measured] = {}  # per (definition, hardware)
         self._digests: dict[str, str] = {}
+        self._record_files: dict[str, list[tuple[Path, bool]]] | None = None
 
     def needs_measuring(self, solution: Solution, workload: str, timing: str,
                         measured: Mapping[tuple[str, str, str], set[str | None]]) -> bool:
@@ -147,7 +150,9 @@ class Plan:
             measured = self._measured.get((name, info.key))
             if measured is None:
                 measured = {}
-                for t in self.db.traces_for(name, info.key):
+                if self._record_files is None and not self.db.traces_loaded:
+                    self._record_files = self.db.record_files()  # once: a walk of the folder
+                for t in self.db.stored_traces(name, info.key, self._record_files):
                     if t.evaluation is not None:
                         measured.setdefault((t.solution or "", t.workload.uuid,
                                              timing_of(t.evaluation)), set()).add(

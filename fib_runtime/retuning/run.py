@@ -70,8 +70,8 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
     """
     if cluster is not None and devices is not None:
         raise RetuneError("give either devices or a cluster, not both")
-    if not isinstance(db, TraceDB):
-        db = TraceDB.open(db)
+    if not isinstance(db, TraceDB):  # traces are read one definition at a time (Plan)
+        db = TraceDB.open(db, traces=False)
     config = config or RetuneConfig()
     deadline = None if budget is None else time.monotonic() + budget
     items, untrusted = trusted_only(db, workload_tasks(db, definitions, solutions))

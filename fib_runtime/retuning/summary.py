@@ -105,13 +105,17 @@ class RetuneSummary:
 
 def fill_buckets(summary: RetuneSummary, db: TraceDB, definitions: Iterable[str],
                  hardware_keys: Collection[str], timings: Sequence[str]) -> None:
-    """The summary's buckets of each definition, from every trace of these hardware keys."""
+    """The summary's buckets of each definition, from every trace of these hardware keys
+    (read one definition and key at a time when the database was opened without traces)."""
+    record_files = None if db.traces_loaded else db.record_files()
     for name in dict.fromkeys(definitions):
         definition = db.definitions[name]
-        summary.buckets[name] = [
-            bucket for key in sorted(hardware_keys) for timing in timings
-            for bucket in summarise(definition, db.traces_for(name, key), db.solutions, key,
-                                    timing)]
+        summary.buckets[name] = []
+        for key in sorted(hardware_keys):
+            traces = db.stored_traces(name, key, record_files)
+            summary.buckets[name].extend(
+                bucket for timing in timings
+                for bucket in summarise(definition, traces, db.solutions, key, timing))
 
 
 def summarise(definition: Definition, traces: Sequence[Trace],

@@ -97,8 +97,8 @@ class Workload:
                 non_negative_int(value, f"{path}.axes.{name}")
         inputs = {name: RANDOM if raw == _RANDOM_RAW else _parse_input(raw, f"{path}.inputs.{name}")
                   for name, raw in req(data, "inputs", dict, path).items()}
-        return _new_workload(text(data, "uuid", path), axes, inputs,
-                             extras(data, _WORKLOAD_KEYS))
+        return new_workload(text(data, "uuid", path), axes, inputs,
+                            extras(data, _WORKLOAD_KEYS))
 
     def to_dict(self) -> dict[str, Any]:
         return {"uuid": self.uuid, "axes": dict(self.axes),
@@ -169,6 +169,9 @@ _CORRECTNESS_KEYS = frozenset({"max_relative_error", "max_absolute_error", "extr
 _PERFORMANCE_KEYS = frozenset({"latency_ms", "reference_latency_ms", "speedup_factor"})
 _ENV_KEYS = frozenset({"hardware", "libs"})
 _STATUS_BY_NAME = {s.value: s for s in Status}
+# What an evaluation of each status must hold: (correctness, performance).
+NEEDS = {s: (s in (Status.PASSED, Status.INCORRECT_NUMERICAL), s is Status.PASSED)
+         for s in Status}
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,12 +185,11 @@ class Evaluation:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        needs_correctness = self.status in (Status.PASSED, Status.INCORRECT_NUMERICAL)
+        needs_correctness, needs_performance = NEEDS[self.status]
         if needs_correctness != (self.correctness is not None):
             raise fail("evaluation.correctness",
                        f"{'required' if needs_correctness else 'must be null'} "
                        f"for status {self.status.value}")
-        needs_performance = self.status is Status.PASSED
         if needs_performance != (self.performance is not None):
             raise fail("evaluation.performance",
                        f"{'required' if needs_performance else 'must be null'} "
@@ -205,7 +207,7 @@ class Evaluation:
         raw = opt(data, "correctness", dict, path)
         if raw is not None:
             where = path + ".correctness"
-            correctness = _new_correctness(
+            correctness = new_correctness(
                 metric(raw, "max_relative_error", where, True),
                 metric(raw, "max_absolute_error", where, True),
                 shallow(opt(raw, "extra", dict, where), where + ".extra"),
@@ -214,12 +216,12 @@ class Evaluation:
         raw = opt(data, "performance", dict, path)
         if raw is not None:
             where = path + ".performance"
-            performance = _new_performance(
+            performance = new_performance(
                 _latency(raw, where),
                 metric(raw, "reference_latency_ms", where, False),
                 metric(raw, "speedup_factor", where, False),
                 extras(raw, _PERFORMANCE_KEYS))
-        return _new_evaluation(status, environment, text(data, "timestamp", path),
+        return new_evaluation(status, environment, text(data, "timestamp", path),
                    omissible(data, "log", str, path), correctness, performance,
                    extras(data, _EVAL_KEYS))
 
@@ -256,10 +258,15 @@ def _environment(env: dict[str, Any], path: str) -> Environment:
     if not _ENV_KEYS.issuperset(env):
         return Environment(hardware, shallow(libs, where + ".libs"), extras(env, _ENV_KEYS))
     try:
-        key = (hardware, tuple(libs.items()))
-        known = _ENVIRONMENTS.get(key)
+        return shared_environment(hardware, libs)
     except TypeError:  # unhashable library versions: keep this one as it is
         return Environment(hardware, shallow(libs, where + ".libs"))
+
+
+def shared_environment(hardware: str, libs: dict[str, Any]) -> Environment:
+    """The one Environment of this hardware and these (hashable) library versions."""
+    key = (hardware, tuple(libs.items()))
+    known = _ENVIRONMENTS.get(key)
     if known is None:
         if len(_ENVIRONMENTS) > 4096:
             _ENVIRONMENTS.clear()
@@ -288,7 +295,7 @@ class Trace:
     def from_dict(cls, data: Any) -> Trace:
         data = as_dict(data, "")
         raw_eval = opt(data, "evaluation", dict, "")
-        return _new_trace(
+        return new_trace(
             text(data, "definition", ""), Workload.from_dict(req(data, "workload", dict, "")),
             opt(data, "solution", str, ""),
             None if raw_eval is None else Evaluation.from_dict(raw_eval),
@@ -304,8 +311,11 @@ class Trace:
         }
 
 
-_new_workload = fast_constructor(Workload)
-_new_correctness = fast_constructor(Correctness)
-_new_performance = fast_constructor(Performance)
-_new_evaluation = fast_constructor(Evaluation)
-_new_trace = fast_constructor(Trace)
+# Positional constructors (no checks beyond __post_init__), for the parsers' loops.
+new_workload = fast_constructor(Workload)
+new_correctness = fast_constructor(Correctness)
+new_performance = fast_constructor(Performance)
+new_evaluation = fast_constructor(Evaluation)
+# For a caller that checked NEEDS itself (the loader's typed decoder).
+new_evaluation_of_checked_shape = fast_constructor(Evaluation, post_init=False)
+new_trace = fast_constructor(Trace)

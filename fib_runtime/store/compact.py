@@ -21,9 +21,9 @@ import orjson
 
 from fib_runtime.errors import FibError
 from fib_runtime.files import write_atomic
-from fib_runtime.schema import Trace
 from fib_runtime.schema.provenance import digest_of, timing_of
 from fib_runtime.store import files, layout
+from fib_runtime.store.decoding import decode_line
 
 _Key = tuple[str, str, str, str, str, str | None]
 
@@ -86,11 +86,14 @@ def _compacted(lines: list[bytes], definitions: set[str] | None,
     return keep
 
 
+_NO_KEYS: dict[str, str] = {}  # decode_line's hardware cache (no filter here)
+
+
 def _key(line: bytes) -> _Key | None:
     """What makes a benchmark trace superseded by a later one; None for a line that does
     not load as one (kept, and superseding nothing)."""
     try:
-        trace = Trace.from_dict(orjson.loads(line))
+        trace = decode_line(line, None, _NO_KEYS)
     except (orjson.JSONDecodeError, FibError, RecursionError, MemoryError):
         return None
     evaluation = trace.evaluation

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,8 +16,10 @@ from fib_runtime.files import write_atomic
 from fib_runtime.hardware import hardware_key
 from fib_runtime.schema import Definition, SafetensorsInput, Solution, Trace, writable
 from fib_runtime.store import files, layout, shards
+from fib_runtime.store.decoding import OTHER_HARDWARE, decode_line
 from fib_runtime.store.hooks import announce_own_writes
-from fib_runtime.store.reading import LoadProblem, hardware_of, workload_identity
+from fib_runtime.store.per_definition import PerDefinitionReads, collector_off
+from fib_runtime.store.reading import LoadProblem, workload_identity
 
 log = logging.getLogger("fib_runtime.store")
 _LOGGED_PROBLEMS = 20
@@ -26,7 +27,7 @@ _LOGGED_PROBLEMS = 20
 R = TypeVar("R")
 
 
-class TraceDB:
+class TraceDB(PerDefinitionReads):
     """A FlashInfer Trace database rooted at a folder, loaded into memory and indexed.
 
     Loading is tolerant: a malformed file or line is skipped, logged once and kept in
@@ -85,16 +86,9 @@ class TraceDB:
 
     def _load(self, *, workloads: bool, traces: bool, hardware: str | None,
               records: bool = True) -> None:
-        # Loading creates millions of small objects and no cycles: the cyclic collector
-        # would only rescan them over and over.
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with collector_off():
             self._load_all(workloads=workloads, traces=traces, hardware=hardware,
                            records=records)
-        finally:
-            if was_enabled:
-                gc.enable()
 
     def _load_all(self, *, workloads: bool, traces: bool, hardware: str | None,
                   records: bool) -> None:
@@ -153,17 +147,6 @@ class TraceDB:
         except (RecursionError, MemoryError):  # a hostile record; the rest still loads
             self._problem(path, None, SchemaError("nested too deeply to load"))
 
-    def stream(self, kind: str) -> Iterator[list[Trace]]:
-        """The records of each `workloads` or `traces` file, one file at a time, not indexed:
-        what an offline tool that only counts needs, in memory bounded by one file (load
-        problems are added to `load_errors` as each file is read)."""
-        folder = {"workloads": layout.WORKLOADS, "traces": layout.TRACES}[kind]
-        for path in self._files(folder, ".jsonl"):
-            records: list[Trace] = []
-            self._load_jsonl(path, workloads=kind == "workloads", hardware=None,
-                             index=records.append)
-            yield records
-
     def _load_jsonl(self, path: Path, *, workloads: bool, hardware: str | None,
                     index: Callable[[Trace], None] | None = None) -> None:
         try:
@@ -171,20 +154,20 @@ class TraceDB:
         except OSError as exc:
             self._problem(path, None, exc)
             return
-        parse, loads, index = Trace.from_dict, orjson.loads, index or self._index_trace
+        index = index or self._index_trace
         keys: dict[str, str] = {}
         parsed = skipped = 0
         for number, line in enumerate(data.split(b"\n"), start=1):
             if not line.strip():
                 continue
             try:
-                raw = loads(line)
-                if hardware is not None and hardware_of(raw, keys) not in (hardware, None):
+                trace = decode_line(line, hardware, keys)
+                if trace is OTHER_HARDWARE:
                     skipped += 1
                     continue
                 parsed += 1
-                trace = parse(raw)
             except (orjson.JSONDecodeError, FibError) as exc:
+                parsed += 1
                 self._problem(path, number, exc)
                 continue
             except (RecursionError, MemoryError):

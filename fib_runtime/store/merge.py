@@ -31,7 +31,7 @@ import os
 import shutil
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,9 +78,9 @@ def merge(sources: list[str | Path], dest: str | Path, *, dry_run: bool = False
             raise StoreError(f"{root}: a source cannot be the destination")
     if dry_run and not dest_root.exists():
         target = TraceDB(dest_root)  # empty: everything would be added
-    else:
-        target = TraceDB.open(dest_root, create=True)
-    sources_db = [TraceDB.open(root) for root in roots]
+    else:  # workloads and traces are read one definition at a time (see _Merger.fold)
+        target = TraceDB.open(dest_root, create=True, workloads=False, traces=False)
+    sources_db = [TraceDB.open(root, workloads=False, traces=False) for root in roots]
     check_copies(target, sources_db)  # trust refuses laundering (store.hooks)
     merger = _Merger(target, dry_run)
     for src in sources_db:
@@ -119,22 +119,47 @@ class _Merger:
         self._blob_digests: dict[Path, str] = {}
         self._workloads: dict[bytes, list[Trace]] = defaultdict(list)
         self._trace_keys: set[tuple[str, ...]] = set()
-        for name in dest.definitions:
-            for trace in dest.workloads_for(name):
-                self._workloads[_light_key(trace)].append(trace)
-            for trace in dest.traces_for(name):
-                self._trace_keys.add(self._trace_key(trace, dest))
 
     # -- one source -----------------------------------------------------------------------
 
     def fold(self, src: TraceDB) -> None:
+        """Fold one source, one definition at a time: its files and DEST's files of the same
+        definition are held, nothing else (memory: the largest definition). A line filed
+        under another definition's file is set aside and folded after, against DEST's files
+        of its own definition."""
         bad_definitions = self._definitions(src)
         bad_solutions = self._solutions(src, bad_definitions)
-        for name in sorted(src.definitions.keys() | self.dest.definitions.keys()):
-            if name in bad_definitions or name not in self.dest.definitions:
-                continue
-            self._workloads_of(src, name)
-            self._traces_of(src, name, bad_solutions)
+        wanted = self.dest.definitions.keys() - bad_definitions
+        src_files, dest_files = src.record_files(), self.dest.record_files()
+        strays: dict[str, tuple[list[Trace], list[Trace]]] = defaultdict(lambda: ([], []))
+        for group in sorted(src_files):
+            src.hold(src_files[group])
+            for name in sorted(src.held_definitions() & wanted - {group}):
+                strays[name][0].extend(src.workloads_for(name))
+                strays[name][1].extend(src.traces_for(name))
+            if group in wanted:
+                self._hold_dest(dest_files.get(group, ()))
+                self._workloads_of(src, group, src.workloads_for(group))
+                self._traces_of(src, group, src.traces_for(group), bad_solutions)
+        src.hold(())
+        if strays:  # DEST's files as they are now (this fold may have added some)
+            dest_files = self.dest.record_files()
+        for name, (workloads, traces) in sorted(strays.items()):
+            self._hold_dest(dest_files.get(name, ()))
+            self._workloads_of(src, name, workloads)
+            self._traces_of(src, name, traces, bad_solutions)
+        self._hold_dest(())
+
+    def _hold_dest(self, record_files: Iterable[tuple[Path, bool]]) -> None:
+        """Hold DEST's records of these files and index them for the duplicate checks."""
+        self.dest.hold(record_files)
+        self._workloads.clear()
+        self._trace_keys.clear()
+        for name in self.dest.held_definitions():
+            for trace in self.dest.workloads_for(name):
+                self._workloads[_light_key(trace)].append(trace)
+            for trace in self.dest.traces_for(name):
+                self._trace_keys.add(self._trace_key(trace, self.dest))
 
     def _conflict(self, src: TraceDB, what: str) -> None:
         message = f"{src.root}: {what}"
@@ -181,9 +206,9 @@ class _Merger:
 
     # -- workloads ------------------------------------------------------------------------
 
-    def _workloads_of(self, src: TraceDB, name: str) -> None:
+    def _workloads_of(self, src: TraceDB, name: str, workloads: list[Trace]) -> None:
         new: list[Trace] = []
-        for trace in src.workloads_for(name):
+        for trace in workloads:
             key = _light_key(trace)
             if any(self._same_blobs(src, trace, self.dest, have)
                    for have in self._workloads.get(key, ())):
@@ -255,9 +280,10 @@ class _Merger:
                 evaluation.environment.hardware, timing_of(evaluation), measured,
                 evaluation.timestamp)
 
-    def _traces_of(self, src: TraceDB, name: str, bad_solutions: set[str]) -> None:
+    def _traces_of(self, src: TraceDB, name: str, traces: list[Trace],
+                   bad_solutions: set[str]) -> None:
         new = []
-        for trace in src.traces_for(name):
+        for trace in traces:
             if trace.solution in bad_solutions:
                 continue
             key = self._trace_key(trace, src)

@@ -31,10 +31,16 @@ def hardware_of(raw: Any, keys: dict[str, str]) -> str | None:
     none: the full parse then says what is wrong); `keys` caches the normalisation."""
     try:
         name = raw["evaluation"]["environment"]["hardware"]
-        key = keys.get(name)
+        hash(name)
     except (KeyError, TypeError):
         return None
-    if key is None and type(name) is str:
+    return hardware_of_name(name, keys) if type(name) is str else None
+
+
+def hardware_of_name(name: str, keys: dict[str, str]) -> str:
+    """The hardware key of a hardware name, normalised once per name (`keys` caches)."""
+    key = keys.get(name)
+    if key is None:
         key = keys[name] = hardware_key(name)
     return key
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Container
 from pathlib import Path
 
 from fib_runtime.config_fields import ON_WORDS
@@ -60,3 +61,16 @@ def shard_file(root: Path, op_type: str, definition: str, shard: str) -> Path:
     canonical = layout.workload_file(root, op_type, definition)
     return canonical.with_name(f"{definition}.{shard}.jsonl")
 
+
+
+def definition_of_file(path: Path, known: Container[str]) -> str:
+    """The definition a workload or trace file is named for: `<definition>.jsonl` or a shard
+    `<definition>.<shard>.jsonl` (the longest known name that fits; names may hold dots),
+    else the file's stem."""
+    stem = path.name.removesuffix(".jsonl")
+    parts = stem.split(".")
+    for end in range(len(parts), 0, -1):
+        name = ".".join(parts[:end])
+        if name in known:
+            return name
+    return stem
