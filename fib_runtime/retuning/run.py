@@ -22,6 +22,7 @@ from pathlib import Path
 
 from fib_runtime.dispatch.served import write_served
 from fib_runtime.errors import FibError, RetuneError
+from fib_runtime.hardware import current_hardware
 from fib_runtime.measure.compare import Tolerance
 from fib_runtime.measure.timing import parse_timings
 from fib_runtime.regimes import DEVICE
@@ -75,7 +76,7 @@ def retune(db: TraceDB | str | Path, definitions: Iterable[str] | None = None,
     config = config or RetuneConfig()
     deadline = None if budget is None else time.monotonic() + budget
     items, untrusted = trusted_only(db, workload_tasks(db, definitions, solutions))
-    items = by_traffic(db, items)
+    items = by_traffic(db, items, current_hardware().key if cluster is None else "")
     summary = RetuneSummary(untrusted=untrusted, notes=nothing_to_compare(db, definitions))
     executor: Executor
     if cluster is not None:

@@ -2,11 +2,12 @@
 
 Capture counts the calls of each key (`store.read_traffic`). A workload's priority is its
 key's calls (summed over GPU models) times the expected gain of measuring it: the speed-up
-of the fastest solution over the engine's original at the nearest key measured so far
-(1 where that is unknown). With `fib retune --budget`, work is taken in that order until
-the budget is spent; what is left is measured by the next retune (it skips what is
-measured), and the summary says what share of the captured calls the keys measured on this
-hardware now cover.
+of the fastest solution over the engine's original at the nearest key measured so far on
+the GPU model retune runs on (1 where that is unknown). Traces are read one definition and
+GPU model at a time (`TraceDB.stored_traces`), as the plan reads them. With `fib retune
+--budget`, work is taken in that order until the budget is spent; what is left is measured
+by the next retune (it skips what is measured), and the summary says what share of the
+captured calls the keys measured on this hardware now cover.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ def calls_per_key(db: TraceDB, definition: Definition) -> Counter[Key]:
     return calls
 
 
-def gains(db: TraceDB, definition: Definition) -> dict[Key, float]:
-    """Per measured key (any GPU model): the fastest passing solution's speed-up over the
+def gains(db: TraceDB, definition: Definition, hardware: str) -> dict[Key, float]:
+    """Per key measured on `hardware`: the fastest passing solution's speed-up over the
     original's measurement there (keys without a measured original are left out)."""
     best: dict[Key, float] = {}
     original: dict[Key, float] = {}
-    for trace in db.traces_for(definition.name):
+    for trace in db.stored_traces(definition.name, hardware):
         evaluation = trace.evaluation
         if evaluation is None or evaluation.status != Status.PASSED or \
                 evaluation.performance is None or evaluation.performance.latency_ms <= 0:
@@ -49,8 +50,9 @@ def gains(db: TraceDB, definition: Definition) -> dict[Key, float]:
     return {k: original[k] / best[k] for k in original}
 
 
-def by_traffic(db: TraceDB, items: list[WorkloadTask]) -> list[WorkloadTask]:
-    """The items ordered by calls x expected gain, highest first (ties keep their order)."""
+def by_traffic(db: TraceDB, items: list[WorkloadTask], hardware: str) -> list[WorkloadTask]:
+    """The items ordered by calls x expected gain on `hardware` (the GPU model retune runs
+    on), highest first (ties keep their order)."""
     calls: dict[str, Counter[Key]] = {}
     gain: dict[str, dict[Key, float]] = {}
 
@@ -58,7 +60,8 @@ def by_traffic(db: TraceDB, items: list[WorkloadTask]) -> list[WorkloadTask]:
         definition = item.definition
         name = definition.name
         if name not in calls:
-            calls[name], gain[name] = calls_per_key(db, definition), gains(db, definition)
+            calls[name] = calls_per_key(db, definition)
+            gain[name] = gains(db, definition, hardware)
         key = axes_to_key(definition, dict(item.workload.workload.axes))
         near = gain[name].get(key) or gain[name].get(nearest_key(gain[name], key) or ())
         return calls[name][key] * (near or 1.0)
@@ -75,7 +78,7 @@ def coverage(db: TraceDB, definitions: Iterable[str], hardware_keys: Iterable[st
         definition = db.definitions[name]
         calls = calls_per_key(db, definition)
         measured = {axes_to_key(definition, dict(t.workload.axes))
-                    for hw in keys for t in db.traces_for(name, hw)
+                    for hw in keys for t in db.stored_traces(name, hw)
                     if t.evaluation is not None and t.evaluation.status == Status.PASSED}
         total += sum(calls.values())
         covered += sum(n for key, n in calls.items() if key in measured)

@@ -60,7 +60,9 @@ def busy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TraceDB:
 
 def test_work_is_ordered_by_calls_times_the_expected_gain(busy: TraceDB) -> None:
     items, _ = trusted_only(busy, workload_tasks(busy, None, None))
-    order = [dict(i.workload.workload.axes)["batch_size"] for i in by_traffic(busy, items)]
+    key = current_hardware().key
+    order = [dict(i.workload.workload.axes)["batch_size"]
+             for i in by_traffic(busy, items, key)]
     assert order == [2, 4, 1, 3]
     # Measured: the original 100x slower than the best at batch 1, as fast at batch 4. Batch
     # 1's 5 calls now weigh 500, ahead of batch 2's 400 (whose nearest measured key, 4,
@@ -72,9 +74,10 @@ def test_work_is_ordered_by_calls_times_the_expected_gain(busy: TraceDB) -> None
         factories.trace(DEF, ORIGINAL, 1, latency=0.100, hardware=hardware),
         factories.trace(DEF, "good", 4, latency=0.010, hardware=hardware),
         factories.trace(DEF, ORIGINAL, 4, latency=0.010, hardware=hardware))])
-    fresh = TraceDB.open(busy.root)
+    fresh = TraceDB.open(busy.root, traces=False)  # as retune opens it: traces read per key
     items, _ = trusted_only(fresh, workload_tasks(fresh, None, None))
-    order = [dict(i.workload.workload.axes)["batch_size"] for i in by_traffic(fresh, items)]
+    order = [dict(i.workload.workload.axes)["batch_size"]
+             for i in by_traffic(fresh, items, key)]
     assert order == [1, 2, 4, 3]
 
 
@@ -110,7 +113,8 @@ def test_a_budgeted_retune_measures_the_heavy_keys_first_and_the_next_resumes(
     assert first.traffic == (490, 496)
     assert "captured calls whose key is measured here: 98.8% (490 of 496)" in first.table()
     monkeypatch.setattr(plan_module.Plan, "take", take)
-    rest = retune(TraceDB.open(busy.root), **FAST)
+    rest = retune(busy.root, **FAST)  # a path: opened without traces, as the CLI does
     assert {o.workload for o in rest.outcomes} == {uuids[1], uuids[3]}
     assert rest.skipped == 2 and rest.deferred == 0 and rest.traffic == (496, 496)
-    assert coverage(TraceDB.open(busy.root), [DEF], [current_hardware().key]) == (496, 496)
+    assert coverage(TraceDB.open(busy.root, traces=False), [DEF],
+                    [current_hardware().key]) == (496, 496)
