@@ -28,10 +28,14 @@ class Penalty:
 
 
 def inheritance_penalties(db: TraceDB, names: list[str] | None = None) -> list[Penalty]:
-    """Every same-architecture pair of GPU models with keys measured on both."""
+    """Every same-architecture pair of GPU models with keys measured on both (one definition
+    read at a time: `TraceDB.each_definition`)."""
+    wanted = set(names) if names else None
     penalties = []
-    for name in names or sorted(db.definitions):
-        definition = db.definitions[name]
+    for name in db.each_definition():
+        definition = db.definitions.get(name)
+        if definition is None or (wanted is not None and name not in wanted):
+            continue
         models = [k for k in db.hardware_keys(name) if arch_of_key(k) is not None]
         ranked = {k: rank(definition, db.traces_for(name, k), db.solutions, k, timing=DEVICE)
                   for k in models}
