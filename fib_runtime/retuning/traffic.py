@@ -12,13 +12,11 @@ captured calls the keys measured on this hardware now cover.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable
 
 from fib_runtime.keys import Key, axes_to_key
-from fib_runtime.original import is_original
-from fib_runtime.ranking import nearest_key
+from fib_runtime.ranking import nearest_key, rank
 from fib_runtime.retuning.plan import WorkloadTask
 from fib_runtime.schema import Definition, Status
 from fib_runtime.store import TraceDB, read_traffic
@@ -33,21 +31,19 @@ def calls_per_key(db: TraceDB, definition: Definition) -> Counter[Key]:
 
 
 def gains(db: TraceDB, definition: Definition, hardware: str) -> dict[Key, float]:
-    """Per key measured on `hardware`: the fastest passing solution's speed-up over the
-    original's measurement there (keys without a measured original are left out)."""
-    best: dict[Key, float] = {}
-    original: dict[Key, float] = {}
-    for trace in db.stored_traces(definition.name, hardware):
-        evaluation = trace.evaluation
-        if evaluation is None or evaluation.status != Status.PASSED or \
-                evaluation.performance is None or evaluation.performance.latency_ms <= 0:
-            continue
-        key = axes_to_key(definition, dict(trace.workload.axes))
-        latency = evaluation.performance.latency_ms
-        best[key] = min(best.get(key, math.inf), latency)
-        if is_original(db.solutions.get(trace.solution or "")):
-            original[key] = min(original.get(key, math.inf), latency)
-    return {k: original[k] / best[k] for k in original}
+    """Per key ranked on `hardware` (the ranking rule's own candidates): the fastest
+    solution's speed-up over the engine's original there (keys where no original is a
+    candidate are left out)."""
+    out: dict[Key, float] = {}
+    for key, result in rank(definition, db.stored_traces(definition.name, hardware),
+                            db.solutions, hardware).items():
+        ranking = result.ranking
+        latency = dict(zip(ranking.names, ranking.latencies_ms, strict=True))
+        original = min((latency[n] for n in ranking.originals if n in latency), default=None)
+        fastest = min(ranking.latencies_ms, default=0.0)
+        if original is not None and fastest > 0:
+            out[key] = original / fastest
+    return out
 
 
 def by_traffic(db: TraceDB, items: list[WorkloadTask], hardware: str) -> list[WorkloadTask]:
