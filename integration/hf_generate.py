@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fib_runtime.adapters.transformers import apply
+from fib_runtime.adapters.transformers import KINDS, apply
 
 import fib_runtime as fib
 from fib_runtime.retuning import retune
@@ -152,7 +152,8 @@ def run_model(name: str, args: argparse.Namespace, db_root: Path, log: Callable[
     models: dict[str, Any] = {"eager": base}
     fib_model = copy.deepcopy(base)
     db = db_root  # one database for every model: their sites live in one process
-    routing = apply(fib_model, db=db)
+    ops = KINDS if args.attention else None  # None: the adapter's default kinds
+    routing = apply(fib_model, db=db, ops=ops)
     log(str(routing))
     with fib.enable_capture(db):
         for ids in prompts.values():
@@ -179,7 +180,7 @@ def run_model(name: str, args: argparse.Namespace, db_root: Path, log: Callable[
         models["compile"] = compiled
     if "fib_compile" in args.modes and name in args.compile_models:
         routed = copy.deepcopy(base)
-        apply(routed, db=db)  # its own sites, served from the same database
+        apply(routed, db=db, ops=ops)  # its own sites, served from the same database
         routed.forward = torch.compile(routed.forward, dynamic=True)
         models["fib_compile"] = routed
         table.update({k: {**v, "fib_compile": v.get("fib", v["eager"])}
@@ -284,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab", type=int, default=32768)
     parser.add_argument("--batches", default="1,8,32,64")
     parser.add_argument("--prompt", type=int, default=16)
+    parser.add_argument("--attention", action="store_true",
+                        help="route attention too (apply(ops=KINDS)); off: the default kinds")
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--check-steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
