@@ -28,7 +28,7 @@ method and is counted by reason in `fib_runtime.adapters.moe_counts`:
 - per call: `shared experts` (vLLM's kernel would run them inside the call) and
   `call dtypes` (activations not 2-D bf16, ids not int32, weights not float32, other top_k).
 
-FP8 block-scale layers (`Fp8MoEMethod`) are not routed: see docs/engines.md.
+FP8 block-scale layers (`Fp8MoEMethod`) are not routed (README, "Use with vLLM", says why).
 """
 
 from __future__ import annotations

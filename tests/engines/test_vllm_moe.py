@@ -13,7 +13,7 @@ Triton backend keeps vLLM's [gate; up] checkpoint layout), and do not run vLLM's
 nothing); (2) where a call is left to vLLM, the tests put a recording stand-in in place of
 vLLM's kernel (`method.moe_kernel`) and check that it, not fib-runtime, computed the call;
 (3) the original (vLLM's Triton `fused_experts`) is checked against the reference only on a
-GPU (tests/engines/test_vllm_moe_gpu.py).
+GPU (`test_8_on_a_gpu_...`, marker gpu).
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ class Layer:
 
     def __init__(self, experts: int = 64, top_k: int = 8, hidden: int = 2048,
                  inter: int = 1024, *, fill: bool = True, backend: str | None = "TRITON",
-                 **kwargs: Any) -> None:
+                 device: str = "cpu", **kwargs: Any) -> None:
         self.config = VllmConfig()
         kwargs.setdefault("params_dtype", torch.bfloat16)
-        with set_current_vllm_config(self.config):
+        with set_current_vllm_config(self.config), torch.device(device):
             self.runner = FusedMoEFactory(
                 num_experts=experts, top_k=top_k, hidden_size=hidden, intermediate_size=inter,
                 tp_size=1, dp_size=1, pcp_size=1, renormalize=False,
@@ -70,13 +70,13 @@ class Layer:
             with torch.no_grad():
                 for w in (self.experts.w13_weight, self.experts.w2_weight):
                     w.copy_(torch.randn(w.shape, generator=g) * 0.03)
-        self.hidden = hidden
+        self.hidden, self.device = hidden, device
 
     def inputs(self, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(tokens)
         experts = self.experts.global_num_experts
-        return (torch.randn(tokens, self.hidden, generator=g).bfloat16(),
-                torch.randn(tokens, experts, generator=g))
+        return (torch.randn(tokens, self.hidden, generator=g).bfloat16().to(self.device),
+                torch.randn(tokens, experts, generator=g).to(self.device))
 
     def __call__(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         with set_current_vllm_config(self.config), \
@@ -259,3 +259,25 @@ def test_7_the_original_is_vllms_fused_experts():
     assert "fused_moe.fused_moe import fused_experts" in inspect.getsource(fn)
     with pytest.raises(AttributeError):
         getattr(originals, "moe_bf16_topk3_e5_h7_i11")  # noqa: B009  not a shipped one
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_8_on_a_gpu_vllm_picks_triton_and_the_routed_layer_matches_vllm(switched_on: None):
+    """End to end on a GPU: vLLM selects its Triton backend for the layer and processes the
+    weights itself; the routed call (fib-runtime's best solution) and vLLM's own
+    fused_experts (the original) both match the definition's reference."""
+    from fib_runtime.adapters.vllm import originals
+
+    layer = Layer(backend=None, device="cuda")
+    assert layer.method.unquantized_backend == UnquantizedMoeBackend.TRITON
+    layer.method.process_weights_after_loading(layer.experts)
+    original = getattr(originals, OLMOE)
+    for tokens in (1, 7, 64, 300):
+        x, logits = layer.inputs(tokens)
+        want = layer.reference(x, logits, OLMOE)
+        _assert_matches(layer(x, logits), want)
+        weights, ids = layer.runner.router.select_experts(hidden_states=x, router_logits=logits)
+        _assert_matches(original(x, weights, ids, layer.experts.w13_weight,
+                                 layer.experts.w2_weight), want)
+    assert moe_counts.stats() == {"routed": {"vllm": {OLMOE: 4}}, "unchanged": {}}
