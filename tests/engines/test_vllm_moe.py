@@ -235,8 +235,10 @@ def test_6_capture_records_token_counts_and_vllms_original(
         layer = Layer(inter=1024)
         for tokens in (2, 5, 5, 11):
             x, logits = layer.inputs(tokens)
-            with pytest.raises(Exception):  # noqa: B017  vLLM's Triton kernel: not on CPU
-                layer(x, logits)  # (capture records the call before the fallback runs)
+            # the fallback, vLLM's Triton kernel, stops at vLLM's Triton placeholder
+            # (no triton here); capture records the call before the fallback runs
+            with pytest.raises(AttributeError, match=r"triton\.language"):
+                layer(x, logits)
     finally:
         fib.disable_capture()
     db = TraceDB.open(tmp_path / "db")
