@@ -70,3 +70,28 @@ def shipped_size(name: str) -> int:
     """The size a shipped op definition's name carries (rmsnorm_h4096 -> 4096,
     silu_and_mul_i14336_fp16 -> 14336)."""
     return int(split_dtype(name)[0].rsplit("_", 1)[1][1:])
+
+
+MOE_PREFIX = "moe_bf16_topk"  # the bfloat16 MoE experts family's names
+
+
+def shipped_moe() -> list[str]:
+    """Every shipped bfloat16 MoE experts definition, sorted."""
+    return sorted(n for n in _shipped() if n.startswith(MOE_PREFIX))
+
+
+@functools.cache
+def moe_definition_for(top_k: int, experts: int, hidden: int, intermediate: int) -> str | None:
+    """The shipped bfloat16 MoE experts definition (`moe_bf16_topk{k}_e{E}_h{H}_i{I}`:
+    topk_weights / topk_ids in, SiLU-and-mul experts with w13 = [gate; up]) for these
+    constants, or None."""
+    name = f"{MOE_PREFIX}{top_k}_e{experts}_h{hidden}_i{intermediate}"
+    definition = _shipped().get(name)
+    if definition is None:
+        return None
+    constants = {"top_k": top_k, "num_experts": experts, "hidden_size": hidden,
+                 "intermediate_size": intermediate}
+    axes = definition.axes
+    if any(getattr(axes.get(axis), "value", None) != value for axis, value in constants.items()):
+        return None
+    return name

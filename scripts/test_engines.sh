@@ -42,6 +42,7 @@ for engine in $engines; do
       py=$(make_env vllm torch==2.13.0 vllm==0.33.0 "$VLLM_NEEDS")
       VLLM_TARGET_DEVICE=cpu importable "$py" vllm.model_executor.layers.layernorm || { status=1; continue; }
       VLLM_TARGET_DEVICE=cpu "$py" -m pytest -q -p no:cacheprovider tests/engines/test_vllm.py \
+        tests/engines/test_vllm_moe.py \
         || status=1 ;;
     sglang)
       py=$(make_env sglang torch==2.14.1 sglang==0.5.23 "$SGLANG_NEEDS")

@@ -6,7 +6,9 @@ FIB_ENABLE_APPLY nor FIB_ENABLE_TRACING set, `register()` returns at once and vL
 exactly as it is. Otherwise it registers, once, out-of-tree replacements
 (`CustomOp.register_oot`) for `RMSNorm` and `SiluAndMul` that route the calls a catalogue
 definition covers to `fib.apply` (the `torch.ops.fib.<name>` custom op under torch.compile)
-and leave every other call to vLLM's own implementation (see `ops.py`).
+and leave every other call to vLLM's own implementation (see `ops.py`), and of
+`UnquantizedFusedMoEMethod`, whose expert calls a bf16 MoE definition covers go to fib-runtime
+the same way (see `moe.py`).
 """
 
 from __future__ import annotations

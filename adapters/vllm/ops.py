@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import torch
 from fib_runtime.adapters import bridge
-from fib_runtime.adapters.vllm import originals
+from fib_runtime.adapters.vllm import moe, originals
 from vllm import envs
 from vllm.model_executor.custom_op import CustomOp, op_registry_oot
 from vllm.model_executor.layers.activation import SiluAndMul
@@ -135,5 +135,6 @@ def install() -> None:
                 continue
             CustomOp.register_oot(replacement, name=base.__name__)
         _prepare_wrappers()
+        moe.install()
         bridge.start()
         _served_activations()

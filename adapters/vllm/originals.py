@@ -14,7 +14,10 @@ to, and dispatch calls it directly where it is the fastest:
   platform's simple compile backend), which is what vLLM runs by default (custom ops off
   under Inductor): the eager forward_native rounds twice where the compiled one rounds once;
 - `silu_and_mul_i{I}__cuda(gate_up)`: vLLM's CUDA kernel `torch.ops._C.silu_and_mul` into
-  a `torch.empty` output, as `SiluAndMul.forward_cuda` runs it (custom ops on).
+  a `torch.empty` output, as `SiluAndMul.forward_cuda` runs it (custom ops on);
+- `moe_bf16_topk{k}_e{E}_h{H}_i{I}(hidden_states, topk_weights, topk_ids, w13, w2)`: vLLM's
+  Triton `fused_experts` (with its per-device config tables), what an unquantized MoE layer
+  runs where vLLM picks its Triton backend (`moe.py` routes only those layers).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ def _make(name: str) -> Callable[..., Any] | None:
     base, _, variant = name.partition("__")
     if base.startswith("silu_and_mul_i") and variant in ("", "cuda"):
         return _silu_cuda() if variant == "cuda" else _silu_native()
+    if base.startswith(engine_ops.MOE_PREFIX) and not variant:
+        return _fused_experts() if base in engine_ops.shipped_moe() else None
     if variant or not base.startswith(("rmsnorm_h", "fused_add_rmsnorm_residual_h")):
         return None
     eps = engine_ops.shipped_eps(base)
@@ -75,6 +80,16 @@ def _silu_cuda() -> Callable[..., Any]:
         torch.ops._C.silu_and_mul(out, gate_up)
         return out
     return silu_and_mul
+
+
+def _fused_experts() -> Callable[..., Any]:
+    def fused_experts(hidden_states: torch.Tensor, topk_weights: torch.Tensor,
+                      topk_ids: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor
+                      ) -> torch.Tensor:
+        from vllm.model_executor.layers.fused_moe.fused_moe import fused_experts as vllm_moe
+
+        return vllm_moe(hidden_states, w13, w2, topk_weights, topk_ids)
+    return fused_experts
 
 
 __getattr__ = bridge.module_originals(__name__, _make)

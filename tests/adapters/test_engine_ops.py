@@ -70,3 +70,13 @@ def test_an_eps_not_exactly_the_definitions_is_another_definition_on_both_paths(
     assert families.resolve("rmsnorm", catalogue, "bfloat16", hidden_size=4096,
                             eps=eps).name != "rmsnorm_h4096"
     assert engine_ops.definition_for("rmsnorm", 4096, 1e-5, "bfloat16") == "rmsnorm_h4096"
+
+
+def test_moe_definition_by_the_layers_constants():
+    assert engine_ops.moe_definition_for(8, 64, 2048, 1024) == "moe_bf16_topk8_e64_h2048_i1024"
+    assert engine_ops.moe_definition_for(2, 8, 4096, 14336) == "moe_bf16_topk2_e8_h4096_i14336"
+    for constants in ((8, 64, 2048, 768), (4, 64, 2048, 1024), (8, 32, 7168, 2048)):
+        assert engine_ops.moe_definition_for(*constants) is None
+    assert engine_ops.shipped_moe() == sorted(
+        n for n in engine_ops._shipped() if n.startswith("moe_bf16_topk"))
+    assert "moe_bf16_topk8_e128_h2048_i768" in engine_ops.shipped_moe()
