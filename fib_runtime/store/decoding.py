@@ -18,24 +18,19 @@ import orjson
 
 from fib_runtime.errors import SchemaError
 from fib_runtime.schema import (
+    Correctness,
     Environment,
+    Evaluation,
     InputDescriptor,
+    Performance,
     SafetensorsInput,
     ScalarInput,
     Status,
     Trace,
+    Workload,
 )
 from fib_runtime.schema._parse import NO_EXTRAS, shallow
-from fib_runtime.schema.trace import (
-    NEEDS,
-    RANDOM,
-    new_correctness,
-    new_evaluation_of_checked_shape,
-    new_performance,
-    new_trace,
-    new_workload,
-    shared_environment,
-)
+from fib_runtime.schema.trace import RANDOM, shared_environment
 from fib_runtime.store.reading import hardware_of, hardware_of_name
 
 try:
@@ -145,24 +140,21 @@ else:
 
     def _build(typed: _Trace, environment: Environment | None) -> Trace:
         wl = typed.workload
-        workload = new_workload(wl.uuid, wl.axes, dict(_input_items(wl.inputs)), NO_EXTRAS)
+        workload = Workload(wl.uuid, wl.axes, dict(_input_items(wl.inputs)), NO_EXTRAS)
         ev = typed.evaluation
         if ev is None:
-            return new_trace(typed.definition, workload, typed.solution, None, NO_EXTRAS)
+            return Trace(typed.definition, workload, typed.solution, None, NO_EXTRAS)
         c, p = ev.correctness, ev.performance
         if c is not None:
             extra = c.extra
             if extra is not None:
                 shallow(extra, "evaluation.correctness.extra")
-            c = new_correctness(c.max_relative_error, c.max_absolute_error, extra, NO_EXTRAS)
+            c = Correctness(c.max_relative_error, c.max_absolute_error, extra, NO_EXTRAS)
         if p is not None:  # JSON has no infinity: a number past a double's range is refused
-            p = new_performance(p.latency_ms, p.reference_latency_ms, p.speedup_factor,
-                                NO_EXTRAS)
-        if NEEDS[ev.status] != (c is not None, p is not None):  # the schema says what
-            raise SchemaError("correctness or performance against the status")
-        evaluation = new_evaluation_of_checked_shape(
-            ev.status, environment, ev.timestamp, ev.log, c, p, NO_EXTRAS)
-        return new_trace(typed.definition, workload, typed.solution, evaluation, NO_EXTRAS)
+            p = Performance(p.latency_ms, p.reference_latency_ms, p.speedup_factor, NO_EXTRAS)
+        # Evaluation checks that the status has the correctness and performance it needs.
+        evaluation = Evaluation(ev.status, environment, ev.timestamp, ev.log, c, p, NO_EXTRAS)
+        return Trace(typed.definition, workload, typed.solution, evaluation, NO_EXTRAS)
 
     def decode_line(line: bytes, hardware: str | None, keys: dict[str, str]) -> Any:
         """The Trace of one trace or workload line, or OTHER_HARDWARE when `hardware` (a
