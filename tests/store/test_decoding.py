@@ -15,8 +15,6 @@ from fib_runtime.schema import Trace
 from fib_runtime.store import TraceDB
 from fib_runtime.store.decoding import OTHER_HARDWARE, decode_line
 
-msgspec = pytest.importorskip("msgspec")
-
 TRACE: dict[str, Any] = {
     "definition": "d", "solution": "s",
     "workload": {"uuid": "u1", "axes": {"n": 4},
