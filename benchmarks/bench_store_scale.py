@@ -2,7 +2,7 @@
 reload check, merge and validate, each with time and peak RSS, at 100k / 1M / ... traces.
 
 Run: python benchmarks/bench_store_scale.py --traces 100000 1000000 [--work DIR] [--label L]
-     [--merge-max N] [--reload-only 10000000]
+     [--merge-max N] [--reload-only 10000000] [--baseline DIR [--baseline-max N]]
 Each measurement runs in a fresh process (peak RSS is that process's). The generated
 databases (bench_store.make_db: 50 definitions, 4 solutions each, traces of three GPU
 models) are kept under --work and reused. `--reload-only N` adds a row with only the
@@ -142,12 +142,15 @@ def main() -> None:
                         help="a folder holding another fib_runtime (e.g. `git archive BASE "
                         "fib_runtime | tar -x -C DIR`): each measurement is run with it "
                         "too, right before this checkout's, rows marked 'base'")
+    parser.add_argument("--baseline-max", type=int, default=None, metavar="N",
+                        help="run the baseline only for databases up to this size")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     cache = args.work / "cache"
     rows, results = [], []
     codes = [("base", args.baseline), ("", None)] if args.baseline else [("", None)]
-    for n, (label, src) in ((n, code) for n in args.traces for code in codes):
+    for n, (label, src) in ((n, code) for n in args.traces for code in codes
+                            if not (code[0] and args.baseline_max and n > args.baseline_max)):
         root = database(args.work, n, args.definitions)
         load = child("load", root, cache=cache, src=src)
         clear_tables(root, cache)

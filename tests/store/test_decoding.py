@@ -156,7 +156,8 @@ def test_a_bad_line_in_the_database_names_file_line_and_field(tmp_path: Path) ->
 def test_a_loaded_database_adds_no_objects_for_the_garbage_collector(tmp_path: Path) -> None:
     """Records hold no cycles, so they are not tracked by the cyclic collector: a load of
     many traces leaves the collector nothing per trace to scan, then and at every later
-    collection (it used to track ~7 objects per trace, and scan them all after the load)."""
+    collection (it used to track six objects per trace, three per workload line, and scan
+    them all at the first collection after the load)."""
     import gc
 
     folder = tmp_path / "traces" / "op"
