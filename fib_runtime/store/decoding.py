@@ -108,8 +108,9 @@ _decode = msgspec.json.Decoder(_Trace).decode
 _decode_environment = msgspec.json.Decoder(_Environment).decode
 _decode_inputs = msgspec.json.Decoder(dict[str, _Random | _Scalar | _Blob]).decode
 _NOT_TAKEN = (msgspec.ValidationError, msgspec.DecodeError, SchemaError)
-_KEPT = 4096  # distinct environments / input sets remembered
+_KEPT = 4096  # distinct names, environments and input sets remembered (each)
 
+_names: dict[str, str] = {}
 _environments: dict[bytes, Environment] = {}
 _inputs: dict[bytes, tuple[tuple[str, InputDescriptor], ...]] = {}
 
@@ -144,12 +145,25 @@ def _input_items(raw: msgspec.Raw) -> tuple[tuple[str, InputDescriptor], ...]:
     return known
 
 
+def _shared(name: str) -> str:
+    """One string per distinct definition or solution name (every line repeats them)."""
+    known = _names.get(name)
+    if known is None:
+        if len(_names) >= _KEPT:
+            _names.clear()
+        known = _names[name] = name
+    return known
+
+
 def _build(typed: _Trace, environment: Environment | None) -> Trace:
+    definition, solution = _shared(typed.definition), typed.solution
+    if solution is not None:
+        solution = _shared(solution)
     wl = typed.workload
     workload = Workload(wl.uuid, wl.axes, dict(_input_items(wl.inputs)), NO_EXTRAS)
     ev = typed.evaluation
     if ev is None:
-        return Trace(typed.definition, workload, typed.solution, None, NO_EXTRAS)
+        return Trace(definition, workload, solution, None, NO_EXTRAS)
     c, p = ev.correctness, ev.performance
     if c is not None:
         extra = c.extra
@@ -160,7 +174,7 @@ def _build(typed: _Trace, environment: Environment | None) -> Trace:
         p = Performance(p.latency_ms, p.reference_latency_ms, p.speedup_factor, NO_EXTRAS)
     # Evaluation checks that the status has the correctness and performance it needs.
     evaluation = Evaluation(ev.status, environment, ev.timestamp, ev.log, c, p, NO_EXTRAS)
-    return Trace(typed.definition, workload, typed.solution, evaluation, NO_EXTRAS)
+    return Trace(definition, workload, solution, evaluation, NO_EXTRAS)
 
 
 def decode_line(line: bytes, hardware: str | None, keys: dict[str, str]) -> Any:
