@@ -3,7 +3,7 @@
 They are frozen msgspec Structs, not dataclasses: a database holds millions of them, and a
 Struct is built ~5x faster and is never tracked by the cyclic garbage collector (`gc=False`:
 records hold strings, numbers, JSON values and other records, never a cycle). Use
-`msgspec.structs.replace` (or `copy.replace`) to derive one from another."""
+`msgspec.structs.replace` (or, on Python 3.13+, `copy.replace`) to derive one from another."""
 
 from __future__ import annotations
 
