@@ -2,14 +2,15 @@
 reload check, merge and validate, each with time and peak RSS, at 100k / 1M / ... traces.
 
 Run: python benchmarks/bench_store_scale.py --traces 100000 1000000 [--work DIR] [--label L]
-     [--merge-max N] [--reload-only 10000000]
+     [--merge-max N] [--reload-only 10000000] [--baseline DIR [--baseline-max N]]
 Each measurement runs in a fresh process (peak RSS is that process's). The generated
 databases (bench_store.make_db: 50 definitions, 4 solutions each, traces of three GPU
 models) are kept under --work and reused. `--reload-only N` adds a row with only the
 reload check, on a database whose trace files have the sizes of N traces (sparse files:
 the check reads no contents). Writes benchmarks/results/bench_store_scale[_LABEL].json.
-Goals (issue 30): serving start <= 1 s and <= 100 MB added RSS at 1M traces; reload check
-<= 10 ms at 10M; offline load >= 200k traces/s.
+Each cell records the machine's 1-minute load average when it started (the table shows a
+row's highest). Goals (issue 30): serving start <= 1 s and <= 100 MB added RSS at 1M
+traces; reload check <= 10 ms at 10M; offline load >= 200k traces/s.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def rss_mb():
 import fib_runtime
 from fib_runtime.hardware import Hardware
 mode, root = sys.argv[1], Path(sys.argv[2])
-out = {}
+out = {"load_avg": os.getloadavg()[0]}  # the machine's 1-minute load average at start
 base = rss_mb()
 start = time.perf_counter()
 if mode == "load":
@@ -141,12 +142,15 @@ def main() -> None:
                         help="a folder holding another fib_runtime (e.g. `git archive BASE "
                         "fib_runtime | tar -x -C DIR`): each measurement is run with it "
                         "too, right before this checkout's, rows marked 'base'")
+    parser.add_argument("--baseline-max", type=int, default=None, metavar="N",
+                        help="run the baseline only for databases up to this size")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     cache = args.work / "cache"
     rows, results = [], []
     codes = [("base", args.baseline), ("", None)] if args.baseline else [("", None)]
-    for n, (label, src) in ((n, code) for n in args.traces for code in codes):
+    for n, (label, src) in ((n, code) for n in args.traces for code in codes
+                            if not (code[0] and args.baseline_max and n > args.baseline_max)):
         root = database(args.work, n, args.definitions)
         load = child("load", root, cache=cache, src=src)
         clear_tables(root, cache)
@@ -163,6 +167,7 @@ def main() -> None:
                   "serve_cold": cold, "serve_warm": warm, "merge": merged,
                   "validate": validated}
         results.append(result)
+        busy = max(c["load_avg"] for c in (load, cold, warm, validated, merged) if c)
         rows.append([f"{n} {label}".strip(), f"{load['seconds']:.2f}",
                      f"{n / load['seconds']:,.0f}",
                      f"{load['added_peak_mb']:.0f}",
@@ -171,7 +176,8 @@ def main() -> None:
                      f"{warm['reload_check_ms']:.2f}",
                      "-" if merged is None else f"{merged['seconds']:.1f}",
                      "-" if merged is None else f"{merged['added_peak_mb']:.0f}",
-                     f"{validated['seconds']:.1f}", f"{validated['added_peak_mb']:.0f}"])
+                     f"{validated['seconds']:.1f}", f"{validated['added_peak_mb']:.0f}",
+                     f"{busy:.1f}"])
         print(rows[-1], flush=True)
     like = args.work / f"db_{args.traces[0]}"
     for n in args.reload_only:
@@ -179,10 +185,10 @@ def main() -> None:
         check = child("check", root, cache=cache)
         results.append({"traces": n, "sparse": True, "reload_check": check})
         rows.append([f"{n} (sparse)", *["-"] * 7, f"{check['reload_check_ms']:.2f}",
-                     *["-"] * 4])
+                     *["-"] * 4, f"{check['load_avg']:.1f}"])
     print_table(["traces", "load s", "load traces/s", "load +MB", "serve cold s",
                  "cold +MB", "serve warm s", "warm +MB", "reload check ms", "merge s",
-                 "merge +MB", "validate s", "validate +MB"], rows)
+                 "merge +MB", "validate s", "validate +MB", "load avg (max)"], rows)
     name = "bench_store_scale" + (f"_{args.label}" if args.label else "")
     print(f"wrote {write_json(name, {'served_hardware': SERVED, 'rows': results})}")
 

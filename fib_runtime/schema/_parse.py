@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any
 
 from fib_runtime.errors import SchemaError
 
@@ -191,25 +190,3 @@ def _kind_name(kinds: tuple[type, ...]) -> str:
              float: "number", bool: "boolean"}
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
-
-T = TypeVar("T")
-
-
-def fast_constructor(cls: type[T], *, post_init: bool = True) -> Callable[..., T]:
-    """A positional constructor for a frozen slots dataclass, for the parsers' hot loop.
-
-    The dataclass's own __init__ goes through object.__setattr__ once per field, which makes
-    building a trace several times slower than parsing its JSON; this one sets the slots
-    through their descriptors. Instances are identical (still frozen) and __post_init__ runs
-    unless `post_init` is False (for a caller that made the same checks itself).
-    """
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    namespace.update({f"_set_{n}": getattr(cls, n).__set__ for n in names})
-    body = "".join(f"    _set_{n}(o, {n})\n" for n in names)
-    if post_init and hasattr(cls, "__post_init__"):
-        body += "    o.__post_init__()\n"
-    exec(f"def make({', '.join(names)}):\n    o = _new(_cls)\n{body}    return o\n", namespace)
-    make: Callable[..., T] = namespace["make"]
-    make.__qualname__ = f"{cls.__name__}.fast"
-    return make

@@ -4,12 +4,12 @@ naming the file, the line and the field (a latency of -1 used to win the ranking
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from msgspec.structs import replace
 
 from fib_runtime.errors import SchemaError
 from fib_runtime.schema import Definition, Trace

@@ -85,3 +85,30 @@ def test_bad_status_and_bool_number() -> None:
     data["workload"]["axes"]["batch_size"] = True
     with pytest.raises(SchemaError, match="got bool"):
         Trace.from_dict(data)
+
+
+def test_trace_records_are_immutable_and_keep_the_status_check() -> None:
+    """The trace records are frozen msgspec Structs: no field can be set, one derived with
+    `msgspec.structs.replace` is a new record, and an evaluation built by hand (or derived)
+    is still checked against its status, naming the field."""
+    from msgspec.structs import replace
+
+    loaded = Trace.from_dict(trace())
+    evaluation = loaded.evaluation
+    assert evaluation is not None and evaluation.performance is not None
+    for record, name in ((loaded, "solution"), (loaded.workload, "uuid"),
+                         (evaluation, "log"), (evaluation.environment, "hardware"),
+                         (evaluation.performance, "latency_ms")):
+        with pytest.raises(AttributeError):
+            setattr(record, name, "x")
+    slower = replace(loaded, evaluation=replace(evaluation, performance=replace(
+        evaluation.performance, latency_ms=1.0)))
+    assert slower.evaluation.performance.latency_ms == 1.0
+    assert evaluation.performance.latency_ms == 0.01 and slower != loaded
+    assert Trace.from_dict(slower.to_dict()) == slower
+    with pytest.raises(SchemaError) as info:
+        replace(evaluation, performance=None)
+    assert info.value.field == "evaluation.performance"
+    with pytest.raises(SchemaError) as info:
+        replace(evaluation, status=Status.RUNTIME_ERROR)
+    assert info.value.field == "evaluation.correctness"
