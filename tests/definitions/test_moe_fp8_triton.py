@@ -126,7 +126,7 @@ def test_routing_is_the_references_ties_included():
 
 
 def test_align_keeps_only_local_pairs_each_expert_padded_to_blocks():
-    local_ids = torch.tensor([[2, 4], [2, 1], [4, 4], [2, 0]])  # 4 = not local (3 experts)
+    local_ids = torch.tensor([[2, 3], [2, 1], [3, 3], [2, 0]])  # 3 = not local (3 experts)
     sorted_ids, expert_ids, blocks = TRITON._align(local_ids, 3, 2)
     runs = sorted_ids.view(blocks, 2).tolist()
     flat = local_ids.reshape(-1).tolist()
@@ -187,3 +187,17 @@ def test_every_config_matches_the_reference_on_gpu():
             got = getattr(TRITON, entry["entry_point"])(*args)
             check = _check(got, expected)
             assert check.status.value == "PASSED", (entry["variant"], tokens, check.log)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_no_host_sync_on_gpu():
+    """Routing, alignment and the launches queue without waiting for the GPU (CUDA graphs,
+    overlap with the host): torch raises on a synchronising call in this mode."""
+    args = _inputs(33, 96, device="cuda")
+    TRITON.moe_fp8_default(*args)  # compiled first
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        TRITON.moe_fp8_default(*args)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

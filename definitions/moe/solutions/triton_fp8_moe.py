@@ -190,7 +190,8 @@ def _align(local_ids, num_local: int, block_m: int):
     block (-1 past the end). Sized for the worst case: no host sync."""
     flat = local_ids.reshape(-1)
     pairs = flat.numel()
-    counts = torch.bincount(flat, minlength=num_local + 1)[:num_local]
+    counts = torch.zeros(num_local + 1, dtype=torch.int64, device=flat.device)
+    counts = counts.scatter_add_(0, flat, torch.ones_like(flat))[:num_local]  # bincount syncs
     padded = (counts + block_m - 1) // block_m * block_m
     ends = torch.cumsum(padded, 0)
     order = torch.argsort(flat, stable=True)
