@@ -177,7 +177,7 @@ def route(routing_logits, routing_bias, routed_scaling_factor):
     best_two = biased.view(tokens, GROUPS, experts // GROUPS).topk(2, dim=-1).values.sum(-1)
     groups = best_two.topk(KEEP_GROUPS, dim=-1).indices
     allowed = torch.zeros_like(best_two, dtype=torch.bool).scatter_(1, groups, True)
-    allowed = allowed.repeat_interleave(experts // GROUPS, 1)
+    allowed = allowed[:, :, None].expand(-1, -1, experts // GROUPS).reshape(tokens, experts)
     chosen = biased.masked_fill(~allowed, float("-inf")).topk(TOP_K, dim=-1).indices
     weights = scores.gather(1, chosen)
     weights = weights / (weights.sum(-1, keepdim=True) + 1e-20) * float(routed_scaling_factor)
