@@ -91,6 +91,8 @@ def test_every_entry_serves_its_config_and_an_empty_batch():
     assert expected.float().abs().sum() > 0
     for entry in TRITON.FIB_SOLUTIONS:
         _assert_matches(getattr(TRITON, entry["entry_point"])(*args), expected, entry)
+    assert sorted((e["variant"], e["entry_point"]) for e in TRITON.FIB_SOLUTIONS) == \
+        sorted((f"triton_{c}", f"moe_fp8_{c}") for c in TRITON.CONFIGS)
     empty = TRITON.moe_fp8_default(*_inputs(0, 96))
     assert empty.shape == (0, 256) and empty.dtype == torch.bfloat16
 

@@ -70,6 +70,13 @@ FIB_SOLUTIONS = [
      "target_hardware": ["H100", "H200", "H800", "H20", "GH200"],
      "dependencies": ["triton", "torch"],
      "description": "BLOCK 64x128x128, GROUP_M 32, 4 warps, 4 stages: prefill."},
+    {"variant": "triton_m64_n128_w8", "entry_point": "moe_fp8_m64_n128_w8",
+     "definitions": ["moe_fp8_block_scale_ds_routing_topk8_ng8_kg4_e32_h7168_i2048"],
+     "language": "triton", "destination_passing_style": False,
+     "target_hardware": ["H100", "H200", "H800", "H20", "GH200"],
+     "dependencies": ["triton", "torch"],
+     "description": "BLOCK 64x128x128, GROUP_M 16, 8 warps, 3 stages: prefill, half the "
+                    "registers per thread for GEMM1's two accumulators."},
     {"variant": "triton_m128_n128", "entry_point": "moe_fp8_m128_n128",
      "definitions": ["moe_fp8_block_scale_ds_routing_topk8_ng8_kg4_e32_h7168_i2048"],
      "language": "triton", "destination_passing_style": False,
@@ -90,6 +97,7 @@ CONFIGS = {
     "m32_n128": (32, 128, 16, 4, 3),
     "m64_n64": (64, 64, 8, 4, 4),
     "m64_n128_s4": (64, 128, 32, 4, 4),
+    "m64_n128_w8": (64, 128, 16, 8, 3),
     "m128_n128": (128, 128, 16, 8, 3),
 }
 
@@ -306,6 +314,14 @@ def moe_fp8_m64_n128_s4(routing_logits, routing_bias, hidden_states, hidden_stat
     return fused_moe_fp8(routing_logits, routing_bias, hidden_states, hidden_states_scale,
                          gemm1_weights, gemm1_weights_scale, gemm2_weights, gemm2_weights_scale,
                          local_expert_offset, routed_scaling_factor, CONFIGS["m64_n128_s4"])
+
+
+def moe_fp8_m64_n128_w8(routing_logits, routing_bias, hidden_states, hidden_states_scale,
+                        gemm1_weights, gemm1_weights_scale, gemm2_weights, gemm2_weights_scale,
+                        local_expert_offset, routed_scaling_factor):
+    return fused_moe_fp8(routing_logits, routing_bias, hidden_states, hidden_states_scale,
+                         gemm1_weights, gemm1_weights_scale, gemm2_weights, gemm2_weights_scale,
+                         local_expert_offset, routed_scaling_factor, CONFIGS["m64_n128_w8"])
 
 
 def moe_fp8_m128_n128(routing_logits, routing_bias, hidden_states, hidden_states_scale,
