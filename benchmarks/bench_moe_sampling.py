@@ -17,9 +17,16 @@ expert skew part of what makes two calls the same workload?
 Sampling, per definition and batch: torch and FlashInfer median ms (inputs as retune makes
 them: softmax rows, top_k in [1, 64] with every fourth row 0, top_p in [0.5, 0.95]).
 
-Usage: python benchmarks/bench_moe_sampling.py --out DIR [--budget SECONDS]
+FP8 (`--part fp8`, not in `both`): the DeepSeek-V3 FP8 block-scale definition at official
+workloads' token counts and expert offsets: every configuration of
+`definitions/moe/solutions/triton_fp8_moe.py` and the torch solution, interleaved in rounds
+as above; the winner against the default configuration and against torch. Inputs as
+retune makes them (N(0, 1) values and scales; random router logits, so routing is near
+uniform: about one local pair per token).
+
+Usage: python benchmarks/bench_moe_sampling.py --out DIR [--budget SECONDS] [--part PART]
        python benchmarks/bench_moe_sampling.py --summarise FILE   (tables of a saved run)
-Prints tables; writes DIR/moe_sampling.json.
+Prints tables; writes DIR/moe_sampling.json (DIR/moe_fp8.json with --part fp8).
 """
 
 from __future__ import annotations
@@ -48,6 +55,10 @@ SKEW_AT = (32, 512)
 SAMPLING = ("top_k_sampling_from_probs_v128256", "top_k_top_p_sampling_from_probs_v128256",
             "top_k_top_p_sampling_from_probs_v151936")
 BATCHES = (1, 16, 64, 256)
+FP8 = "moe_fp8_block_scale_ds_routing_topk8_ng8_kg4_e32_h7168_i2048"
+# (seq_len, local_expert_offset) of official workloads, in this order while the budget lasts
+FP8_WORKLOADS = ((1, 32), (7, 192), (32, 32), (80, 96), (901, 96), (14107, 32), (16, 224),
+                 (59, 160), (11948, 128))
 ROUNDS = 2
 
 
@@ -147,6 +158,63 @@ def served_at(tokens: int, measured: list[dict[str, Any]], triton: dict[str, flo
                                                                               key=triton.get)
 
 
+def _fp8_inputs(tokens: int, offset: int, experts: list[Any] | None) -> list[Any]:
+    import torch
+
+    gen = torch.Generator(device="cuda").manual_seed(tokens)
+    fp8 = torch.float8_e4m3fn
+
+    def randn(*shape: int) -> Any:
+        return torch.randn(*shape, generator=gen, device="cuda")
+
+    if experts is None:  # made once: 1.4 GB, one expert at a time
+        experts = [torch.stack([randn(4096, 7168).to(fp8) for _ in range(32)]),
+                   randn(32, 32, 56), torch.stack([randn(7168, 2048).to(fp8) for _ in range(32)]),
+                   randn(32, 56, 16)]
+    return [randn(tokens, 256), (randn(256) * 0.1).to(torch.bfloat16),
+            randn(tokens, 7168).to(fp8), randn(56, tokens), *experts, offset, 2.5]
+
+
+def bench_fp8(deadline: float) -> list[dict[str, Any]]:
+    triton_fp8, torch_fp8 = _module("moe", "triton_fp8_moe"), _module("moe", "torch_fp8_moe")
+    candidates = {e["variant"]: getattr(triton_fp8, e["entry_point"])
+                  for e in triton_fp8.FIB_SOLUTIONS}
+    candidates["torch"] = torch_fp8.moe_fp8_ds
+    rows, experts = [], None
+    for tokens, offset in FP8_WORKLOADS:
+        if time.monotonic() > deadline:
+            print(f"budget spent: FP8 stops before {tokens} tokens")
+            break
+        args = _fp8_inputs(tokens, offset, experts)
+        experts = args[4:8]
+        ids, _ = triton_fp8.route(args[0], args[1], args[9])
+        local = int(((ids >= offset) & (ids < offset + 32)).sum())
+        rows.append({"definition": FP8, "tokens": tokens, "offset": offset,
+                     "local_pairs": local, "ms": _time_all(candidates, args)})
+    return rows
+
+
+def summarise_fp8(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    table, summary = [], []
+    for r in rows:
+        triton = {k: v for k, v in r["ms"].items() if k.startswith("triton_")}
+        if "triton_default" not in triton:
+            continue
+        winner = min(triton, key=triton.get)
+        torch_ms = r["ms"].get("torch")
+        summary.append({"tokens": r["tokens"], "winner": winner, "ms": triton[winner],
+                        "speedup_over_default": triton["triton_default"] / triton[winner],
+                        "speedup_over_torch": torch_ms / triton[winner] if torch_ms else None})
+        table.append([r["tokens"], r["local_pairs"], winner, f"{triton[winner]:.4f}",
+                      f"{triton['triton_default']:.4f}",
+                      f"{summary[-1]['speedup_over_default']:.2f}x",
+                      f"{torch_ms:.4f}" if torch_ms else "-",
+                      f"{summary[-1]['speedup_over_torch']:.2f}x" if torch_ms else "-"])
+    print_table(["tokens", "local pairs", "winner", "ms", "default ms", "vs default",
+                 "torch ms", "vs torch"], table)
+    return summary
+
+
 def summarise_moe(rows: list[dict[str, Any]]) -> dict[str, Any]:
     table, summary = [], {}
     for name in MOE:
@@ -224,12 +292,15 @@ def main() -> None:
     parser.add_argument("--summarise", type=Path, metavar="FILE",
                         help="print the tables of a saved moe_sampling.json (no GPU)")
     parser.add_argument("--budget", type=float, default=150.0, help="seconds for both parts")
-    parser.add_argument("--part", choices=("moe", "sampling", "both"), default="both")
+    parser.add_argument("--part", choices=("moe", "sampling", "both", "fp8"), default="both")
     args = parser.parse_args()
     if args.summarise:
         saved = json.loads(args.summarise.read_text())
         print(saved["device"])
-        summarise_moe(saved["moe"])
+        if "moe" in saved:
+            summarise_moe(saved["moe"])
+        if "fp8" in saved:
+            summarise_fp8(saved["fp8"])
         return
     if args.out is None:
         parser.error("--out is required to measure")
@@ -241,8 +312,11 @@ def main() -> None:
         result["moe_summary"] = summarise_moe(result["moe"])
     if args.part in ("sampling", "both"):
         result["sampling"] = bench_sampling(start + args.budget)
+    if args.part == "fp8":
+        result["fp8"] = bench_fp8(start + args.budget)
+        result["fp8_summary"] = summarise_fp8(result["fp8"])
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "moe_sampling.json"
+    path = args.out / ("moe_fp8.json" if args.part == "fp8" else "moe_sampling.json")
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path} in {time.monotonic() - start:.0f} s")
 

@@ -27,6 +27,7 @@ from catalogue_cases import (
 )
 
 from fib_runtime.catalogue import declared_entries, entry_functions
+from fib_runtime.hardware import arch_of_key, hardware_key
 from fib_runtime.tensors import torch_dtype
 
 OFFICIAL = ROOT.parents[1] / "shared" / "flashinfer-trace" / "definitions"
@@ -124,7 +125,9 @@ def test_fib_solutions_literal(path: Path):
     assert entries
     for entry in entries:
         assert entry["language"] in ("python", "triton")
-        assert set(entry["target_hardware"]) <= {"any", "cpu", "nvidia"}
+        # a kind of device, or GPU models whose architecture is known (FP8 kernels: sm90)
+        assert all(t in ("any", "cpu", "nvidia") or arch_of_key(hardware_key(t))
+                   for t in entry["target_hardware"]), entry["target_hardware"]
         assert entry["description"].strip() and entry["variant"].isidentifier()
         dps = entry.get("destination_passing_style", False)
         for name, function_name in entry_functions(entry, DEFINITIONS).items():
