@@ -91,3 +91,18 @@ def test_every_config_matches_reference_on_gpu(name: str):
             got = getattr(TRITON, entry["entry_point"])(*args)
             check = check_outputs(DEFINITIONS[name], got, expected)
             assert check.status.value == "PASSED", (entry["variant"], tokens, check.log)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_alignment_and_launches_do_not_sync_on_gpu():
+    """The pair alignment and the launches queue without waiting for the GPU (CUDA graphs,
+    overlap with the host): torch raises on a synchronising call in this mode."""
+    args = _inputs(33, 8, 2, 256, 128, device="cuda")
+    entry = TRITON.FIB_SOLUTIONS[0]["entry_point"]
+    getattr(TRITON, entry)(*args)  # compiled first
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        getattr(TRITON, entry)(*args)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -125,7 +125,9 @@ def _align(topk_ids, num_experts: int, block_m: int):
     and the expert of each block (-1 past the end). Sized for the worst case: no sync."""
     flat = topk_ids.reshape(-1).to(torch.int64)
     pairs = flat.numel()
-    counts = torch.bincount(flat, minlength=num_experts)
+    # counted by scatter_add_: torch.bincount reads the ids' maximum back to the host (a sync)
+    counts = torch.zeros(num_experts, dtype=torch.int64, device=flat.device).scatter_add_(
+        0, flat, torch.ones_like(flat))
     padded = (counts + block_m - 1) // block_m * block_m
     ends = torch.cumsum(padded, 0)
     order = torch.argsort(flat, stable=True)
