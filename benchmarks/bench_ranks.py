@@ -41,6 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # integration/, after the package
 from _common import RESULTS, print_table
+from bench_step_graph import capture
 
 import fib_runtime as fib
 from fib_runtime.catalogue import install
@@ -51,18 +52,6 @@ from fib_runtime.store import TraceDB
 from integration.flashinfer_decode_layer import DEFINITIONS, Layer, op_axes
 
 REGIMES = ("eager", "graph")
-
-
-def capture(root: Path, batches: list[int], kv_len: int) -> None:
-    from fib_runtime.adapters import flashinfer as fi
-
-    fi.install()
-    with torch.no_grad(), fib.enable_capture(root):
-        for b in batches:
-            layer = Layer(b, kv_len)
-            layer.plan()
-            layer.forward()
-        torch.cuda.synchronize()
 
 
 def without_a_winner(root: Path, copy: Path, batch: int, kv_len: int) -> str:
