@@ -19,6 +19,7 @@ config; every other call runs SGLang's own method and is counted by reason in
 
 - `backend <name>`: SGLang's runner is not its Triton one (FlashInfer CUTLASS / TRT-LLM,
   DeepGEMM, triton_kernels, AITER: other weight layouts or kernels);
+- `lora`: SGLang's runner carries LoRA adapters for the experts;
 - `expert parallelism`: the layer holds a slice of the experts;
   `fused shared experts`: shared experts folded into the routed ones;
 - `activation <name>`, `not gated`, `bias`, `swiglu parameters`, `router weight on input`,
@@ -44,13 +45,14 @@ import torch
 from fib_runtime.adapters import bridge, moe_counts
 from fib_runtime.adapters.sglang import originals
 from sglang.srt.layers.moe.token_dispatcher import StandardCombineInput
-from sglang.srt.layers.moe.topk import StandardTopKOutput
+from sglang.srt.layers.moe.topk import StandardTopKOutput, StandardTopKOutputPacked
 
 from fib_runtime import engine_ops
 
 ENGINE = "sglang"
 TARGET = "sglang.srt.layers.quantization.unquant.UnquantizedFusedMoEMethod.forward_cuda"
 _DTYPE = torch.bfloat16
+_TOPK_TYPES = (StandardTopKOutput, StandardTopKOutputPacked)  # the packed one adds packed ids
 _lock = threading.Lock()
 _installed = False
 
@@ -62,6 +64,8 @@ def layer_reason(method: Any, layer: Any) -> tuple[str | None, str | None]:
         return "backend AITER", None
     if backend is None or not backend.is_triton():
         return f"backend {getattr(backend, 'name', backend)}", None
+    if getattr(method.runner, "lora_enabled", False):
+        return "lora", None
     cfg = method.moe_runner_config
     w13, w2 = layer.w13_weight, layer.w2_weight
     if cfg.num_experts != cfg.num_local_experts or w2.shape[0] != cfg.num_experts:
@@ -111,7 +115,7 @@ def _call_reason(dispatch_output: Any, top_k: int) -> str | None:
             or dispatch_output.hidden_states_pre_quant is not None:
         return "pre-quantized input"
     x, topk = dispatch_output.hidden_states, dispatch_output.topk_output
-    if (type(topk) is not StandardTopKOutput or x.dtype != _DTYPE or x.dim() != 2
+    if (type(topk) not in _TOPK_TYPES or x.dtype != _DTYPE or x.dim() != 2
             or topk.topk_ids.dtype != torch.int32 or topk.topk_weights.dtype != torch.float32
             or topk.topk_ids.shape[-1] != top_k):
         return "call dtypes"

@@ -29,7 +29,7 @@ import sglang.srt.plugins as sglang_plugins
 from fib_runtime.adapters import bridge, moe_counts
 from sglang.srt.layers.moe.moe_runner.base import MoeRunnerConfig
 from sglang.srt.layers.moe.token_dispatcher import StandardCombineInput, StandardDispatchOutput
-from sglang.srt.layers.moe.topk import StandardTopKOutput
+from sglang.srt.layers.moe.topk import StandardTopKOutput, StandardTopKOutputPacked
 from sglang.srt.layers.quantization.unquant import UnquantizedFusedMoEMethod
 from sglang.srt.plugins.hook_registry import HookRegistry
 
@@ -182,6 +182,9 @@ def test_4_other_backends_and_per_call_cases_stay_with_sglang(switched_on: None)
     assert layer_reason(layer.method, layer.module) == ("backend DEEP_GEMM", None)
     layer.method._aiter_runner = object()
     assert layer_reason(layer.method, layer.module) == ("backend AITER", None)
+    layer = Layer(fill=False)
+    layer.runner.lora_enabled = True
+    assert layer_reason(layer.method, layer.module) == ("lora", None)
 
     layer = Layer()
     d = layer.inputs(3)
@@ -194,7 +197,10 @@ def test_4_other_backends_and_per_call_cases_stay_with_sglang(switched_on: None)
     assert moe_counts.stats()["unchanged"] == {
         "sglang": {"pre-quantized input": 1, "call dtypes": 3}}
     _assert_matches(layer(d).hidden_states, layer.reference(d))
-    assert moe_counts.stats()["routed"] == {"sglang": {OLMOE: 1}}
+    packed = StandardTopKOutputPacked(*topk, packed_topk_ids=topk.topk_ids.clone())
+    _assert_matches(layer(d._replace(topk_output=packed)).hidden_states, layer.reference(d))
+    assert layer.runner.calls == 4
+    assert moe_counts.stats()["routed"] == {"sglang": {OLMOE: 2}}
 
 
 def test_5_a_definition_fib_does_not_serve_stays_with_sglang(
