@@ -290,3 +290,21 @@ def test_8_on_a_gpu_the_routed_layer_and_sglangs_original_match_the_reference(
                                  layer.module.w13_weight, layer.module.w2_weight), want)
         assert torch.equal(x, d.hidden_states)  # out of place
     assert moe_counts.stats() == {"routed": {"sglang": {OLMOE: 4}}, "unchanged": {}}
+
+
+def test_9_under_torch_compile_the_call_is_the_fib_custom_op(switched_on: None):
+    """SGLang's --enable-torch-compile traces forward_cuda (beyond one token): the routed call
+    is then `torch.ops.fib.<definition>`, still matching the reference."""
+    layer = Layer()
+    d = layer.inputs(5)
+    seen: list[str] = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: Any) -> Any:
+        seen.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return gm
+
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda d: layer(d).hidden_states, backend=backend)
+    _assert_matches(compiled(d), layer.reference(d))
+    assert f"fib.{OLMOE}" in seen
+    assert layer.runner.calls == 0
