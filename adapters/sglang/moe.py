@@ -13,9 +13,11 @@ whose fallback (and the original retune times) is SGLang's Triton `fused_experts
 `StandardCombineInput`. Out of place: SGLang's own path writes the experts' output into the
 dispatched hidden states (its `inplace` runner option); the layer reads the returned value.
 
-Whether a layer routes is decided once, on its first call, from its method and runner
-config; every other call runs SGLang's own method and is counted by reason in
-`fib_runtime.adapters.moe_counts` (engine "sglang"):
+Whether a layer routes is decided from its method and runner config after SGLang has processed
+its loaded weights (an AFTER hook on `process_weights_after_loading`, which may shuffle or
+interleave them; outside any torch.compile trace), or else on its first call; a call not
+routed runs SGLang's own method and is counted by reason in `fib_runtime.adapters.moe_counts`
+(engine "sglang"):
 
 - `backend <name>`: SGLang's runner is not its Triton one (FlashInfer CUTLASS / TRT-LLM,
   DeepGEMM, triton_kernels, AITER: other weight layouts or kernels);
@@ -50,7 +52,8 @@ from sglang.srt.layers.moe.topk import StandardTopKOutput, StandardTopKOutputPac
 from fib_runtime import engine_ops
 
 ENGINE = "sglang"
-TARGET = "sglang.srt.layers.quantization.unquant.UnquantizedFusedMoEMethod.forward_cuda"
+METHOD = "sglang.srt.layers.quantization.unquant.UnquantizedFusedMoEMethod"
+TARGET = f"{METHOD}.forward_cuda"
 _DTYPE = torch.bfloat16
 _TOPK_TYPES = (StandardTopKOutput, StandardTopKOutputPacked)  # the packed one adds packed ids
 _lock = threading.Lock()
@@ -101,13 +104,20 @@ def layer_reason(method: Any, layer: Any) -> tuple[str | None, str | None]:
     return None, name
 
 
+def _decide(method: Any, layer: Any) -> tuple[str | None, str | None, int]:
+    reason, name = layer_reason(method, layer)
+    route = method.__dict__["_fib_route"] = (reason, name, int(method.moe_runner_config.top_k))
+    return route
+
+
 def _route(method: Any, layer: Any) -> tuple[str | None, str | None, int]:
     route = method.__dict__.get("_fib_route")
-    if route is None:
-        reason, name = layer_reason(method, layer)
-        route = method.__dict__["_fib_route"] = (reason, name,
-                                                 int(method.moe_runner_config.top_k))
-    return route  # type: ignore[no-any-return]
+    return _decide(method, layer) if route is None else route  # type: ignore[no-any-return]
+
+
+def after_processing(result: Any, method: Any, layer: Any, *args: Any, **kwargs: Any) -> None:
+    """AFTER hook of `UnquantizedFusedMoEMethod.process_weights_after_loading`."""
+    _decide(method, layer)
 
 
 def _call_reason(dispatch_output: Any, top_k: int) -> str | None:
@@ -157,6 +167,8 @@ def install() -> None:
         if not _installed:
             _installed = True
             HookRegistry.register(TARGET, around_forward_cuda, HookType.AROUND)
+            HookRegistry.register(f"{METHOD}.process_weights_after_loading", after_processing,
+                                  HookType.AFTER)
 
 
-__all__ = ["TARGET", "around_forward_cuda", "install", "layer_reason"]
+__all__ = ["TARGET", "after_processing", "around_forward_cuda", "install", "layer_reason"]

@@ -16,6 +16,7 @@ backend) and the tests check that it, not fib-runtime, computed the call. The or
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -303,8 +304,26 @@ def test_9_under_torch_compile_the_call_is_the_fib_custom_op(switched_on: None):
         seen.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
         return gm
 
+    layer.method.process_weights_after_loading(layer.module)  # decides, outside the trace
+    assert layer.method._fib_route == (None, OLMOE, 8)
     torch._dynamo.reset()
     compiled = torch.compile(lambda d: layer(d).hidden_states, backend=backend)
-    _assert_matches(compiled(d), layer.reference(d))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. dynamo tracing into the (cached) decision
+        got = compiled(d)
+    _assert_matches(got, layer.reference(d))
     assert f"fib.{OLMOE}" in seen
     assert layer.runner.calls == 0
+
+
+def test_10_processing_the_weights_again_decides_again(switched_on: None):
+    """SGLang re-runs process_weights_after_loading after a weight update; the decision
+    follows what it leaves (here a scaling factor set since)."""
+    layer = Layer(fill=False)
+    layer.method.process_weights_after_loading(layer.module)
+    assert layer.method._fib_route == (None, OLMOE, 8)
+    layer.config.routed_scaling_factor = 2.5
+    layer.method.process_weights_after_loading(layer.module)
+    layer(layer.inputs(2))
+    assert layer.runner.calls == 1
+    assert moe_counts.stats()["unchanged"] == {"sglang": {"routed scaling factor": 1}}
