@@ -15,8 +15,11 @@ cd "$root"
 VLLM_NEEDS="regex cachetools psutil numpy requests tqdm blake3 py-cpuinfo transformers>=5.16.1,<5.21
   pydantic msgspec cloudpickle pyzmq pyyaml einops cbor2 aiohttp openai-harmony openai pillow
   pybase64 uvloop prometheus_client xgrammar fastapi partial_json_parser llguidance"
+# einops: SGLang's MoE top-k module (moe.topk, via eplb.expert_distribution), which the MoE
+# method's dispatch and combine types live beside. (Its FusedMoE layer module would also need
+# openai and partial_json_parser, through sglang.srt.parser; the tests do not import it.)
 SGLANG_NEEDS="IPython torchvision==0.29.1 dill sentencepiece compressed_tensors gguf pybase64 starlette
-  msgspec pyzmq aiohttp apache-tvm-ffi"
+  msgspec pyzmq aiohttp apache-tvm-ffi einops"
 FIB_NEEDS="filelock orjson nvidia-ml-py safetensors tqdm pytest"
 
 make_env() {  # name, torch requirement, engine wheel, its packages
@@ -47,7 +50,10 @@ for engine in $engines; do
     sglang)
       py=$(make_env sglang torch==2.14.1 sglang==0.5.23 "$SGLANG_NEEDS")
       importable "$py" sglang.srt.layers.layernorm || { status=1; continue; }
-      "$py" -m pytest -q -p no:cacheprovider tests/engines/test_sglang.py || status=1 ;;
+      importable "$py" "sglang.srt.layers.quantization.unquant, sglang.srt.layers.moe.topk" \
+        || { status=1; continue; }
+      "$py" -m pytest -q -p no:cacheprovider tests/engines/test_sglang.py \
+        tests/engines/test_sglang_moe.py || status=1 ;;
     *) echo "unknown engine $engine" >&2; exit 2 ;;
   esac
 done

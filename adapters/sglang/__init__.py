@@ -5,7 +5,8 @@ SGLang's `load_plugins()` runs in every process before `HookRegistry.apply_hooks
 neither FIB_ENABLE_APPLY nor FIB_ENABLE_TRACING set, `register()` returns at once and SGLang is
 left exactly as it is. Otherwise it registers, once, AROUND hooks on `forward_cuda` and
 `forward_native` of both classes (and an AFTER hook on RMSNorm.__init__ that decides routing
-from the module's constants), see `hooks.py`.
+from the module's constants), see `hooks.py`, and one on the unquantized fused MoE method's
+`forward_cuda`, see `moe.py`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""SGLang's RMSNorm and SiluAndMul with the calls a definition covers routed to fib-runtime.
+"""SGLang's RMSNorm and SiluAndMul with the calls a definition covers routed to fib-runtime
+(and, through `moe.py`, its unquantized MoE method's expert calls).
 
 Hooks through `HookRegistry.register(target, hook, HookType.AROUND)` on `forward_cuda` and
 `forward_native` (`--enable-torch-compile` switches SGLang's ops to forward_native), and
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 from fib_runtime.adapters import bridge
-from fib_runtime.adapters.sglang import originals
+from fib_runtime.adapters.sglang import moe, originals
 
 from fib_runtime import engine_ops
 
@@ -134,6 +135,7 @@ def install() -> None:
                 _originals[f"norm.{method}"] = getattr(RMSNorm, method)
                 _originals[f"act.{method}"] = getattr(SiluAndMul, method)
         _prepare_wrappers()
+        moe.install()
         bridge.start()
         _served_activations()
         if _installed:

@@ -10,6 +10,12 @@ to, and dispatch calls it directly where it is the fastest. `<method>` is `forwa
 module's constants (`_NormConstants`); the activation's methods do not read `self`. SGLang's
 own methods are the ones saved before the plugin's hooks were applied (in a process without
 the plugin, the class's own).
+
+`moe_bf16_topk{k}_e{E}_h{H}_i{I}__forward_cuda(hidden_states, topk_weights, topk_ids, w13,
+w2)` is SGLang's Triton `fused_experts` (triton_utils.fused_moe, with its per-device config
+tables), what `UnquantizedFusedMoEMethod.forward_cuda` runs for its Triton runner backend,
+called out of place with the definition's constants (all experts local, SiLU-and-mul, no
+bias, the routing weight on the output).
 """
 
 from __future__ import annotations
@@ -103,12 +109,34 @@ def _act(method: str) -> Callable[..., Any]:
     return sglang_silu_and_mul
 
 
+def _fused_experts() -> Callable[..., Any]:
+    def sglang_fused_experts(hidden_states: torch.Tensor, topk_weights: torch.Tensor,
+                             topk_ids: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor
+                             ) -> torch.Tensor:
+        from sglang.srt.layers.moe.moe_runner.base import MoeRunnerConfig
+        from sglang.srt.layers.moe.moe_runner.triton_utils.fused_moe import fused_experts
+        from sglang.srt.layers.moe.topk import StandardTopKOutput
+
+        experts, hidden, inter = w2.shape
+        config = MoeRunnerConfig(num_experts=experts, num_local_experts=experts,
+                                 hidden_size=hidden, intermediate_size_per_partition=inter,
+                                 top_k=topk_ids.shape[-1], params_dtype=w13.dtype,
+                                 inplace=False)
+        topk = StandardTopKOutput(topk_weights, topk_ids, None)
+        return fused_experts(hidden_states, w13, w2, topk, config)  # type: ignore[no-any-return]
+
+    return sglang_fused_experts
+
+
 def _make(name: str) -> Callable[..., Any] | None:
     base, _, method = name.partition("__")
     if method not in METHODS:
         return None
     if base.startswith("silu_and_mul_i"):
         return _act(method)
+    if base.startswith(engine_ops.MOE_PREFIX):
+        return _fused_experts() if method == "forward_cuda" and base in engine_ops.shipped_moe() \
+            else None
     if not base.startswith(("rmsnorm_h", "fused_add_rmsnorm_residual_h")):
         return None
     eps = engine_ops.shipped_eps(base)

@@ -40,7 +40,8 @@ def ACT_NATIVE(*args):
 TARGETS = ("sglang.srt.layers.layernorm.RMSNorm.forward_cuda",
            "sglang.srt.layers.layernorm.RMSNorm.forward_native",
            "sglang.srt.layers.activation.SiluAndMul.forward_cuda",
-           "sglang.srt.layers.activation.SiluAndMul.forward_native")
+           "sglang.srt.layers.activation.SiluAndMul.forward_native",
+           "sglang.srt.layers.quantization.unquant.UnquantizedFusedMoEMethod.forward_cuda")
 
 
 def _load_plugins() -> None:
