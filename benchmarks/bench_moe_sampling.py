@@ -24,9 +24,15 @@ as above; the winner against the default configuration and against torch. Inputs
 retune makes them (N(0, 1) values and scales; random router logits, so routing is near
 uniform: about one local pair per token).
 
+`--timing graph` times every candidate replayed from a CUDA graph (fib-runtime's graph
+timer: L2 flushed before each replay), the regime engines run MoE in at decode; the default
+`do_bench` includes each call's host launch path where it is longer than the kernels.
+
 Usage: python benchmarks/bench_moe_sampling.py --out DIR [--budget SECONDS] [--part PART]
+                                               [--timing do_bench|device|graph]
        python benchmarks/bench_moe_sampling.py --summarise FILE   (tables of a saved run)
-Prints tables; writes DIR/moe_sampling.json (DIR/moe_fp8.json with --part fp8).
+Prints tables; writes DIR/moe_sampling.json (DIR/moe_fp8.json with --part fp8; a
+`_graph` / `_device` suffix with those timings).
 """
 
 from __future__ import annotations
@@ -70,10 +76,19 @@ def _module(op_type: str, stem: str) -> Any:
     return module
 
 
-def _median_ms(fn) -> float:
-    import triton.testing
+TIMING = ["do_bench"]  # --timing: "do_bench" (one launch per timed call) or a fib regime
 
-    return float(triton.testing.do_bench(fn, warmup=3, rep=10, return_mode="median"))
+
+def _median_ms(fn) -> float:
+    """Median ms of fn(): `triton.testing.do_bench`, or fib-runtime's timer of the regime
+    named by --timing ("graph": replayed from a CUDA graph, as engines run MoE at decode)."""
+    if TIMING[0] == "do_bench":
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=3, rep=10, return_mode="median"))
+    from fib_runtime.measure.timing import get_timer
+
+    return float(get_timer(TIMING[0]).measure(fn, [], device="cuda", warmup=5, iters=30))
 
 
 def _moe_inputs(consts: dict[str, int], tokens: int, skewed: bool, seed: int = 0) -> list[Any]:
@@ -293,7 +308,10 @@ def main() -> None:
                         help="print the tables of a saved moe_sampling.json (no GPU)")
     parser.add_argument("--budget", type=float, default=150.0, help="seconds for both parts")
     parser.add_argument("--part", choices=("moe", "sampling", "both", "fp8"), default="both")
+    parser.add_argument("--timing", choices=("do_bench", "device", "graph"), default="do_bench",
+                        help="do_bench (as before), or fib-runtime's device / graph timer")
     args = parser.parse_args()
+    TIMING[0] = args.timing
     if args.summarise:
         saved = json.loads(args.summarise.read_text())
         print(saved["device"])
@@ -306,7 +324,7 @@ def main() -> None:
         parser.error("--out is required to measure")
     start = time.monotonic()
     result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "rounds": ROUNDS,
-                              "failed": FAILED}
+                              "timing": args.timing, "failed": FAILED}
     if args.part in ("moe", "both"):
         result["moe"] = bench_moe(start + args.budget * (0.8 if args.part == "both" else 1.0))
         result["moe_summary"] = summarise_moe(result["moe"])
@@ -316,7 +334,9 @@ def main() -> None:
         result["fp8"] = bench_fp8(start + args.budget)
         result["fp8_summary"] = summarise_fp8(result["fp8"])
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / ("moe_fp8.json" if args.part == "fp8" else "moe_sampling.json")
+    stem = "moe_fp8" if args.part == "fp8" else "moe_sampling"
+    suffix = "" if args.timing == "do_bench" else f"_{args.timing}"
+    path = args.out / f"{stem}{suffix}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path} in {time.monotonic() - start:.0f} s")
 
