@@ -26,12 +26,15 @@ ranks only its own traces):
   sets one (a host noisier than usual), else the regime's (`regimes.noise_floor`); C is
   *tied* with F when `median(C) <= median(F) * (1 + noise)`. Among the tied candidates the
   engine's own function (an original) serves if it is one of them: nothing displaces the
-  engine's path unless it is faster by more than the noise. Otherwise, in every regime but
-  device, where every tied candidate has device traces, only those tied in device time too with the
-  one of lowest device time stay tied (device time is the most reproducible measurement);
-  of the candidates still tied, the first by name serves: which of them a process measured
-  fastest is noise, so two retunes serve the same one. `Ranking.note` says when the rule
-  moved a candidate first.
+  engine's path unless it is faster by more than the noise. Otherwise the other keys
+  speak (`pooled`): over the n measured keys where the tied candidates all tie too, only
+  those within noise/sqrt(n) of the lowest mean log latency stay tied (a difference within
+  one key's noise but the same at every key is real). Then, in every regime but device,
+  where every tied candidate has device traces, only those tied in device time too with
+  the one of lowest device time stay tied (device time is the most reproducible
+  measurement); of the candidates still tied, the first by name serves: which of them a
+  process measured fastest is noise, so two retunes serve the same one. `Ranking.note`
+  says when the rule moved a candidate first.
 """
 
 from __future__ import annotations
@@ -117,8 +120,14 @@ def noise(timing: str, spread_a: float, spread_b: float, floor: float | None = N
     return max(floor, spread_a + spread_b)
 
 
-def settle(candidates: list[_Candidate], timing: str, floor: float | None = None) -> Ranking:
-    """Order candidates by median, then apply the noise rule to the first place."""
+Across = Mapping[Key, Mapping[str, tuple[float, float]]]  # key -> name -> (median, spread)
+
+
+def settle(candidates: list[_Candidate], timing: str, floor: float | None = None,
+           across: Across | None = None) -> Ranking:
+    """Order candidates by median, then apply the noise rule to the first place; `across`
+    (the definition's measured keys in this regime) lets a difference that is within one
+    key's noise but the same at every key where the tied candidates tie settle the tie."""
     ordered = sorted(candidates, key=lambda c: (c.median, c.name))
     note = ""
     if ordered:
@@ -129,6 +138,10 @@ def settle(candidates: list[_Candidate], timing: str, floor: float | None = None
         why = "the engine's own function"
         if pick is None:
             why = "the first by name of those tied"
+            if across and len(tied) > 1:
+                tied, keys = pooled(tied, across, timing, floor)
+                if len(tied) == 1:
+                    why = f"the fastest over the {keys} keys where they tie"
             if timing != DEVICE and len(tied) > 1 and all(c.device is not None for c in tied):
                 lowest = min(tied, key=lambda c: (c.device, c.name))
                 tied = [c for c in tied if c.device <= lowest.device * (  # type: ignore[operator]
@@ -144,6 +157,32 @@ def settle(candidates: list[_Candidate], timing: str, floor: float | None = None
     return Ranking(tuple(c.name for c in ordered), tuple(c.median for c in ordered),
                    tuple(c.spread for c in ordered),
                    frozenset(c.name for c in ordered if c.original), note)
+
+
+def pooled(tied: list[_Candidate], across: Across, timing: str, floor: float | None = None
+           ) -> tuple[list[_Candidate], int]:
+    """Of candidates tied at one key, those not slower than the fastest of them on average
+    over the n measured keys where all of them are measured and tie too, beyond the noise
+    of a mean of n measurements (the noise over sqrt(n)); and n. A per-call difference
+    smaller than one key's noise (a host-bound launch path) shows at every such key."""
+    names = [c.name for c in tied]
+    keys = [medians for medians in across.values()
+            if all(n in medians for n in names) and _tie(medians, names, timing, floor)]
+    if len(keys) < 2:
+        return tied, len(keys)
+    score = {n: statistics.fmean(math.log(m[n][0]) for m in keys) for n in names}
+    first = min(tied, key=lambda c: (score[c.name], c.name))
+    bound = math.sqrt(len(keys))
+    return [c for c in tied if score[c.name] - score[first.name] <= math.log1p(
+        noise(timing, first.spread, c.spread, floor)) / bound], len(keys)
+
+
+def _tie(medians: Mapping[str, tuple[float, float]], names: list[str], timing: str,
+         floor: float | None) -> bool:
+    """Whether `names` are all within the noise of the fastest of them at one key."""
+    fastest, spread = min(medians[n] for n in names)
+    return all(medians[n][0] <= fastest * (1.0 + noise(timing, spread, medians[n][1], floor))
+               for n in names)
 
 
 @dataclass(frozen=True)
@@ -164,21 +203,23 @@ def rank(definition: Definition, traces: Iterable[Trace], solutions: Mapping[str
     by_key, rejected = _measured(definition, traces, solutions, hardware_key, policy, timing)
     device = _measured(definition, traces, solutions, hardware_key, policy, DEVICE)[0] \
         if timing != DEVICE else by_key
-    results = {}
+    candidates: dict[Key, list[_Candidate]] = {}
     for key in by_key.keys() | rejected.keys():
-        candidates = []
+        candidates[key] = []
         for name, samples in by_key[key].items():
             if name in rejected[key]:
                 continue
             on_device = device.get(key, {}).get(name)
-            candidates.append(_Candidate(
+            candidates[key].append(_Candidate(
                 name, statistics.median(lat for lat, _ in samples),
                 max(spread for _, spread in samples), is_original(solutions.get(name)),
                 statistics.median(lat for lat, _ in on_device) if on_device else None,
                 max(spread for _, spread in on_device) if on_device else 0.0))
-        results[key] = KeyResult(settle(candidates, timing, policy.noise_floor),
-                                 dict(rejected[key]))
-    return results
+    across = {key: {c.name: (c.median, c.spread) for c in found}
+              for key, found in candidates.items()}
+    return {key: KeyResult(settle(found, timing, policy.noise_floor, across),
+                           dict(rejected[key]))
+            for key, found in candidates.items()}
 
 
 Samples = dict[Key, dict[str, list[tuple[float, float]]]]
@@ -320,10 +361,12 @@ def interpolated(rankings: Mapping[Key, Ranking], key: Key, timing: str = DEVICE
     span = math.log(upper[0]) - math.log(max(lower[0], 1))
     t = (math.log(value) - math.log(max(lower[0], 1))) / span if span > 0 else 0.0
     originals = below.originals | above.originals
+    across = {k: {n: (lat, r.spread(i)) for i, (n, lat) in enumerate(
+        zip(r.names, r.latencies_ms, strict=True))} for k, r in rankings.items()}
     return settle([_Candidate(n, math.exp((1 - t) * math.log(low[n]) + t * math.log(high[n])),
                               max(below.spread(below.names.index(n)),
                                   above.spread(above.names.index(n))), n in originals)
-                   for n in both], timing, floor)
+                   for n in both], timing, floor, across)
 
 
 def best_overall(rankings: Mapping[Key, Ranking]) -> Ranking | None:
