@@ -27,14 +27,14 @@ ranks only its own traces):
   *tied* with F when `median(C) <= median(F) * (1 + noise)`. Among the tied candidates the
   engine's own function (an original) serves if it is one of them: nothing displaces the
   engine's path unless it is faster by more than the noise. Otherwise the other keys
-  speak (`pooled`): over the n measured keys where the tied candidates all tie too, only
-  those within noise/sqrt(n) of the lowest mean log latency stay tied (a difference within
-  one key's noise but the same at every key is real). Then, in every regime but device,
-  where every tied candidate has device traces, only those tied in device time too with
-  the one of lowest device time stay tied (device time is the most reproducible
-  measurement); of the candidates still tied, the first by name serves: which of them a
-  process measured fastest is noise, so two retunes serve the same one. `Ranking.note`
-  says when the rule moved a candidate first.
+  speak (`pooled`): over the n measured keys where the tied candidates are all measured,
+  only those whose median excess over the fastest of them is within noise/sqrt(n) of the
+  lowest stay tied (a difference within one key's noise but the same at most keys is
+  real). Then, in every regime but device, where every tied candidate has device traces,
+  only those tied in device time too with the one of lowest device time stay tied (device
+  time is the most reproducible measurement); of the candidates still tied, the first by
+  name serves: which of them a process measured fastest is noise, so two retunes serve
+  the same one. `Ranking.note` says when the rule moved a candidate first.
 """
 
 from __future__ import annotations
@@ -104,7 +104,9 @@ class Ranking:
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class Candidate:
+    """One solution's measurements at one key."""
+
     name: str
     median: float
     spread: float
@@ -123,7 +125,7 @@ def noise(timing: str, spread_a: float, spread_b: float, floor: float | None = N
 Across = Mapping[Key, Mapping[str, tuple[float, float]]]  # key -> name -> (median, spread)
 
 
-def settle(candidates: list[_Candidate], timing: str, floor: float | None = None,
+def settle(candidates: list[Candidate], timing: str, floor: float | None = None,
            across: Across | None = None) -> Ranking:
     """Order candidates by median, then apply the noise rule to the first place; `across`
     (the definition's measured keys in this regime) lets a difference that is within one
@@ -141,7 +143,7 @@ def settle(candidates: list[_Candidate], timing: str, floor: float | None = None
             if across and len(tied) > 1:
                 tied, keys = pooled(tied, across, timing, floor)
                 if len(tied) == 1:
-                    why = f"the fastest over the {keys} keys where they tie"
+                    why = f"the fastest over the {keys} keys where they are measured"
             if timing != DEVICE and len(tied) > 1 and all(c.device is not None for c in tied):
                 lowest = min(tied, key=lambda c: (c.device, c.name))
                 tied = [c for c in tied if c.device <= lowest.device * (  # type: ignore[operator]
@@ -159,30 +161,28 @@ def settle(candidates: list[_Candidate], timing: str, floor: float | None = None
                    frozenset(c.name for c in ordered if c.original), note)
 
 
-def pooled(tied: list[_Candidate], across: Across, timing: str, floor: float | None = None
-           ) -> tuple[list[_Candidate], int]:
-    """Of candidates tied at one key, those not slower than the fastest of them on average
-    over the n measured keys where all of them are measured and tie too, beyond the noise
-    of a mean of n measurements (the noise over sqrt(n)); and n. A per-call difference
-    smaller than one key's noise (a host-bound launch path) shows at every such key."""
+def pooled(tied: list[Candidate], across: Across, timing: str, floor: float | None = None
+           ) -> tuple[list[Candidate], int]:
+    """Of candidates tied at one key, those whose median over the n measured keys where all
+    of them are measured, of how far each is above the fastest of them there (in log
+    latency), is within the noise of a mean of n measurements (the noise over sqrt(n)) of
+    the lowest; and n. A per-call difference smaller than one key's noise (a host-bound
+    launch path) shows at most keys; the median is not moved by a few keys where one of
+    them is far faster (another regime of sizes)."""
     names = [c.name for c in tied]
-    keys = [medians for medians in across.values()
-            if all(n in medians for n in names) and _tie(medians, names, timing, floor)]
+    keys = [medians for medians in across.values() if all(n in medians for n in names)]
     if len(keys) < 2:
         return tied, len(keys)
-    score = {n: statistics.fmean(math.log(m[n][0]) for m in keys) for n in names}
+    above: dict[str, list[float]] = {n: [] for n in names}
+    for medians in keys:
+        fastest = min(medians[n][0] for n in names)
+        for n in names:
+            above[n].append(math.log(medians[n][0] / fastest))
+    score = {n: statistics.median(values) for n, values in above.items()}
     first = min(tied, key=lambda c: (score[c.name], c.name))
     bound = math.sqrt(len(keys))
     return [c for c in tied if score[c.name] - score[first.name] <= math.log1p(
         noise(timing, first.spread, c.spread, floor)) / bound], len(keys)
-
-
-def _tie(medians: Mapping[str, tuple[float, float]], names: list[str], timing: str,
-         floor: float | None) -> bool:
-    """Whether `names` are all within the noise of the fastest of them at one key."""
-    fastest, spread = min(medians[n] for n in names)
-    return all(medians[n][0] <= fastest * (1.0 + noise(timing, spread, medians[n][1], floor))
-               for n in names)
 
 
 @dataclass(frozen=True)
@@ -203,14 +203,14 @@ def rank(definition: Definition, traces: Iterable[Trace], solutions: Mapping[str
     by_key, rejected = _measured(definition, traces, solutions, hardware_key, policy, timing)
     device = _measured(definition, traces, solutions, hardware_key, policy, DEVICE)[0] \
         if timing != DEVICE else by_key
-    candidates: dict[Key, list[_Candidate]] = {}
+    candidates: dict[Key, list[Candidate]] = {}
     for key in by_key.keys() | rejected.keys():
         candidates[key] = []
         for name, samples in by_key[key].items():
             if name in rejected[key]:
                 continue
             on_device = device.get(key, {}).get(name)
-            candidates[key].append(_Candidate(
+            candidates[key].append(Candidate(
                 name, statistics.median(lat for lat, _ in samples),
                 max(spread for _, spread in samples), is_original(solutions.get(name)),
                 statistics.median(lat for lat, _ in on_device) if on_device else None,
@@ -339,12 +339,13 @@ def nearest_key(measured: Iterable[Key], key: Key) -> Key | None:
 
 
 def interpolated(rankings: Mapping[Key, Ranking], key: Key, timing: str = DEVICE,
-                 floor: float | None = None) -> Ranking | None:
+                 floor: float | None = None, pool: bool = True) -> Ranking | None:
     """For a definition with one variable axis and a key between two measured keys: the
     candidates measured at both, ordered by their latency interpolated linearly in
     log(latency) over log(axis). None outside the measured range or with several axes
     (then the nearest key serves). A winner that changes between two measured sizes is
-    then chosen by where the key lies between them, not by which one is nearer."""
+    then chosen by where the key lies between them, not by which one is nearer. Ties are
+    settled over `rankings` (`pooled`) unless `pool` is off (a benchmark's old rule)."""
     if len(key) != 1:
         return None
     value = key[0]
@@ -363,10 +364,10 @@ def interpolated(rankings: Mapping[Key, Ranking], key: Key, timing: str = DEVICE
     originals = below.originals | above.originals
     across = {k: {n: (lat, r.spread(i)) for i, (n, lat) in enumerate(
         zip(r.names, r.latencies_ms, strict=True))} for k, r in rankings.items()}
-    return settle([_Candidate(n, math.exp((1 - t) * math.log(low[n]) + t * math.log(high[n])),
+    return settle([Candidate(n, math.exp((1 - t) * math.log(low[n]) + t * math.log(high[n])),
                               max(below.spread(below.names.index(n)),
                                   above.spread(above.names.index(n))), n in originals)
-                   for n in both], timing, floor, across)
+                   for n in both], timing, floor, across if pool else None)
 
 
 def best_overall(rankings: Mapping[Key, Ranking]) -> Ranking | None:
