@@ -5,8 +5,9 @@ keys where one is far faster do not outvote the rest, and the engine's own funct
 keeps its place within the noise.
 
 The case is bench_choice's eager miss on an H100 (`fused_add_rmsnorm_h4096`): triton_rowwise
-was 1-8 % faster than triton_multirow at all 18 held-out points of two runs, within the
-eager noise at each key, and the first-by-name tie-break served triton_multirow."""
+was 0.2-13 % faster than triton_multirow at all 18 eager held-out points of three runs,
+mostly within the eager noise at each key, and the first-by-name tie-break served
+triton_multirow."""
 
 from __future__ import annotations
 
