@@ -128,8 +128,8 @@ Across = Mapping[Key, Mapping[str, tuple[float, float]]]  # key -> name -> (medi
 def settle(candidates: list[Candidate], timing: str, floor: float | None = None,
            across: Across | None = None) -> Ranking:
     """Order candidates by median, then apply the noise rule to the first place; `across`
-    (the definition's measured keys in this regime) lets a difference that is within one
-    key's noise but the same at every key where the tied candidates tie settle the tie."""
+    (the definition's measured keys in this regime: name -> (median, spread)) lets a
+    difference within one key's noise but the same at most keys settle a tie (`pooled`)."""
     ordered = sorted(candidates, key=lambda c: (c.median, c.name))
     note = ""
     if ordered:
