@@ -26,12 +26,15 @@ ranks only its own traces):
   sets one (a host noisier than usual), else the regime's (`regimes.noise_floor`); C is
   *tied* with F when `median(C) <= median(F) * (1 + noise)`. Among the tied candidates the
   engine's own function (an original) serves if it is one of them: nothing displaces the
-  engine's path unless it is faster by more than the noise. Otherwise, in every regime but
-  device, where every tied candidate has device traces, only those tied in device time too with the
-  one of lowest device time stay tied (device time is the most reproducible measurement);
-  of the candidates still tied, the first by name serves: which of them a process measured
-  fastest is noise, so two retunes serve the same one. `Ranking.note` says when the rule
-  moved a candidate first.
+  engine's path unless it is faster by more than the noise. Otherwise the other keys
+  speak (`pooled`): over the n measured keys where the tied candidates are all measured,
+  only those whose median excess over the fastest of them is within noise/sqrt(n) of the
+  lowest stay tied (a difference within one key's noise but the same at most keys is
+  real). Then, in every regime but device, where every tied candidate has device traces,
+  only those tied in device time too with the one of lowest device time stay tied (device
+  time is the most reproducible measurement); of the candidates still tied, the first by
+  name serves: which of them a process measured fastest is noise, so two retunes serve
+  the same one. `Ranking.note` says when the rule moved a candidate first.
 """
 
 from __future__ import annotations
@@ -101,7 +104,9 @@ class Ranking:
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class Candidate:
+    """One solution's measurements at one key."""
+
     name: str
     median: float
     spread: float
@@ -117,8 +122,14 @@ def noise(timing: str, spread_a: float, spread_b: float, floor: float | None = N
     return max(floor, spread_a + spread_b)
 
 
-def settle(candidates: list[_Candidate], timing: str, floor: float | None = None) -> Ranking:
-    """Order candidates by median, then apply the noise rule to the first place."""
+Across = Mapping[Key, Mapping[str, tuple[float, float]]]  # key -> name -> (median, spread)
+
+
+def settle(candidates: list[Candidate], timing: str, floor: float | None = None,
+           across: Across | None = None) -> Ranking:
+    """Order candidates by median, then apply the noise rule to the first place; `across`
+    (the definition's measured keys in this regime: name -> (median, spread)) lets a
+    difference within one key's noise but the same at most keys settle a tie (`pooled`)."""
     ordered = sorted(candidates, key=lambda c: (c.median, c.name))
     note = ""
     if ordered:
@@ -129,6 +140,10 @@ def settle(candidates: list[_Candidate], timing: str, floor: float | None = None
         why = "the engine's own function"
         if pick is None:
             why = "the first by name of those tied"
+            if across and len(tied) > 1:
+                tied, keys = pooled(tied, across, timing, floor)
+                if len(tied) == 1:
+                    why = f"the fastest over the {keys} keys where they are measured"
             if timing != DEVICE and len(tied) > 1 and all(c.device is not None for c in tied):
                 lowest = min(tied, key=lambda c: (c.device, c.name))
                 tied = [c for c in tied if c.device <= lowest.device * (  # type: ignore[operator]
@@ -144,6 +159,30 @@ def settle(candidates: list[_Candidate], timing: str, floor: float | None = None
     return Ranking(tuple(c.name for c in ordered), tuple(c.median for c in ordered),
                    tuple(c.spread for c in ordered),
                    frozenset(c.name for c in ordered if c.original), note)
+
+
+def pooled(tied: list[Candidate], across: Across, timing: str, floor: float | None = None
+           ) -> tuple[list[Candidate], int]:
+    """Of candidates tied at one key, those whose median over the n measured keys where all
+    of them are measured, of how far each is above the fastest of them there (in log
+    latency), is within the noise of a mean of n measurements (the noise over sqrt(n)) of
+    the lowest; and n. A per-call difference smaller than one key's noise (a host-bound
+    launch path) shows at most keys; the median is not moved by a few keys where one of
+    them is far faster (another regime of sizes)."""
+    names = [c.name for c in tied]
+    keys = [medians for medians in across.values() if all(n in medians for n in names)]
+    if len(keys) < 2:
+        return tied, len(keys)
+    above: dict[str, list[float]] = {n: [] for n in names}
+    for medians in keys:
+        fastest = min(medians[n][0] for n in names)
+        for n in names:
+            above[n].append(math.log(medians[n][0] / fastest))
+    score = {n: statistics.median(values) for n, values in above.items()}
+    first = min(tied, key=lambda c: (score[c.name], c.name))
+    bound = math.sqrt(len(keys))
+    return [c for c in tied if score[c.name] - score[first.name] <= math.log1p(
+        noise(timing, first.spread, c.spread, floor)) / bound], len(keys)
 
 
 @dataclass(frozen=True)
@@ -164,21 +203,23 @@ def rank(definition: Definition, traces: Iterable[Trace], solutions: Mapping[str
     by_key, rejected = _measured(definition, traces, solutions, hardware_key, policy, timing)
     device = _measured(definition, traces, solutions, hardware_key, policy, DEVICE)[0] \
         if timing != DEVICE else by_key
-    results = {}
+    candidates: dict[Key, list[Candidate]] = {}
     for key in by_key.keys() | rejected.keys():
-        candidates = []
+        candidates[key] = []
         for name, samples in by_key[key].items():
             if name in rejected[key]:
                 continue
             on_device = device.get(key, {}).get(name)
-            candidates.append(_Candidate(
+            candidates[key].append(Candidate(
                 name, statistics.median(lat for lat, _ in samples),
                 max(spread for _, spread in samples), is_original(solutions.get(name)),
                 statistics.median(lat for lat, _ in on_device) if on_device else None,
                 max(spread for _, spread in on_device) if on_device else 0.0))
-        results[key] = KeyResult(settle(candidates, timing, policy.noise_floor),
-                                 dict(rejected[key]))
-    return results
+    across = {key: {c.name: (c.median, c.spread) for c in found}
+              for key, found in candidates.items()}
+    return {key: KeyResult(settle(found, timing, policy.noise_floor, across),
+                           dict(rejected[key]))
+            for key, found in candidates.items()}
 
 
 Samples = dict[Key, dict[str, list[tuple[float, float]]]]
@@ -298,12 +339,13 @@ def nearest_key(measured: Iterable[Key], key: Key) -> Key | None:
 
 
 def interpolated(rankings: Mapping[Key, Ranking], key: Key, timing: str = DEVICE,
-                 floor: float | None = None) -> Ranking | None:
+                 floor: float | None = None, pool: bool = True) -> Ranking | None:
     """For a definition with one variable axis and a key between two measured keys: the
     candidates measured at both, ordered by their latency interpolated linearly in
     log(latency) over log(axis). None outside the measured range or with several axes
     (then the nearest key serves). A winner that changes between two measured sizes is
-    then chosen by where the key lies between them, not by which one is nearer."""
+    then chosen by where the key lies between them, not by which one is nearer. Ties are
+    settled over `rankings` (`pooled`) unless `pool` is off (a benchmark's old rule)."""
     if len(key) != 1:
         return None
     value = key[0]
@@ -320,10 +362,12 @@ def interpolated(rankings: Mapping[Key, Ranking], key: Key, timing: str = DEVICE
     span = math.log(upper[0]) - math.log(max(lower[0], 1))
     t = (math.log(value) - math.log(max(lower[0], 1))) / span if span > 0 else 0.0
     originals = below.originals | above.originals
-    return settle([_Candidate(n, math.exp((1 - t) * math.log(low[n]) + t * math.log(high[n])),
+    across = {k: {n: (lat, r.spread(i)) for i, (n, lat) in enumerate(
+        zip(r.names, r.latencies_ms, strict=True))} for k, r in rankings.items()}
+    return settle([Candidate(n, math.exp((1 - t) * math.log(low[n]) + t * math.log(high[n])),
                               max(below.spread(below.names.index(n)),
                                   above.spread(above.names.index(n))), n in originals)
-                   for n in both], timing, floor)
+                   for n in both], timing, floor, across if pool else None)
 
 
 def best_overall(rankings: Mapping[Key, Ranking]) -> Ranking | None:
