@@ -288,8 +288,10 @@ _launch = FastLauncher(_mla_kernel)
 _launch_chunks = FastLauncher(_mla_decode_chunks_kernel)
 _launch_merge = FastLauncher(_merge_kernel)
 _SM_COUNTS: dict[torch.device, int] = {}
-# unmeasured defaults (benchmarks/bench_prefill_attention.py --only mla --variants sweeps them)
-DECODE_CONFIG = Config(block_t=1, block_n=32, num_warps=4)
+# Not yet timed (benchmarks/bench_prefill_attention.py --only mla --variants sweeps them); by
+# ptxas on sm_90 (Triton 3.9): 4 warps spill with 16-32 row tiles, 8 warps do not; 64-row
+# tiles (BLOCK_T 4) reach wgmma with a few spilled bytes, 128-row ones spill kilobytes.
+DECODE_CONFIG = Config(block_t=1, block_n=32, num_warps=8)
 PREFILL_CONFIG = Config(block_t=2, block_n=32, num_warps=8)
 LONG_PREFILL_CONFIG = Config(block_t=4, block_n=32, num_warps=8, num_stages=2)
 LONG_PREFILL_QUERIES = 2048
@@ -417,7 +419,8 @@ def prefill(q_nope: torch.Tensor, q_pe: torch.Tensor, ckv_cache: torch.Tensor,
             config: Config) -> tuple[torch.Tensor, torch.Tensor]:
     """Causal prefill under `config`, split over the tokens when the query blocks are few."""
     batch = kv_indptr.shape[0] - 1
-    blocks = q_nope.shape[0] // config.block_t + batch
+    total_q = q_nope.shape[0]
+    blocks = min(total_q // config.block_t + batch, total_q)  # at most, each has a query
     splits = prefill_splits(blocks, batch, kv_indices.shape[0], q_nope.device, config)
     return attend(q_nope, q_pe, ckv_cache, kpe_cache, qo_indptr, kv_indptr, kv_indices,
                   sm_scale, config, splits)
