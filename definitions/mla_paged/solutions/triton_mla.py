@@ -248,10 +248,11 @@ def _mla_decode_chunks_kernel(
 
 @triton.jit
 def _merge_kernel(acc_ptr, m_ptr, l_ptr, o_ptr, lse_ptr, kv_indptr_ptr, num_splits, chunk,
-                  HEADS: tl.constexpr, D_CKV: tl.constexpr, CHUNKED: tl.constexpr):
-    """Output and lse of one (row, head) from its partials: rows (row * num_splits + s) *
-    HEADS + head, or CHUNKED (decode sequence `row`): rows (p + row) * HEADS + head for the
-    programs p whose chunk holds its tokens."""
+                  HEADS: tl.constexpr, D_CKV: tl.constexpr, CHUNKED: tl.constexpr,
+                  SLOTS: tl.constexpr):
+    """Output and lse of one (row, head) from its partials, SLOTS at a time: rows (row *
+    num_splits + s) * HEADS + head, or CHUNKED (decode sequence `row`): rows (p + row) * HEADS
+    + head for the programs p whose chunk holds its tokens."""
     row = tl.program_id(0)
     head = tl.program_id(1)
     if CHUNKED:
@@ -263,18 +264,23 @@ def _merge_kernel(acc_ptr, m_ptr, l_ptr, o_ptr, lse_ptr, kv_indptr_ptr, num_spli
         first = row * num_splits
         count = num_splits
     offs_c = tl.arange(0, D_CKV)
+    offs_s = tl.arange(0, SLOTS)
     m_run = tl.zeros([], dtype=tl.float32) - float("inf")
     l_run = tl.zeros([], dtype=tl.float32)
     acc = tl.zeros([D_CKV], dtype=tl.float32)
-    for slot in range(first, first + count):
+    for s0 in range(first, first + count, SLOTS):
+        slot = s0 + offs_s
+        ok = slot < first + count
         part = head.to(tl.int64) + slot * HEADS
-        m_part = tl.load(m_ptr + part)
-        m_new = tl.maximum(m_run, m_part)
+        m_part = tl.load(m_ptr + part, mask=ok, other=float("-inf"))
+        m_new = tl.maximum(m_run, tl.max(m_part, axis=0))
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp2(m_run - shift)
         weight = tl.exp2(m_part - shift)
-        acc = acc * alpha + tl.load(acc_ptr + part * D_CKV + offs_c) * weight
-        l_run = l_run * alpha + tl.load(l_ptr + part) * weight
+        parts = tl.load(acc_ptr + part[:, None] * D_CKV + offs_c[None, :], mask=ok[:, None],
+                        other=0.0)
+        acc = acc * alpha + tl.sum(parts * weight[:, None], axis=0)
+        l_run = l_run * alpha + tl.sum(tl.load(l_ptr + part, mask=ok, other=0.0) * weight, axis=0)
         m_run = m_new
     has_kv = l_run > 0.0
     safe_l = tl.where(has_kv, l_run, 1.0)
@@ -288,6 +294,7 @@ _launch = FastLauncher(_mla_kernel)
 _launch_chunks = FastLauncher(_mla_decode_chunks_kernel)
 _launch_merge = FastLauncher(_merge_kernel)
 _SM_COUNTS: dict[torch.device, int] = {}
+_MERGE_SLOTS = 4 if _DOT_F32 else 16  # partials a merge step loads at once (few: tested)
 # Not yet timed (benchmarks/bench_prefill_attention.py --only mla --variants sweeps them); by
 # ptxas on sm_90 (Triton 3.9): 4 warps spill with 16-32 row tiles, 8 warps do not; 64-row
 # tiles (BLOCK_T 4) reach wgmma with a few spilled bytes, 128-row ones spill kilobytes.
@@ -369,7 +376,7 @@ def attend(q_nope: torch.Tensor, q_pe: torch.Tensor, ckv_cache: torch.Tensor,
     )
     if num_splits > 1:
         _launch_merge((total_q, heads, 1), o_buf, m_buf, l_buf, output, lse, kv_indptr,
-                      num_splits, 1, heads, d_ckv, False, num_warps=4)
+                      num_splits, 1, heads, d_ckv, False, _MERGE_SLOTS, num_warps=4)
     return output, lse
 
 
@@ -397,7 +404,7 @@ def attend_decode_chunks(q_nope: torch.Tensor, q_pe: torch.Tensor, ckv_cache: to
             num_warps=config.num_warps, num_stages=config.num_stages,
         )
     _launch_merge((batch, heads, 1), o_buf, m_buf, l_buf, output, lse, kv_indptr, 1, chunk,
-                  heads, d_ckv, True, num_warps=4)
+                  heads, d_ckv, True, _MERGE_SLOTS, num_warps=4)
     return output, lse
 
 
