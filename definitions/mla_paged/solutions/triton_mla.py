@@ -104,6 +104,23 @@ def _walk(qn, qp, ckv_ptr, kpe_ptr, indices_ptr, kv_start, lo_n, hi_n, limit, m_
 
 
 @triton.jit
+def _attend(qn, qp, ckv_ptr, kpe_ptr, indices_ptr, kv_start, lo_n, all_see, hi_n, limit,
+            qk_scale, stride_ckv, stride_kpe, BLOCK_M: tl.constexpr, D_CKV: tl.constexpr,
+            D_KPE: tl.constexpr, BLOCK_N: tl.constexpr, DOT_F32: tl.constexpr):
+    """(max, sum, output) of the rows over tokens lo_n .. hi_n: the whole tiles below all_see
+    (every row sees them) without a mask, the rest masked by each row's limit."""
+    mid_n = lo_n + (tl.minimum(tl.maximum(all_see, lo_n), hi_n) - lo_n) // BLOCK_N * BLOCK_N
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, D_CKV], dtype=tl.float32)
+    m_i, l_i, acc = _walk(qn, qp, ckv_ptr, kpe_ptr, indices_ptr, kv_start, lo_n, mid_n, limit,
+                          m_i, l_i, acc, qk_scale, stride_ckv, stride_kpe, D_CKV, D_KPE,
+                          BLOCK_N, False, DOT_F32)
+    return _walk(qn, qp, ckv_ptr, kpe_ptr, indices_ptr, kv_start, mid_n, hi_n, limit, m_i, l_i,
+                 acc, qk_scale, stride_ckv, stride_kpe, D_CKV, D_KPE, BLOCK_N, True, DOT_F32)
+
+
+@triton.jit
 def _store(o_ptr, m_ptr, l_ptr, out_rows, row_ok, m_i, l_i, acc, D_CKV: tl.constexpr,
            FINALIZE: tl.constexpr):
     """FINALIZE: output and lse rows (no visible token: zeros and -inf); otherwise float32
@@ -177,18 +194,9 @@ def _mla_kernel(
     chunk = tl.cdiv(tl.cdiv(seen, num_splits), BLOCK_N) * BLOCK_N
     lo_n = tl.minimum(split * chunk, seen)
     hi_n = tl.minimum(lo_n + chunk, seen)
-    all_see = tl.minimum(tl.maximum(block * BLOCK_T + delta + 1, lo_n), hi_n)  # the 1st row's
-    mid_n = lo_n + (all_see - lo_n) // BLOCK_N * BLOCK_N
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, D_CKV], dtype=tl.float32)
-    limit = q_pos + delta
-    m_i, l_i, acc = _walk(qn, qp, ckv_ptr, kpe_ptr, indices_ptr, kv_start, lo_n, mid_n, limit,
-                          m_i, l_i, acc, qk_scale, stride_ckv, stride_kpe, D_CKV, D_KPE,
-                          BLOCK_N, False, DOT_F32)
-    m_i, l_i, acc = _walk(qn, qp, ckv_ptr, kpe_ptr, indices_ptr, kv_start, mid_n, hi_n, limit,
-                          m_i, l_i, acc, qk_scale, stride_ckv, stride_kpe, D_CKV, D_KPE,
-                          BLOCK_N, True, DOT_F32)
+    m_i, l_i, acc = _attend(qn, qp, ckv_ptr, kpe_ptr, indices_ptr, kv_start, lo_n,
+                            block * BLOCK_T + delta + 1, hi_n, q_pos + delta, qk_scale,
+                            stride_ckv, stride_kpe, BLOCK_M, D_CKV, D_KPE, BLOCK_N, DOT_F32)
     out_rows = token * HEADS + heads
     if not FINALIZE:
         out_rows = (token * num_splits + split) * HEADS + heads
@@ -229,17 +237,9 @@ def _mla_decode_chunks_kernel(
                      + offs_p[None, :])
         lo_n = tl.maximum(kv_start, start) - kv_start
         hi_n = tl.minimum(kv_end, end) - kv_start
-        mid_n = lo_n + (hi_n - lo_n) // BLOCK_N * BLOCK_N
-        m_i = tl.full([HEADS], float("-inf"), dtype=tl.float32)
-        l_i = tl.zeros([HEADS], dtype=tl.float32)
-        acc = tl.zeros([HEADS, D_CKV], dtype=tl.float32)
-        limit = heads * 0 + hi_n
-        m_i, l_i, acc = _walk(qn, qp, ckv_ptr, kpe_ptr, indices_ptr, kv_start, lo_n, mid_n,
-                              limit, m_i, l_i, acc, qk_scale, stride_ckv, stride_kpe, D_CKV,
-                              D_KPE, BLOCK_N, False, DOT_F32)
-        m_i, l_i, acc = _walk(qn, qp, ckv_ptr, kpe_ptr, indices_ptr, kv_start, mid_n, hi_n,
-                              limit, m_i, l_i, acc, qk_scale, stride_ckv, stride_kpe, D_CKV,
-                              D_KPE, BLOCK_N, True, DOT_F32)
+        m_i, l_i, acc = _attend(qn, qp, ckv_ptr, kpe_ptr, indices_ptr, kv_start, lo_n, hi_n,
+                                hi_n, heads * 0 + hi_n, qk_scale, stride_ckv, stride_kpe,
+                                HEADS, D_CKV, D_KPE, BLOCK_N, DOT_F32)
         _store(o_ptr, m_ptr, l_ptr, (p + seq).to(tl.int64) * HEADS + heads, all_ok, m_i, l_i,
                acc, D_CKV, False)
         seq += 1
@@ -333,7 +333,10 @@ def prefill_splits(query_blocks: int, batch: int, num_kv_indices: int, device: t
     return max(1, min(triton.cdiv(wanted, query_blocks), by_length, max_splits))
 
 
-def _empty_outputs(q_nope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _empty_outputs(q_nope: torch.Tensor, q_pe: torch.Tensor, ckv_cache: torch.Tensor,
+                   kpe_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    assert q_nope.stride(-1) == 1 and q_pe.stride(-1) == 1, "head dims must be contiguous"
+    assert ckv_cache.stride(-1) == 1 and kpe_cache.stride(-1) == 1
     total_q, heads, d_ckv = q_nope.shape
     return (torch.empty((total_q, heads, d_ckv), dtype=q_nope.dtype, device=q_nope.device),
             torch.empty((total_q, heads), dtype=torch.float32, device=q_nope.device))
@@ -351,9 +354,7 @@ def attend(q_nope: torch.Tensor, q_pe: torch.Tensor, ckv_cache: torch.Tensor,
            num_splits: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Query blocks x num_splits chunks of their visible tokens: causal prefill, or decode
     (qo_indptr None: one query a sequence)."""
-    assert q_nope.stride(-1) == 1 and q_pe.stride(-1) == 1, "head dims must be contiguous"
-    assert ckv_cache.stride(-1) == 1 and kpe_cache.stride(-1) == 1
-    output, lse = _empty_outputs(q_nope)
+    output, lse = _empty_outputs(q_nope, q_pe, ckv_cache, kpe_cache)
     total_q, heads, d_ckv = q_nope.shape
     batch = kv_indptr.shape[0] - 1
     if total_q == 0 or batch <= 0:
@@ -385,9 +386,7 @@ def attend_decode_chunks(q_nope: torch.Tensor, q_pe: torch.Tensor, ckv_cache: to
                          kv_indices: torch.Tensor, sm_scale: float, config: Config,
                          chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode over equal chunks of `chunk` tokens of the batch, one a program, then a merge."""
-    assert q_nope.stride(-1) == 1 and q_pe.stride(-1) == 1, "head dims must be contiguous"
-    assert ckv_cache.stride(-1) == 1 and kpe_cache.stride(-1) == 1
-    output, lse = _empty_outputs(q_nope)
+    output, lse = _empty_outputs(q_nope, q_pe, ckv_cache, kpe_cache)
     batch, heads, d_ckv = q_nope.shape
     total = kv_indices.shape[0]
     if batch == 0:
