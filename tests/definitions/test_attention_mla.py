@@ -172,6 +172,14 @@ def test_triton_prefill_query_blocks(block_t: int, block_n: int) -> None:
     _check(PREFILL, got, reference(ours(PREFILL))(*args), f"block_t {block_t}")
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_triton_no_queries(name: str) -> None:
+    """No query at all (prefill: sequences of cached tokens only; decode: an empty batch)."""
+    args = mla_inputs(name, [(0, 5), (0, 0)] if name == PREFILL else [], seed=1)
+    out, lse = entry(f"{name}__triton_mla")(*args)
+    assert out.shape == (0, 16, 512) and lse.shape == (0, 16)
+
+
 def test_split_rules() -> None:
     module = _triton()
     cpu = torch.device("cpu")  # 132 multiprocessors assumed

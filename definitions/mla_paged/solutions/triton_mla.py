@@ -330,7 +330,7 @@ def prefill_splits(query_blocks: int, batch: int, num_kv_indices: int, device: t
     if query_blocks >= wanted:
         return 1
     by_length = triton.cdiv(num_kv_indices, max(batch, 1) * config.min_chunk)
-    return max(1, min(triton.cdiv(wanted, query_blocks), by_length, max_splits))
+    return max(1, min(triton.cdiv(wanted, max(query_blocks, 1)), by_length, max_splits))
 
 
 def _empty_outputs(q_nope: torch.Tensor, q_pe: torch.Tensor, ckv_cache: torch.Tensor,
