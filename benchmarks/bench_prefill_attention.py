@@ -184,6 +184,11 @@ MLA_VARIANTS = {
 }
 
 
+def mla_batch(name: str, args: list) -> int:
+    """Sequences of an MLA call (kv_indptr's length - 1)."""
+    return args[5 if "prefill" in name else 4].shape[0] - 1
+
+
 def mla_variants(name: str, args: list) -> dict:
     """Callables of the MLA Triton solution under each named configuration, plus the code
     before issue 25's changes where it can be rebuilt: decode split evenly per sequence by the
@@ -259,7 +264,8 @@ def bench_cell(name: str, label: str, args: list, rounds: int, configs: bool,
     sweep = best_of(latency, {**checks, "triton": check.status.value}) if checks else {}
     return {
         "definition": name, "cell": label, "total_q": args[0].shape[0],
-        "batch": args[3].shape[0] - 1, "check": check.status.value,
+        "batch": mla_batch(name, args) if kind == "mla" else args[3].shape[0] - 1,
+        "check": check.status.value,
         "check_log": check.log if check.status.value != "PASSED" else "",
         "latency_us": latency,
         "tflops": {n: round(flops / (t * 1e-6) / 1e12, 1) for n, t in latency.items() if t},
@@ -382,9 +388,10 @@ def variant_summary(cells: list[dict]) -> dict[str, dict]:
         if cell["best_variant"]:
             ratios.setdefault(f"{kind} best", []).append(cell["best_over_flashinfer_throughput"])
     return {v: {"cells": len(r), "at_or_above_0.80": sum(x >= 0.8 for x in r),
-                "geomean": round(math.exp(statistics.fmean(math.log(x) for x in r)), 3),
-                "min": round(min(r), 3), "checks_failed": failed.get(v, 0)}
-            for v, r in sorted(ratios.items())}
+                "geomean": round(math.exp(statistics.fmean(math.log(x) for x in r)), 3)
+                if r else None, "min": round(min(r), 3) if r else None,
+                "checks_failed": failed.get(v, 0)}
+            for v, r in sorted({**{v: [] for v in failed}, **ratios}.items())}
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ def test_summary_counts_cells_per_variant_and_the_best() -> None:
                   {"a": "PASSED", "b": "INCORRECT_NUMERICAL"}),
              cell(DECODE, {"triton": 10, "flashinfer": 10, "a": 8, "b": 9},
                   {"a": "PASSED", "b": "PASSED"}),
-             cell(PREFILL, {"triton": 5, "flashinfer": 10, "c": 50}, {"c": "PASSED"}),
+             cell(PREFILL, {"triton": 5, "flashinfer": 10, "c": 50, "d": 1},
+                  {"c": "PASSED", "d": "ERROR PTXASError"}),
              {"definition": PREFILL, "error": "RuntimeError: x"}]
     summary = bench.variant_summary(cells)
     assert summary["decode shipped"]["at_or_above_0.80"] == 1
@@ -53,3 +54,5 @@ def test_summary_counts_cells_per_variant_and_the_best() -> None:
     assert summary["decode best"]["cells"] == 2 and summary["decode best"]["min"] == 0.714
     assert summary["prefill best"]["geomean"] == 2.0 and summary["prefill c"]["min"] == 0.2
     assert "decode triton" not in summary
+    assert summary["prefill d"] == {"cells": 0, "at_or_above_0.80": 0, "geomean": None,
+                                    "min": None, "checks_failed": 1}  # listed, never best
