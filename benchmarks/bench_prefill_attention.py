@@ -190,24 +190,24 @@ def mla_batch(name: str, args: list) -> int:
 
 
 def mla_variants(name: str, args: list) -> dict:
-    """Callables of the MLA Triton solution under each named configuration, plus the code
-    before issue 25's changes where it can be rebuilt: decode split evenly per sequence by the
-    old rule (`uniform_splits`), prefill never split (`no_split`, the shipped blocks)."""
+    """Callables of the MLA Triton solution under each named configuration, plus the launch
+    of the code before issue 25 (4 warps, prefill in unsplit 2-token blocks, decode split
+    evenly per sequence by the old rule: `old_*`; today's kernels otherwise)."""
     module = import_file(solution_file(f"{name}__triton_mla"))
     configs = {n: module.Config(**c) for n, c in MLA_VARIANTS[
         "prefill" if "prefill" in name else "decode"].items()}
     if "prefill" in name:
         run = module.prefill
-        shipped = module.prefill_config(args[0].shape[0])
-        found = {"no_split": lambda: module.attend(*args, shipped, 1)}
+        old = module.Config(block_t=2, block_n=32, num_warps=4)
+        found = {"old_unsplit": lambda: module.attend(*args, old, 1)}
     else:
         run = module.decode
         batch, total = args[0].shape[0], args[5].shape[0]
         wanted = min(triton.cdiv(2 * module._num_sms(args[0].device), batch), 32)
         splits = max(1, min(wanted, math.ceil(total / batch / 64)))
         old = module.Config(block_t=1, block_n=32, num_warps=4)
-        found = {"uniform_splits": lambda: module.attend(*args[:4], None, *args[4:], old,
-                                                         splits)}
+        found = {"old_uniform_splits": lambda: module.attend(*args[:4], None, *args[4:], old,
+                                                             splits)}
     for label, config in configs.items():
         found[label] = lambda c=config: run(*args, c)
     return found
