@@ -17,7 +17,6 @@ Split partials (float32 output, max, sum) are merged by a second kernel.
 """
 
 import os
-from typing import NamedTuple
 
 import torch
 import triton
@@ -51,18 +50,18 @@ _LOG2E = 1.4426950408889634
 _DOT_F32 = os.environ.get("TRITON_INTERPRET") == "1"  # the interpreter's dot wants float32
 
 
-class Config(NamedTuple):
+class Config:
     """A launch configuration. Decode: `split` programs a streaming multiprocessor wanted,
     chunks of at least `min_chunk` tokens. Prefill: BLOCK_T query tokens a program, and when
     the query blocks are fewer than `split` a multiprocessor, that many programs a
     multiprocessor wanted, chunks of at least `min_chunk` of the mean sequence's tokens."""
 
-    block_t: int
-    block_n: int
-    num_warps: int
-    num_stages: int | None = None
-    split: int = 2
-    min_chunk: int = 64
+    __slots__ = ("block_n", "block_t", "min_chunk", "num_stages", "num_warps", "split")
+
+    def __init__(self, block_t: int, block_n: int, num_warps: int, num_stages: int | None = None,
+                 split: int = 2, min_chunk: int = 64) -> None:
+        self.block_t, self.block_n, self.num_warps = block_t, block_n, num_warps
+        self.num_stages, self.split, self.min_chunk = num_stages, split, min_chunk
 
 
 @triton.jit
