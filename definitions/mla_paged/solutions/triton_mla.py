@@ -294,9 +294,10 @@ _launch_chunks = FastLauncher(_mla_decode_chunks_kernel)
 _launch_merge = FastLauncher(_merge_kernel)
 _SM_COUNTS: dict[torch.device, int] = {}
 _MERGE_SLOTS = 4 if _DOT_F32 else 16  # partials a merge step loads at once (few: tested)
-# Not yet timed (benchmarks/bench_prefill_attention.py --only mla --variants sweeps them); by
-# ptxas on sm_90 (Triton 3.9): 4 warps spill with 16-32 row tiles, 8 warps do not; 64-row
-# tiles (BLOCK_T 4) reach wgmma with a few spilled bytes, 128-row ones spill kilobytes.
+# Not yet timed (benchmarks/bench_prefill_attention.py --only mla --variants sweeps them). By
+# ptxas for sm_90 (Triton 3.9): 2-token blocks at 4 warps hit the 255-register cap, at 8 use
+# 174 (decode 102-128); 4-token blocks (64 rows) reach wgmma, 255 registers, ~40 bytes
+# spilled; 8-token blocks spill kilobytes.
 DECODE_CONFIG = Config(block_t=1, block_n=32, num_warps=8)
 PREFILL_CONFIG = Config(block_t=2, block_n=32, num_warps=8)
 LONG_PREFILL_CONFIG = Config(block_t=4, block_n=32, num_warps=8, num_stages=2)
