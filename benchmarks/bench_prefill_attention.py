@@ -10,10 +10,12 @@ with retune's tolerances, then every variant timed with triton.testing.do_bench 
 flushed), the variants interleaved over --rounds rounds (median of the rounds). Prints a table
 and writes benchmarks/results/prefill_attention_<gpu>[_<only>].json (or into --out), after
 every cell: per cell the latencies, TFLOP/s of the work, and Triton / FlashInfer throughput
-(goal >= 0.80).
+(goal >= 0.80). With --variants, each MLA cell also times named Triton launch
+configurations and split rules (MLA_VARIANTS; each checked against FlashInfer), and the summary
+tells per variant and for the best variant of each cell how many cells reach 0.80.
 
     python3 benchmarks/bench_prefill_attention.py [--out DIR] [--rounds 2] [--configs]
-        [--only official|mla|grid] [--limit N]
+        [--only official|mla|grid] [--limit N] [--variants]
 """
 
 from __future__ import annotations
@@ -148,6 +150,69 @@ def _pairs(n: int, k: int) -> int:
     return (blind + 1 + k - n + k) * (n - blind) // 2
 
 
+def _mla_config(block_t: int, block_n: int, warps: int, stages: int | None = None,
+                split: int = 2, min_chunk: int = 64) -> dict:
+    return {"block_t": block_t, "block_n": block_n, "num_warps": warps, "num_stages": stages,
+            "split": split, "min_chunk": min_chunk}
+
+
+# name -> Config fields of the MLA Triton solution (definitions/mla_paged/solutions/triton_mla.py)
+MLA_VARIANTS = {
+    "decode": {
+        "n32w8s2": _mla_config(1, 32, 8, 2),
+        "n32w8s3": _mla_config(1, 32, 8, 3),
+        "n64w8": _mla_config(1, 64, 8),
+        "n16w8": _mla_config(1, 16, 8),
+        "n32w4": _mla_config(1, 32, 4),
+        "1_a_sm": _mla_config(1, 32, 8, split=1),
+        "4_a_sm": _mla_config(1, 32, 8, split=4),
+        "chunk32": _mla_config(1, 32, 8, min_chunk=32),
+        "chunk128": _mla_config(1, 32, 8, min_chunk=128),
+    },
+    "prefill": {
+        "t1n32w8": _mla_config(1, 32, 8),
+        "t2n32w4": _mla_config(2, 32, 4),
+        "t2n32w8": _mla_config(2, 32, 8),
+        "t2n64w8s2": _mla_config(2, 64, 8, 2),
+        "t4n32w8s2": _mla_config(4, 32, 8, 2),
+        "t4n32w8s3": _mla_config(4, 32, 8, 3),
+        "t4n16w8s3": _mla_config(4, 16, 8, 3),
+        "t4n64w8s1": _mla_config(4, 64, 8, 1),
+        "t2n32w8_4_a_sm": _mla_config(2, 32, 8, split=4),
+        "t2n32w8_chunk32": _mla_config(2, 32, 8, min_chunk=32),
+    },
+}
+
+
+def mla_batch(name: str, args: list) -> int:
+    """Sequences of an MLA call (kv_indptr's length - 1)."""
+    return args[5 if "prefill" in name else 4].shape[0] - 1
+
+
+def mla_variants(name: str, args: list) -> dict:
+    """Callables of the MLA Triton solution under each named configuration, plus the launch
+    of the code before issue 25 (4 warps, prefill in unsplit 2-token blocks, decode split
+    evenly per sequence by the old rule: `old_*`; today's kernels otherwise)."""
+    module = import_file(solution_file(f"{name}__triton_mla"))
+    configs = {n: module.Config(**c) for n, c in MLA_VARIANTS[
+        "prefill" if "prefill" in name else "decode"].items()}
+    if "prefill" in name:
+        run = module.prefill
+        old = module.Config(block_t=2, block_n=32, num_warps=4)
+        found = {"old_unsplit": lambda: module.attend(*args, old, 1)}
+    else:
+        run = module.decode
+        batch, total = args[0].shape[0], args[5].shape[0]
+        wanted = min(triton.cdiv(2 * module._num_sms(args[0].device), batch), 32)
+        splits = max(1, min(wanted, math.ceil(total / batch / 64)))
+        old = module.Config(block_t=1, block_n=32, num_warps=4)
+        found = {"old_uniform_splits": lambda: module.attend(*args[:4], None, *args[4:], old,
+                                                             splits)}
+    for label, config in configs.items():
+        found[label] = lambda c=config: run(*args, c)
+    return found
+
+
 def time_rounds(variants: dict, rounds: int) -> dict[str, float]:
     """Median over rounds of each variant's do_bench median (µs), variants interleaved."""
     samples: dict[str, list[float]] = {n: [] for n in variants}
@@ -160,7 +225,8 @@ def time_rounds(variants: dict, rounds: int) -> dict[str, float]:
     return {n: round(statistics.median(v), 2) for n, v in samples.items()}
 
 
-def bench_cell(name: str, label: str, args: list, rounds: int, configs: bool) -> dict:
+def bench_cell(name: str, label: str, args: list, rounds: int, configs: bool,
+               mla_sweep: bool = False) -> dict:
     kind = "mla" if name.startswith("mla") else "prefill"
     triton_run = entry(f"{name}__triton_{kind}")
     fi_run = entry(f"{name}__flashinfer_{kind}")
@@ -168,7 +234,16 @@ def bench_cell(name: str, label: str, args: list, rounds: int, configs: bool) ->
     got = triton_run(*args)
     check = check_outputs(DEFINITIONS[name], got, want)
     variants = {"triton": lambda: triton_run(*args), "flashinfer": lambda: fi_run(*args)}
-    if args[0].shape[0] <= TORCH_MAX_Q:
+    checks = {}
+    if mla_sweep and kind == "mla":
+        for label_, run in mla_variants(name, args).items():
+            try:  # a configuration this Triton cannot compile must not lose the cell
+                checks[label_] = check_outputs(DEFINITIONS[name], run(), want).status.value
+            except Exception as exc:
+                checks[label_] = f"ERROR {type(exc).__name__}: {str(exc)[:160]}"
+            else:
+                variants[label_] = run
+    elif args[0].shape[0] <= TORCH_MAX_Q:
         torch_run = entry(f"{name}__torch_{kind}")
         variants["torch"] = lambda: torch_run(*args)
     if configs and kind == "prefill":
@@ -186,13 +261,16 @@ def bench_cell(name: str, label: str, args: list, rounds: int, configs: bool) ->
                     blocks=(r // group, n, w), num_stages=s))
     latency = time_rounds(variants, rounds)
     flops = causal_flops(name, args)
+    sweep = best_of(latency, {**checks, "triton": check.status.value}) if checks else {}
     return {
         "definition": name, "cell": label, "total_q": args[0].shape[0],
-        "batch": args[3].shape[0] - 1, "check": check.status.value,
+        "batch": mla_batch(name, args) if kind == "mla" else args[3].shape[0] - 1,
+        "check": check.status.value,
         "check_log": check.log if check.status.value != "PASSED" else "",
         "latency_us": latency,
         "tflops": {n: round(flops / (t * 1e-6) / 1e12, 1) for n, t in latency.items() if t},
         "triton_over_flashinfer_throughput": round(latency["flashinfer"] / latency["triton"], 3),
+        **sweep,
     }
 
 
@@ -204,6 +282,9 @@ def main() -> None:
                         help="also time other Triton tile configurations (grid cells)")
     parser.add_argument("--only", choices=("official", "mla", "grid"),
                         help="official: the GQA official workloads; mla: the MLA ones")
+    parser.add_argument("--variants", action="store_true",
+                        help="MLA cells: also time the named launch configurations and split "
+                             "rules (MLA_VARIANTS), not the torch baseline")
     parser.add_argument("--limit", type=int, default=0,
                         help="at most N official workloads a name (spread over the sizes)")
     opts = parser.parse_args()
@@ -229,7 +310,7 @@ def main() -> None:
             args = official_inputs(name, spec) if isinstance(spec, dict) else \
                 grid_inputs(name, *spec)
             cell = bench_cell(name, label, args, opts.rounds,
-                              opts.configs and not isinstance(spec, dict))
+                              opts.configs and not isinstance(spec, dict), opts.variants)
         except Exception as exc:  # one failing cell must not lose the others
             cell = {"definition": name, "cell": label, "error": f"{type(exc).__name__}: {exc}"}
             print(f"{name:<44} {label[:58]:<58} ERROR {cell['error'][:200]}")
@@ -238,6 +319,10 @@ def main() -> None:
             print(f"{name:<44} {label[:58]:<58} {lat['triton']:>10.1f} "
                   f"{lat['flashinfer']:>10.1f} {cell['triton_over_flashinfer_throughput']:>6.2f} "
                   f"{cell['check']}", flush=True)
+            if "best_variant" in cell:
+                print("    " + "  ".join(f"{n}={t:.1f}" for n, t in sorted(
+                    lat.items(), key=lambda item: item[1])) + f"  best {cell['best_variant']} "
+                      f"{cell['best_over_flashinfer_throughput']}", flush=True)
         cells.append(cell)
         result = summary(device, cells, time.time() - start)
         path.write_text(json.dumps(result, indent=2) + "\n")  # kept if a timeout cuts the run
@@ -246,6 +331,8 @@ def main() -> None:
     print(f"Triton/FlashInfer throughput >= 0.80 in {result['cells_at_or_above_0.80']} of "
           f"{result['cells_measured']} cells; geomean {result['geomean_ratio']}, min "
           f"{result['min_ratio']}; wrote {path}")
+    for variant, line in result.get("variants", {}).items():
+        print(f"  {variant:<22} {line}")
 
 
 def summary(device: str, cells: list[dict], seconds: float) -> dict:
@@ -263,8 +350,49 @@ def summary(device: str, cells: list[dict], seconds: float) -> dict:
         "min_ratio": min(ratios) if ratios else None,
         "checks_failed": [c["cell"] for c in cells if c.get("check") not in (None, "PASSED")],
         "errors": sum("error" in c for c in cells),
+        "variants": variant_summary(cells),
         "cells": cells,
     }
+
+
+def best_of(latency: dict[str, float], checks: dict[str, str]) -> dict:
+    """The swept cell's record: each variant's check, and the fastest that passed (the
+    shipped solution, "triton", included)."""
+    passed = {n: latency[n] for n, status in checks.items() if status == "PASSED"}
+    best = min(passed, key=lambda n: passed[n], default=None)
+    return {"variant_checks": checks, "best_variant": best,
+            "best_over_flashinfer_throughput":
+                round(latency["flashinfer"] / passed[best], 3) if best else None}
+
+
+def variant_summary(cells: list[dict]) -> dict[str, dict]:
+    """Per swept variant ("decode shipped", "prefill best": each cell's fastest passing one):
+    over the cells it ran, how many reach 0.80 of FlashInfer's throughput, geomean, min."""
+    ratios: dict[str, list[float]] = {}
+    failed: dict[str, int] = {}
+    for cell in cells:
+        if "variant_checks" not in cell:
+            continue
+        kind = "prefill" if "prefill" in cell["definition"] else "decode"
+        lat = cell["latency_us"]
+        for variant, status in cell["variant_checks"].items():
+            if variant == "triton":
+                continue  # counted as "shipped"
+            if status != "PASSED":
+                failed[f"{kind} {variant}"] = failed.get(f"{kind} {variant}", 0) + 1
+            else:
+                ratios.setdefault(f"{kind} {variant}", []).append(
+                    lat["flashinfer"] / lat[variant])
+        ratios.setdefault(f"{kind} shipped", []).append(
+            cell["triton_over_flashinfer_throughput"])
+        if cell["best_variant"]:
+            ratios.setdefault(f"{kind} best", []).append(cell["best_over_flashinfer_throughput"])
+    return {v: {"cells": len(r), "at_or_above_0.80": sum(x >= 0.8 for x in r),
+                "geomean": round(math.exp(statistics.fmean(math.log(x) for x in r)), 3)
+                if r else None, "min": round(min(r), 3) if r else None,
+                "checks_failed": failed.get(v, 0)}
+            for v, r in sorted({**{v: [] for v in failed}, **ratios}.items())}
+
 
 if __name__ == "__main__":
     main()

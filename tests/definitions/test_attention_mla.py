@@ -93,28 +93,103 @@ def test_solutions_match_reference(name: str, variant: str) -> None:
     _check(name, entry(f"{name}__{variant}")(*args), reference(ours(name))(*args), variant)
 
 
+def _triton():
+    return import_file(solution_file(f"{DECODE}__triton_mla"))
+
+
+def _config(block_t: int = 1, block_n: int = 16, **kw: int):
+    return _triton().Config(block_t=block_t, block_n=block_n, num_warps=4, **kw)
+
+
 @pytest.mark.parametrize(("splits", "block_n"), [(3, 16), (8, 16), (2, 32)])
 def test_triton_decode_split_over_tokens(splits: int, block_n: int) -> None:
     """Several programs a sequence, some with nothing to read; the merge pass combines them."""
-    module = import_file(solution_file(f"{DECODE}__triton_mla"))
     args = mla_inputs(DECODE, _cases(DECODE), seed=splits)
-    got = module.attend(*args[:4], None, *args[4:], num_splits=splits, block_n=block_n)
+    got = _triton().attend(*args[:4], None, *args[4:], _config(block_n=block_n), splits)
     _check(DECODE, got, reference(ours(DECODE))(*args), f"splits {splits}")
 
 
-def test_triton_prefill_blocks_of_two_tokens() -> None:
-    module = import_file(solution_file(f"{PREFILL}__triton_mla"))
-    args = mla_inputs(PREFILL, [*SEQUENCES, (9, 30)], seed=9)
-    got = module.attend(*args, block_t=2, block_n=16)
-    _check(PREFILL, got, reference(ours(PREFILL))(*args), "block_t 2")
+# uneven, empty (first, last, in a row) and one-token sequences; chunks cross sequences
+CHUNK_LENGTHS = [0, 9, 0, 70, 1, 33, 0, 0, 5, 2, 130, 0]
 
 
-def test_decode_split_count() -> None:
-    choose = import_file(solution_file(f"{DECODE}__triton_mla")).choose_num_splits
-    cpu = torch.device("cpu")
-    assert choose(1, 2708, cpu) == 32  # one long sequence: spread, capped
-    assert choose(1, 8, cpu) == 1  # too short to be worth a merge pass
-    assert choose(256, 256 * 1000, cpu) == 2  # the batch nearly fills the GPU already
+@pytest.mark.parametrize(("chunk", "block_n"), [(16, 16), (32, 16), (48, 16), (64, 32), (512, 16)])
+def test_triton_decode_in_equal_chunks_of_the_batch(chunk: int, block_n: int) -> None:
+    """A program per `chunk` tokens of the whole batch, one partial per sequence it touches;
+    the merge finds each sequence's partials from kv_indptr."""
+    args = mla_inputs(DECODE, [(1, k) for k in CHUNK_LENGTHS], seed=chunk)
+    got = _triton().attend_decode_chunks(*args, _config(block_n=block_n), chunk)
+    _check(DECODE, got, reference(ours(DECODE))(*args), f"chunk {chunk}")
+
+
+def _grids(monkeypatch: pytest.MonkeyPatch, module, launcher: str) -> list:
+    grids = []
+    launch = getattr(module, launcher)
+    monkeypatch.setattr(module, launcher, lambda grid, *a, **k: (grids.append(grid),
+                                                                  launch(grid, *a, **k)))
+    return grids
+
+
+def test_triton_decode_balances_uneven_sequences(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One long sequence among short ones (the official batch-16/64 workloads' shape): every
+    program reads at most one chunk, so the long one is spread over many programs."""
+    module = _triton()
+    lengths = [600, 3, 5, 0, 7, 2, 1, 9]
+    args = mla_inputs(DECODE, [(1, k) for k in lengths], seed=5)
+    grids = _grids(monkeypatch, module, "_launch_chunks")
+    got = module.run_decode(*args)
+    _check(DECODE, got, reference(ours(DECODE))(*args), "uneven")
+    chunk = module.decode_chunk(sum(lengths), args[0].device, module.INTERPRETER_CONFIG)
+    assert grids == [(-(-sum(lengths) // chunk), 1, 1)] and chunk <= 64
+
+
+# a few queries a sequence over long caches (the official total_q = 22 workload's shape)
+FEW_OVER_LONG = [(1, 700), (2, 90), (0, 50), (1, 1), (3, 260), (1, 0)]
+
+
+def test_triton_prefill_splits_few_queries_over_long_caches(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _triton()
+    args = mla_inputs(PREFILL, FEW_OVER_LONG, seed=11)
+    grids = _grids(monkeypatch, module, "_launch")
+    got = module.run_prefill(*args)
+    _check(PREFILL, got, reference(ours(PREFILL))(*args), "few over long")
+    assert len(grids) == 1 and grids[0][1] > 1, grids  # split over the tokens, then merged
+
+
+@pytest.mark.parametrize(("block_t", "splits"), [(1, 3), (2, 5), (4, 2)])
+def test_triton_prefill_split_over_tokens(block_t: int, splits: int) -> None:
+    """Causal limits per query inside each chunk, blind queries and empty sequences."""
+    args = mla_inputs(PREFILL, [*SEQUENCES, (2, 90), (9, 30)], seed=block_t)
+    got = _triton().attend(*args, _config(block_t=block_t), splits)
+    _check(PREFILL, got, reference(ours(PREFILL))(*args), f"block_t {block_t} x {splits}")
+
+
+@pytest.mark.parametrize(("block_t", "block_n"), [(2, 16), (4, 32)])
+def test_triton_prefill_query_blocks(block_t: int, block_n: int) -> None:
+    args = mla_inputs(PREFILL, [*SEQUENCES, (9, 30), (20, 70)], seed=9)
+    got = _triton().attend(*args, _config(block_t, block_n))
+    _check(PREFILL, got, reference(ours(PREFILL))(*args), f"block_t {block_t}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_triton_no_queries(name: str) -> None:
+    """No query at all (prefill: sequences of cached tokens only; decode: an empty batch)."""
+    args = mla_inputs(name, [(0, 5), (0, 0)] if name == PREFILL else [], seed=1)
+    out, lse = entry(f"{name}__triton_mla")(*args)
+    assert out.shape == (0, 16, 512) and lse.shape == (0, 16)
+
+
+def test_split_rules() -> None:
+    module = _triton()
+    cpu = torch.device("cpu")  # 132 multiprocessors assumed
+    config = module.Config(block_t=2, block_n=32, num_warps=4, split=2, min_chunk=64)
+    assert module.decode_chunk(75145, cpu, config) == 288  # 264 programs of <= 288 tokens
+    assert module.decode_chunk(1857, cpu, config) == 64  # at least min_chunk
+    assert module.prefill_splits(22, 22, 17759, cpu, config) == 12  # 264 / 22 programs
+    assert module.prefill_splits(3, 1, 100, cpu, config) == 2  # ~64 tokens a chunk
+    assert module.prefill_splits(8192, 1, 16384, cpu, config) == 1  # blocks fill the GPU
+    assert module.prefill_splits(1, 1, 10**6, cpu, config) == 64  # capped
 
 
 @pytest.mark.parametrize("name", NAMES)
