@@ -43,7 +43,7 @@ import contextlib
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -362,12 +362,29 @@ def interpolated(rankings: Mapping[Key, Ranking], key: Key, timing: str = DEVICE
     span = math.log(upper[0]) - math.log(max(lower[0], 1))
     t = (math.log(value) - math.log(max(lower[0], 1))) / span if span > 0 else 0.0
     originals = below.originals | above.originals
-    across = {k: {n: (lat, r.spread(i)) for i, (n, lat) in enumerate(
-        zip(r.names, r.latencies_ms, strict=True))} for k, r in rankings.items()}
     return settle([Candidate(n, math.exp((1 - t) * math.log(low[n]) + t * math.log(high[n])),
                               max(below.spread(below.names.index(n)),
                                   above.spread(above.names.index(n))), n in originals)
-                   for n in both], timing, floor, across if pool else None)
+                   for n in both], timing, floor, _RankedAcross(rankings) if pool else None)
+
+
+class _RankedAcross(Mapping[Key, Mapping[str, tuple[float, float]]]):
+    """`Across` read from rankings, one key at a time when read: only a tie reads it, so a
+    dispatch miss without one does not convert every measured key."""
+
+    def __init__(self, rankings: Mapping[Key, Ranking]) -> None:
+        self._rankings = rankings
+
+    def __getitem__(self, key: Key) -> Mapping[str, tuple[float, float]]:
+        r = self._rankings[key]
+        return {n: (lat, r.spread(i))
+                for i, (n, lat) in enumerate(zip(r.names, r.latencies_ms, strict=True))}
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self._rankings)
+
+    def __len__(self) -> int:
+        return len(self._rankings)
 
 
 def best_overall(rankings: Mapping[Key, Ranking]) -> Ranking | None:
